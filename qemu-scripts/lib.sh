@@ -1,0 +1,48 @@
+# shellcheck shell=bash
+# Common helpers for the qemu-scripts/*.sh scripts. Source it; don't run it.
+
+# Repository top level and cache directory (ignored by git).
+RAPILOG_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RAPILOG_CACHE=${RAPILOG_CACHE:-$RAPILOG_TOP/.cache}
+DEFAULT_KREL=7.3.4+deb13-amd64
+
+die() { echo "error: $*" >&2; exit 1; }
+log() { echo "[$(basename "$0")] $*" >&2; }
+
+# debian_mirror: print the Debian archive URI (no trailing slash).
+# $DEBIAN_MIRROR wins; otherwise the first `URIs:` (deb822) or `deb` line of
+# the host's apt configuration that points at the main archive (not
+# debian-security, not third-party repos).
+debian_mirror() {
+    if [[ -n ${DEBIAN_MIRROR:-} ]]; then
+        echo "${DEBIAN_MIRROR%/}"
+        return
+    fi
+    local f uri
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [[ -r $f ]] || continue
+        # shellcheck disable=SC2013
+        for uri in $(awk 'tolower($1)=="uris:" { for (i = 2; i <= NF; i++) print $i }' "$f"); do
+            if [[ $uri =~ /debian/?$ ]]; then echo "${uri%/}"; return; fi
+        done
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [[ -r $f ]] || continue
+        uri=$(awk '$1=="deb" { for (i = 2; i <= NF; i++) if ($i !~ /^\[/ && $i !~ /\]$/ && $i ~ /:\/\//) { print $i; exit } }' "$f" |
+            grep -E '/debian/?$' | head -n1 || true)
+        if [[ -n $uri ]]; then echo "${uri%/}"; return; fi
+    done
+    die "cannot find a Debian mirror in /etc/apt (set DEBIAN_MIRROR=http://.../debian)"
+}
+
+# load_kernel_env KREL: source kernels/KREL.env (KEY=VALUE lines; unknown keys
+# are fine) and check the variables the harness needs.
+load_kernel_env() {
+    local krel=$1 f
+    f=$RAPILOG_TOP/kernels/$krel.env
+    [[ -r $f ]] || die "no pin file $f (known: $(cd "$RAPILOG_TOP/kernels" 2>/dev/null && ls -- *.env 2>/dev/null | tr '\n' ' '))"
+    # shellcheck disable=SC1090
+    source "$f"
+    [[ ${KREL:-} == "$krel" ]] || die "$f: KREL=${KREL:-} does not match file name"
+    [[ -n ${KPKG_VERSION:-} && -n ${KSUITE:-} ]] || die "$f: KPKG_VERSION and KSUITE are required"
+}
