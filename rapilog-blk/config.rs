@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The driver's configuration, validated from the module parameters before
+//! anything touches the region or the disk.
+
+use core::fmt;
+
+use crate::region_spec::{RegionSpec, RegionSpecError};
+use crate::params;
+
+/// How the region is protected against stray kernel writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protect {
+    /// Mapped read-only except during the copy of a record.
+    Window,
+    /// Mapped writable all the time (measures what protection costs).
+    Off,
+}
+
+impl Protect {
+    fn parse(text: &[u8]) -> Option<Self> {
+        match text {
+            b"window" => Some(Self::Window),
+            b"off" => Some(Self::Off),
+            _ => None,
+        }
+    }
+
+    /// The parameter value that selects this mode.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Window => "window",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// A validated configuration.
+pub(crate) struct Config {
+    /// The reserved physical region.
+    pub(crate) region: RegionSpec,
+    /// Path of the backing log disk.
+    pub(crate) backing: &'static [u8],
+    /// Protection mode of the region.
+    pub(crate) protect: Protect,
+}
+
+/// A parameter that was missing or malformed, with what to do about it.
+pub(crate) enum ConfigError {
+    /// `region=` is missing or malformed.
+    Region(&'static [u8], RegionSpecError),
+    /// `backing=` is missing or not an absolute path.
+    Backing(&'static [u8]),
+    /// `protect=` names no known mode.
+    Protect(&'static [u8]),
+}
+
+impl Config {
+    /// Validates the module parameters.
+    pub(crate) fn from_params() -> Result<Self, ConfigError> {
+        Self::parse(params::region.value(), params::backing.value(), params::protect.value())
+    }
+
+    fn parse(
+        region: &'static [u8],
+        backing: &'static [u8],
+        protect: &'static [u8],
+    ) -> Result<Self, ConfigError> {
+        let region = RegionSpec::parse(region).map_err(|e| ConfigError::Region(region, e))?;
+        if !backing.starts_with(b"/") {
+            return Err(ConfigError::Backing(backing));
+        }
+        let protect = Protect::parse(protect).ok_or(ConfigError::Protect(protect))?;
+        Ok(Self { region, backing, protect })
+    }
+}
+
+/// Shows a parameter's raw value: printable ASCII as is, other bytes escaped.
+struct Raw(&'static [u8]);
+
+impl fmt::Display for Raw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &b in self.0 {
+            if b.is_ascii_graphic() || b == b' ' {
+                write!(f, "{}", b as char)?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ConfigError {
+    /// One line naming the parameter, what was wrong and how to fix it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Region(raw, RegionSpecError::Empty) if raw.is_empty() => f.write_str(
+                "region= is required: reserve memory at boot with memmap=SIZE$PHYS \
+                 (e.g. memmap=64M$0x60000000) and load with region=64M@0x60000000",
+            ),
+            Self::Region(raw, e) => write!(f, "region={} refused: {e}", Raw(raw)),
+            Self::Backing(raw) if raw.is_empty() => {
+                f.write_str("backing= is required: the log disk's path, e.g. backing=/dev/disk/by-id/virtio-log")
+            }
+            Self::Backing(raw) => {
+                write!(f, "backing={} refused: expected an absolute path such as /dev/sdb", Raw(raw))
+            }
+            Self::Protect(raw) => {
+                write!(f, "protect={} refused: expected window (default) or off", Raw(raw))
+            }
+        }
+    }
+}

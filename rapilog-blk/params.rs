@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The module parameters: what an administrator sets at `insmod`/`modprobe`.
+//!
+//! All are read-only after load and visible in `/sys/module/rapilog/parameters/`.
+//! [`crate::config`] turns them into a validated configuration.
+
+use crate::sys::module_param::module_param;
+
+module_param!(region: str(64) = "",
+    "Reserved physical region SIZE@PHYS, as reserved at boot with memmap=SIZE$PHYS (e.g. 64M@0x60000000)");
+module_param!(backing: str(256) = "",
+    "Path of the log disk rapilog fronts, preferably stable (e.g. /dev/disk/by-id/...)");
+module_param!(protect: str(16) = "window",
+    "Write protection of the region: window (read-only except while copying a record) or off");
