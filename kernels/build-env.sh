@@ -30,21 +30,7 @@ mkdir -p "$ENV_DIR"
 stage_done() { [ -e "$ENV_DIR/.stage-$1" ]; }
 stage_mark() { touch "$ENV_DIR/.stage-$1"; }
 
-# Run a command inside the chroot with /proc, /sys, /dev (objtool and apt need
-# them) and the repository at /rapilog. A private mount namespace tears every
-# mount down with the process, even on failure.
-in_chroot() {
-	unshare --mount --propagation private -- bash -euc '
-		root=$1 top=$2; shift 2
-		mount -t proc proc "$root/proc"
-		mount --rbind /sys "$root/sys"
-		mount --rbind /dev "$root/dev"
-		mkdir -p "$root/rapilog"
-		mount --bind "$top" "$root/rapilog"
-		exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-			HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
-	' in_chroot "$ROOT" "$RAPILOG_TOP" "$@"
-}
+in_chroot() { run_in_chroot "$ROOT" "$@"; }
 
 if ! stage_done debootstrap; then
 	mirror=$(debian_mirror)

@@ -27,3 +27,19 @@ load_kernel_env() {
 	# shellcheck disable=SC1090
 	. "$f"
 }
+
+# Run a command inside a build chroot with /proc, /sys, /dev (objtool and apt
+# need them) and the repository at /rapilog. A private mount namespace tears
+# every mount down with the process, even on failure.
+run_in_chroot() {
+	unshare --mount --propagation private -- bash -euc '
+		root=$1 top=$2; shift 2
+		mount -t proc proc "$root/proc"
+		mount --rbind /sys "$root/sys"
+		mount --rbind /dev "$root/dev"
+		mkdir -p "$root/rapilog"
+		mount --bind "$top" "$root/rapilog"
+		exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+			HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
+	' run_in_chroot "$1" "$RAPILOG_TOP" "${@:2}"
+}

@@ -1,0 +1,68 @@
+# rapilog: top-level build.
+#
+#   make                 module for the default stock kernel + userspace
+#   make KREL=...        module for another supported kernel (see kernels/*.env)
+#   make KDIR=/lib/modules/$(uname -r)/build
+#                        module against headers installed on this machine
+#                        (after `make host-rust-artifacts`)
+#   make test            every test: host unit/property tests, module checks, QEMU tests
+#   make demo            boot the stock kernel in QEMU and show rapilog working
+#   make bench           benchmarks (never part of `make test`)
+#
+# Everything downloaded or built lives under .cache/ (ignored by git), reused
+# when present and rebuilt when absent.
+
+KREL ?= 7.3.4+deb13-amd64
+KDIR ?=
+export KREL KDIR
+
+CACHE := $(CURDIR)/.cache
+MODULE := $(CACHE)/build/$(KREL)/rapilog.ko
+
+.PHONY: all module userspace test host-test demo bench host-deps host-rust-artifacts clean distclean help
+
+all: module userspace
+
+help:
+	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
+
+# Kbuild decides what to rebuild; the script builds the chroot once if needed.
+module:
+	kernels/build-module.sh $(KREL)
+
+userspace:
+	cargo build --release --workspace
+
+test:
+	tests/run-all.sh
+
+# Host-only tests (no QEMU, no kernel build): quick feedback while editing.
+host-test:
+	cargo test --workspace
+
+demo:
+	qemu-scripts/demo.sh
+
+bench:
+	@echo "make bench: the benchmarks arrive with the driver's data path (issue 4); nothing to measure yet." >&2
+	@exit 2
+
+host-deps:
+	qemu-scripts/host-deps.sh
+
+# For a machine that itself runs a supported kernel: regenerate the Rust
+# artifacts its headers lack (needs linux-source-X.Y and the exact rustc,
+# rust-src and bindgen named in the headers' .config), then `make KDIR=...`.
+host-rust-artifacts:
+	kernels/rust-artifacts.sh /usr/src/linux-headers-$$(uname -r) \
+		/usr/src/linux-source-$$(uname -r | cut -d. -f1,2).tar.xz $(CACHE)/host-rust-artifacts
+
+clean:
+	rm -f rapilog-blk/*.o rapilog-blk/*.ko rapilog-blk/*.mod rapilog-blk/*.mod.c \
+		rapilog-blk/.*.cmd rapilog-blk/modules.order .*.cmd Module.symvers modules.order
+	rm -rf $(CACHE)/build
+	cargo clean
+
+# Also drops the build chroots and guest images (several GB; slow to rebuild).
+distclean: clean
+	rm -rf $(CACHE)
