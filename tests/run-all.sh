@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 . kernels/lib.sh
 
 KREL=${KREL:-7.3.4+deb13-amd64}
-export KREL
+export KREL RAPILOG_KREL=$KREL
 names=() times=() results=()
 failed=0
 
