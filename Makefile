@@ -41,7 +41,7 @@ host-test:
 	cargo test --workspace
 
 demo:
-	qemu-scripts/demo.sh
+	qemu-scripts/demo.py
 
 bench:
 	@echo "make bench: the benchmarks arrive with the driver's data path (issue 4); nothing to measure yet." >&2
