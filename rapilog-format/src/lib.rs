@@ -1,0 +1,95 @@
+//! The rapilog on-region format: layout, encoders and decoders, writer-side
+//! space accounting, the replay planner and the dirty-extent index.
+//!
+//! One source shared by the kernel module (which compiles this file as one
+//! of its own modules), the crash-kernel rescue program and `rapilogctl`, so
+//! the writer and the replayer cannot disagree. `FORMAT.md` beside this
+//! crate describes the bytes; a test keeps it in step with the code.
+//!
+//! # Region
+//!
+//! Two superblock copies, a descriptor table (slot = `seq % slots`) and a
+//! data ring of 512-byte-aligned payloads; see [`geometry`]. A record is a
+//! payload in the ring plus a 64-byte [`Descriptor`] in its slot.
+//!
+//! # Publication protocol (writer)
+//!
+//! 1. **Reserve**, under the writer lock, in sequence order:
+//!    [`RingState::reserve`] gives the sequence number, the slot and the
+//!    ring offset, or says the ring is full (wait for writeback).
+//! 2. **Copy** the payload into the ring, computing its CRC-32C. Any number
+//!    of writers do this concurrently.
+//! 3. **Publish**: after a write barrier (the payload must be visible
+//!    first), write the descriptor ([`Reservation::descriptor`] then
+//!    [`Descriptor::encode`]). Its own checksum makes it count: until all
+//!    64 bytes are in place the record does not exist for the replayer.
+//! 4. **Acknowledge** the write (complete the bio). Flush and FUA are
+//!    satisfied here: the region is the durability domain.
+//!
+//! A crash between any two steps loses only records that were never
+//! acknowledged; a published record N+1 is found even if record N is torn.
+//!
+//! # Writeback protocol
+//!
+//! 1. Write published records to the disk in sequence order (merging
+//!    neighbours), then flush (or FUA).
+//! 2. Advance the durable tail: [`ActiveSuperblock::next_update`] with
+//!    `durable_tail` = first sequence number not written back, encoded into
+//!    the *other* copy with generation + 1.
+//! 3. Only once that copy is completely written, free the space:
+//!    [`RingState::release_through`] and [`ExtentIndex::retire_through`]
+//!    (the index may be retired as soon as step 1 completes).
+//!
+//! # Recovery
+//!
+//! [`plan_replay`] loads the newer valid superblock copy, refuses a region
+//! of another disk, and yields every valid record of the live window
+//! `durable_tail .. durable_tail + slots` of the current epoch, in sequence
+//! order, with its payload checksum verified. After applying and flushing
+//! them, the replayer records the outcome with
+//! [`ReplayPlan::replayed_superblock`]. Replaying again is harmless.
+//!
+//! # Kernel build
+//!
+//! The kernel includes this file with
+//! `#[path = "../rapilog-format/src/lib.rs"] mod format;` and builds with
+//! `--cfg CONFIG_RUST`, under which the `no_std` attribute below (a crate
+//! attribute, meaningless in a module) is left out and lints that only make
+//! sense for a stand-alone crate are allowed. Paths between the files of
+//! this crate are therefore `super::`, never `crate::`.
+
+#![cfg_attr(not(any(test, CONFIG_RUST)), no_std)]
+#![forbid(unsafe_code)]
+// As a private module of the kernel crate, items the module does not use
+// would warn as dead, and every `pub` as unreachable.
+#![cfg_attr(CONFIG_RUST, allow(dead_code, unreachable_pub))]
+
+pub mod crc32c;
+pub mod crc32c_test_vectors;
+pub mod descriptor;
+pub mod disk;
+pub mod extent_index;
+pub mod field;
+pub mod format_region;
+pub mod geometry;
+pub mod replay;
+pub mod replay_report;
+pub mod ring;
+pub mod superblock;
+
+#[cfg(feature = "test-helpers")]
+pub mod test_helpers;
+
+pub use crc32c::{Crc32c, SoftwareCrc32c};
+pub use descriptor::{Descriptor, DescriptorError};
+pub use disk::{DiskId, DiskIdentity, DISK_ID_BYTES, SECTOR_BYTES};
+pub use extent_index::{Extent, ExtentIndex, IndexError, Lookup, Piece};
+pub use format_region::{format_region, FormatError};
+pub use geometry::{Geometry, GeometryError, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES, UNIT_BYTES};
+pub use replay::{plan_replay, ReplayPlan, ReplayRefusal, ReplayWrite};
+pub use replay_report::{LastReplay, ReplayReport, Replayer, SkipCounts};
+pub use ring::{ReleaseError, Reservation, ReserveError, RingGeometry, RingState};
+pub use superblock::{
+    generation_is_newer, ActiveSuperblock, LoadError, RegionState, Superblock, SuperblockCopy,
+    SuperblockError, FORMAT_VERSION,
+};
