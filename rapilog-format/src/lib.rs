@@ -60,9 +60,9 @@
 
 #![cfg_attr(not(any(test, CONFIG_RUST)), no_std)]
 #![forbid(unsafe_code)]
-// As a private module of the kernel crate, items the module does not use
-// would warn as dead, and every `pub` as unreachable.
-#![cfg_attr(CONFIG_RUST, allow(dead_code, unreachable_pub))]
+// As a private module of the kernel crate, items and re-exports the module
+// does not use would warn as dead or unused, and every `pub` as unreachable.
+#![cfg_attr(CONFIG_RUST, allow(dead_code, unused_imports, unreachable_pub))]
 
 pub mod crc32c;
 pub mod crc32c_test_vectors;
