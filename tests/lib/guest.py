@@ -140,6 +140,11 @@ def q35_phys_to_offset(phys: int, ram_size: int) -> int:
     raise ValueError(f"guest physical {phys:#x} is not RAM (ram {ram_size:#x}, below-4G {below:#x})")
 
 
+def pinned_krels() -> list[str]:
+    """Every kernel pinned in kernels/*.env (KREL taken from the file name)."""
+    return sorted(p.name[: -len(".env")] for p in (REPO / "kernels").glob("*.env"))
+
+
 def _run_script(args: list[str]) -> str:
     p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if p.returncode != 0:
@@ -728,8 +733,11 @@ class Guest:
     def set_throttle(self, disk: Disk | str, iops: int, iops_size: int = 4096) -> None:
         """Change a disk's IOPS limit at run time (0 = unlimited)."""
         did = disk.qemu_id() if isinstance(disk, Disk) else disk
-        self.qmp("block_set_io_throttle", {"id": f"{did}/virtio-backend", "bps": 0, "bps_rd": 0, "bps_wr": 0,
-                                           "iops": iops, "iops_rd": 0, "iops_wr": 0, "iops_size": iops_size})
+        args = {"id": f"{did}/virtio-backend", "bps": 0, "bps_rd": 0, "bps_wr": 0,
+                "iops": iops, "iops_rd": 0, "iops_wr": 0}
+        if iops:
+            args["iops_size"] = iops_size
+        self.qmp("block_set_io_throttle", args)
 
     # --- agent ------------------------------------------------------------------------------
     def _agent_reader(self, sock: socket.socket) -> None:

@@ -1,0 +1,67 @@
+"""Fixtures for QEMU tests.
+
+    def test_x(guest_factory):
+        g = guest_factory(memmap="64M$0x60000000", disks=[Disk("log.img", "rl-log", size="64M")])
+        g.boot()
+        g.check("...")
+
+guest_factory(**kwargs) makes Guest objects named after the test (logs in
+.cache/test-logs/<test>[-N]/) and always kills them at teardown; the
+console tail and the log directory are reported when the test fails.
+Kernel: $RAPILOG_KREL (default 7.3.4+deb13-amd64).
+"""
+import re
+from pathlib import Path
+
+import pytest
+
+import guest as guestlib
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    setattr(item, "rep_" + rep.when, rep)
+    return rep
+
+
+@pytest.fixture(scope="session")
+def krel() -> str:
+    return guestlib.DEFAULT_KREL
+
+
+def _test_name(node) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", node.name)
+
+
+@pytest.fixture
+def guest_factory(request):
+    guests: list[guestlib.Guest] = []
+
+    def make(**kwargs) -> guestlib.Guest:
+        name = _test_name(request.node) + (f"-{len(guests)}" if guests else "")
+        kwargs.setdefault("krel", guestlib.DEFAULT_KREL)
+        g = guestlib.Guest(name, **kwargs)
+        guests.append(g)
+        return g
+
+    yield make
+    failed = any(getattr(request.node, "rep_" + w, None) is not None and getattr(request.node, "rep_" + w).failed
+                 for w in ("setup", "call"))
+    for g in guests:
+        if failed:
+            print(f"\n=== guest {g.name}: logs in {g.log_dir}\n{g.console_tail(30)}")
+        g.close()
+
+
+@pytest.fixture(scope="module")
+def booted(request):
+    """One default guest (memmap region, pvpanic) shared by a module's tests
+    that leave it in a usable state."""
+    name = re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(request.module.__file__).stem) + "-shared"
+    g = guestlib.Guest(name, memmap="64M$0x60000000", pvpanic=True)
+    try:
+        g.boot()
+        yield g
+    finally:
+        g.close()
