@@ -13,7 +13,11 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 QEMU_MIN=1:10.0
-BASE_PKGS=(busybox-static cpio xz-utils zstd kmod python3 python3-venv curl ca-certificates dpkg e2fsprogs)
+# harness: busybox-static cpio kmod (depmod/modinfo) xz-utils zstd curl gpgv
+# debian-archive-keyring (fetch-kernel.sh), python3 python3-venv (tests);
+# debootstrap: the module build chroot (kernels/build-env.sh).
+BASE_PKGS=(busybox-static cpio xz-utils zstd kmod python3 python3-venv curl ca-certificates gpgv
+    debian-archive-keyring dpkg e2fsprogs debootstrap)
 BPO_PKGS=(qemu-system-x86 qemu-utils)
 
 missing=()

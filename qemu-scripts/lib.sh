@@ -4,7 +4,9 @@
 # Repository top level and cache directory (ignored by git).
 RAPILOG_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RAPILOG_CACHE=${RAPILOG_CACHE:-$RAPILOG_TOP/.cache}
-DEFAULT_KREL=7.3.4+deb13-amd64
+# Default guest kernel (the Makefile's KREL default); override: RAPILOG_KREL.
+# shellcheck disable=SC2034
+DEFAULT_KREL=${RAPILOG_KREL:-7.3.4+deb13-amd64}
 
 die() { echo "error: $*" >&2; exit 1; }
 log() { echo "[$(basename "$0")] $*" >&2; }
@@ -40,7 +42,11 @@ debian_mirror() {
 load_kernel_env() {
     local krel=$1 f
     f=$RAPILOG_TOP/kernels/$krel.env
-    [[ -r $f ]] || die "no pin file $f (known: $(cd "$RAPILOG_TOP/kernels" 2>/dev/null && ls -- *.env 2>/dev/null | tr '\n' ' '))"
+    if [[ ! -r $f ]]; then
+        local known=() k
+        for k in "$RAPILOG_TOP"/kernels/*.env; do [[ -e $k ]] && known+=("$(basename "$k" .env)"); done
+        die "no pin file $f (known: ${known[*]:-none})"
+    fi
     # shellcheck disable=SC1090
     source "$f"
     [[ ${KREL:-} == "$krel" ]] || die "$f: KREL=${KREL:-} does not match file name"

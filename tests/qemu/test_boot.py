@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from guest import CommandFailed, CommandTimeout, Disk, Guest, parse_memmap, pinned_krels, scaled
+from guest import (CommandFailed, CommandTimeout, Disk, Guest, GuestPanicked, parse_memmap, pinned_krels,
+                   scaled)
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
@@ -129,7 +130,10 @@ def test_pvpanic_reports_guest_panic(guest_factory):
     g = guest_factory(memmap=REGION, pvpanic=True)
     g.boot()
     mark, cmark = g.event_mark(), g.console_mark()
-    g.send("echo c > /proc/sysrq-trigger")
+    t = time.monotonic()
+    with pytest.raises(GuestPanicked):  # run() notices the panic, no timeout wait
+        g.run("echo c > /proc/sysrq-trigger")
+    assert time.monotonic() - t < scaled(20)
     ev = g.wait_event("GUEST_PANICKED", scaled(30), since=mark)
     assert ev["data"]["action"] in ("run", "pause", "shutdown")
     g.wait_console(r"Kernel panic - not syncing", scaled(30), since=cmark)
