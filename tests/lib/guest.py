@@ -429,7 +429,10 @@ class Guest:
         for f in self._logs.values():
             f.write(f"===== QEMU start #{self._starts} at {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
         self._qemu_log = open(self.log_dir / "qemu.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._qemu_log,
+        # setpriv --pdeathsig: QEMU dies with the thread that started it, even
+        # if the test process is SIGKILLed (no orphaned guests eating CPU).
+        wrap = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+        self.proc = subprocess.Popen(wrap + cmd, stdin=subprocess.DEVNULL, stdout=self._qemu_log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self._t0 = time.monotonic()
         with self._cv:
