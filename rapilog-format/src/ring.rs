@@ -218,7 +218,8 @@ impl RingState {
             .filter(|next| next.checked_add(u64::from(ring.slots)).is_some())
             .ok_or(ReserveError::Exhausted)?;
         let offset = self.head.checked_rem(ring.ring_bytes).ok_or(ReserveError::Exhausted)?;
-        let start = if offset + len <= ring.ring_bytes {
+        let fits_before_end = offset.checked_add(len).is_some_and(|end| end <= ring.ring_bytes);
+        let start = if fits_before_end {
             self.head
         } else {
             // Skip to the start of the next lap: records never wrap.
@@ -362,6 +363,25 @@ mod tests {
         assert_eq!(ring.reserve(&g, 512), Err(ReserveError::Exhausted));
         let mut ring = RingState { next_seq: 0, tail_seq: 0, head: u64::MAX - 100, tail: u64::MAX - 100 };
         assert_eq!(ring.reserve(&g, 512), Err(ReserveError::Exhausted));
+    }
+
+    #[test]
+    fn huge_ring_does_not_overflow() {
+        let g = RingGeometry::new(&Geometry {
+            region_bytes: u64::MAX,
+            descriptor_offset: 1024,
+            descriptor_slots: 4,
+            ring_offset: 1536,
+            ring_bytes: u64::MAX / 512 * 512 - 1536,
+            max_record_bytes: 1 << 20,
+        })
+        .unwrap();
+        let end = g.ring_bytes() - 512;
+        let mut ring = RingState { next_seq: 0, tail_seq: 0, head: end, tail: end };
+        // offset + length would overflow: the record goes to the next lap,
+        // whose logical position no longer fits in 64 bits.
+        assert_eq!(ring.reserve(&g, 1 << 20), Err(ReserveError::Exhausted));
+        assert_eq!(ring.reserve(&g, 512).unwrap().ring_offset, end);
     }
 
     #[test]
