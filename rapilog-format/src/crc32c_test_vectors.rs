@@ -41,14 +41,38 @@ const DESCENDING: [u8; 32] = {
 /// The vectors: the customary check string, the four 32-byte patterns of
 /// RFC 3720 (iSCSI) appendix B.4, and a few short inputs.
 pub const VECTORS: &[TestVector] = &[
-    TestVector { input: b"", crc: 0x0000_0000 },
-    TestVector { input: b"a", crc: 0xC1D0_4330 },
-    TestVector { input: b"123456789", crc: 0xE306_9283 },
-    TestVector { input: b"The quick brown fox jumps over the lazy dog", crc: 0x2262_0404 },
-    TestVector { input: &ZEROS, crc: 0x8A91_36AA },
-    TestVector { input: &ONES, crc: 0x62A8_AB43 },
-    TestVector { input: &ASCENDING, crc: 0x46DD_794E },
-    TestVector { input: &DESCENDING, crc: 0x113F_DB5C },
+    TestVector {
+        input: b"",
+        crc: 0x0000_0000,
+    },
+    TestVector {
+        input: b"a",
+        crc: 0xC1D0_4330,
+    },
+    TestVector {
+        input: b"123456789",
+        crc: 0xE306_9283,
+    },
+    TestVector {
+        input: b"The quick brown fox jumps over the lazy dog",
+        crc: 0x2262_0404,
+    },
+    TestVector {
+        input: &ZEROS,
+        crc: 0x8A91_36AA,
+    },
+    TestVector {
+        input: &ONES,
+        crc: 0x62A8_AB43,
+    },
+    TestVector {
+        input: &ASCENDING,
+        crc: 0x46DD_794E,
+    },
+    TestVector {
+        input: &DESCENDING,
+        crc: 0x113F_DB5C,
+    },
 ];
 
 /// Checks `crc` against every vector, both in one call and split in two

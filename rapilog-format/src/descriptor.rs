@@ -46,8 +46,18 @@ pub mod fields {
     pub const CHECKSUM: Field = f("checksum", 60, 4);
 
     /// All fields in order; they tile the 64-byte descriptor exactly.
-    pub const ALL: &[Field] =
-        &[MAGIC, FLAGS, SEQ, EPOCH, SECTOR, RING_OFFSET, LENGTH, PAYLOAD_CHECKSUM, RESERVED, CHECKSUM];
+    pub const ALL: &[Field] = &[
+        MAGIC,
+        FLAGS,
+        SEQ,
+        EPOCH,
+        SECTOR,
+        RING_OFFSET,
+        LENGTH,
+        PAYLOAD_CHECKSUM,
+        RESERVED,
+        CHECKSUM,
+    ];
 }
 
 /// A decoded descriptor.
@@ -97,7 +107,10 @@ impl Descriptor {
     /// Decodes one slot. Only the descriptor's own integrity is checked
     /// here; whether it belongs to the live window, the current epoch, and
     /// fits the geometry and the disk is the replayer's business.
-    pub fn decode<C: Crc32c>(bytes: &[u8; DESCRIPTOR_BYTES], crc: C) -> Result<Self, DescriptorError> {
+    pub fn decode<C: Crc32c>(
+        bytes: &[u8; DESCRIPTOR_BYTES],
+        crc: C,
+    ) -> Result<Self, DescriptorError> {
         use fields::*;
         if bytes.iter().all(|&b| b == 0) {
             return Err(DescriptorError::Empty);
@@ -158,21 +171,31 @@ mod tests {
 
     #[test]
     fn empty_torn_and_malformed() {
-        assert_eq!(Descriptor::decode(&[0; DESCRIPTOR_BYTES], SoftwareCrc32c), Err(DescriptorError::Empty));
+        assert_eq!(
+            Descriptor::decode(&[0; DESCRIPTOR_BYTES], SoftwareCrc32c),
+            Err(DescriptorError::Empty)
+        );
         let mut good = [0u8; DESCRIPTOR_BYTES];
         sample().encode(&mut good, SoftwareCrc32c);
         // A write torn at any byte (new prefix over an empty slot) never counts.
         for cut in 1..DESCRIPTOR_BYTES {
             let mut torn = [0u8; DESCRIPTOR_BYTES];
             torn[..cut].copy_from_slice(&good[..cut]);
-            assert_eq!(Descriptor::decode(&torn, SoftwareCrc32c), Err(DescriptorError::BadChecksum), "cut {cut}");
+            assert_eq!(
+                Descriptor::decode(&torn, SoftwareCrc32c),
+                Err(DescriptorError::BadChecksum),
+                "cut {cut}"
+            );
         }
         for (field, value) in [(fields::MAGIC, 0x1234), (fields::FLAGS, 1)] {
             let mut bad = good;
             field::write_u32(&mut bad, field, value);
             let crc = SoftwareCrc32c.checksum(&bad[..60]);
             field::write_u32(&mut bad, fields::CHECKSUM, crc);
-            assert_eq!(Descriptor::decode(&bad, SoftwareCrc32c), Err(DescriptorError::Malformed));
+            assert_eq!(
+                Descriptor::decode(&bad, SoftwareCrc32c),
+                Err(DescriptorError::Malformed)
+            );
         }
     }
 }

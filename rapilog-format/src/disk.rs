@@ -40,7 +40,11 @@ impl DiskId {
 
     /// The id without its zero padding, for display.
     pub fn as_bytes(&self) -> &[u8] {
-        let len = self.0.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+        let len = self
+            .0
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |last| last + 1);
         self.0.get(..len).unwrap_or(&[])
     }
 }
@@ -89,12 +93,28 @@ mod tests {
     #[test]
     fn identity_validity() {
         let id = DiskId::new(b"x").unwrap();
-        let ok = DiskIdentity { id, sectors: 8, block_bytes: 4096 };
+        let ok = DiskIdentity {
+            id,
+            sectors: 8,
+            block_bytes: 4096,
+        };
         assert!(ok.is_valid());
         assert_eq!(ok.block_sectors(), 8);
         assert!(!DiskIdentity { sectors: 0, ..ok }.is_valid());
-        assert!(!DiskIdentity { block_bytes: 256, ..ok }.is_valid());
-        assert!(!DiskIdentity { block_bytes: 1536, ..ok }.is_valid());
-        assert!(!DiskIdentity { block_bytes: 131072, ..ok }.is_valid());
+        assert!(!DiskIdentity {
+            block_bytes: 256,
+            ..ok
+        }
+        .is_valid());
+        assert!(!DiskIdentity {
+            block_bytes: 1536,
+            ..ok
+        }
+        .is_valid());
+        assert!(!DiskIdentity {
+            block_bytes: 131072,
+            ..ok
+        }
+        .is_valid());
     }
 }

@@ -135,7 +135,11 @@ impl<'s> ExtentIndex<'s> {
     }
 
     fn set(&mut self, index: usize, extent: Extent) {
-        if let Some(slot) = self.storage.get_mut(..self.len).and_then(|live| live.get_mut(index)) {
+        if let Some(slot) = self
+            .storage
+            .get_mut(..self.len)
+            .and_then(|live| live.get_mut(index))
+        {
             *slot = extent;
         }
     }
@@ -177,11 +181,19 @@ impl<'s> ExtentIndex<'s> {
 
     /// Indexes record `record` (sequence number `seq`) as covering
     /// `sectors` sectors from `sector`, wherever nothing newer is indexed.
-    pub fn insert(&mut self, sector: u64, sectors: u64, seq: u64, record: u64) -> Result<(), IndexError> {
+    pub fn insert(
+        &mut self,
+        sector: u64,
+        sectors: u64,
+        seq: u64,
+        record: u64,
+    ) -> Result<(), IndexError> {
         if sectors == 0 {
             return Err(IndexError::EmptyRange);
         }
-        let end = sector.checked_add(sectors).ok_or(IndexError::RangeOverflow)?;
+        let end = sector
+            .checked_add(sectors)
+            .ok_or(IndexError::RangeOverflow)?;
         let piece = |from: u64, to: u64| Extent {
             sector: from,
             sectors: to - from,
@@ -190,7 +202,11 @@ impl<'s> ExtentIndex<'s> {
             record_offset: from - sector,
         };
         let first = self.extents().partition_point(|x| x.end() <= sector);
-        let overlapping = self.extents().get(first..).unwrap_or(&[]).partition_point(|x| x.sector < end);
+        let overlapping = self
+            .extents()
+            .get(first..)
+            .unwrap_or(&[])
+            .partition_point(|x| x.sector < end);
         let last = first + overlapping;
         let older = |x: &Extent| x.seq < seq;
 
@@ -206,7 +222,13 @@ impl<'s> ExtentIndex<'s> {
                     record_offset: around.record_offset + (end - around.sector),
                     ..around
                 };
-                self.set(first, Extent { sectors: sector - around.sector, ..around });
+                self.set(
+                    first,
+                    Extent {
+                        sectors: sector - around.sector,
+                        ..around
+                    },
+                );
                 self.insert_at(first + 1, piece(sector, end));
                 self.insert_at(first + 2, right);
                 return Ok(());
@@ -239,10 +261,24 @@ impl<'s> ExtentIndex<'s> {
                 continue;
             }
             if x.sector < sector {
-                self.set(index, Extent { sectors: sector - x.sector, ..x });
+                self.set(
+                    index,
+                    Extent {
+                        sectors: sector - x.sector,
+                        ..x
+                    },
+                );
             } else {
                 let cut = end - x.sector;
-                self.set(index, Extent { sector: end, sectors: x.sectors - cut, record_offset: x.record_offset + cut, ..x });
+                self.set(
+                    index,
+                    Extent {
+                        sector: end,
+                        sectors: x.sectors - cut,
+                        record_offset: x.record_offset + cut,
+                        ..x
+                    },
+                );
             }
         }
         let last = self.retain_range(first, last, |x| !(older(x) && inside(x)));
@@ -314,7 +350,10 @@ impl Iterator for Lookup<'_> {
             Some(x) if x.sector < self.end => {
                 if x.sector > start {
                     self.cursor = x.sector;
-                    return Some(Piece::Disk { sector: start, sectors: x.sector - start });
+                    return Some(Piece::Disk {
+                        sector: start,
+                        sectors: x.sector - start,
+                    });
                 }
                 let stop = x.end().min(self.end);
                 self.cursor = stop;
@@ -331,7 +370,10 @@ impl Iterator for Lookup<'_> {
             }
             _ => {
                 self.cursor = self.end;
-                Some(Piece::Disk { sector: start, sectors: self.end - start })
+                Some(Piece::Disk {
+                    sector: start,
+                    sectors: self.end - start,
+                })
             }
         }
     }
@@ -353,7 +395,13 @@ mod tests {
 
     /// A record piece; the tests use `seq * 100` as the record handle.
     fn rec(sector: u64, sectors: u64, seq: u64, record_offset: u64) -> Option<Piece> {
-        Some(Piece::Record { sector, sectors, seq, record: seq * 100, record_offset })
+        Some(Piece::Record {
+            sector,
+            sectors,
+            seq,
+            record: seq * 100,
+            record_offset,
+        })
     }
 
     fn disk(sector: u64, sectors: u64) -> Option<Piece> {
@@ -369,7 +417,16 @@ mod tests {
         assert_eq!(index.len(), 3);
         let (p, n) = pieces(&index, 8, 14);
         assert_eq!(n, 5);
-        assert_eq!(p[..5], [disk(8, 2), rec(10, 4, 1, 0), rec(14, 2, 2, 0), rec(16, 4, 1, 6), disk(20, 2)]);
+        assert_eq!(
+            p[..5],
+            [
+                disk(8, 2),
+                rec(10, 4, 1, 0),
+                rec(14, 2, 2, 0),
+                rec(16, 4, 1, 6),
+                disk(20, 2)
+            ]
+        );
         let (p, n) = pieces(&index, 15, 2);
         assert_eq!(p[..n], [rec(15, 1, 2, 1), rec(16, 1, 1, 6)]);
     }
@@ -384,7 +441,13 @@ mod tests {
         let (p, n) = pieces(&index, 10, 10);
         assert_eq!(
             p[..n],
-            [rec(10, 2, 4, 0), rec(12, 2, 5, 0), rec(14, 2, 4, 4), rec(16, 2, 6, 0), rec(18, 2, 4, 8)]
+            [
+                rec(10, 2, 4, 0),
+                rec(12, 2, 5, 0),
+                rec(14, 2, 4, 4),
+                rec(16, 2, 6, 0),
+                rec(18, 2, 4, 8)
+            ]
         );
         index.retire_through(5);
         let (p, n) = pieces(&index, 10, 10);
@@ -410,7 +473,16 @@ mod tests {
         let mut index = ExtentIndex::new(&mut storage);
         index.insert(0, 10, 1, 100).unwrap();
         assert_eq!(index.insert(4, 2, 2, 200), Err(IndexError::Full));
-        assert_eq!(index.extents(), &[Extent { sector: 0, sectors: 10, seq: 1, record: 100, record_offset: 0 }]);
+        assert_eq!(
+            index.extents(),
+            &[Extent {
+                sector: 0,
+                sectors: 10,
+                seq: 1,
+                record: 100,
+                record_offset: 0
+            }]
+        );
         index.insert(10, 2, 2, 200).unwrap();
         assert_eq!(index.insert(20, 2, 3, 300), Err(IndexError::Full));
         // Replacing both extents needs no extra room.
@@ -423,7 +495,10 @@ mod tests {
         let mut storage = [Extent::default(); 4];
         let mut index = ExtentIndex::new(&mut storage);
         assert_eq!(index.insert(0, 0, 1, 1), Err(IndexError::EmptyRange));
-        assert_eq!(index.insert(u64::MAX, 1, 1, 1), Err(IndexError::RangeOverflow));
+        assert_eq!(
+            index.insert(u64::MAX, 1, 1, 1),
+            Err(IndexError::RangeOverflow)
+        );
         index.insert(u64::MAX - 1, 1, 1, 100).unwrap();
         let (p, n) = pieces(&index, u64::MAX - 2, 10);
         assert_eq!(p[..n], [disk(u64::MAX - 2, 1), rec(u64::MAX - 1, 1, 1, 0)]);

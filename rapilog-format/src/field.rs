@@ -77,7 +77,11 @@ pub(super) fn write_u64(bytes: &mut [u8], field: Field, value: u64) {
 mod tests {
     use super::*;
 
-    const A: Field = Field { name: "a", offset: 2, size: 4 };
+    const A: Field = Field {
+        name: "a",
+        offset: 2,
+        size: 4,
+    };
 
     #[test]
     fn round_trip_and_out_of_range() {
@@ -85,7 +89,11 @@ mod tests {
         write_u32(&mut buf, A, 0x1234_5678);
         assert_eq!(buf, [0, 0, 0x78, 0x56, 0x34, 0x12, 0, 0]);
         assert_eq!(read_u32(&buf, A), 0x1234_5678);
-        let far = Field { name: "far", offset: 6, size: 8 };
+        let far = Field {
+            name: "far",
+            offset: 6,
+            size: 8,
+        };
         assert_eq!(read_u64(&buf, far), 0);
         write_u64(&mut buf, far, u64::MAX);
         assert_eq!(buf, [0, 0, 0x78, 0x56, 0x34, 0x12, 0, 0]);

@@ -54,8 +54,10 @@ pub fn format_region<C: Crc32c>(
     if !disk.is_valid() {
         return Err(FormatError::BadDisk);
     }
-    let table_start = usize::try_from(geometry.descriptor_offset).map_err(|_| FormatError::RegionTooSmall)?;
-    let table_end = usize::try_from(geometry.ring_offset).map_err(|_| FormatError::RegionTooSmall)?;
+    let table_start =
+        usize::try_from(geometry.descriptor_offset).map_err(|_| FormatError::RegionTooSmall)?;
+    let table_end =
+        usize::try_from(geometry.ring_offset).map_err(|_| FormatError::RegionTooSmall)?;
     if usize::try_from(geometry.region_bytes).map_or(true, |needed| needed > region.len()) {
         return Err(FormatError::RegionTooSmall);
     }
@@ -86,5 +88,8 @@ pub fn format_region<C: Crc32c>(
             dst.copy_from_slice(&bytes);
         }
     }
-    Ok(ActiveSuperblock { superblock, copy: SuperblockCopy::First })
+    Ok(ActiveSuperblock {
+        superblock,
+        copy: SuperblockCopy::First,
+    })
 }

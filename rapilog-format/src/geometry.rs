@@ -136,12 +136,17 @@ impl Geometry {
         if self.descriptor_slots == 0 {
             return Err(GeometryError::NoSlots);
         }
-        if !aligned(self.descriptor_offset) || !aligned(self.ring_offset) || !aligned(self.ring_bytes)
+        if !aligned(self.descriptor_offset)
+            || !aligned(self.ring_offset)
+            || !aligned(self.ring_bytes)
         {
             return Err(GeometryError::Misaligned);
         }
         let table_end = self.table_end().ok_or(GeometryError::Overflow)?;
-        let ring_end = self.ring_offset.checked_add(self.ring_bytes).ok_or(GeometryError::Overflow)?;
+        let ring_end = self
+            .ring_offset
+            .checked_add(self.ring_bytes)
+            .ok_or(GeometryError::Overflow)?;
         if self.descriptor_offset < MIN_DESCRIPTOR_OFFSET || self.ring_offset < table_end {
             return Err(GeometryError::Overlap);
         }
@@ -224,18 +229,99 @@ mod tests {
     #[test]
     fn each_rule() {
         let g = small();
-        assert_eq!(Geometry { descriptor_slots: 0, ..g }.validate(), Err(GeometryError::NoSlots));
-        assert_eq!(Geometry { descriptor_offset: 1000, ..g }.validate(), Err(GeometryError::Misaligned));
-        assert_eq!(Geometry { ring_offset: 1537, ..g }.validate(), Err(GeometryError::Misaligned));
-        assert_eq!(Geometry { ring_bytes: 2047, ..g }.validate(), Err(GeometryError::Misaligned));
-        assert_eq!(Geometry { descriptor_offset: 512, ..g }.validate(), Err(GeometryError::Overlap));
-        assert_eq!(Geometry { descriptor_slots: 9, ..g }.validate(), Err(GeometryError::Overlap));
-        assert_eq!(Geometry { region_bytes: 3583, ..g }.validate(), Err(GeometryError::BeyondRegion));
-        assert_eq!(Geometry { max_record_bytes: 0, ..g }.validate(), Err(GeometryError::BadMaxRecord));
-        assert_eq!(Geometry { max_record_bytes: 1000, ..g }.validate(), Err(GeometryError::BadMaxRecord));
-        assert_eq!(Geometry { max_record_bytes: 1536, ..g }.validate(), Err(GeometryError::BadMaxRecord));
-        assert_eq!(Geometry { ring_offset: u64::MAX - 511, ..g }.validate(), Err(GeometryError::Overflow));
-        let huge = Geometry { descriptor_slots: u32::MAX, descriptor_offset: u64::MAX - 511, ..g };
+        assert_eq!(
+            Geometry {
+                descriptor_slots: 0,
+                ..g
+            }
+            .validate(),
+            Err(GeometryError::NoSlots)
+        );
+        assert_eq!(
+            Geometry {
+                descriptor_offset: 1000,
+                ..g
+            }
+            .validate(),
+            Err(GeometryError::Misaligned)
+        );
+        assert_eq!(
+            Geometry {
+                ring_offset: 1537,
+                ..g
+            }
+            .validate(),
+            Err(GeometryError::Misaligned)
+        );
+        assert_eq!(
+            Geometry {
+                ring_bytes: 2047,
+                ..g
+            }
+            .validate(),
+            Err(GeometryError::Misaligned)
+        );
+        assert_eq!(
+            Geometry {
+                descriptor_offset: 512,
+                ..g
+            }
+            .validate(),
+            Err(GeometryError::Overlap)
+        );
+        assert_eq!(
+            Geometry {
+                descriptor_slots: 9,
+                ..g
+            }
+            .validate(),
+            Err(GeometryError::Overlap)
+        );
+        assert_eq!(
+            Geometry {
+                region_bytes: 3583,
+                ..g
+            }
+            .validate(),
+            Err(GeometryError::BeyondRegion)
+        );
+        assert_eq!(
+            Geometry {
+                max_record_bytes: 0,
+                ..g
+            }
+            .validate(),
+            Err(GeometryError::BadMaxRecord)
+        );
+        assert_eq!(
+            Geometry {
+                max_record_bytes: 1000,
+                ..g
+            }
+            .validate(),
+            Err(GeometryError::BadMaxRecord)
+        );
+        assert_eq!(
+            Geometry {
+                max_record_bytes: 1536,
+                ..g
+            }
+            .validate(),
+            Err(GeometryError::BadMaxRecord)
+        );
+        assert_eq!(
+            Geometry {
+                ring_offset: u64::MAX - 511,
+                ..g
+            }
+            .validate(),
+            Err(GeometryError::Overflow)
+        );
+        let huge = Geometry {
+            descriptor_slots: u32::MAX,
+            descriptor_offset: u64::MAX - 511,
+            ..g
+        };
         assert_eq!(huge.validate(), Err(GeometryError::Overflow));
     }
 
@@ -250,7 +336,14 @@ mod tests {
         assert_eq!(g.payload_range(1536, 1024), None);
         assert_eq!(g.payload_range(u64::MAX, 1), None);
         assert_eq!(g.slot_of(17), 1);
-        assert_eq!(Geometry { descriptor_slots: 0, ..g }.slot_of(17), 0);
+        assert_eq!(
+            Geometry {
+                descriptor_slots: 0,
+                ..g
+            }
+            .slot_of(17),
+            0
+        );
     }
 
     #[test]
@@ -261,8 +354,19 @@ mod tests {
         assert_eq!(g.ring_offset, 4096 + (1 << 20));
         assert_eq!(g.ring_bytes, (64 << 20) - 4096 - (1 << 20));
         assert_eq!(g.ring_offset % 4096, 0);
-        assert_eq!(Geometry::standard(8192, 512), Err(GeometryError::BadMaxRecord));
-        assert_eq!(Geometry::standard(4096, 512), Err(GeometryError::BeyondRegion));
-        assert_eq!(Geometry::standard(u64::MAX, 1 << 20).unwrap().descriptor_slots, u32::MAX);
+        assert_eq!(
+            Geometry::standard(8192, 512),
+            Err(GeometryError::BadMaxRecord)
+        );
+        assert_eq!(
+            Geometry::standard(4096, 512),
+            Err(GeometryError::BeyondRegion)
+        );
+        assert_eq!(
+            Geometry::standard(u64::MAX, 1 << 20)
+                .unwrap()
+                .descriptor_slots,
+            u32::MAX
+        );
     }
 }

@@ -65,7 +65,10 @@ impl core::fmt::Display for ReplayRefusal {
                 write!(f, "region's disk has {region} sectors, target has {target}")
             }
             Self::BlockSizeMismatch { region, target } => {
-                write!(f, "region's disk has {region}-byte blocks, target has {target}")
+                write!(
+                    f,
+                    "region's disk has {region}-byte blocks, target has {target}"
+                )
             }
         }
     }
@@ -119,12 +122,24 @@ pub fn plan_replay<'r, C: Crc32c>(
         return Err(ReplayRefusal::DiskIdMismatch);
     }
     if disk.sectors != target.sectors {
-        return Err(ReplayRefusal::DiskSizeMismatch { region: disk.sectors, target: target.sectors });
+        return Err(ReplayRefusal::DiskSizeMismatch {
+            region: disk.sectors,
+            target: target.sectors,
+        });
     }
     if disk.block_bytes != target.block_bytes {
-        return Err(ReplayRefusal::BlockSizeMismatch { region: disk.block_bytes, target: target.block_bytes });
+        return Err(ReplayRefusal::BlockSizeMismatch {
+            region: disk.block_bytes,
+            target: target.block_bytes,
+        });
     }
-    Ok(ReplayPlan { region, active, crc, visited: 0, report: ReplayReport::default() })
+    Ok(ReplayPlan {
+        region,
+        active,
+        crc,
+        visited: 0,
+        report: ReplayReport::default(),
+    })
 }
 
 /// The writes of one replay, yielded in sequence order, with the running
@@ -214,11 +229,19 @@ impl<'r, C: Crc32c> ReplayPlan<'r, C> {
             // Same slot, another lap: an older record (normal) or, if the
             // newest superblock copy was lost, a newer one. Either way it is
             // not the record this slot holds for `seq`.
-            return Err(if geometry.slot_of(descriptor.seq) == slot { Skip::Stale } else { Skip::Malformed });
+            return Err(if geometry.slot_of(descriptor.seq) == slot {
+                Skip::Stale
+            } else {
+                Skip::Malformed
+            });
         }
         let length = u64::from(descriptor.length);
         let ring_aligned = descriptor.ring_offset % UNIT_BYTES == 0;
-        if length == 0 || length % UNIT_BYTES != 0 || descriptor.length > geometry.max_record_bytes || !ring_aligned {
+        if length == 0
+            || length % UNIT_BYTES != 0
+            || descriptor.length > geometry.max_record_bytes
+            || !ring_aligned
+        {
             return Err(Skip::Malformed);
         }
         let disk = &sb.disk;
@@ -226,7 +249,10 @@ impl<'r, C: Crc32c> ReplayPlan<'r, C> {
         if descriptor.sector % disk.block_sectors() != 0 || sectors % disk.block_sectors() != 0 {
             return Err(Skip::Malformed);
         }
-        let end = descriptor.sector.checked_add(sectors).ok_or(Skip::BeyondDisk)?;
+        let end = descriptor
+            .sector
+            .checked_add(sectors)
+            .ok_or(Skip::BeyondDisk)?;
         if end > disk.sectors {
             return Err(Skip::BeyondDisk);
         }
@@ -237,7 +263,11 @@ impl<'r, C: Crc32c> ReplayPlan<'r, C> {
         if self.crc.checksum(data) != descriptor.payload_checksum {
             return Err(Skip::BadPayloadChecksum);
         }
-        Ok(ReplayWrite { seq, sector: descriptor.sector, data })
+        Ok(ReplayWrite {
+            seq,
+            sector: descriptor.sector,
+            data,
+        })
     }
 
     fn count(&mut self, skip: Skip) {
@@ -262,7 +292,11 @@ impl<'r, C: Crc32c> Iterator for ReplayPlan<'r, C> {
         while !self.is_finished() {
             // Cannot overflow: the superblock decoder checked that
             // durable_tail + descriptor_slots fits in 64 bits.
-            let seq = self.active.superblock.durable_tail.saturating_add(u64::from(self.visited));
+            let seq = self
+                .active
+                .superblock
+                .durable_tail
+                .saturating_add(u64::from(self.visited));
             self.visited = self.visited.saturating_add(1);
             match self.examine(seq) {
                 Ok(write) => {

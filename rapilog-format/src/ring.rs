@@ -166,7 +166,12 @@ impl RingState {
     /// An empty ring whose first record gets sequence number `first_seq`:
     /// the superblock's durable tail after format or replay.
     pub const fn new(first_seq: u64) -> Self {
-        Self { next_seq: first_seq, tail_seq: first_seq, head: 0, tail: 0 }
+        Self {
+            next_seq: first_seq,
+            tail_seq: first_seq,
+            head: 0,
+            tail: 0,
+        }
     }
 
     /// Sequence number the next reservation will get (the head hint).
@@ -193,7 +198,11 @@ impl RingState {
     ///
     /// On error nothing changes. [`ReserveError::SlotsFull`] and
     /// [`ReserveError::RingFull`] mean "wait for writeback and retry".
-    pub fn reserve(&mut self, ring: &RingGeometry, length: u32) -> Result<Reservation, ReserveError> {
+    pub fn reserve(
+        &mut self,
+        ring: &RingGeometry,
+        length: u32,
+    ) -> Result<Reservation, ReserveError> {
         if length == 0 {
             return Err(ReserveError::ZeroLength);
         }
@@ -217,26 +226,41 @@ impl RingState {
             .checked_add(1)
             .filter(|next| next.checked_add(u64::from(ring.slots)).is_some())
             .ok_or(ReserveError::Exhausted)?;
-        let offset = self.head.checked_rem(ring.ring_bytes).ok_or(ReserveError::Exhausted)?;
-        let fits_before_end = offset.checked_add(len).is_some_and(|end| end <= ring.ring_bytes);
+        let offset = self
+            .head
+            .checked_rem(ring.ring_bytes)
+            .ok_or(ReserveError::Exhausted)?;
+        let fits_before_end = offset
+            .checked_add(len)
+            .is_some_and(|end| end <= ring.ring_bytes);
         let start = if fits_before_end {
             self.head
         } else {
             // Skip to the start of the next lap: records never wrap.
-            self.head.checked_add(ring.ring_bytes - offset).ok_or(ReserveError::Exhausted)?
+            self.head
+                .checked_add(ring.ring_bytes - offset)
+                .ok_or(ReserveError::Exhausted)?
         };
         let end = start.checked_add(len).ok_or(ReserveError::Exhausted)?;
         if end.saturating_sub(self.tail) > ring.ring_bytes {
             return Err(ReserveError::RingFull);
         }
-        let ring_offset = start.checked_rem(ring.ring_bytes).ok_or(ReserveError::Exhausted)?;
+        let ring_offset = start
+            .checked_rem(ring.ring_bytes)
+            .ok_or(ReserveError::Exhausted)?;
         let slot = seq
             .checked_rem(u64::from(ring.slots))
             .and_then(|slot| u32::try_from(slot).ok())
             .ok_or(ReserveError::Exhausted)?;
         self.next_seq = next_seq;
         self.head = end;
-        Ok(Reservation { seq, slot, ring_offset, length, end })
+        Ok(Reservation {
+            seq,
+            slot,
+            ring_offset,
+            length,
+            end,
+        })
     }
 
     /// Frees `last` and every older live record.
@@ -282,7 +306,10 @@ mod tests {
         assert_eq!(ring.reserve(&g, 2560), Err(ReserveError::TooLarge));
         assert_eq!(ring, RingState::new(0));
         let max = ring.reserve(&g, 2048).unwrap();
-        assert_eq!((max.seq, max.slot, max.ring_offset, max.end), (0, 0, 0, 2048));
+        assert_eq!(
+            (max.seq, max.slot, max.ring_offset, max.end),
+            (0, 0, 0, 2048)
+        );
     }
 
     #[test]
@@ -361,7 +388,12 @@ mod tests {
         let g = geometry();
         let mut ring = RingState::new(u64::MAX - 2);
         assert_eq!(ring.reserve(&g, 512), Err(ReserveError::Exhausted));
-        let mut ring = RingState { next_seq: 0, tail_seq: 0, head: u64::MAX - 100, tail: u64::MAX - 100 };
+        let mut ring = RingState {
+            next_seq: 0,
+            tail_seq: 0,
+            head: u64::MAX - 100,
+            tail: u64::MAX - 100,
+        };
         assert_eq!(ring.reserve(&g, 512), Err(ReserveError::Exhausted));
     }
 
@@ -377,7 +409,12 @@ mod tests {
         })
         .unwrap();
         let end = g.ring_bytes() - 512;
-        let mut ring = RingState { next_seq: 0, tail_seq: 0, head: end, tail: end };
+        let mut ring = RingState {
+            next_seq: 0,
+            tail_seq: 0,
+            head: end,
+            tail: end,
+        };
         // offset + length would overflow: the record goes to the next lap,
         // whose logical position no longer fits in 64 bits.
         assert_eq!(ring.reserve(&g, 1 << 20), Err(ReserveError::Exhausted));
@@ -389,6 +426,16 @@ mod tests {
         let g = geometry();
         let r = RingState::new(3).reserve(&g, 1024).unwrap();
         let d = r.descriptor(9, 77, 0xABCD);
-        assert_eq!((d.seq, d.epoch, d.sector, d.ring_offset, d.length, d.payload_checksum), (3, 9, 77, 0, 1024, 0xABCD));
+        assert_eq!(
+            (
+                d.seq,
+                d.epoch,
+                d.sector,
+                d.ring_offset,
+                d.length,
+                d.payload_checksum
+            ),
+            (3, 9, 77, 0, 1024, 0xABCD)
+        );
     }
 }

@@ -100,12 +100,37 @@ pub mod fields {
 
     /// All fields in order; they tile the 512-byte superblock exactly.
     pub const ALL: &[Field] = &[
-        MAGIC, VERSION, STATE, GENERATION, EPOCH, DURABLE_TAIL, HEAD_HINT, REGION_BYTES,
-        DESCRIPTOR_OFFSET, DESCRIPTOR_SLOTS, MAX_RECORD_BYTES, RING_OFFSET, RING_BYTES, DISK_ID,
-        DISK_SECTORS, DISK_BLOCK_BYTES, REPLAY_BY, REPLAY_FROM_SEQ, REPLAY_FINISHED_AT,
-        REPLAY_DURATION_US, REPLAY_BYTES, REPLAY_APPLIED, REPLAY_SKIP_EMPTY,
-        REPLAY_SKIP_BAD_DESCRIPTOR, REPLAY_SKIP_MALFORMED, REPLAY_SKIP_WRONG_EPOCH,
-        REPLAY_SKIP_STALE, REPLAY_SKIP_BAD_PAYLOAD, REPLAY_SKIP_BEYOND_DISK, RESERVED, CHECKSUM,
+        MAGIC,
+        VERSION,
+        STATE,
+        GENERATION,
+        EPOCH,
+        DURABLE_TAIL,
+        HEAD_HINT,
+        REGION_BYTES,
+        DESCRIPTOR_OFFSET,
+        DESCRIPTOR_SLOTS,
+        MAX_RECORD_BYTES,
+        RING_OFFSET,
+        RING_BYTES,
+        DISK_ID,
+        DISK_SECTORS,
+        DISK_BLOCK_BYTES,
+        REPLAY_BY,
+        REPLAY_FROM_SEQ,
+        REPLAY_FINISHED_AT,
+        REPLAY_DURATION_US,
+        REPLAY_BYTES,
+        REPLAY_APPLIED,
+        REPLAY_SKIP_EMPTY,
+        REPLAY_SKIP_BAD_DESCRIPTOR,
+        REPLAY_SKIP_MALFORMED,
+        REPLAY_SKIP_WRONG_EPOCH,
+        REPLAY_SKIP_STALE,
+        REPLAY_SKIP_BAD_PAYLOAD,
+        REPLAY_SKIP_BEYOND_DISK,
+        RESERVED,
+        CHECKSUM,
     ];
 }
 
@@ -250,7 +275,10 @@ impl Superblock {
     }
 
     /// Decodes and validates one copy.
-    pub fn decode<C: Crc32c>(bytes: &[u8; SUPERBLOCK_BYTES], crc: C) -> Result<Self, SuperblockError> {
+    pub fn decode<C: Crc32c>(
+        bytes: &[u8; SUPERBLOCK_BYTES],
+        crc: C,
+    ) -> Result<Self, SuperblockError> {
         use fields::*;
         if field::read_bytes::<8>(bytes, MAGIC) != SUPERBLOCK_MAGIC {
             return Err(SuperblockError::BadMagic);
@@ -388,8 +416,14 @@ impl core::fmt::Display for LoadError {
             Self::NoValidCopy { first, second } => {
                 write!(f, "no valid superblock (copy 0: {first}; copy 1: {second})")
             }
-            Self::RegionTruncated { region_bytes, available } => {
-                write!(f, "superblock describes {region_bytes} bytes but only {available} are available")
+            Self::RegionTruncated {
+                region_bytes,
+                available,
+            } => {
+                write!(
+                    f,
+                    "superblock describes {region_bytes} bytes but only {available} are available"
+                )
             }
         }
     }
@@ -415,22 +449,34 @@ impl ActiveSuperblock {
             let bytes = region
                 .get(copy.range())
                 .and_then(|b| <&[u8; SUPERBLOCK_BYTES]>::try_from(b).ok())
-                .ok_or(LoadError::RegionTooSmall { available: region.len() })?;
+                .ok_or(LoadError::RegionTooSmall {
+                    available: region.len(),
+                })?;
             Ok(Superblock::decode(bytes, &crc))
         };
         let first = read(SuperblockCopy::First)?;
         let second = read(SuperblockCopy::Second)?;
         let active = match (first, second) {
-            (Ok(a), Ok(b)) if generation_is_newer(b.generation, a.generation) => {
-                Self { superblock: b, copy: SuperblockCopy::Second }
-            }
-            (Ok(a), _) => Self { superblock: a, copy: SuperblockCopy::First },
-            (Err(_), Ok(b)) => Self { superblock: b, copy: SuperblockCopy::Second },
+            (Ok(a), Ok(b)) if generation_is_newer(b.generation, a.generation) => Self {
+                superblock: b,
+                copy: SuperblockCopy::Second,
+            },
+            (Ok(a), _) => Self {
+                superblock: a,
+                copy: SuperblockCopy::First,
+            },
+            (Err(_), Ok(b)) => Self {
+                superblock: b,
+                copy: SuperblockCopy::Second,
+            },
             (Err(first), Err(second)) => return Err(LoadError::NoValidCopy { first, second }),
         };
         let region_bytes = active.superblock.geometry.region_bytes;
         if usize::try_from(region_bytes).map_or(true, |needed| needed > region.len()) {
-            return Err(LoadError::RegionTruncated { region_bytes, available: region.len() });
+            return Err(LoadError::RegionTruncated {
+                region_bytes,
+                available: region.len(),
+            });
         }
         Ok(active)
     }
@@ -547,20 +593,45 @@ mod tests {
         let good = encoded(&sample());
         let mut b = good;
         b[0] = b'X';
-        assert_eq!(Superblock::decode(&b, SoftwareCrc32c), Err(SuperblockError::BadMagic));
+        assert_eq!(
+            Superblock::decode(&b, SoftwareCrc32c),
+            Err(SuperblockError::BadMagic)
+        );
         let mut b = good;
         b[8] = 2;
-        assert_eq!(Superblock::decode(&b, SoftwareCrc32c), Err(SuperblockError::UnsupportedVersion(2)));
+        assert_eq!(
+            Superblock::decode(&b, SoftwareCrc32c),
+            Err(SuperblockError::UnsupportedVersion(2))
+        );
         let zeros = [0u8; SUPERBLOCK_BYTES];
-        assert_eq!(Superblock::decode(&zeros, SoftwareCrc32c), Err(SuperblockError::BadMagic));
+        assert_eq!(
+            Superblock::decode(&zeros, SoftwareCrc32c),
+            Err(SuperblockError::BadMagic)
+        );
 
         let cases: [(Field, u64, SuperblockError); 6] = [
             (fields::STATE, 3, SuperblockError::BadField("state")),
             (fields::REPLAY_BY, 9, SuperblockError::BadField("replay_by")),
-            (fields::DESCRIPTOR_SLOTS, 0, SuperblockError::BadGeometry(GeometryError::NoSlots)),
-            (fields::DISK_BLOCK_BYTES, 1000, SuperblockError::BadField("disk_block_bytes")),
-            (fields::DURABLE_TAIL, u64::MAX - 3, SuperblockError::BadField("durable_tail")),
-            (fields::HEAD_HINT, 99, SuperblockError::BadField("durable_tail")),
+            (
+                fields::DESCRIPTOR_SLOTS,
+                0,
+                SuperblockError::BadGeometry(GeometryError::NoSlots),
+            ),
+            (
+                fields::DISK_BLOCK_BYTES,
+                1000,
+                SuperblockError::BadField("disk_block_bytes"),
+            ),
+            (
+                fields::DURABLE_TAIL,
+                u64::MAX - 3,
+                SuperblockError::BadField("durable_tail"),
+            ),
+            (
+                fields::HEAD_HINT,
+                99,
+                SuperblockError::BadField("durable_tail"),
+            ),
         ];
         for (field, value, expected) in cases {
             let mut b = good;
@@ -573,7 +644,12 @@ mod tests {
                 field::write_u64(&mut b, fields::HEAD_HINT, u64::MAX);
             }
             reseal(&mut b);
-            assert_eq!(Superblock::decode(&b, SoftwareCrc32c), Err(expected), "{}", field.name);
+            assert_eq!(
+                Superblock::decode(&b, SoftwareCrc32c),
+                Err(expected),
+                "{}",
+                field.name
+            );
         }
     }
 
@@ -591,7 +667,12 @@ mod tests {
         let mut region = [0u8; 4096];
         for (copy, generation) in [(SuperblockCopy::First, a), (SuperblockCopy::Second, b)] {
             if let Some(generation) = generation {
-                let sb = Superblock { generation, durable_tail: generation, head_hint: generation, ..sample() };
+                let sb = Superblock {
+                    generation,
+                    durable_tail: generation,
+                    head_hint: generation,
+                    ..sample()
+                };
                 region[copy.range()].copy_from_slice(&encoded(&sb));
             }
         }
@@ -600,13 +681,30 @@ mod tests {
 
     #[test]
     fn newer_valid_copy_wins() {
-        let load = |r: &[u8]| ActiveSuperblock::load(r, SoftwareCrc32c).map(|a| (a.copy, a.superblock.generation));
-        assert_eq!(load(&region_with(Some(4), Some(5))), Ok((SuperblockCopy::Second, 5)));
-        assert_eq!(load(&region_with(Some(6), Some(5))), Ok((SuperblockCopy::First, 6)));
-        assert_eq!(load(&region_with(Some(5), Some(5))), Ok((SuperblockCopy::First, 5)));
+        let load = |r: &[u8]| {
+            ActiveSuperblock::load(r, SoftwareCrc32c).map(|a| (a.copy, a.superblock.generation))
+        };
+        assert_eq!(
+            load(&region_with(Some(4), Some(5))),
+            Ok((SuperblockCopy::Second, 5))
+        );
+        assert_eq!(
+            load(&region_with(Some(6), Some(5))),
+            Ok((SuperblockCopy::First, 6))
+        );
+        assert_eq!(
+            load(&region_with(Some(5), Some(5))),
+            Ok((SuperblockCopy::First, 5))
+        );
         // Generation wrap: 0 follows u64::MAX.
-        assert_eq!(load(&region_with(Some(u64::MAX), Some(0))), Ok((SuperblockCopy::Second, 0)));
-        assert_eq!(load(&region_with(Some(0), Some(u64::MAX))), Ok((SuperblockCopy::First, 0)));
+        assert_eq!(
+            load(&region_with(Some(u64::MAX), Some(0))),
+            Ok((SuperblockCopy::Second, 0))
+        );
+        assert_eq!(
+            load(&region_with(Some(0), Some(u64::MAX))),
+            Ok((SuperblockCopy::First, 0))
+        );
     }
 
     #[test]
@@ -614,14 +712,19 @@ mod tests {
         for torn_copy in [SuperblockCopy::First, SuperblockCopy::Second] {
             // The copy being written held generation 7; the other holds 8.
             let (before, after) = match torn_copy {
-                SuperblockCopy::First => (region_with(Some(7), Some(8)), region_with(Some(9), Some(8))),
-                SuperblockCopy::Second => (region_with(Some(8), Some(7)), region_with(Some(8), Some(9))),
+                SuperblockCopy::First => {
+                    (region_with(Some(7), Some(8)), region_with(Some(9), Some(8)))
+                }
+                SuperblockCopy::Second => {
+                    (region_with(Some(8), Some(7)), region_with(Some(8), Some(9)))
+                }
             };
             // Tear at every byte: a prefix of the new copy over the old one.
             for cut in 0..SUPERBLOCK_BYTES {
                 let mut region = before;
                 let range = torn_copy.range();
-                region[range.start..range.start + cut].copy_from_slice(&after[range.start..range.start + cut]);
+                region[range.start..range.start + cut]
+                    .copy_from_slice(&after[range.start..range.start + cut]);
                 let active = ActiveSuperblock::load(&region, SoftwareCrc32c).unwrap();
                 assert_eq!(active.superblock.generation, 8, "cut {cut}");
                 assert_eq!(active.copy, torn_copy.other());
@@ -639,12 +742,18 @@ mod tests {
         );
         assert_eq!(
             ActiveSuperblock::load(&[0u8; 4096], SoftwareCrc32c),
-            Err(LoadError::NoValidCopy { first: SuperblockError::BadMagic, second: SuperblockError::BadMagic })
+            Err(LoadError::NoValidCopy {
+                first: SuperblockError::BadMagic,
+                second: SuperblockError::BadMagic
+            })
         );
         let region = region_with(Some(1), None);
         assert_eq!(
             ActiveSuperblock::load(&region[..4095], SoftwareCrc32c),
-            Err(LoadError::RegionTruncated { region_bytes: 4096, available: 4095 })
+            Err(LoadError::RegionTruncated {
+                region_bytes: 4096,
+                available: 4095
+            })
         );
     }
 
@@ -656,7 +765,10 @@ mod tests {
         assert_eq!(next.copy, SuperblockCopy::First);
         assert_eq!(next.superblock.generation, 3);
         let wrapped = ActiveSuperblock {
-            superblock: Superblock { generation: u64::MAX, ..sample() },
+            superblock: Superblock {
+                generation: u64::MAX,
+                ..sample()
+            },
             copy: SuperblockCopy::First,
         };
         assert_eq!(wrapped.next_update().superblock.generation, 0);

@@ -20,7 +20,8 @@ use super::replay::{plan_replay, ReplayRefusal};
 use super::replay_report::ReplayReport;
 use super::ring::{Reservation, ReserveError, RingGeometry, RingState};
 use super::superblock::{
-    fields as superblock_fields, ActiveSuperblock, RegionState, Superblock, FORMAT_VERSION, SUPERBLOCK_MAGIC,
+    fields as superblock_fields, ActiveSuperblock, RegionState, Superblock, FORMAT_VERSION,
+    SUPERBLOCK_MAGIC,
 };
 
 /// A disk identity named `name` (an id of at most 64 bytes).
@@ -53,7 +54,9 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
     (0..len)
         .map(|_| {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             (state >> 33) as u8
         })
         .collect()
@@ -75,9 +78,16 @@ impl RegionImage {
     pub fn new(geometry: Geometry, disk: DiskIdentity, epoch: u64) -> Self {
         let len = usize::try_from(geometry.region_bytes).expect("region too large");
         let mut bytes = pattern(epoch, len);
-        let active = format_region(&mut bytes, geometry, disk, epoch, SoftwareCrc32c).expect("format");
+        let active =
+            format_region(&mut bytes, geometry, disk, epoch, SoftwareCrc32c).expect("format");
         let ring_geometry = RingGeometry::new(&geometry).expect("geometry");
-        let mut image = Self { bytes, active, ring: RingState::new(0), ring_geometry, live: Vec::new() };
+        let mut image = Self {
+            bytes,
+            active,
+            ring: RingState::new(0),
+            ring_geometry,
+            live: Vec::new(),
+        };
         image.set_state(RegionState::Dirty);
         image
     }
@@ -85,7 +95,11 @@ impl RegionImage {
     /// A 4-slot, 2 KiB-ring region (records up to 1 KiB) for a 64-sector,
     /// 512-byte-block disk named "test-disk": 3.5 KiB in all.
     pub fn small() -> Self {
-        Self::new(compact_geometry(4, 2048, 1024), disk("test-disk", 64, 512), 0x5EED)
+        Self::new(
+            compact_geometry(4, 2048, 1024),
+            disk("test-disk", 64, 512),
+            0x5EED,
+        )
     }
 
     /// The image.
@@ -132,8 +146,17 @@ impl RegionImage {
     }
 
     /// The descriptor bytes a complete publication of `data` writes.
-    pub fn descriptor_bytes(&self, reservation: &Reservation, sector: u64, data: &[u8]) -> [u8; DESCRIPTOR_BYTES] {
-        let descriptor = reservation.descriptor(self.active.superblock.epoch, sector, SoftwareCrc32c.checksum(data));
+    pub fn descriptor_bytes(
+        &self,
+        reservation: &Reservation,
+        sector: u64,
+        data: &[u8],
+    ) -> [u8; DESCRIPTOR_BYTES] {
+        let descriptor = reservation.descriptor(
+            self.active.superblock.epoch,
+            sector,
+            SoftwareCrc32c.checksum(data),
+        );
         let mut out = [0u8; DESCRIPTOR_BYTES];
         descriptor.encode(&mut out, SoftwareCrc32c);
         out
@@ -150,11 +173,15 @@ impl RegionImage {
         descriptor_bytes: usize,
     ) {
         let geometry = self.active.superblock.geometry;
-        let payload = geometry.payload_range(reservation.ring_offset, reservation.length).expect("payload range");
+        let payload = geometry
+            .payload_range(reservation.ring_offset, reservation.length)
+            .expect("payload range");
         let n = payload_bytes.min(data.len());
         self.bytes[payload.start..payload.start + n].copy_from_slice(&data[..n]);
         let encoded = self.descriptor_bytes(reservation, sector, data);
-        let slot = geometry.descriptor_range(reservation.slot).expect("slot range");
+        let slot = geometry
+            .descriptor_range(reservation.slot)
+            .expect("slot range");
         let n = descriptor_bytes.min(DESCRIPTOR_BYTES);
         self.bytes[slot.start..slot.start + n].copy_from_slice(&encoded[..n]);
     }
@@ -209,7 +236,9 @@ impl RegionImage {
         });
         let freed = self.live.iter().rposition(|r| r.seq <= seq);
         if let Some(index) = freed {
-            self.ring.release_through(&self.live[index]).expect("release");
+            self.ring
+                .release_through(&self.live[index])
+                .expect("release");
             self.live.drain(..=index);
         }
     }
@@ -222,7 +251,11 @@ impl RegionImage {
 
 /// Applies a replay of `region` to `disk_bytes` (the whole disk, 512 bytes a
 /// sector), returning the report.
-pub fn replay_into(region: &[u8], target: &DiskIdentity, disk_bytes: &mut [u8]) -> Result<ReplayReport, ReplayRefusal> {
+pub fn replay_into(
+    region: &[u8],
+    target: &DiskIdentity,
+    disk_bytes: &mut [u8],
+) -> Result<ReplayReport, ReplayRefusal> {
     let mut plan = plan_replay(region, target, SoftwareCrc32c)?;
     for write in plan.by_ref() {
         let start = usize::try_from(write.sector).expect("sector") * SECTOR_BYTES as usize;
@@ -235,7 +268,9 @@ pub fn replay_into(region: &[u8], target: &DiskIdentity, disk_bytes: &mut [u8]) 
 /// and version, so that mutated fields reach field validation.
 fn reseal_superblocks(region: &mut [u8]) {
     for offset in [0, SUPERBLOCK_BYTES] {
-        let Some(copy) = region.get_mut(offset..offset + SUPERBLOCK_BYTES) else { return };
+        let Some(copy) = region.get_mut(offset..offset + SUPERBLOCK_BYTES) else {
+            return;
+        };
         let magic_ok = copy.get(..8) == Some(&SUPERBLOCK_MAGIC[..]);
         if magic_ok && field::read_u32(copy, superblock_fields::VERSION) == FORMAT_VERSION {
             let crc = SoftwareCrc32c.checksum(&copy[..superblock_fields::CHECKSUM.offset]);
@@ -248,8 +283,12 @@ fn reseal_superblocks(region: &mut [u8]) {
 /// that mutated descriptors reach the planner's field checks.
 fn reseal_descriptors(region: &mut [u8], geometry: &Geometry, payloads: bool) {
     for slot in 0..geometry.descriptor_slots {
-        let Some(range) = geometry.descriptor_range(slot) else { return };
-        let Some(bytes) = region.get(range.clone()) else { return };
+        let Some(range) = geometry.descriptor_range(slot) else {
+            return;
+        };
+        let Some(bytes) = region.get(range.clone()) else {
+            return;
+        };
         if bytes.iter().all(|&b| b == 0) {
             continue;
         }
@@ -261,10 +300,15 @@ fn reseal_descriptors(region: &mut [u8], geometry: &Geometry, payloads: bool) {
                 .and_then(|p| region.get(p))
                 .map(|payload| SoftwareCrc32c.checksum(payload));
             if let Some(payload_crc) = payload_crc {
-                field::write_u32(&mut region[range.clone()], descriptor_fields::PAYLOAD_CHECKSUM, payload_crc);
+                field::write_u32(
+                    &mut region[range.clone()],
+                    descriptor_fields::PAYLOAD_CHECKSUM,
+                    payload_crc,
+                );
             }
         }
-        let crc = SoftwareCrc32c.checksum(&region[range.start..range.start + descriptor_fields::CHECKSUM.offset]);
+        let crc = SoftwareCrc32c
+            .checksum(&region[range.start..range.start + descriptor_fields::CHECKSUM.offset]);
         field::write_u32(&mut region[range], descriptor_fields::CHECKSUM, crc);
     }
 }
@@ -279,7 +323,9 @@ fn reseal_descriptors(region: &mut [u8], geometry: &Geometry, payloads: bool) {
 /// The target disk is the one the region names, so that identity checks
 /// pass and the planner itself is exercised.
 pub fn fuzz_region(input: &[u8]) {
-    let Some((&mode, image)) = input.split_first() else { return };
+    let Some((&mode, image)) = input.split_first() else {
+        return;
+    };
     let mut region = image.to_vec();
     if mode & 1 != 0 {
         reseal_superblocks(&mut region);
@@ -301,7 +347,9 @@ pub fn fuzz_region(input: &[u8]) {
 /// Asserts every guarantee of one plan and that planning again gives the
 /// same writes.
 pub fn check_plan(region: &[u8], target: &DiskIdentity) {
-    let Ok(mut plan) = plan_replay(region, target, SoftwareCrc32c) else { return };
+    let Ok(mut plan) = plan_replay(region, target, SoftwareCrc32c) else {
+        return;
+    };
     let sb = plan.superblock().superblock;
     assert_eq!(sb.disk, *target, "planned for another disk");
     let window = plan.window();
@@ -312,27 +360,51 @@ pub fn check_plan(region: &[u8], target: &DiskIdentity) {
         writes.push(write);
         assert!(writes.len() as u64 <= slots, "more writes than slots");
         assert!(window.contains(&write.seq), "write outside the live window");
-        assert!(previous.is_none_or(|p| write.seq > p), "writes out of sequence order");
+        assert!(
+            previous.is_none_or(|p| write.seq > p),
+            "writes out of sequence order"
+        );
         previous = Some(write.seq);
         let len = write.data.len() as u64;
-        assert!(len > 0 && len % u64::from(target.block_bytes) == 0, "bad write length");
+        assert!(
+            len > 0 && len % u64::from(target.block_bytes) == 0,
+            "bad write length"
+        );
         assert_eq!(write.sector % target.block_sectors(), 0, "unaligned write");
-        let end = write.sector.checked_add(len / 512).expect("sector overflow");
+        let end = write
+            .sector
+            .checked_add(len / 512)
+            .expect("sector overflow");
         assert!(end <= target.sectors, "write beyond the end of the disk");
-        let slot = sb.geometry.descriptor_range(sb.geometry.slot_of(write.seq)).expect("slot");
+        let slot = sb
+            .geometry
+            .descriptor_range(sb.geometry.slot_of(write.seq))
+            .expect("slot");
         let raw: &[u8; DESCRIPTOR_BYTES] = region[slot].try_into().expect("descriptor");
         let descriptor = Descriptor::decode(raw, SoftwareCrc32c).expect("applied a bad descriptor");
         assert_eq!(descriptor.epoch, sb.epoch, "applied another epoch");
-        assert_eq!(SoftwareCrc32c.checksum(write.data), descriptor.payload_checksum, "applied a bad payload");
+        assert_eq!(
+            SoftwareCrc32c.checksum(write.data),
+            descriptor.payload_checksum,
+            "applied a bad payload"
+        );
     }
     assert!(plan.is_finished());
     let report = plan.report();
     let s = report.skipped;
     let visited = u64::from(report.records_applied)
-        + [s.empty, s.bad_descriptor_checksum, s.malformed, s.wrong_epoch, s.stale, s.bad_payload_checksum, s.beyond_disk]
-            .iter()
-            .map(|&n| u64::from(n))
-            .sum::<u64>();
+        + [
+            s.empty,
+            s.bad_descriptor_checksum,
+            s.malformed,
+            s.wrong_epoch,
+            s.stale,
+            s.bad_payload_checksum,
+            s.beyond_disk,
+        ]
+        .iter()
+        .map(|&n| u64::from(n))
+        .sum::<u64>();
     assert_eq!(visited, slots, "report does not account for every slot");
     assert_eq!(report.records_applied as usize, writes.len());
     let again = plan_replay(region, target, SoftwareCrc32c).expect("second plan refused");
@@ -353,7 +425,9 @@ pub fn seed_images() -> Vec<(&'static str, Vec<u8>)> {
     images.push(("three-records", image.into_bytes()));
 
     let mut image = RegionImage::small();
-    image.append_torn(8, &pattern(4, 1024), 1000, 40).expect("append");
+    image
+        .append_torn(8, &pattern(4, 1024), 1000, 40)
+        .expect("append");
     image.append(9, &pattern(5, 1024)).expect("append");
     images.push(("torn-then-good", image.into_bytes()));
 

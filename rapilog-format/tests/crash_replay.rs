@@ -25,8 +25,8 @@
 use proptest::prelude::*;
 use rapilog_format::test_helpers::{compact_geometry, disk, model_disk, pattern};
 use rapilog_format::{
-    format_region, plan_replay, ActiveSuperblock, Crc32c, DiskIdentity, Geometry, RegionState, Reservation,
-    RingGeometry, RingState, SoftwareCrc32c, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES,
+    format_region, plan_replay, ActiveSuperblock, Crc32c, DiskIdentity, Geometry, RegionState,
+    Reservation, RingGeometry, RingState, SoftwareCrc32c, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES,
 };
 
 const DISK_SECTORS: u64 = 32;
@@ -115,10 +115,15 @@ fn chunk(arg: u8, max: usize, small: usize) -> usize {
 
 impl<'a> Sim<'a> {
     fn new(scenario: &'a Scenario) -> Self {
-        let geometry = compact_geometry(scenario.slots, scenario.ring_units * 512, (scenario.max_units * 512) as u32);
+        let geometry = compact_geometry(
+            scenario.slots,
+            scenario.ring_units * 512,
+            (scenario.max_units * 512) as u32,
+        );
         let mut region = pattern(0xF00D, geometry.region_bytes as usize);
         let target = disk_identity();
-        let mut active = format_region(&mut region, geometry, target, 0xE90C, SoftwareCrc32c).unwrap();
+        let mut active =
+            format_region(&mut region, geometry, target, 0xE90C, SoftwareCrc32c).unwrap();
         // Open the region as the module does: mark it dirty.
         active = active.next_update();
         active.superblock.state = RegionState::Dirty;
@@ -134,7 +139,11 @@ impl<'a> Sim<'a> {
             ring: RingState::new(0),
             active,
             records: Vec::new(),
-            writers: scenario.writers.iter().map(|_| Writer::Idle { next: 0 }).collect(),
+            writers: scenario
+                .writers
+                .iter()
+                .map(|_| Writer::Idle { next: 0 })
+                .collect(),
             writeback_next: 0,
             pending: None,
             durable: initial_disk.clone(),
@@ -144,18 +153,24 @@ impl<'a> Sim<'a> {
     }
 
     fn data_for(&self, writer: usize, op: usize, sectors: u64) -> Vec<u8> {
-        pattern(((writer as u64) << 32) | op as u64, sectors as usize * SECTOR)
+        pattern(
+            ((writer as u64) << 32) | op as u64,
+            sectors as usize * SECTOR,
+        )
     }
 
     /// One step of writer `w`; false if it could not move.
     fn step_writer(&mut self, w: usize, arg: u8) -> bool {
         match self.writers[w] {
             Writer::Idle { next } => {
-                let Some(op) = self.scenario.writers[w].get(next) else { return false };
+                let Some(op) = self.scenario.writers[w].get(next) else {
+                    return false;
+                };
                 let sectors = op.sectors.min(self.scenario.max_units);
                 let sector = op.sector.min(DISK_SECTORS - sectors);
                 let data = self.data_for(w, next, sectors);
-                let Ok(reservation) = self.ring.reserve(&self.ring_geometry, data.len() as u32) else {
+                let Ok(reservation) = self.ring.reserve(&self.ring_geometry, data.len() as u32)
+                else {
                     return false; // full: wait for writeback
                 };
                 assert_eq!(reservation.seq, self.records.len() as u64);
@@ -175,7 +190,10 @@ impl<'a> Sim<'a> {
                     descriptor_written: 0,
                     acked: false,
                 });
-                self.writers[w] = Writer::Copying { seq: reservation.seq, next };
+                self.writers[w] = Writer::Copying {
+                    seq: reservation.seq,
+                    next,
+                };
             }
             Writer::Copying { seq, next } => {
                 let record = &mut self.records[seq as usize];
@@ -185,7 +203,8 @@ impl<'a> Sim<'a> {
                     .unwrap();
                 let n = chunk(arg, record.data.len() - record.payload_written, 96);
                 let from = record.payload_written;
-                self.region[range.start + from..range.start + from + n].copy_from_slice(&record.data[from..from + n]);
+                self.region[range.start + from..range.start + from + n]
+                    .copy_from_slice(&record.data[from..from + n]);
                 record.payload_written += n;
                 if record.payload_written == record.data.len() {
                     self.writers[w] = Writer::Publishing { seq, next };
@@ -193,10 +212,17 @@ impl<'a> Sim<'a> {
             }
             Writer::Publishing { seq, next } => {
                 let record = &mut self.records[seq as usize];
-                let range = self.geometry.descriptor_range(record.reservation.slot).unwrap();
+                let range = self
+                    .geometry
+                    .descriptor_range(record.reservation.slot)
+                    .unwrap();
                 // Descriptor stores are word-sized or so; usually several per descriptor.
                 let left = DESCRIPTOR_BYTES - record.descriptor_written;
-                let n = if arg < 192 { (usize::from(arg) % 16 + 1).min(left) } else { left };
+                let n = if arg < 192 {
+                    (usize::from(arg) % 16 + 1).min(left)
+                } else {
+                    left
+                };
                 let from = record.descriptor_written;
                 self.region[range.start + from..range.start + from + n]
                     .copy_from_slice(&record.descriptor[from..from + n]);
@@ -217,10 +243,15 @@ impl<'a> Sim<'a> {
     fn step_writeback(&mut self, arg: u8) -> bool {
         if let Some(pending) = &mut self.pending {
             let left = SUPERBLOCK_BYTES - pending.written;
-            let n = if arg < 192 { (usize::from(arg) % 64 + 1).min(left) } else { left };
+            let n = if arg < 192 {
+                (usize::from(arg) % 64 + 1).min(left)
+            } else {
+                left
+            };
             let range = pending.next.copy.range();
             let from = pending.written;
-            self.region[range.start + from..range.start + from + n].copy_from_slice(&pending.bytes[from..from + n]);
+            self.region[range.start + from..range.start + from + n]
+                .copy_from_slice(&pending.bytes[from..from + n]);
             pending.written += n;
             if pending.written == SUPERBLOCK_BYTES {
                 let old_tail = self.active.superblock.durable_tail;
@@ -251,7 +282,11 @@ impl<'a> Sim<'a> {
             next.superblock.head_hint = self.ring.next_seq();
             let mut bytes = [0u8; SUPERBLOCK_BYTES];
             next.superblock.encode(&mut bytes, SoftwareCrc32c);
-            self.pending = Some(PendingSuperblock { next, bytes, written: 0 });
+            self.pending = Some(PendingSuperblock {
+                next,
+                bytes,
+                written: 0,
+            });
         } else {
             return false;
         }
@@ -266,8 +301,11 @@ impl<'a> Sim<'a> {
         for (i, &step) in self.scenario.schedule.iter().take(steps).enumerate() {
             let actor = usize::from(step as u8) % actors;
             let arg = (step >> 8) as u8;
-            let moved =
-                if actor == self.writers.len() { self.step_writeback(arg) } else { self.step_writer(actor, arg) };
+            let moved = if actor == self.writers.len() {
+                self.step_writeback(arg)
+            } else {
+                self.step_writer(actor, arg)
+            };
             if moved {
                 busy_until = i + 1;
             }
@@ -317,7 +355,8 @@ impl<'a> Sim<'a> {
         let s = sector as usize * SECTOR;
         let mut versions = vec![&self.initial_disk[s..s + SECTOR]];
         for record in self.records.iter().filter(|r| r.complete()) {
-            let covered = record.sector <= sector && sector < record.sector + (record.data.len() / SECTOR) as u64;
+            let covered = record.sector <= sector
+                && sector < record.sector + (record.data.len() / SECTOR) as u64;
             if covered {
                 let offset = (sector - record.sector) as usize * SECTOR;
                 versions.push(&record.data[offset..offset + SECTOR]);
@@ -332,10 +371,25 @@ impl<'a> Sim<'a> {
         let plan = plan_replay(region, &disk_identity(), SoftwareCrc32c).ok()?;
         let mut writes = 0;
         for write in plan {
-            let record = self.records.get(write.seq as usize).expect("write for a record never reserved");
-            assert!(record.complete(), "replayed incomplete record {}", write.seq);
-            assert_eq!(write.sector, record.sector, "record {} replayed to the wrong sector", write.seq);
-            assert!(write.data == record.data.as_slice(), "record {} replayed with wrong bytes", write.seq);
+            let record = self
+                .records
+                .get(write.seq as usize)
+                .expect("write for a record never reserved");
+            assert!(
+                record.complete(),
+                "replayed incomplete record {}",
+                write.seq
+            );
+            assert_eq!(
+                write.sector, record.sector,
+                "record {} replayed to the wrong sector",
+                write.seq
+            );
+            assert!(
+                write.data == record.data.as_slice(),
+                "record {} replayed with wrong bytes",
+                write.seq
+            );
             let start = write.sector as usize * SECTOR;
             disk[start..start + write.data.len()].copy_from_slice(write.data);
             writes += 1;
@@ -363,18 +417,35 @@ fn check(scenario: &Scenario) -> Result<(), TestCaseError> {
 
     if scenario.flips.is_empty() {
         let loaded = ActiveSuperblock::load(&region, SoftwareCrc32c).unwrap();
-        prop_assert_eq!(loaded, sim.active, "loaded superblock is not the last complete one");
+        prop_assert_eq!(
+            loaded,
+            sim.active,
+            "loaded superblock is not the last complete one"
+        );
         let tail = loaded.superblock.durable_tail;
-        let live_complete = sim.records.iter().skip(tail as usize).filter(|r| r.complete()).count();
+        let live_complete = sim
+            .records
+            .iter()
+            .skip(tail as usize)
+            .filter(|r| r.complete())
+            .count();
         prop_assert_eq!(applied, Some(live_complete));
         let expected = sim.expected_disk();
         for sector in 0..DISK_SECTORS as usize {
             let range = sector * SECTOR..(sector + 1) * SECTOR;
-            prop_assert!(disk[range.clone()] == expected[range], "sector {} is not the newest complete version", sector);
+            prop_assert!(
+                disk[range.clone()] == expected[range],
+                "sector {} is not the newest complete version",
+                sector
+            );
         }
         for (seq, record) in sim.records.iter().enumerate() {
             if record.acked {
-                prop_assert!(record.complete(), "record {} acknowledged before publication", seq);
+                prop_assert!(
+                    record.complete(),
+                    "record {} acknowledged before publication",
+                    seq
+                );
             }
         }
     } else {
@@ -398,7 +469,8 @@ fn scenario(max_flips: usize) -> impl Strategy<Value = Scenario> {
             (Just(slots), Just(ring_units), max_units)
         })
         .prop_flat_map(move |(slots, ring_units, max_units)| {
-            let op = (0..DISK_SECTORS, 1..=max_units).prop_map(|(sector, sectors)| WriteOp { sector, sectors });
+            let op = (0..DISK_SECTORS, 1..=max_units)
+                .prop_map(|(sector, sectors)| WriteOp { sector, sectors });
             (
                 Just(slots),
                 Just(ring_units),
@@ -410,22 +482,33 @@ fn scenario(max_flips: usize) -> impl Strategy<Value = Scenario> {
                 prop::collection::vec(any::<u64>(), 0..=max_flips),
             )
         })
-        .prop_map(|(slots, ring_units, max_units, writers, schedule, crash_point, landed, flips)| Scenario {
-            slots,
-            ring_units,
-            max_units,
-            writers,
-            schedule,
-            crash_point,
-            landed,
-            flips,
-        })
+        .prop_map(
+            |(slots, ring_units, max_units, writers, schedule, crash_point, landed, flips)| {
+                Scenario {
+                    slots,
+                    ring_units,
+                    max_units,
+                    writers,
+                    schedule,
+                    crash_point,
+                    landed,
+                    flips,
+                }
+            },
+        )
 }
 
 fn cases(default: u32) -> ProptestConfig {
     // PROPTEST_CASES overrides, for long soak runs.
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {
@@ -453,26 +536,49 @@ proptest! {
 fn simulation_reaches_interesting_states() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-    let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]));
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
     let strategy = scenario(0);
-    let (mut wrapped, mut torn_descriptor, mut torn_superblock, mut released, mut full) = (0, 0, 0, 0, 0);
+    let (mut wrapped, mut torn_descriptor, mut torn_superblock, mut released, mut full) =
+        (0, 0, 0, 0, 0);
     let mut hole = 0;
     for _ in 0..300 {
         let s = strategy.new_tree(&mut runner).unwrap().current();
         let sim = Sim::crashed(&s);
-        wrapped += usize::from(sim.records.iter().any(|r| r.reservation.end > s.ring_units * 512));
-        torn_descriptor += usize::from(sim.records.iter().any(|r| r.descriptor_written > 0 && !r.complete()));
+        wrapped += usize::from(
+            sim.records
+                .iter()
+                .any(|r| r.reservation.end > s.ring_units * 512),
+        );
+        torn_descriptor += usize::from(
+            sim.records
+                .iter()
+                .any(|r| r.descriptor_written > 0 && !r.complete()),
+        );
         torn_superblock += usize::from(sim.pending.as_ref().is_some_and(|p| p.written > 0));
         released += usize::from(sim.ring.tail_seq() > 0);
         full += usize::from(sim.ring.live_records() == u64::from(s.slots));
         let first_incomplete = sim.records.iter().position(|r| !r.complete());
-        hole += usize::from(first_incomplete.is_some_and(|n| sim.records[n..].iter().any(|r| r.complete())));
+        hole += usize::from(
+            first_incomplete.is_some_and(|n| sim.records[n..].iter().any(|r| r.complete())),
+        );
     }
     eprintln!("wrapped {wrapped} torn_descriptor {torn_descriptor} torn_superblock {torn_superblock} released {released} full {full} hole {hole}");
     assert!(wrapped > 60, "ring wrapped in only {wrapped} runs");
-    assert!(torn_descriptor > 50, "torn descriptors in only {torn_descriptor} runs");
-    assert!(torn_superblock > 20, "torn superblocks in only {torn_superblock} runs");
+    assert!(
+        torn_descriptor > 50,
+        "torn descriptors in only {torn_descriptor} runs"
+    );
+    assert!(
+        torn_superblock > 20,
+        "torn superblocks in only {torn_superblock} runs"
+    );
     assert!(released > 100, "space released in only {released} runs");
     assert!(full > 40, "slots full in only {full} runs");
-    assert!(hole > 20, "a complete record after an incomplete one in only {hole} runs");
+    assert!(
+        hole > 20,
+        "a complete record after an incomplete one in only {hole} runs"
+    );
 }

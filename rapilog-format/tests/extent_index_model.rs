@@ -11,9 +11,18 @@ const MAX_LIVE: usize = 12;
 enum Op {
     /// Insert the next record (its seq is drawn, not assigned in order, to
     /// model writers finishing out of order).
-    Insert { sector: u64, sectors: u64, seq_jitter: u64 },
-    Retire { fraction: u8 },
-    Lookup { sector: u64, sectors: u64 },
+    Insert {
+        sector: u64,
+        sectors: u64,
+        seq_jitter: u64,
+    },
+    Retire {
+        fraction: u8,
+    },
+    Lookup {
+        sector: u64,
+        sectors: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -47,7 +56,13 @@ fn expand(pieces: impl Iterator<Item = Piece>, from: u64) -> Vec<Option<(u64, u6
                 out.extend((0..sectors).map(|_| None));
                 next = sector + sectors;
             }
-            Piece::Record { sector, sectors, seq, record, record_offset } => {
+            Piece::Record {
+                sector,
+                sectors,
+                seq,
+                record,
+                record_offset,
+            } => {
                 assert_eq!(sector, next, "pieces not contiguous");
                 assert!(sectors > 0, "empty piece");
                 out.extend((0..sectors).map(|i| Some((seq, record, record_offset + i))));
@@ -61,11 +76,20 @@ fn expand(pieces: impl Iterator<Item = Piece>, from: u64) -> Vec<Option<(u64, u6
 fn check_invariants(index: &ExtentIndex<'_>, live: usize) -> Result<(), TestCaseError> {
     let extents = index.extents();
     for pair in extents.windows(2) {
-        prop_assert!(pair[0].end() <= pair[1].sector, "overlap or disorder: {:?}", pair);
+        prop_assert!(
+            pair[0].end() <= pair[1].sector,
+            "overlap or disorder: {:?}",
+            pair
+        );
     }
     prop_assert!(extents.iter().all(|e| e.sectors > 0));
     if live > 0 {
-        prop_assert!(extents.len() < 2 * live, "{} extents for {} live records", extents.len(), live);
+        prop_assert!(
+            extents.len() < 2 * live,
+            "{} extents for {} live records",
+            extents.len(),
+            live
+        );
     } else {
         prop_assert!(extents.is_empty());
     }

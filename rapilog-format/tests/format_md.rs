@@ -12,7 +12,9 @@ const FORMAT_MD: &str = include_str!("../FORMAT.md");
 /// Rows `(offset, size, name)` of the table after `<!-- fields: NAME -->`.
 fn table(name: &str) -> Vec<(usize, usize, String)> {
     let marker = format!("<!-- fields: {name} -->");
-    let start = FORMAT_MD.find(&marker).unwrap_or_else(|| panic!("no table {name} in FORMAT.md"));
+    let start = FORMAT_MD
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no table {name} in FORMAT.md"));
     FORMAT_MD[start + marker.len()..]
         .lines()
         .skip_while(|line| line.trim().is_empty())
@@ -28,7 +30,10 @@ fn table(name: &str) -> Vec<(usize, usize, String)> {
 }
 
 fn code_table(fields: &[Field]) -> Vec<(usize, usize, String)> {
-    fields.iter().map(|f| (f.offset, f.size, f.name.to_string())).collect()
+    fields
+        .iter()
+        .map(|f| (f.offset, f.size, f.name.to_string()))
+        .collect()
 }
 
 #[test]

@@ -23,7 +23,10 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         .expect("tests/corpus")
         .map(|entry| {
             let path = entry.unwrap().path();
-            (path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&path).unwrap())
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&path).unwrap(),
+            )
         })
         .collect();
     seeds.sort();
@@ -43,14 +46,34 @@ impl Rng {
     }
 
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
 /// Values that sit on the boundaries the parser checks.
 fn interesting(rng: &mut Rng, len: usize) -> u64 {
-    const VALUES: [u64; 16] =
-        [0, 1, 2, 3, 4, 7, 63, 64, 511, 512, 513, 1024, 4096, 0x7FFF_FFFF, u32::MAX as u64, u64::MAX];
+    const VALUES: [u64; 16] = [
+        0,
+        1,
+        2,
+        3,
+        4,
+        7,
+        63,
+        64,
+        511,
+        512,
+        513,
+        1024,
+        4096,
+        0x7FFF_FFFF,
+        u32::MAX as u64,
+        u64::MAX,
+    ];
     match rng.below(4) {
         0 => VALUES[rng.below(VALUES.len())],
         1 => u64::MAX - rng.below(1024) as u64,
@@ -118,7 +141,11 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
     }
     if let Some(mode) = input.first_mut() {
         // Mostly reseal everything, so mutations reach the deep checks.
-        *mode = if rng.below(3) == 0 { rng.next() as u8 } else { 0x07 | (rng.below(2) as u8) << 3 };
+        *mode = if rng.below(3) == 0 {
+            rng.next() as u8
+        } else {
+            0x07 | (rng.below(2) as u8) << 3
+        };
     }
 }
 
@@ -132,7 +159,10 @@ fn committed_corpus_is_current() {
     // garbage after a format change: regenerate with
     // `cargo test -p rapilog-format --test fuzz_corpus -- --ignored`.
     for (name, bytes) in &seeds {
-        assert!(ActiveSuperblock::load(&bytes[1..], SoftwareCrc32c).is_ok(), "stale seed {name}");
+        assert!(
+            ActiveSuperblock::load(&bytes[1..], SoftwareCrc32c).is_ok(),
+            "stale seed {name}"
+        );
     }
 }
 
@@ -149,9 +179,15 @@ fn corpus_replays() {
 
 /// Runs `iterations` mutated inputs from PRNG seed `seed`.
 fn fuzz(default_seed: u64) {
-    let iterations: usize =
-        std::env::var("RAPILOG_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(125_000);
-    let seed = std::env::var("RAPILOG_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0) ^ default_seed;
+    let iterations: usize = std::env::var("RAPILOG_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(125_000);
+    let seed = std::env::var("RAPILOG_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+        ^ default_seed;
     let seeds: Vec<Vec<u8>> = corpus().into_iter().map(|(_, bytes)| bytes).collect();
     let mut rng = Rng(seed);
     for iteration in 0..iterations {
@@ -166,7 +202,10 @@ fn fuzz(default_seed: u64) {
         if result.is_err() {
             let path = std::env::temp_dir().join(format!("rapilog-fuzz-crash-{seed}-{iteration}"));
             std::fs::write(&path, &input).unwrap();
-            panic!("iteration {iteration} broke the planner; input saved to {}", path.display());
+            panic!(
+                "iteration {iteration} broke the planner; input saved to {}",
+                path.display()
+            );
         }
     }
 }

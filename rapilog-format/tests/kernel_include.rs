@@ -23,7 +23,10 @@ fn lib_rs() -> PathBuf {
 /// Compiles a wrapper crate declaring the format module with `declaration`
 /// and returns rustc's exit status and stderr.
 fn compile_wrapper(name: &str, declaration: &str, extra: &[&str]) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("rapilog-kernel-include-{}-{name}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "rapilog-kernel-include-{}-{name}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let wrapper = dir.join("wrapper.rs");
     let source = format!(
@@ -33,7 +36,12 @@ fn compile_wrapper(name: &str, declaration: &str, extra: &[&str]) -> (bool, Stri
     std::fs::write(&wrapper, source).unwrap();
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let output = Command::new(rustc)
-        .args(["--edition=2021", "--crate-type=lib", "--crate-name=kernel_wrapper", "--emit=metadata"])
+        .args([
+            "--edition=2021",
+            "--crate-type=lib",
+            "--crate-name=kernel_wrapper",
+            "--emit=metadata",
+        ])
         .arg("--out-dir")
         .arg(&dir)
         .args(extra)
@@ -41,7 +49,10 @@ fn compile_wrapper(name: &str, declaration: &str, extra: &[&str]) -> (bool, Stri
         .output()
         .expect("run rustc");
     let _ = std::fs::remove_dir_all(&dir);
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn kernel_flags() -> Vec<&'static str> {

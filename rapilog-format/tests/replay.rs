@@ -1,14 +1,20 @@
 //! Replay planner: what is applied, what is skipped and why, what is refused.
 
 use rapilog_format::descriptor::fields as descriptor_fields;
-use rapilog_format::test_helpers::{compact_geometry, disk, model_disk, pattern, replay_into, RegionImage};
+use rapilog_format::test_helpers::{
+    compact_geometry, disk, model_disk, pattern, replay_into, RegionImage,
+};
 use rapilog_format::{
-    plan_replay, ActiveSuperblock, Crc32c, LoadError, ReplayRefusal, ReplayWrite, Replayer, SkipCounts,
-    SoftwareCrc32c, SuperblockCopy, SuperblockError, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES,
+    plan_replay, ActiveSuperblock, Crc32c, LoadError, ReplayRefusal, ReplayWrite, Replayer,
+    SkipCounts, SoftwareCrc32c, SuperblockCopy, SuperblockError, DESCRIPTOR_BYTES,
+    SUPERBLOCK_BYTES,
 };
 
 fn writes(region: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
-    let image_disk = ActiveSuperblock::load(region, SoftwareCrc32c).unwrap().superblock.disk;
+    let image_disk = ActiveSuperblock::load(region, SoftwareCrc32c)
+        .unwrap()
+        .superblock
+        .disk;
     plan_replay(region, &image_disk, SoftwareCrc32c)
         .unwrap()
         .map(|w: ReplayWrite<'_>| (w.seq, w.sector, w.data.to_vec()))
@@ -16,7 +22,10 @@ fn writes(region: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
 }
 
 fn skipped(region: &[u8]) -> SkipCounts {
-    let image_disk = ActiveSuperblock::load(region, SoftwareCrc32c).unwrap().superblock.disk;
+    let image_disk = ActiveSuperblock::load(region, SoftwareCrc32c)
+        .unwrap()
+        .superblock
+        .disk;
     let mut plan = plan_replay(region, &image_disk, SoftwareCrc32c).unwrap();
     plan.by_ref().for_each(drop);
     plan.report().skipped
@@ -24,8 +33,18 @@ fn skipped(region: &[u8]) -> SkipCounts {
 
 /// Rewrites a field of a published descriptor and reseals its checksum, as
 /// a buggy writer would produce.
-fn forge_descriptor(image: &mut RegionImage, slot: u32, field: rapilog_format::field::Field, value: u64) {
-    let range = image.active().superblock.geometry.descriptor_range(slot).unwrap();
+fn forge_descriptor(
+    image: &mut RegionImage,
+    slot: u32,
+    field: rapilog_format::field::Field,
+    value: u64,
+) {
+    let range = image
+        .active()
+        .superblock
+        .geometry
+        .descriptor_range(slot)
+        .unwrap();
     let bytes = &mut image.bytes_mut()[range];
     bytes[field.range()].copy_from_slice(&value.to_le_bytes()[..field.size]);
     let crc = SoftwareCrc32c.checksum(&bytes[..60]);
@@ -36,7 +55,13 @@ fn forge_descriptor(image: &mut RegionImage, slot: u32, field: rapilog_format::f
 fn empty_region_applies_nothing() {
     let image = RegionImage::small();
     assert!(writes(image.bytes()).is_empty());
-    assert_eq!(skipped(image.bytes()), SkipCounts { empty: 4, ..SkipCounts::default() });
+    assert_eq!(
+        skipped(image.bytes()),
+        SkipCounts {
+            empty: 4,
+            ..SkipCounts::default()
+        }
+    );
 }
 
 #[test]
@@ -68,10 +93,16 @@ fn torn_record_does_not_hide_the_next_one() {
     for payload_bytes in (0..=1024).step_by(64) {
         for descriptor_bytes in 0..DESCRIPTOR_BYTES {
             let mut image = RegionImage::small();
-            image.append_torn(20, &data, payload_bytes, descriptor_bytes).unwrap();
+            image
+                .append_torn(20, &data, payload_bytes, descriptor_bytes)
+                .unwrap();
             image.append(30, &pattern(8, 512)).unwrap();
             let got = writes(image.bytes());
-            assert_eq!(got, vec![(1, 30, pattern(8, 512))], "payload {payload_bytes} descriptor {descriptor_bytes}");
+            assert_eq!(
+                got,
+                vec![(1, 30, pattern(8, 512))],
+                "payload {payload_bytes} descriptor {descriptor_bytes}"
+            );
         }
     }
 }
@@ -81,7 +112,9 @@ fn fully_published_descriptor_over_a_partial_payload_is_caught() {
     // Breaks the protocol (descriptor before payload) on purpose: the payload
     // checksum still keeps garbage off the disk.
     let mut image = RegionImage::small();
-    image.append_torn(20, &pattern(7, 1024), 1000, DESCRIPTOR_BYTES).unwrap();
+    image
+        .append_torn(20, &pattern(7, 1024), 1000, DESCRIPTOR_BYTES)
+        .unwrap();
     assert!(writes(image.bytes()).is_empty());
     assert_eq!(skipped(image.bytes()).bad_payload_checksum, 1);
 }
@@ -108,14 +141,23 @@ fn records_below_the_durable_tail_are_stale() {
     assert_eq!(writes(image.bytes()), vec![(2, 3, pattern(3, 512))]);
     // Window 2..6: slot 2 holds seq 2; slots 3 empty; slots 0 and 1 hold
     // seqs 0 and 1, which are other laps for seqs 4 and 5.
-    assert_eq!(skipped(image.bytes()), SkipCounts { empty: 1, stale: 2, ..SkipCounts::default() });
+    assert_eq!(
+        skipped(image.bytes()),
+        SkipCounts {
+            empty: 1,
+            stale: 2,
+            ..SkipCounts::default()
+        }
+    );
 }
 
 #[test]
 fn reused_slots_and_ring_never_resurrect_old_records() {
     let mut image = RegionImage::small();
     for i in 0..20u64 {
-        let r = image.append(i, &pattern(i, 512 * (1 + i as usize % 2))).unwrap();
+        let r = image
+            .append(i, &pattern(i, 512 * (1 + i as usize % 2)))
+            .unwrap();
         image.advance_tail_through(r.seq);
     }
     assert!(writes(image.bytes()).is_empty());
@@ -138,14 +180,29 @@ fn wrong_disk_is_refused() {
     image.append(5, &pattern(1, 512)).unwrap();
     let mine = image.disk();
     let refusal = |target| plan_replay(image.bytes(), &target, SoftwareCrc32c).err();
-    assert_eq!(refusal(disk("other-disk", 64, 512)), Some(ReplayRefusal::DiskIdMismatch));
     assert_eq!(
-        refusal(rapilog_format::DiskIdentity { sectors: 65, ..mine }),
-        Some(ReplayRefusal::DiskSizeMismatch { region: 64, target: 65 })
+        refusal(disk("other-disk", 64, 512)),
+        Some(ReplayRefusal::DiskIdMismatch)
     );
     assert_eq!(
-        refusal(rapilog_format::DiskIdentity { block_bytes: 4096, ..mine }),
-        Some(ReplayRefusal::BlockSizeMismatch { region: 512, target: 4096 })
+        refusal(rapilog_format::DiskIdentity {
+            sectors: 65,
+            ..mine
+        }),
+        Some(ReplayRefusal::DiskSizeMismatch {
+            region: 64,
+            target: 65
+        })
+    );
+    assert_eq!(
+        refusal(rapilog_format::DiskIdentity {
+            block_bytes: 4096,
+            ..mine
+        }),
+        Some(ReplayRefusal::BlockSizeMismatch {
+            region: 512,
+            target: 4096
+        })
     );
     assert!(refusal(mine).is_none());
 }
@@ -199,7 +256,12 @@ fn impossible_descriptors_are_malformed() {
         image.append(8, &pattern(1, 1024)).unwrap();
         forge_descriptor(&mut image, 0, field, value);
         assert!(writes(image.bytes()).is_empty(), "{} = {value}", field.name);
-        assert_eq!(skipped(image.bytes()).malformed, 1, "{} = {value}", field.name);
+        assert_eq!(
+            skipped(image.bytes()).malformed,
+            1,
+            "{} = {value}",
+            field.name
+        );
     }
     // A record of another slot's sequence number.
     let mut image = RegionImage::small();
@@ -216,7 +278,10 @@ fn records_misaligned_for_the_disk_block_are_malformed() {
     image.append(9, &pattern(2, 4096)).unwrap();
     image.append(16, &pattern(3, 1024)).unwrap();
     image.append(24, &pattern(4, 8192)).unwrap();
-    let got: Vec<_> = writes(image.bytes()).into_iter().map(|(seq, sector, _)| (seq, sector)).collect();
+    let got: Vec<_> = writes(image.bytes())
+        .into_iter()
+        .map(|(seq, sector, _)| (seq, sector))
+        .collect();
     assert_eq!(got, vec![(0, 8), (3, 24)]);
     assert_eq!(skipped(image.bytes()).malformed, 2);
 }
@@ -254,7 +319,9 @@ fn recording_the_replay_empties_the_window() {
     let mut plan = plan_replay(&region, &target, SoftwareCrc32c).unwrap();
     assert!(plan.replayed_superblock(Replayer::Rescue, 1, 2).is_none());
     assert_eq!(plan.by_ref().count(), 1);
-    let update = plan.replayed_superblock(Replayer::Rescue, 1_700_000_000, 1500).unwrap();
+    let update = plan
+        .replayed_superblock(Replayer::Rescue, 1_700_000_000, 1500)
+        .unwrap();
     assert_eq!(update.copy, image.active().copy.other());
     assert_eq!(update.superblock.durable_tail, 4);
     let mut encoded = [0u8; SUPERBLOCK_BYTES];
@@ -264,7 +331,10 @@ fn recording_the_replay_empties_the_window() {
     let loaded = ActiveSuperblock::load(&replayed, SoftwareCrc32c).unwrap();
     assert_eq!(loaded, update);
     let last = loaded.superblock.last_replay;
-    assert_eq!((last.replayer, last.from_seq, last.duration_us), (Replayer::Rescue, 0, 1500));
+    assert_eq!(
+        (last.replayer, last.from_seq, last.duration_us),
+        (Replayer::Rescue, 0, 1500)
+    );
     assert_eq!(last.report.records_applied, 1);
     assert_eq!(last.report.skipped.bad_descriptor_checksum, 1);
     assert!(writes(&replayed).is_empty());
@@ -295,7 +365,12 @@ fn either_copy_may_be_the_torn_one() {
             image.update_superblock(SUPERBLOCK_BYTES, |_| {});
         }
         image.update_superblock(100, |sb| sb.durable_tail = 1);
-        assert_eq!(ActiveSuperblock::load(image.bytes(), SoftwareCrc32c).unwrap().copy, copy.other());
+        assert_eq!(
+            ActiveSuperblock::load(image.bytes(), SoftwareCrc32c)
+                .unwrap()
+                .copy,
+            copy.other()
+        );
         assert_eq!(writes(image.bytes()).len(), 1);
     }
 }
@@ -309,6 +384,9 @@ fn generation_wrap_keeps_the_newer_copy() {
     assert_eq!(image.active().superblock.generation, u64::MAX);
     image.update_superblock(SUPERBLOCK_BYTES, |sb| sb.durable_tail = 1);
     let loaded = ActiveSuperblock::load(image.bytes(), SoftwareCrc32c).unwrap();
-    assert_eq!((loaded.superblock.generation, loaded.superblock.durable_tail), (0, 1));
+    assert_eq!(
+        (loaded.superblock.generation, loaded.superblock.durable_tail),
+        (0, 1)
+    );
     assert!(writes(image.bytes()).is_empty());
 }
