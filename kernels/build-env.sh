@@ -61,9 +61,14 @@ if ! stage_done packages; then
 		"linux-source-$KSERIES=$KPKG_VERSION"
 		"rustc=$RUSTC_VERSION" "rust-src=$RUSTC_VERSION"
 		"bindgen=$BINDGEN_VERSION"
-		"$GCC" make bc bison flex libssl-dev kmod dwarves python3 xz-utils
+		"$GCC" make bc bison flex libelf-dev libssl-dev kmod dwarves python3 xz-utils
 	)
-	for p in $BACKPORTS_PKGS; do pkgs+=("$p/$KSUITE"); done
+	# Some packages must come from the kernel's backports suite (elfutils for
+	# trixie-backports): ask for those by suite instead.
+	for p in $BACKPORTS_PKGS; do
+		for i in "${!pkgs[@]}"; do [ "${pkgs[$i]}" != "$p" ] || unset 'pkgs[i]'; done
+		pkgs+=("$p/$KSUITE")
+	done
 	in_chroot apt-get update -q >"$ENV_DIR/apt.log" 2>&1 ||
 		{ tail -n 20 "$ENV_DIR/apt.log" >&2; die "apt-get update in the chroot failed"; }
 	in_chroot apt-get install -y -q "${pkgs[@]}" >>"$ENV_DIR/apt.log" 2>&1 || {
