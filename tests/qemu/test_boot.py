@@ -127,8 +127,11 @@ def test_region_survives_reboot_and_restart_with_ram_file(guest_factory, tmp_pat
 # --- signals: panic, power button, NMI ----------------------------------------------------
 
 def test_pvpanic_reports_guest_panic(guest_factory):
-    g = guest_factory(memmap=REGION, pvpanic=True)
+    g = guest_factory(memmap=REGION, crashkernel="256M", pvpanic=True)
     g.boot()
+    # crashkernel= reserved (no crash kernel loaded here: the panic stays a panic)
+    assert g.check("cat /sys/kernel/kexec_crash_size").strip() == str(256 << 20)
+    assert g.check("cat /sys/kernel/kexec_crash_loaded").strip() == "0"
     mark, cmark = g.event_mark(), g.console_mark()
     t = time.monotonic()
     with pytest.raises(GuestPanicked):  # run() notices the panic, no timeout wait
