@@ -25,6 +25,8 @@
 //! would not fit returns [`IndexError::Full`] and changes nothing; the peak
 //! during an insert never exceeds the larger of the counts before and after.
 
+use core::ops::DerefMut;
+
 /// A run of sectors whose newest data is in one record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Extent {
@@ -96,18 +98,25 @@ impl core::fmt::Display for IndexError {
 
 impl core::error::Error for IndexError {}
 
-/// The index, over caller-provided storage.
+/// The index, over caller-provided storage: anything that derefs to a
+/// mutable slice of extents (`&mut [Extent]`, or an owned buffer the
+/// kernel allocates once, so the device can own the index).
 #[derive(Debug)]
-pub struct ExtentIndex<'s> {
-    storage: &'s mut [Extent],
+pub struct ExtentIndex<S> {
+    storage: S,
     /// Extents in use: `storage[..len]`, sorted by sector, non-overlapping.
     len: usize,
 }
 
-impl<'s> ExtentIndex<'s> {
+impl<S: DerefMut<Target = [Extent]>> ExtentIndex<S> {
     /// An empty index using `storage` (whose contents are ignored).
-    pub fn new(storage: &'s mut [Extent]) -> Self {
+    pub fn new(storage: S) -> Self {
         Self { storage, len: 0 }
+    }
+
+    /// Gives the storage back.
+    pub fn into_storage(self) -> S {
+        self.storage
     }
 
     /// Most extents the storage holds.
@@ -383,7 +392,11 @@ impl Iterator for Lookup<'_> {
 mod tests {
     use super::*;
 
-    fn pieces(index: &ExtentIndex<'_>, sector: u64, sectors: u64) -> ([Option<Piece>; 8], usize) {
+    fn pieces(
+        index: &ExtentIndex<&mut [Extent]>,
+        sector: u64,
+        sectors: u64,
+    ) -> ([Option<Piece>; 8], usize) {
         let mut out = [None; 8];
         let mut n = 0;
         for (slot, piece) in out.iter_mut().zip(index.lookup(sector, sectors)) {
@@ -411,7 +424,7 @@ mod tests {
     #[test]
     fn split_in_three_and_lookup() {
         let mut storage = [Extent::default(); 8];
-        let mut index = ExtentIndex::new(&mut storage);
+        let mut index = ExtentIndex::new(&mut storage[..]);
         index.insert(10, 10, 1, 100).unwrap();
         index.insert(14, 2, 2, 200).unwrap();
         assert_eq!(index.len(), 3);
@@ -434,7 +447,7 @@ mod tests {
     #[test]
     fn older_insert_fills_only_gaps() {
         let mut storage = [Extent::default(); 8];
-        let mut index = ExtentIndex::new(&mut storage);
+        let mut index = ExtentIndex::new(&mut storage[..]);
         index.insert(12, 2, 5, 500).unwrap();
         index.insert(16, 2, 6, 600).unwrap();
         index.insert(10, 10, 4, 400).unwrap();
@@ -457,7 +470,7 @@ mod tests {
     #[test]
     fn newer_insert_trims_edges_and_removes_inside() {
         let mut storage = [Extent::default(); 8];
-        let mut index = ExtentIndex::new(&mut storage);
+        let mut index = ExtentIndex::new(&mut storage[..]);
         index.insert(0, 4, 1, 100).unwrap();
         index.insert(4, 2, 2, 200).unwrap();
         index.insert(6, 4, 3, 300).unwrap();
@@ -470,7 +483,7 @@ mod tests {
     #[test]
     fn full_changes_nothing() {
         let mut storage = [Extent::default(); 2];
-        let mut index = ExtentIndex::new(&mut storage);
+        let mut index = ExtentIndex::new(&mut storage[..]);
         index.insert(0, 10, 1, 100).unwrap();
         assert_eq!(index.insert(4, 2, 2, 200), Err(IndexError::Full));
         assert_eq!(
@@ -493,7 +506,7 @@ mod tests {
     #[test]
     fn bad_ranges_and_edges() {
         let mut storage = [Extent::default(); 4];
-        let mut index = ExtentIndex::new(&mut storage);
+        let mut index = ExtentIndex::new(&mut storage[..]);
         assert_eq!(index.insert(0, 0, 1, 1), Err(IndexError::EmptyRange));
         assert_eq!(
             index.insert(u64::MAX, 1, 1, 1),

@@ -73,7 +73,7 @@ fn expand(pieces: impl Iterator<Item = Piece>, from: u64) -> Vec<Option<(u64, u6
     out
 }
 
-fn check_invariants(index: &ExtentIndex<'_>, live: usize) -> Result<(), TestCaseError> {
+fn check_invariants(index: &ExtentIndex<Vec<Extent>>, live: usize) -> Result<(), TestCaseError> {
     let extents = index.extents();
     for pair in extents.windows(2) {
         prop_assert!(
@@ -103,8 +103,8 @@ proptest! {
     fn index_matches_per_sector_model(ops in prop::collection::vec(op(), 1..80)) {
         // Storage for 2 x MAX_LIVE extents: the documented bound says it
         // never fills while at most MAX_LIVE records are live.
-        let mut storage = [Extent::default(); 2 * MAX_LIVE];
-        let mut index = ExtentIndex::new(&mut storage);
+        // Owned storage, as the kernel device would hold it.
+        let mut index = ExtentIndex::new(vec![Extent::default(); 2 * MAX_LIVE]);
         let mut model: Model = vec![None; SECTORS as usize];
         let mut live: Vec<u64> = Vec::new();
         let mut next_seq = 100u64;
