@@ -29,8 +29,8 @@
 # a serial port instead of the virtio-serial port).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=qemu-scripts/lib.sh
-source "$here/lib.sh"
+# shellcheck source=kernels/lib.sh
+source "$here/../kernels/lib.sh"
 
 krel=$DEFAULT_KREL
 out=

@@ -20,8 +20,8 @@
 # Reused when present (stamp file), rebuilt when absent. Env: DEBIAN_MIRROR,
 # RAPILOG_CACHE.
 set -euo pipefail
-# shellcheck source=qemu-scripts/lib.sh
-source "$(dirname "$0")/lib.sh"
+# shellcheck source=kernels/lib.sh
+source "$(dirname "$0")/../kernels/lib.sh"
 
 krel=${1:-$DEFAULT_KREL}
 load_kernel_env "$krel"

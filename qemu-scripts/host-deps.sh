@@ -7,10 +7,10 @@
 #   the rest               from bookworm
 #
 # The bookworm-backports source is derived from the host's own Debian mirror
-# (see debian_mirror in lib.sh; override with DEBIAN_MIRROR).
+# (see debian_mirror in kernels/lib.sh; override with DEBIAN_MIRROR).
 set -euo pipefail
-# shellcheck source=qemu-scripts/lib.sh
-source "$(dirname "$0")/lib.sh"
+# shellcheck source=kernels/lib.sh
+source "$(dirname "$0")/../kernels/lib.sh"
 
 QEMU_MIN=1:10.0
 # harness: busybox-static cpio kmod (depmod/modinfo) xz-utils zstd curl gpgv
