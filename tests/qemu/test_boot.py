@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from guest import (CommandFailed, CommandTimeout, Disk, Guest, GuestPanicked, parse_memmap, pinned_krels,
+from guest import (DEFAULT_KREL, CommandFailed, CommandTimeout, Disk, Guest, GuestPanicked, parse_memmap, pinned_krels,
                    scaled)
 
 REGION = "64M$0x60000000"
