@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! CRC-32C (Castagnoli), the checksum of every on-region structure.
 //!
 //! The crate never computes a checksum on its own: every function that needs

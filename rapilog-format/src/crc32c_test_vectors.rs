@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! Shared CRC-32C check vectors.
 //!
 //! Any [`Crc32c`] implementation used with this crate (the kernel's, the

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! Record descriptors: one 64-byte entry per record, in slot `seq % slots` of
 //! the descriptor table.
 //!

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! Identity of the backing log disk a region belongs to.
 //!
 //! Replaying a region onto the wrong disk would silently corrupt it, so the

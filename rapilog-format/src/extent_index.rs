@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! Dirty-extent index: which sectors of the disk have newer data in the ring
 //! than on the disk, and in which record.
 //!

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! Named byte ranges of an on-region structure, and little-endian access to them.
 //!
 //! Every on-region structure is described by a `const` table of [`Field`]s. The

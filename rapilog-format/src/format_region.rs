@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! Formatting: turning any bytes into an empty region for one disk.
 
 use super::crc32c::Crc32c;

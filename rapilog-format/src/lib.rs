@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! The rapilog on-region format: layout, encoders and decoders, writer-side
 //! space accounting, the replay planner and the dirty-extent index.
 //!
@@ -10,7 +12,8 @@
 //!
 //! Two superblock copies, a descriptor table (slot = `seq % slots`) and a
 //! data ring of 512-byte-aligned payloads; see [`geometry`]. A record is a
-//! payload in the ring plus a 64-byte [`Descriptor`] in its slot.
+//! payload in the ring plus a 64-byte [`Descriptor`] in its slot. Where the
+//! region is in physical memory is given as `SIZE@PHYS`: [`region_spec`].
 //!
 //! # Publication protocol (writer)
 //!
@@ -72,6 +75,7 @@ pub mod extent_index;
 pub mod field;
 pub mod format_region;
 pub mod geometry;
+pub mod region_spec;
 pub mod replay;
 pub mod replay_report;
 pub mod ring;
@@ -86,6 +90,7 @@ pub use disk::{DiskId, DiskIdentity, DISK_ID_BYTES, SECTOR_BYTES};
 pub use extent_index::{Extent, ExtentIndex, IndexError, Lookup, Piece};
 pub use format_region::{format_region, FormatError};
 pub use geometry::{Geometry, GeometryError, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES, UNIT_BYTES};
+pub use region_spec::{RegionSpec, RegionSpecError};
 pub use replay::{plan_replay, ReplayPlan, ReplayRefusal, ReplayWrite};
 pub use replay_report::{LastReplay, ReplayReport, Replayer, SkipCounts};
 pub use ring::{ReleaseError, Reservation, ReserveError, RingGeometry, RingState};

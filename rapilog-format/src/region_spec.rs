@@ -89,7 +89,12 @@ impl RegionSpec {
 impl fmt::Display for RegionSpec {
     /// Prints the canonical form, e.g. `64M@0x60000000`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [(1 << 40, "T"), (1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "T"),
+            (1 << 30, "G"),
+            (1 << 20, "M"),
+            (1 << 10, "K"),
+        ];
         let (div, unit) = UNITS
             .iter()
             .copied()
@@ -153,9 +158,21 @@ mod tests {
     #[test]
     fn parses_the_documented_forms() {
         let r = RegionSpec::parse(b"64M@0x60000000").unwrap();
-        assert_eq!(r, RegionSpec { size: 64 << 20, phys: 0x6000_0000 });
-        assert_eq!(RegionSpec::parse(b" 4096@1536M\n").unwrap().phys, 1536 << 20);
-        assert_eq!(RegionSpec::parse(b"1G@0x100000000").unwrap().end(), 0x1_4000_0000);
+        assert_eq!(
+            r,
+            RegionSpec {
+                size: 64 << 20,
+                phys: 0x6000_0000
+            }
+        );
+        assert_eq!(
+            RegionSpec::parse(b" 4096@1536M\n").unwrap().phys,
+            1536 << 20
+        );
+        assert_eq!(
+            RegionSpec::parse(b"1G@0x100000000").unwrap().end(),
+            0x1_4000_0000
+        );
     }
 
     #[test]
@@ -177,7 +194,12 @@ mod tests {
             (b"99999999999999999999@0", BadSize),
             (b"17179869184G@0", BadSize),
         ] {
-            assert_eq!(RegionSpec::parse(text), Err(err), "{:?}", core::str::from_utf8(text));
+            assert_eq!(
+                RegionSpec::parse(text),
+                Err(err),
+                "{:?}",
+                core::str::from_utf8(text)
+            );
         }
     }
 
@@ -186,7 +208,10 @@ mod tests {
         for text in ["64M@0x60000000", "4K@0x1000", "3G@0x100000000", "12K@0x0"] {
             let r = RegionSpec::parse(text.as_bytes()).unwrap();
             let mut buf = [0u8; 64];
-            let mut w = Cursor { buf: &mut buf, len: 0 };
+            let mut w = Cursor {
+                buf: &mut buf,
+                len: 0,
+            };
             fmt::write(&mut w, format_args!("{r}")).unwrap();
             let len = w.len;
             assert_eq!(&buf[..len], text.as_bytes());
@@ -201,7 +226,10 @@ mod tests {
     impl fmt::Write for Cursor<'_> {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             let end = self.len + s.len();
-            self.buf.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
+            self.buf
+                .get_mut(self.len..end)
+                .ok_or(fmt::Error)?
+                .copy_from_slice(s.as_bytes());
             self.len = end;
             Ok(())
         }

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! The replay planner: from the bytes of a region, the writes that bring the
 //! target disk up to date.
 //!

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! What a replay did, as counted by the planner and kept in the superblock.
 
 /// Why descriptor slots in the replay window were not applied.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! Writer-side space accounting: descriptor slots and ring bytes, reserved in
 //! sequence order at the head and freed in sequence order at the tail.
 //!

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! The superblock: what the region is, which disk it belongs to, and how far
 //! the disk is known to be durable.
 //!

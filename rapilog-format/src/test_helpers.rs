@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! Host-side helpers for tests of this crate, the rescue program and the
 //! CLI: region images built the way the kernel writer builds them (valid,
 //! torn, corrupted, for the wrong disk), a model disk, and the fuzz entry

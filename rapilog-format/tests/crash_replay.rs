@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! Crash-consistency property test of the whole protocol.
 //!
 //! A model of the kernel module runs several writers and a writeback worker

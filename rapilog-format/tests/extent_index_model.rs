@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! The extent index against a naive model: one `Option<(seq, record,
 //! offset)>` per sector, newest sequence number wins.
 

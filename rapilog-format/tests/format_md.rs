@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! `FORMAT.md` documents every field byte by byte; this test parses its
 //! tables and compares them with the code's field tables, so neither can
 //! change without the other.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! The fuzz target's entry point, run without cargo-fuzz: the committed seed
 //! corpus, then 2 x 125,000 inputs mutated from it by a seeded PRNG
 //! (reproducible; set `RAPILOG_FUZZ_ITERATIONS` per stream and

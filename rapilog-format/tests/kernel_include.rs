@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! The kernel module compiles `src/lib.rs` as one of its own modules:
 //! `#[path = "../rapilog-format/src/lib.rs"] mod format;` in a `#![no_std]`
 //! crate. These tests build such a wrapper with rustc and the lint flags of

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! Replay planner: what is applied, what is skipped and why, what is refused.
 
 use rapilog_format::descriptor::fields as descriptor_fields;

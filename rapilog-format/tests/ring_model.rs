@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: GPL-2.0
+
 //! Space accounting under random reserve/release sequences: live records
 //! never share a slot or a ring byte, payloads never wrap, and an empty ring
 //! always accepts a maximum record.
