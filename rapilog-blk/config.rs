@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use crate::region_spec::{RegionSpec, RegionSpecError};
+use crate::format::region_spec::{RegionSpec, RegionSpecError};
 use crate::params;
 
 /// How the region is protected against stray kernel writes.

@@ -21,5 +21,5 @@ macro_rules! forward_display {
 
 forward_display!(
     crate::config::ConfigError,
-    crate::region_spec::RegionSpec,
+    crate::format::region_spec::RegionSpec,
 );

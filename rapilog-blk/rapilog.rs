@@ -12,7 +12,7 @@
 //! Layout:
 //! - [`params`]: the module parameters, as an administrator sets them.
 //! - [`config`]: their validation into a [`config::Config`].
-//! - [`region_spec`]: shared with rapilog-rescue and rapilogctl (rapilog-format).
+//! - [`format`]: the on-region format, shared with rapilog-rescue and rapilogctl.
 //! - [`kernel_display`]: lets `pr_*!` print those types.
 //! - [`sys`]: the only `unsafe` code, safe wrappers over `kernel::bindings`.
 
@@ -23,11 +23,9 @@ mod kernel_display;
 mod params;
 mod sys;
 
-/// The on-region format: the same source rapilog-rescue and rapilogctl build.
-// TODO(format crate integration): becomes `#[path = "../rapilog-format/src/lib.rs"] mod format;`.
-#[allow(dead_code, unreachable_pub)]
-#[path = "../rapilog-format/src/region_spec.rs"]
-mod region_spec;
+/// The on-region format: the very source rapilog-rescue and rapilogctl build.
+#[path = "../rapilog-format/src/lib.rs"]
+mod format;
 
 module! {
     type: RapiLog,
@@ -48,6 +46,12 @@ impl kernel::Module for RapiLog {
             pr_err!("{e}\n");
             EINVAL
         })?;
+        // Records written here are verified by rapilog-rescue and rapilogctl
+        // with the format crate's software CRC: refuse to run if the two differ.
+        if let Err(index) = format::crc32c_test_vectors::verify(&sys::crc32c::KernelCrc32c) {
+            pr_err!("the kernel's crc32c() disagrees with the format's test vector {index}; not loading\n");
+            return Err(EINVAL);
+        }
         pr_info!(
             "configured: region={} backing={} protect={}\n",
             config.region,

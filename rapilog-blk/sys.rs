@@ -4,4 +4,5 @@
 //! for what the kernel crate does not wrap yet. Everything outside this module
 //! is safe Rust.
 
+pub(crate) mod crc32c;
 pub(crate) mod module_param;

@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The kernel's CRC-32C (hardware accelerated where the CPU has it) behind
+//! the format crate's [`Crc32c`] trait.
+
+use kernel::ffi::c_void;
+
+use crate::format::Crc32c;
+
+// `crc32c()` is exported by lib/crc but not part of the kernel crate's
+// bindings; this is its prototype from include/linux/crc32.h:
+// `u32 crc32c(u32 crc, const void *p, size_t len);`
+extern "C" {
+    fn crc32c(crc: u32, p: *const c_void, len: usize) -> u32;
+}
+
+/// The kernel's `crc32c()`.
+pub(crate) struct KernelCrc32c;
+
+impl Crc32c for KernelCrc32c {
+    fn update(&self, crc: u32, bytes: &[u8]) -> u32 {
+        // The kernel's function is the raw register update (no inversions);
+        // the format crate's values are standard CRC-32C (see its crc32c module).
+        // SAFETY: `bytes` is valid for reads of `bytes.len()` bytes for the
+        // duration of the call, and `crc32c` only reads them.
+        !unsafe { crc32c(!crc, bytes.as_ptr().cast(), bytes.len()) }
+    }
+}
