@@ -47,7 +47,8 @@ check_module() { tests/check-module.sh "$KREL" "$RAPILOG_CACHE/build/$KREL/rapil
 qemu_tests() {
 	tests/setup-venv.sh >/dev/null || return 1
 	# shellcheck disable=SC2086
-	"$RAPILOG_CACHE/venv/bin/python" -m pytest -c tests/pytest.ini tests/qemu ${PYTEST_ARGS:-}
+	# -rP: show what passing tests printed (the kernel release, the module's lines).
+	"$RAPILOG_CACHE/venv/bin/python" -m pytest -c tests/pytest.ini -rP tests/qemu ${PYTEST_ARGS:-}
 }
 
 phase host-deps qemu-scripts/host-deps.sh &&

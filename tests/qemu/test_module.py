@@ -46,7 +46,9 @@ def loaded(g) -> bool:
 
 
 def test_runs_the_stock_kernel(guest, krel):
-    assert guest.check("uname -r").strip() == krel
+    release = guest.check("uname -r").strip()
+    print(f"guest runs the stock Debian kernel: uname -r = {release}")
+    assert release == krel
     # The module was built out of tree, never by the kernel's own build.
     assert guest.check("modinfo -F vermagic /lib/modules/$(uname -r)/extra/rapilog.ko").startswith(krel + " ")
 
@@ -56,7 +58,9 @@ def test_loads_with_valid_parameters_and_unloads(guest):
     # shared test vectors: the module refuses to load otherwise.
     rc, out, log = insmod(guest, f"region={REGION_PARAM} backing=/dev/vda")
     assert rc == 0, out + log
-    assert f"rapilog: configured: region={REGION_PARAM} backing=/dev/vda protect=window" in log
+    line = f"rapilog: configured: region={REGION_PARAM} backing=/dev/vda protect=window"
+    assert line in log
+    print(f"insmod rapilog.ko: {line}")
     assert loaded(guest)
     # Parameters are visible, read-only, to the administrator.
     params = "/sys/module/rapilog/parameters"
@@ -92,6 +96,7 @@ def test_refuses_bad_parameters_with_one_clear_line(guest, params, message):
     assert "Invalid argument" in out or "Invalid parameters" in out, out
     assert message in log, log
     assert not loaded(guest)
+    print(f"insmod rapilog.ko {params}: exit {rc}, kernel log: {message}...")
 
 
 def test_overlong_parameter_is_refused_by_the_kernel(guest):
