@@ -2,7 +2,8 @@
 # `make test`: every test rapilog has, in phases, with a timing summary.
 #
 #   host-deps     packages this host needs (QEMU, busybox, debootstrap, ...)
-#   host-tests    cargo test of the workspace (format crate, rescue, CLI)
+#   host-tests    cargo test of the workspace (format crate, rescue, CLI) and
+#                 pytest tests/host (scripts such as kexec-tools-config/rapilog-arm)
 #   module        rapilog.ko for the stock kernel KREL (build chroot made once)
 #   module-check  symbols and vermagic against the stock kernel
 #   qemu-tests    pytest tests/qemu: the stock kernel booted under QEMU (TCG)
@@ -42,6 +43,11 @@ summary() {
 }
 trap summary EXIT
 
+host_tests() {
+	cargo test --workspace || return 1
+	tests/setup-venv.sh >/dev/null || return 1
+	"$RAPILOG_CACHE/venv/bin/python" -m pytest -c tests/pytest.ini tests/host
+}
 build_module() { kernels/build-module.sh "$KREL" >/dev/null; }
 check_module() { tests/check-module.sh "$KREL" "$RAPILOG_CACHE/build/$KREL/rapilog.ko"; }
 qemu_tests() {
@@ -52,7 +58,7 @@ qemu_tests() {
 }
 
 phase host-deps qemu-scripts/host-deps.sh &&
-	phase host-tests cargo test --workspace &&
+	phase host-tests host_tests &&
 	phase module build_module &&
 	phase module-check check_module &&
 	phase qemu-tests qemu_tests
