@@ -6,7 +6,13 @@
 use core::fmt;
 
 use crate::format::region_spec::{RegionSpec, RegionSpecError};
+use crate::format::DISK_ID_BYTES;
+use crate::kernel_display::Escaped as Raw;
 use crate::params;
+
+/// Upper bound of `writeback_delay_ms`: writeback that waits longer only
+/// holds ring space longer without merging noticeably more.
+const MAX_WRITEBACK_DELAY_MS: u32 = 60_000;
 
 /// How the region is protected against stray kernel writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +49,11 @@ pub(crate) struct Config {
     pub(crate) backing: &'static [u8],
     /// Protection mode of the region.
     pub(crate) protect: Protect,
+    /// Identity of the log disk recorded in the region: `disk_id=`, or the
+    /// `backing=` path when that is not given.
+    pub(crate) disk_id: &'static [u8],
+    /// Longest time a record waits before writeback starts, in ms.
+    pub(crate) writeback_delay_ms: u32,
 }
 
 /// A parameter that was missing or malformed, with what to do about it.
@@ -53,41 +64,55 @@ pub(crate) enum ConfigError {
     Backing(&'static [u8]),
     /// `protect=` names no known mode.
     Protect(&'static [u8]),
+    /// `disk_id=` is too long, or absent while `backing=` is too long to
+    /// stand in for it.
+    DiskId(&'static [u8], bool),
+    /// `writeback_delay_ms=` is out of range.
+    WritebackDelay(u32),
 }
 
 impl Config {
     /// Validates the module parameters.
     pub(crate) fn from_params() -> Result<Self, ConfigError> {
-        Self::parse(params::region.value(), params::backing.value(), params::protect.value())
+        Self::parse(
+            params::region.value(),
+            params::backing.value(),
+            params::protect.value(),
+            params::disk_id.value(),
+            params::writeback_delay_ms.value(),
+        )
     }
 
     fn parse(
         region: &'static [u8],
         backing: &'static [u8],
         protect: &'static [u8],
+        disk_id: &'static [u8],
+        writeback_delay_ms: u32,
     ) -> Result<Self, ConfigError> {
         let region = RegionSpec::parse(region).map_err(|e| ConfigError::Region(region, e))?;
         if !backing.starts_with(b"/") {
             return Err(ConfigError::Backing(backing));
         }
         let protect = Protect::parse(protect).ok_or(ConfigError::Protect(protect))?;
-        Ok(Self { region, backing, protect })
-    }
-}
-
-/// Shows a parameter's raw value: printable ASCII as is, other bytes escaped.
-struct Raw(&'static [u8]);
-
-impl fmt::Display for Raw {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for &b in self.0 {
-            if b.is_ascii_graphic() || b == b' ' {
-                write!(f, "{}", b as char)?;
-            } else {
-                write!(f, "\\x{b:02x}")?;
+        let disk_id = match disk_id {
+            b"" if backing.len() > DISK_ID_BYTES => {
+                return Err(ConfigError::DiskId(backing, false))
             }
+            b"" => backing,
+            id if id.len() > DISK_ID_BYTES => return Err(ConfigError::DiskId(id, true)),
+            id => id,
+        };
+        if writeback_delay_ms > MAX_WRITEBACK_DELAY_MS {
+            return Err(ConfigError::WritebackDelay(writeback_delay_ms));
         }
-        Ok(())
+        Ok(Self {
+            region,
+            backing,
+            protect,
+            disk_id,
+            writeback_delay_ms,
+        })
     }
 }
 
@@ -109,6 +134,21 @@ impl fmt::Display for ConfigError {
             Self::Protect(raw) => {
                 write!(f, "protect={} refused: expected window (default) or off", Raw(raw))
             }
+            Self::DiskId(raw, true) => write!(
+                f,
+                "disk_id={} refused: at most {DISK_ID_BYTES} bytes (e.g. the disk's serial or WWN)",
+                Raw(raw)
+            ),
+            Self::DiskId(raw, false) => write!(
+                f,
+                "backing={} is longer than {DISK_ID_BYTES} bytes and cannot serve as the disk's identity: \
+                 set disk_id= to a stable id of at most {DISK_ID_BYTES} bytes (e.g. its serial or WWN)",
+                Raw(raw)
+            ),
+            Self::WritebackDelay(ms) => write!(
+                f,
+                "writeback_delay_ms={ms} refused: expected 0 to {MAX_WRITEBACK_DELAY_MS}"
+            ),
         }
     }
 }

@@ -13,3 +13,7 @@ module_param!(backing: str(256) = "",
     "Path of the log disk rapilog fronts, preferably stable (e.g. /dev/disk/by-id/...)");
 module_param!(protect: str(16) = "window",
     "Write protection of the region: window (read-only except while copying a record) or off");
+module_param!(disk_id: str(65) = "",
+    "Identity of the log disk recorded in the region, at most 64 bytes (default: the backing= path); rapilog-rescue must be given the same");
+module_param!(writeback_delay_ms: uint = 1000,
+    "Longest time a write stays only in the region before writeback starts, in ms (0..60000)");

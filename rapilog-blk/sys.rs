@@ -1,8 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The driver's only `unsafe` code: thin, safe types over `kernel::bindings`
-//! for what the kernel crate does not wrap yet. Everything outside this module
-//! is safe Rust.
+//! and the C helpers in `sys/helpers.c`, for what the kernel crate does not
+//! wrap yet. Everything outside this module is safe Rust.
+//!
+//! - [`region`]: the reserved region, its read-only view and write windows.
+//! - [`backing`]: the log disk, opened exclusively; synchronous writes, flush.
+//! - [`bounce`]: pages that carry region data to the disk.
+//! - [`bio`]: bios submitted to `/dev/rapilog0`.
+//! - [`gendisk`]: `/dev/rapilog0` itself, a bio-based disk.
+//! - [`kthread`]: the writeback thread.
+//! - [`clock`]: wall clock and randomness.
+//! - [`crc32c`]: the kernel's CRC-32C for the format crate.
+//! - [`module_param`]: string and integer module parameters.
+//! - `helpers`: prototypes of `helpers.c`.
 
+pub(crate) mod backing;
+pub(crate) mod bio;
+pub(crate) mod bounce;
+pub(crate) mod clock;
 pub(crate) mod crc32c;
+pub(crate) mod gendisk;
+mod helpers;
+pub(crate) mod kthread;
 pub(crate) mod module_param;
+pub(crate) mod region;

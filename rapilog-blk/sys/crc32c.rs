@@ -26,3 +26,14 @@ impl Crc32c for KernelCrc32c {
         !unsafe { crc32c(!crc, bytes.as_ptr().cast(), bytes.len()) }
     }
 }
+
+/// Standard CRC-32C of `len` bytes at `ptr`, for region memory that is only
+/// ever accessed through raw pointers (see `region`).
+///
+/// # Safety
+///
+/// `ptr` must be valid for reads of `len` bytes for the duration of the call.
+pub(super) unsafe fn checksum_raw(ptr: *const u8, len: usize) -> u32 {
+    // SAFETY: The caller guarantees `ptr` is readable for `len` bytes.
+    !unsafe { crc32c(!0, ptr.cast(), len) }
+}

@@ -35,7 +35,10 @@ impl<const N: usize> StrParam<N> {
     /// A string parameter holding `default` until the kernel parses a value.
     pub(crate) const fn new(default: &str) -> Self {
         let bytes = default.as_bytes();
-        assert!(bytes.len() < N, "default longer than the parameter's buffer");
+        assert!(
+            bytes.len() < N,
+            "default longer than the parameter's buffer"
+        );
         let mut buf = [0u8; N];
         let mut i = 0;
         while i < bytes.len() {
@@ -60,6 +63,32 @@ impl<const N: usize> StrParam<N> {
             maxlen: N as u32,
             string: self.0.get().cast(),
         })
+    }
+}
+
+/// Storage of an unsigned integer parameter, parsed by `param_ops_uint`.
+#[repr(transparent)]
+pub(crate) struct UintParam(UnsafeCell<u32>);
+
+// SAFETY: As for `StrParam`: written only while the module's arguments are
+// parsed, read-only afterwards.
+unsafe impl Sync for UintParam {}
+
+impl UintParam {
+    /// An integer parameter holding `default` until the kernel parses a value.
+    pub(crate) const fn new(default: u32) -> Self {
+        Self(UnsafeCell::new(default))
+    }
+
+    /// The value in force.
+    pub(crate) fn value(&'static self) -> u32 {
+        // SAFETY: No writer exists once the module's code runs (see `Sync`).
+        unsafe { *self.0.get() }
+    }
+
+    #[doc(hidden)]
+    pub(crate) const fn arg(&'static self) -> *mut c_void {
+        self.0.get().cast()
     }
 }
 
@@ -119,9 +148,20 @@ pub(crate) const fn modinfo<const LEN: usize>(s: &str) -> [u8; LEN] {
     out
 }
 
-/// Declares a read-only string module parameter:
-/// `module_param!(name: str(LEN) = "default", "description")`.
+/// Declares a read-only module parameter:
+/// `module_param!(name: str(LEN) = "default", "description")` or
+/// `module_param!(name: uint = 1000, "description")`.
 macro_rules! module_param {
+    ($name:ident: uint = $default:literal, $desc:literal) => {
+        #[allow(non_upper_case_globals)]
+        pub(crate) static $name: $crate::sys::module_param::UintParam =
+            $crate::sys::module_param::UintParam::new($default);
+        const _: () = {
+            $crate::sys::module_param::module_param!(
+                @register $name, &raw const kernel::bindings::param_ops_uint, $name.arg(), "uint", $desc
+            );
+        };
+    };
     ($name:ident: str($len:expr) = $default:literal, $desc:literal) => {
         #[allow(non_upper_case_globals)]
         pub(crate) static $name: $crate::sys::module_param::StrParam<$len> =

@@ -56,13 +56,36 @@ pub fn format_region<C: Crc32c>(
     if !disk.is_valid() {
         return Err(FormatError::BadDisk);
     }
+    if usize::try_from(geometry.region_bytes).map_or(true, |needed| needed > region.len()) {
+        return Err(FormatError::RegionTooSmall);
+    }
+    format_metadata(region, geometry, disk, epoch, crc)
+}
+
+/// What [`format_region`] writes, given only the region's first
+/// `geometry.ring_offset` bytes (superblocks, table and padding): for a
+/// writer that maps the region piecewise, like the kernel module, which
+/// formats a copy of that prefix and then copies it into the region.
+/// `metadata` may be longer; bytes from `ring_offset` on are not touched.
+pub fn format_metadata<C: Crc32c>(
+    metadata: &mut [u8],
+    geometry: Geometry,
+    disk: DiskIdentity,
+    epoch: u64,
+    crc: C,
+) -> Result<ActiveSuperblock, FormatError> {
+    geometry.validate().map_err(FormatError::Geometry)?;
+    if !disk.is_valid() {
+        return Err(FormatError::BadDisk);
+    }
     let table_start =
         usize::try_from(geometry.descriptor_offset).map_err(|_| FormatError::RegionTooSmall)?;
     let table_end =
         usize::try_from(geometry.ring_offset).map_err(|_| FormatError::RegionTooSmall)?;
-    if usize::try_from(geometry.region_bytes).map_or(true, |needed| needed > region.len()) {
+    if table_end > metadata.len() {
         return Err(FormatError::RegionTooSmall);
     }
+    let region = metadata;
     for copy in [SuperblockCopy::First, SuperblockCopy::Second] {
         if let Some(bytes) = region.get_mut(copy.range()) {
             bytes.fill(0);
@@ -94,4 +117,54 @@ pub fn format_region<C: Crc32c>(
         superblock,
         copy: SuperblockCopy::First,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::crc32c::SoftwareCrc32c;
+    use super::super::disk::DiskId;
+    use super::*;
+
+    fn disk() -> DiskIdentity {
+        DiskIdentity {
+            id: DiskId::new(b"disk").unwrap(),
+            sectors: 1 << 20,
+            block_bytes: 512,
+        }
+    }
+
+    #[test]
+    fn metadata_prefix_formats_like_the_whole_region() {
+        let geometry = Geometry::standard(256 * 1024, 4096).unwrap();
+        let mut whole = [0xA5u8; 256 * 1024];
+        let a = format_region(&mut whole, geometry, disk(), 7, SoftwareCrc32c).unwrap();
+        let prefix_len = geometry.ring_offset as usize;
+        let mut prefix = [0xA5u8; 256 * 1024];
+        let b = format_metadata(
+            &mut prefix[..prefix_len],
+            geometry,
+            disk(),
+            7,
+            SoftwareCrc32c,
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(whole[..prefix_len], prefix[..prefix_len]);
+        // The ring is left alone by both.
+        assert!(whole[prefix_len..].iter().all(|&x| x == 0xA5));
+        assert_eq!(
+            format_metadata(
+                &mut prefix[..prefix_len - 1],
+                geometry,
+                disk(),
+                7,
+                SoftwareCrc32c
+            ),
+            Err(FormatError::RegionTooSmall)
+        );
+        assert_eq!(
+            format_region(&mut whole[..1024], geometry, disk(), 7, SoftwareCrc32c),
+            Err(FormatError::RegionTooSmall)
+        );
+    }
 }

@@ -88,7 +88,7 @@ pub use crc32c::{Crc32c, SoftwareCrc32c};
 pub use descriptor::{Descriptor, DescriptorError};
 pub use disk::{DiskId, DiskIdentity, DISK_ID_BYTES, SECTOR_BYTES};
 pub use extent_index::{Extent, ExtentIndex, IndexError, Lookup, Piece};
-pub use format_region::{format_region, FormatError};
+pub use format_region::{format_metadata, format_region, FormatError};
 pub use geometry::{Geometry, GeometryError, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES, UNIT_BYTES};
 pub use region_spec::{RegionSpec, RegionSpecError};
 pub use replay::{plan_replay, ReplayPlan, ReplayRefusal, ReplayWrite};

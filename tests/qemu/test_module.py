@@ -26,8 +26,10 @@ def module_path(krel):
 
 @pytest.fixture(scope="module")
 def guest(request, module_path, krel):
-    from guest import Guest, LOG_ROOT
+    from guest import Disk, Guest, LOG_ROOT
+    # The log disk (/dev/vda): the module opens it at load.
     g = Guest("test_module", krel=krel, memmap=REGION,
+              disks=[Disk("log.img", serial="rl-log", size="64M")],
               files={MODULE_IN_GUEST: module_path}, log_dir=LOG_ROOT / "test_module")
     request.addfinalizer(g.close)
     g.boot()
@@ -67,6 +69,7 @@ def test_loads_with_valid_parameters_and_unloads(guest):
     assert guest.check(f"cat {params}/region").strip() == REGION_PARAM
     assert guest.check(f"cat {params}/protect").strip() == "window"
     assert guest.check(f"stat -c %a {params}/backing").strip() == "444"
+    assert guest.check("cat /sys/block/rapilog0/size").strip() == str(64 << 11)
 
     guest.check("dmesg -c > /dev/null")
     guest.check("rmmod rapilog")

@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! rapilog: a log disk whose writes complete at memory speed, durably.
+//!
+//! `/dev/rapilog0` fronts a log disk. Each write is copied into a reserved,
+//! write-protected physical memory region that survives a kernel crash and is
+//! completed at once; a worker writes the disk in the background. After a
+//! panic a kexec crash kernel replays the region (rapilog-rescue); after a warm
+//! reboot this module replays it at load. See README.md and
+//! rapilog-format/FORMAT.md.
+//!
+//! Loading, in order; every refusal happens before anything is written:
+//! 1. [`config`]: the [`params`], validated.
+//! 2. [`backing`]: the log disk, opened exclusively; its identity.
+//! 3. [`region`]: the reserved region, checked, claimed and mapped; its layout.
+//! 4. [`recovery`]: replay what a warm reboot left, refuse a region of
+//!    another disk, format it afresh.
+//! 5. [`device`]: the shared state; [`writeback`] starts; `/dev/rapilog0`
+//!    appears. Bios go through [`write_path`] and [`read_path`].
+//!
+//! Unloading (refused by the block layer while `/dev/rapilog0` is open):
+//! the disk goes away, writeback drains every record to the disk, and the
+//! region is marked clean.
+//!
+//! Also: [`live`] (ring, index and records under one lock), [`metadata`]
+//! (superblock and format writes), [`stats`], [`ratelimit`],
+//! [`kernel_display`], [`format`] (the on-region format, shared with
+//! rapilog-rescue and rapilogctl) and [`sys`] (the only `unsafe` code).
+
+use kernel::{prelude::*, str::BStr, sync::Arc};
+
+mod backing;
+mod config;
+mod device;
+mod kernel_display;
+mod live;
+mod metadata;
+mod params;
+mod ratelimit;
+mod read_path;
+mod recovery;
+mod region;
+mod stats;
+mod sys;
+mod write_path;
+mod writeback;
+
+/// The on-region format: the very source rapilog-rescue and rapilogctl build.
+#[path = "../rapilog-format/src/lib.rs"]
+mod format;
+
+use device::{Device, Parts};
+use format::RegionState;
+use sys::backing::MAX_IO_BYTES;
+use sys::bounce::BounceBuffer;
+use sys::gendisk::{DiskParams, GenDisk};
+use sys::kthread::Kthread;
+
+module! {
+    type: RapiLog,
+    name: "rapilog",
+    authors: ["The rapilog developers"],
+    description: "Log disk accelerator: writes complete from a crash-surviving memory region",
+    license: "GPL",
+}
+
+/// Name of the device under /dev.
+const DISK_NAME: &str = "rapilog0";
+
+/// The loaded module.
+struct RapiLog {
+    config: config::Config,
+    /// Dropped first: no bio arrives after it is gone.
+    disk: Option<GenDisk<Device>>,
+    /// Dropped second: drains the ring to the disk and stops.
+    writeback: Option<Kthread<Device>>,
+    device: Arc<Device>,
+}
+
+impl kernel::Module for RapiLog {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        let config = config::Config::from_params().map_err(|e| {
+            pr_err!("{e}\n");
+            EINVAL
+        })?;
+        // Records written here are verified by rapilog-rescue and rapilogctl
+        // with the format crate's software CRC: refuse to run if the two differ.
+        if let Err(index) = format::crc32c_test_vectors::verify(&sys::crc32c::KernelCrc32c) {
+            pr_err!("the kernel's crc32c() disagrees with the format's test vector {index}; not loading\n");
+            return Err(EINVAL);
+        }
+        pr_info!(
+            "configured: region={} backing={} protect={}\n",
+            config.region,
+            BStr::from_bytes(config.backing),
+            config.protect.name()
+        );
+        let (backing, identity) = backing::open(&config)?;
+        let mut region = region::claim(&config)?;
+        let geometry = region::geometry(&config, region.len(), identity.block_bytes)?;
+        let mut bounce = BounceBuffer::new(MAX_IO_BYTES)?;
+        let superblock = recovery::bring_up(
+            &config,
+            &mut region,
+            &backing,
+            &identity,
+            geometry,
+            &mut bounce,
+        )?;
+        let device = Device::new(Parts {
+            region,
+            backing,
+            superblock,
+            bounce,
+            writeback_delay_ms: config.writeback_delay_ms,
+        })?;
+        let writeback = Kthread::spawn(c"rapilog-wb", device.clone())?;
+        let params = DiskParams {
+            name: DISK_NAME,
+            sectors: identity.sectors,
+            logical_block_size: identity.block_bytes,
+            physical_block_size: device
+                .backing
+                .physical_block_size()
+                .max(identity.block_bytes),
+            max_hw_sectors: geometry.max_record_bytes / format::SECTOR_BYTES,
+        };
+        let disk = GenDisk::add(&params, device.clone())?;
+        pr_info!(
+            "/dev/{DISK_NAME}: {} sectors of {} bytes over backing={}, writeback after {} ms\n",
+            identity.sectors,
+            identity.block_bytes,
+            BStr::from_bytes(config.backing),
+            config.writeback_delay_ms
+        );
+        Ok(Self {
+            config,
+            disk: Some(disk),
+            writeback: Some(writeback),
+            device,
+        })
+    }
+}
+
+impl Drop for RapiLog {
+    fn drop(&mut self) {
+        drop(self.disk.take());
+        self.device.live.lock().stopping = true;
+        self.device.work.notify_all();
+        drop(self.writeback.take());
+        let dev = &self.device;
+        let mut wb = dev.writeback.lock();
+        let live = dev.live.lock();
+        let left = live.ring.live_records();
+        if left == 0 {
+            let mut clean = wb.superblock.next_update();
+            clean.superblock.state = RegionState::Clean;
+            clean.superblock.durable_tail = live.ring.next_seq();
+            clean.superblock.head_hint = live.ring.next_seq();
+            match metadata::write_superblock(&dev.region, &clean) {
+                Ok(()) => wb.superblock = clean,
+                Err(_) => pr_err!(
+                    "could not mark the region clean; the next load replays nothing anyway\n"
+                ),
+            }
+        } else {
+            pr_warn!(
+                "{left} records were not written back; they stay in region={} and are replayed \
+                 at the next load\n",
+                self.config.region
+            );
+        }
+        pr_info!("unloaded (region={}): {}\n", self.config.region, dev.stats);
+    }
+}

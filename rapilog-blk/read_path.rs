@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The read path: the newest data wins, whether it is still in the region
+//! or already on the disk.
+//!
+//! The dirty-extent index splits a read into pieces, each either a part of
+//! one record or a stretch of the disk. The first piece is handled now and
+//! the rest of the bio goes back to the block layer, to come back here as a
+//! new bio once this call returns (the pattern of `bio_split_to_limits`:
+//! one split bio per call, so the split pool can never run dry).
+//!
+//! - A record piece is copied from the region while the lock is held, so
+//!   writeback cannot free and reuse its ring space mid-copy.
+//! - A disk piece is passed to the backing disk. The disk holds the newest
+//!   data there: the index dropped those sectors only after writeback made
+//!   them durable, and a write that lands after the lookup is concurrent
+//!   with this read, so either version is a correct answer.
+
+use crate::device::Device;
+use crate::format::{Piece, SECTOR_BYTES};
+use crate::stats;
+use crate::sys::bio::{Bio, Status};
+
+impl Device {
+    /// Handles a read bio.
+    pub(crate) fn read(&self, bio: Bio) {
+        let sector = bio.sector();
+        let sectors = u64::from(bio.bytes()) / u64::from(SECTOR_BYTES);
+        let live = self.live.lock();
+        let Some(first) = live.index.lookup(sector, sectors).next() else {
+            drop(live);
+            bio.end(Status::Ok);
+            return;
+        };
+        let (piece_sectors, from_region) = match first {
+            Piece::Disk { sectors, .. } => (sectors, None),
+            Piece::Record {
+                sectors,
+                record,
+                record_offset,
+                ..
+            } => (
+                sectors,
+                Some(record + record_offset * u64::from(SECTOR_BYTES)),
+            ),
+        };
+        let mut bio = if piece_sectors < sectors {
+            // `piece_sectors` < the bio's sector count, which fits in u32.
+            match bio.split_front(piece_sectors as u32, &self.splits) {
+                Ok(front) => front,
+                Err(bio) => {
+                    drop(live);
+                    bio.end(Status::IoError);
+                    return;
+                }
+            }
+        } else {
+            bio
+        };
+        match from_region {
+            None => {
+                drop(live);
+                stats::add(&self.stats.reads_disk, 1);
+                bio.remap(&self.backing);
+            }
+            Some(offset) => {
+                let len = piece_sectors * u64::from(SECTOR_BYTES);
+                let copied = usize::try_from(offset)
+                    .ok()
+                    .zip(usize::try_from(len).ok())
+                    .is_some_and(|(offset, len)| {
+                        bio.copy_from_region(0, &self.region, offset, len)
+                    });
+                drop(live);
+                stats::add(&self.stats.reads_region, 1);
+                bio.end(if copied { Status::Ok } else { Status::IoError });
+            }
+        }
+    }
+}

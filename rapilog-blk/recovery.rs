@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Bringing the region up at load, before the device exists.
+//!
+//! 1. Read what the region holds, without writing anything. Refuse a region
+//!    of another disk, of a larger size than `region=` says, or of a format
+//!    version this driver does not know: those may hold someone's records.
+//! 2. If it is this disk's region, replay every valid record of its live
+//!    window onto the disk (what a warm reboot without the crash kernel
+//!    left behind), flush the disk, and record the replay in the superblock,
+//!    exactly as rapilog-rescue would.
+//! 3. Format the region afresh for this disk (new epoch, the layout for the
+//!    current `region=` size), keeping the last replay report, and mark it
+//!    dirty: the driver always starts from an empty ring.
+
+use kernel::prelude::*;
+use kernel::str::BStr;
+use kernel::time::{Instant, Monotonic};
+
+use crate::config::Config;
+use crate::format::{
+    plan_replay, ActiveSuperblock, DiskIdentity, Geometry, LastReplay, LoadError, RegionState,
+    ReplayRefusal, Replayer, SuperblockError, SECTOR_BYTES,
+};
+use crate::kernel_display::{Errno, Escaped};
+use crate::metadata;
+use crate::sys::backing::{BackingDisk, MAX_IO_BYTES};
+use crate::sys::bounce::BounceBuffer;
+use crate::sys::clock;
+use crate::sys::crc32c::KernelCrc32c;
+use crate::sys::region::Region;
+
+/// What the region held at load.
+enum Found {
+    /// No superblock: never formatted, or wiped.
+    Fresh,
+    /// Both copies damaged: formatted over, with a warning.
+    Damaged(LoadError),
+    /// This disk's region.
+    Ours,
+}
+
+/// Brings the region up and returns its live superblock (written, dirty).
+pub(crate) fn bring_up(
+    config: &Config,
+    region: &mut Region,
+    disk: &BackingDisk,
+    identity: &DiskIdentity,
+    geometry: Geometry,
+    bounce: &mut BounceBuffer,
+) -> Result<ActiveSuperblock> {
+    let spec = config.region;
+    let path = BStr::from_bytes(config.backing);
+    let found = inspect(config, region, identity)?;
+
+    // Nothing has been written so far. From here on the region is ours.
+    let carried = match &found {
+        Found::Fresh => {
+            pr_info!("region={spec}: no rapilog superblock, formatting it for backing={path}\n");
+            LastReplay::default()
+        }
+        Found::Damaged(e) => {
+            pr_warn!("region={spec}: {e}; formatting it for backing={path}\n");
+            LastReplay::default()
+        }
+        Found::Ours => replay(config, region, disk, identity, bounce)?,
+    };
+
+    let epoch = clock::random_u64();
+    let formatted = metadata::format(region, geometry, *identity, epoch)?;
+    let mut live = formatted.next_update();
+    live.superblock.state = RegionState::Dirty;
+    live.superblock.last_replay = carried;
+    metadata::write_superblock(region, &live)?;
+    pr_info!(
+        "region={spec}: formatted for disk_id \"{}\" (epoch {epoch:#018x}): {} record slots, \
+         ring {} KiB, records up to {} KiB, protect={}\n",
+        Escaped(identity.id.as_bytes()),
+        geometry.descriptor_slots,
+        geometry.ring_bytes / 1024,
+        geometry.max_record_bytes / 1024,
+        config.protect.name()
+    );
+    Ok(live)
+}
+
+/// Step 1: classifies the region's contents; refusals are logged here.
+fn inspect(config: &Config, region: &mut Region, identity: &DiskIdentity) -> Result<Found> {
+    let spec = config.region;
+    let bytes = region.quiescent();
+    let active = match ActiveSuperblock::load(bytes, KernelCrc32c) {
+        Ok(active) => active,
+        Err(LoadError::NoValidCopy {
+            first: SuperblockError::BadMagic,
+            second: SuperblockError::BadMagic,
+        }) => return Ok(Found::Fresh),
+        Err(LoadError::NoValidCopy { first, second })
+            if matches!(first, SuperblockError::UnsupportedVersion(_))
+                || matches!(second, SuperblockError::UnsupportedVersion(_)) =>
+        {
+            pr_err!(
+                "region={spec} refused: it holds a rapilog region of another format version \
+                 (copy 0: {first}; copy 1: {second}); replay it with a matching rapilogctl, \
+                 then wipe it (zero its first 1 KiB)\n"
+            );
+            return Err(EINVAL);
+        }
+        Err(e @ LoadError::NoValidCopy { .. }) => return Ok(Found::Damaged(e)),
+        Err(e) => {
+            pr_err!(
+                "region={spec} refused: {e}; load with the region= it was formatted with, or \
+                 inspect it with rapilogctl\n"
+            );
+            return Err(EINVAL);
+        }
+    };
+    match plan_replay(bytes, identity, KernelCrc32c) {
+        Ok(_) => Ok(Found::Ours),
+        Err(refusal) => {
+            let theirs = &active.superblock.disk;
+            let why = match refusal {
+                ReplayRefusal::DiskIdMismatch => "another disk",
+                _ => "a disk of another size or block size",
+            };
+            pr_err!(
+                "region={spec} refused: it holds a rapilog region of {why} (disk_id \"{}\", {} \
+                 sectors of {} bytes; backing= is disk_id \"{}\", {} sectors of {} bytes): inspect \
+                 it with `rapilogctl inspect`, replay it onto its disk, or if its records are not \
+                 needed wipe it by zeroing its first 1 KiB (superblocks) and load again\n",
+                Escaped(theirs.id.as_bytes()),
+                theirs.sectors,
+                theirs.block_bytes,
+                Escaped(identity.id.as_bytes()),
+                identity.sectors,
+                identity.block_bytes
+            );
+            Err(EINVAL)
+        }
+    }
+}
+
+/// Step 2: replays this disk's region; returns the replay to carry into
+/// the new format (the previous one if there was nothing to replay).
+fn replay(
+    config: &Config,
+    region: &mut Region,
+    disk: &BackingDisk,
+    identity: &DiskIdentity,
+    bounce: &mut BounceBuffer,
+) -> Result<LastReplay> {
+    let spec = config.region;
+    let path = BStr::from_bytes(config.backing);
+    let started = Instant::<Monotonic>::now();
+    let bytes = region.quiescent();
+    let mut plan = plan_replay(bytes, identity, KernelCrc32c).map_err(|_| EINVAL)?;
+    let previous = plan.superblock().superblock.last_replay;
+    let from = plan.window().start;
+    for write in &mut plan {
+        if let Err(e) = write_payload(disk, bounce, write.sector, write.data) {
+            pr_err!(
+                "replay of region={spec} onto backing={path} failed at sector {} (seq {}): {}; \
+                 the region is left as it is, not loading\n",
+                write.sector,
+                write.seq,
+                Errno(e)
+            );
+            return Err(e);
+        }
+    }
+    if let Err(e) = disk.flush() {
+        pr_err!(
+            "replay of region={spec}: flushing backing={path} failed ({}); not loading\n",
+            Errno(e)
+        );
+        return Err(e);
+    }
+    let report = plan.report();
+    if report.records_applied == 0 && report.skipped.alarming() == 0 {
+        pr_info!("region={spec}: nothing to replay (live window from seq {from})\n");
+        return Ok(previous);
+    }
+    let micros = started.elapsed().as_micros_ceil().max(0) as u64;
+    let Some(replayed) = plan.replayed_superblock(Replayer::Module, clock::unix_seconds(), micros)
+    else {
+        return Err(EINVAL);
+    };
+    metadata::write_superblock(region, &replayed)?;
+    let s = report.skipped;
+    pr_info!(
+        "region={spec}: replayed {} records ({} KiB) from seq {from} onto backing={path} in {} ms; \
+         skipped {} empty, {} torn, {} stale, {} wrong epoch, {} malformed, {} bad payload, {} beyond disk\n",
+        report.records_applied,
+        report.bytes_applied / 1024,
+        micros / 1000,
+        s.empty,
+        s.bad_descriptor_checksum,
+        s.stale,
+        s.wrong_epoch,
+        s.malformed,
+        s.bad_payload_checksum,
+        s.beyond_disk
+    );
+    if s.alarming() > 0 {
+        pr_warn!(
+            "region={spec}: {} records were damaged and not replayed\n",
+            s.alarming()
+        );
+    }
+    Ok(replayed.superblock.last_replay)
+}
+
+/// Writes `data` (whole logical blocks) at `sector` through the bounce pages.
+fn write_payload(
+    disk: &BackingDisk,
+    bounce: &mut BounceBuffer,
+    sector: u64,
+    data: &[u8],
+) -> Result {
+    let chunk = bounce.capacity().min(MAX_IO_BYTES);
+    let mut done = 0usize;
+    while done < data.len() {
+        let n = chunk.min(data.len() - done);
+        let piece = data.get(done..done + n).ok_or(EINVAL)?;
+        if !bounce.copy_from_slice(0, piece) {
+            return Err(EINVAL);
+        }
+        disk.write(sector + (done / SECTOR_BYTES as usize) as u64, bounce, n)?;
+        done += n;
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Counters of what the device did, for the unload report (and later the
+//! control interface). Updated with relaxed atomics: they are statistics,
+//! ordered by nothing.
+
+use core::fmt;
+
+use kernel::sync::atomic::{Atomic, Relaxed};
+
+macro_rules! counters {
+    ($($name:ident: $doc:literal,)*) => {
+        /// The counters.
+        pub(crate) struct Stats {
+            $(#[doc = $doc] pub(crate) $name: Atomic<u64>,)*
+        }
+
+        impl Stats {
+            /// All zero.
+            pub(crate) const fn new() -> Self {
+                Self { $($name: Atomic::new(0),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    writes: "Write bios completed from the region.",
+    write_bytes: "Bytes of those writes.",
+    flushes: "Flush and FUA requests absorbed by the region.",
+    throttled: "Writes that waited for ring space (back-pressure).",
+    reads_region: "Read pieces served from the region.",
+    reads_disk: "Read pieces passed to the backing disk.",
+    wb_ios: "Disk writes issued by writeback (merged records).",
+    wb_bytes: "Bytes written back.",
+    wb_records: "Records written back.",
+    wb_flushes: "Cache flushes of the backing disk.",
+    disk_errors: "Failed disk writes or flushes (retried).",
+    write_errors: "Write bios failed (internal errors).",
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn add(counter: &Atomic<u64>, n: u64) {
+    counter.add(n, Relaxed);
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = |c: &Atomic<u64>| c.load(Relaxed);
+        write!(
+            f,
+            "{} writes ({} KiB), {} flushes absorbed, {} writes throttled, reads {} from region {} from disk; \
+             writeback {} records in {} disk writes ({} KiB), {} disk flushes, {} disk errors",
+            v(&self.writes),
+            v(&self.write_bytes) / 1024,
+            v(&self.flushes),
+            v(&self.throttled),
+            v(&self.reads_region),
+            v(&self.reads_disk),
+            v(&self.wb_records),
+            v(&self.wb_ios),
+            v(&self.wb_bytes) / 1024,
+            v(&self.wb_flushes),
+            v(&self.disk_errors)
+        )
+    }
+}

@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The backing log disk: opened exclusively for the life of the module, and
+//! written synchronously from bounce pages (writeback and replay only; the
+//! region itself is never handed to a device).
+
+use core::ptr::NonNull;
+
+use kernel::alloc::{flags::GFP_KERNEL, KVec};
+use kernel::bindings;
+use kernel::error::{from_err_ptr, to_result};
+use kernel::ffi::{c_uint, c_ushort, c_void};
+use kernel::page::PAGE_SIZE;
+use kernel::prelude::*;
+
+use super::bounce::BounceBuffer;
+use super::helpers::*;
+
+/// Our claim on the disk: the block layer compares holders by address, so
+/// any static of ours will do.
+static HOLDER: u8 = 0;
+
+/// Most bytes one bio carries (`BIO_MAX_VECS` pages).
+pub(crate) const MAX_IO_BYTES: usize = bindings::BIO_MAX_VECS as usize * PAGE_SIZE;
+
+/// The log disk, held open read-write and exclusively.
+pub(crate) struct BackingDisk {
+    file: NonNull<bindings::file>,
+    bdev: NonNull<bindings::block_device>,
+}
+
+// SAFETY: The file and block device are reference-counted kernel objects
+// usable from any thread; we only call thread-safe block layer functions.
+unsafe impl Send for BackingDisk {}
+// SAFETY: See `Send`; nothing here has interior state of its own.
+unsafe impl Sync for BackingDisk {}
+
+impl BackingDisk {
+    /// Opens the block device at `path` read-write, claimed exclusively.
+    /// Errors are the kernel's: `ENOENT` (no such path), `ENOTBLK` (not a
+    /// block device), `ENXIO` (no such device), `EACCES` (read-only),
+    /// `EBUSY` (claimed by someone else or open for writing).
+    pub(crate) fn open(path: &[u8]) -> Result<Self> {
+        if path.contains(&0) {
+            return Err(EINVAL);
+        }
+        let mut c_path = KVec::with_capacity(path.len() + 1, GFP_KERNEL)?;
+        c_path.extend_from_slice(path, GFP_KERNEL)?;
+        c_path.push(0, GFP_KERNEL)?;
+        // SAFETY: `c_path` is NUL-terminated; the holder is a static whose
+        // address identifies our claim until `bdev_fput`.
+        let file = unsafe {
+            rapilog_bdev_open(
+                c_path.as_ptr().cast(),
+                (&raw const HOLDER).cast_mut().cast::<c_void>(),
+            )
+        };
+        let file = NonNull::new(from_err_ptr(file)?).ok_or(ENODEV)?;
+        // SAFETY: `file` is an open block device file.
+        let bdev = unsafe { bindings::file_bdev(file.as_ptr()) };
+        let Some(bdev) = NonNull::new(bdev) else {
+            // SAFETY: We own the open file and drop it here.
+            unsafe { bindings::bdev_fput(file.as_ptr()) };
+            return Err(ENODEV);
+        };
+        Ok(Self { file, bdev })
+    }
+
+    pub(super) fn bdev(&self) -> *mut bindings::block_device {
+        self.bdev.as_ptr()
+    }
+
+    /// Size in 512-byte sectors.
+    pub(crate) fn sectors(&self) -> u64 {
+        // SAFETY: The device stays valid while we hold it open.
+        unsafe { rapilog_bdev_nr_sectors(self.bdev()) }
+    }
+
+    /// Logical block size in bytes.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        // SAFETY: As in `sectors`.
+        unsafe { rapilog_bdev_logical_block_size(self.bdev()) }
+    }
+
+    /// Physical block size in bytes.
+    pub(crate) fn physical_block_size(&self) -> u32 {
+        // SAFETY: As in `sectors`.
+        unsafe { rapilog_bdev_physical_block_size(self.bdev()) }
+    }
+
+    /// Writes the first `bytes` bytes of `data` at `sector` and waits for
+    /// completion (not for durability: see [`Self::flush`]).
+    pub(crate) fn write(&self, sector: u64, data: &BounceBuffer, bytes: usize) -> Result {
+        if bytes == 0 || bytes > data.capacity() || bytes > MAX_IO_BYTES {
+            return Err(EINVAL);
+        }
+        let pages = bytes.div_ceil(PAGE_SIZE);
+        let nr_vecs = c_ushort::try_from(pages).map_err(|_| EINVAL)?;
+        // SAFETY: The device is held open; the bio comes from `fs_bio_set`'s
+        // mempool (GFP_NOIO), so the allocation does not fail.
+        let bio = unsafe { rapilog_bio_alloc_write(self.bdev(), nr_vecs) };
+        let Some(bio) = NonNull::new(bio) else {
+            return Err(ENOMEM);
+        };
+        let mut left = bytes;
+        let mut result = Ok(());
+        for page in data.pages().iter().take(pages) {
+            let len = left.min(PAGE_SIZE);
+            // SAFETY: `bio` has room for `pages` vectors; the page belongs to
+            // `data`, which outlives the synchronous I/O below.
+            let added =
+                unsafe { bindings::bio_add_page(bio.as_ptr(), page.as_ptr(), len as c_uint, 0) };
+            if added as usize != len {
+                result = Err(EIO);
+                break;
+            }
+            left -= len;
+        }
+        if result.is_ok() {
+            // SAFETY: We own the bio until `bio_put`; `submit_bio_wait`
+            // returns once it completed.
+            result = to_result(unsafe {
+                (*bio.as_ptr()).bi_iter.bi_sector = sector;
+                bindings::submit_bio_wait(bio.as_ptr())
+            });
+        }
+        // SAFETY: Drops our reference; the bio is complete or never submitted.
+        unsafe { bindings::bio_put(bio.as_ptr()) };
+        result
+    }
+
+    /// Makes everything written so far durable on the disk (cache flush).
+    pub(crate) fn flush(&self) -> Result {
+        // SAFETY: The device is held open; the call sleeps until done.
+        to_result(unsafe { bindings::blkdev_issue_flush(self.bdev()) })
+    }
+}
+
+impl Drop for BackingDisk {
+    fn drop(&mut self) {
+        // SAFETY: We own the file; this releases our claim and the reference.
+        unsafe { bindings::bdev_fput(self.file.as_ptr()) };
+    }
+}

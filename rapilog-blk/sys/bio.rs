@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Bios submitted to `/dev/rapilog0`, as handed to our `submit_bio`.
+//!
+//! A [`Bio`] is a move-only token for one bio the driver must complete
+//! exactly once: by [`Bio::end`], or by passing it on ([`Bio::remap`],
+//! [`Bio::split_front`]). Dropping one unfinished completes it with an I/O
+//! error, so no path can leave a submitter hanging.
+
+use core::ptr::NonNull;
+
+use kernel::bindings;
+use kernel::ffi::c_uint;
+
+use super::backing::BackingDisk;
+use super::helpers::*;
+use super::region::{Part, Region, WriteWindow};
+
+/// What a bio asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Read data.
+    Read,
+    /// Write data (possibly none: an empty write with PREFLUSH is a flush).
+    Write,
+    /// Anything else (discard, write-zeroes, zone operations...).
+    Other,
+}
+
+/// How a bio completes. The codes are shared with `rapilog_bio_end()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Done.
+    Ok = 0,
+    /// The operation is not supported (`BLK_STS_NOTSUPP`).
+    NotSupported = 1,
+    /// Failed (`BLK_STS_IOERR`).
+    IoError = 2,
+}
+
+/// A set of spare bios for splitting reads at extent boundaries.
+pub(crate) struct BioSet(NonNull<bindings::bio_set>);
+
+// SAFETY: A bio_set is a mempool with its own locking.
+unsafe impl Send for BioSet {}
+// SAFETY: See `Send`.
+unsafe impl Sync for BioSet {}
+
+impl BioSet {
+    /// A bio set with the block layer's default reserve.
+    pub(crate) fn new() -> Option<Self> {
+        // SAFETY: Plain allocation; returns NULL on failure.
+        NonNull::new(unsafe { rapilog_bioset_create() }).map(Self)
+    }
+}
+
+impl Drop for BioSet {
+    fn drop(&mut self) {
+        // SAFETY: Created by `rapilog_bioset_create`; every bio split from it
+        // completed before the disk was deleted.
+        unsafe { rapilog_bioset_destroy(self.0.as_ptr()) };
+    }
+}
+
+/// One bio to complete.
+pub(crate) struct Bio(NonNull<bindings::bio>);
+
+// SAFETY: A bio may be completed from any thread.
+unsafe impl Send for Bio {}
+
+impl Bio {
+    /// Takes charge of a bio handed to `submit_bio`.
+    ///
+    /// # Safety
+    ///
+    /// `bio` must be a valid bio that the caller owns and will not complete.
+    pub(super) unsafe fn from_raw(bio: NonNull<bindings::bio>) -> Self {
+        Self(bio)
+    }
+
+    fn raw(&self) -> *mut bindings::bio {
+        self.0.as_ptr()
+    }
+
+    /// Gives the bio up without completing it (it was passed on).
+    fn into_raw(self) -> *mut bindings::bio {
+        let raw = self.raw();
+        core::mem::forget(self);
+        raw
+    }
+
+    /// First sector (512 bytes) of the device the bio addresses.
+    pub(crate) fn sector(&self) -> u64 {
+        // SAFETY: We own a valid bio.
+        unsafe { (*self.raw()).bi_iter.bi_sector }
+    }
+
+    /// Data size in bytes.
+    pub(crate) fn bytes(&self) -> u32 {
+        // SAFETY: We own a valid bio.
+        unsafe { (*self.raw()).bi_iter.bi_size }
+    }
+
+    /// The operation.
+    pub(crate) fn op(&self) -> Op {
+        // SAFETY: We own a valid bio.
+        match unsafe { rapilog_bio_op(self.raw()) } {
+            bindings::req_op_REQ_OP_READ => Op::Read,
+            bindings::req_op_REQ_OP_WRITE => Op::Write,
+            _ => Op::Other,
+        }
+    }
+
+    /// Whether the bio asks for a cache flush before its data (PREFLUSH).
+    pub(crate) fn is_preflush(&self) -> bool {
+        // SAFETY: We own a valid bio.
+        unsafe { rapilog_bio_preflush(self.raw()) }
+    }
+
+    /// Whether the bio's data must be durable at completion (FUA).
+    pub(crate) fn is_fua(&self) -> bool {
+        // SAFETY: We own a valid bio.
+        unsafe { rapilog_bio_fua(self.raw()) }
+    }
+
+    fn fits(&self, skip: usize, len: usize) -> Option<(c_uint, c_uint)> {
+        let end = skip.checked_add(len)?;
+        if end > self.bytes() as usize {
+            return None;
+        }
+        Some((c_uint::try_from(skip).ok()?, c_uint::try_from(len).ok()?))
+    }
+
+    /// Copies the bio's whole data into one part of a write window; `false`
+    /// unless the part has exactly the bio's size.
+    pub(crate) fn copy_to_window(&self, window: &mut WriteWindow<'_>, part: Part) -> bool {
+        let (dst, len) = window.raw(part);
+        if len != self.bytes() as usize {
+            return false;
+        }
+        let Some((skip, len)) = self.fits(0, len) else {
+            return false;
+        };
+        // SAFETY: The window maps `len` writable bytes at `dst` while it is
+        // borrowed; the bio's pages are distinct memory.
+        unsafe { rapilog_bio_copy(self.raw(), skip, dst.cast(), len, false) };
+        true
+    }
+
+    /// Fills `len` bytes of the bio, from `skip` bytes in, with region bytes
+    /// from `offset`; `false` if either range is out of bounds.
+    pub(crate) fn copy_from_region(
+        &mut self,
+        skip: usize,
+        region: &Region,
+        offset: usize,
+        len: usize,
+    ) -> bool {
+        let Some(src) = region.view_ptr(offset, len) else {
+            return false;
+        };
+        let Some((skip, len)) = self.fits(skip, len) else {
+            return false;
+        };
+        // SAFETY: `src` is mapped for `len` bytes; the copy only reads it and
+        // writes the bio's own pages.
+        unsafe { rapilog_bio_copy(self.raw(), skip, src.cast_mut().cast(), len, true) };
+        true
+    }
+
+    /// Completes the bio.
+    pub(crate) fn end(self, status: Status) {
+        // SAFETY: We own the bio and complete it exactly once.
+        unsafe { rapilog_bio_end(self.into_raw(), status as c_uint) };
+    }
+
+    /// Passes the bio to the backing disk unchanged (same sectors): it is
+    /// issued once our `submit_bio` returns and completes to its submitter.
+    pub(crate) fn remap(self, backing: &BackingDisk) {
+        // SAFETY: We own the bio and hand it over; the disk is held open for
+        // longer than any bio of ours can be in flight.
+        unsafe { rapilog_bio_remap(self.into_raw(), backing.bdev()) };
+    }
+
+    /// Splits off the first `sectors` sectors and returns them; the rest goes
+    /// back to the block layer and comes back to our `submit_bio` later.
+    /// Gives the bio back unchanged if it cannot be split.
+    pub(crate) fn split_front(self, sectors: u32, set: &BioSet) -> Result<Bio, Bio> {
+        if sectors == 0 || u64::from(sectors) * 512 >= u64::from(self.bytes()) {
+            return Err(self);
+        }
+        // SAFETY: We own the bio; the split comes from `set`, which outlives
+        // every bio of the disk.
+        let split = unsafe { rapilog_bio_split_front(self.raw(), sectors, set.0.as_ptr()) };
+        match NonNull::new(split) {
+            // The remainder now belongs to the block layer.
+            Some(split) => {
+                let _ = self.into_raw();
+                Ok(Bio(split))
+            }
+            None => Err(self),
+        }
+    }
+
+    /// Splits the bio to the queue limits (max size, segments); `None` if
+    /// the block layer ended it instead (invalid bio).
+    pub(crate) fn split_to_limits(self) -> Option<Bio> {
+        // SAFETY: We own the bio; the block layer returns either the front
+        // part to handle now (resubmitting the rest) or NULL after ending it.
+        NonNull::new(unsafe { bindings::bio_split_to_limits(self.into_raw()) }).map(Bio)
+    }
+}
+
+impl Drop for Bio {
+    fn drop(&mut self) {
+        // SAFETY: An unfinished bio: complete it so its submitter does not hang.
+        unsafe { rapilog_bio_end(self.raw(), Status::IoError as c_uint) };
+    }
+}

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Bounce pages: ordinary kernel pages that writeback and replay fill from
+//! the region and hand to the backing disk. The region is never given to a
+//! device for DMA, so a misbehaving device cannot scribble on it.
+
+use kernel::alloc::{flags::GFP_KERNEL, AllocError, KVec};
+use kernel::page::{Page, PAGE_SIZE};
+
+use super::region::Region;
+
+/// A fixed set of pages, addressed as one byte range.
+pub(crate) struct BounceBuffer {
+    pages: KVec<Page>,
+}
+
+impl BounceBuffer {
+    /// Allocates `bytes` (rounded up to whole pages).
+    pub(crate) fn new(bytes: usize) -> Result<Self, AllocError> {
+        let count = bytes.div_ceil(PAGE_SIZE);
+        let mut pages = KVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            pages.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        Ok(Self { pages })
+    }
+
+    /// Size in bytes.
+    pub(crate) fn capacity(&self) -> usize {
+        self.pages.len() * PAGE_SIZE
+    }
+
+    pub(super) fn pages(&self) -> &[Page] {
+        &self.pages
+    }
+
+    /// Copies `len` bytes from `src` into the buffer at `at`, page by page.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of `len` bytes and must not point into
+    /// this buffer.
+    unsafe fn copy_in(&mut self, at: usize, src: *const u8, len: usize) -> bool {
+        if at.checked_add(len).is_none_or(|end| end > self.capacity()) {
+            return false;
+        }
+        let mut done = 0;
+        while done < len {
+            let pos = at + done;
+            let in_page = pos % PAGE_SIZE;
+            let n = (PAGE_SIZE - in_page).min(len - done);
+            let Some(page) = self.pages.get(pos / PAGE_SIZE) else {
+                return false;
+            };
+            // SAFETY: `src + done` is readable for `n` bytes (caller), the
+            // range lies inside the page, and we hold `&mut self`, so nobody
+            // else accesses the page.
+            if unsafe { page.write_raw(src.add(done), in_page, n) }.is_err() {
+                return false;
+            }
+            done += n;
+        }
+        true
+    }
+
+    /// Copies `src` into the buffer at `at`; `false` if it does not fit.
+    pub(crate) fn copy_from_slice(&mut self, at: usize, src: &[u8]) -> bool {
+        // SAFETY: A slice is readable for its length and cannot alias the
+        // pages, which are only reachable through `&mut self`.
+        unsafe { self.copy_in(at, src.as_ptr(), src.len()) }
+    }
+
+    /// Copies `len` bytes of the region from `offset` into the buffer at
+    /// `at`; `false` if either range is out of bounds.
+    pub(crate) fn copy_from_region(
+        &mut self,
+        at: usize,
+        region: &Region,
+        offset: usize,
+        len: usize,
+    ) -> bool {
+        let Some(src) = region.view_ptr(offset, len) else {
+            return false;
+        };
+        // SAFETY: `view_ptr` checked that `len` bytes are mapped at `src`;
+        // region memory is never one of our pages.
+        unsafe { self.copy_in(at, src, len) }
+    }
+}

@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Kernel functions rapilog's Rust code needs that are static inline or
+ * macros (bindgen sees only real functions, and flag macros with __force
+ * casts do not make it into the bindings). Each wrapper is one kernel call;
+ * all logic stays in Rust, and the Rust side declares these prototypes by
+ * hand in sys/ (keep the two in step).
+ */
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/highmem.h>
+#include <linux/mm.h>
+#include <linux/preempt.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/task.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
+
+#include "helpers.h"
+
+/* --- the backing disk ---------------------------------------------------- */
+
+/*
+ * Read-write and claimed with a holder (exclusive), and no other writer may
+ * open it while we hold it: only rapilog may write the log disk it fronts.
+ */
+struct file *rapilog_bdev_open(const char *path, void *holder)
+{
+	return bdev_file_open_by_path(path, BLK_OPEN_READ | BLK_OPEN_WRITE |
+					    BLK_OPEN_RESTRICT_WRITES,
+				      holder, NULL);
+}
+
+sector_t rapilog_bdev_nr_sectors(struct block_device *bdev)
+{
+	return bdev_nr_sectors(bdev);
+}
+
+unsigned int rapilog_bdev_logical_block_size(struct block_device *bdev)
+{
+	return bdev_logical_block_size(bdev);
+}
+
+unsigned int rapilog_bdev_physical_block_size(struct block_device *bdev)
+{
+	return bdev_physical_block_size(bdev);
+}
+
+/* A write bio for writeback and replay; GFP_NOIO: we are in the I/O path. */
+struct bio *rapilog_bio_alloc_write(struct block_device *bdev,
+				    unsigned short nr_vecs)
+{
+	return bio_alloc_bioset(bdev, nr_vecs, REQ_OP_WRITE | REQ_SYNC,
+				GFP_NOIO, &fs_bio_set);
+}
+
+/* --- bios arriving at /dev/rapilog0 -------------------------------------- */
+
+void *rapilog_bio_disk_private(struct bio *bio)
+{
+	return bio->bi_bdev->bd_disk->private_data;
+}
+
+unsigned int rapilog_bio_op(struct bio *bio)
+{
+	return bio_op(bio);
+}
+
+bool rapilog_bio_preflush(struct bio *bio)
+{
+	return bio->bi_opf & REQ_PREFLUSH;
+}
+
+bool rapilog_bio_fua(struct bio *bio)
+{
+	return bio->bi_opf & REQ_FUA;
+}
+
+/* Status codes shared with sys/bio.rs (enum Status). */
+void rapilog_bio_end(struct bio *bio, unsigned int status)
+{
+	switch (status) {
+	case 0:
+		bio->bi_status = BLK_STS_OK;
+		break;
+	case 1:
+		bio->bi_status = BLK_STS_NOTSUPP;
+		break;
+	default:
+		bio->bi_status = BLK_STS_IOERR;
+		break;
+	}
+	bio_endio(bio);
+}
+
+/*
+ * Copies `len` bytes between `buf` and the bio's data, starting `skip` bytes
+ * into the bio (the caller checked that skip + len fits).
+ */
+void rapilog_bio_copy(struct bio *bio, unsigned int skip, void *buf,
+		      unsigned int len, bool to_bio)
+{
+	struct bvec_iter start = bio->bi_iter, iter;
+	struct bio_vec bv;
+	char *p = buf;
+
+	bio_advance_iter(bio, &start, skip);
+	start.bi_size = len;
+	__bio_for_each_segment(bv, bio, iter, start) {
+		if (to_bio)
+			memcpy_to_bvec(&bv, p);
+		else
+			memcpy_from_bvec(p, &bv);
+		p += bv.bv_len;
+	}
+}
+
+/* Sends the bio to `bdev` (same sector numbers) once our submit_bio returns. */
+void rapilog_bio_remap(struct bio *bio, struct block_device *bdev)
+{
+	bio_set_dev(bio, bdev);
+	submit_bio_noacct(bio);
+}
+
+/*
+ * Splits off the first `sectors` sectors and returns them; the rest is
+ * chained to them and resubmitted, to come back to our submit_bio after it
+ * returns (the pattern of bio_split_to_limits: one allocation per call).
+ */
+struct bio *rapilog_bio_split_front(struct bio *bio, unsigned int sectors,
+				    struct bio_set *bs)
+{
+	struct bio *split = bio_split(bio, sectors, GFP_NOIO, bs);
+
+	if (IS_ERR(split))
+		return NULL;
+	bio_chain(split, bio);
+	submit_bio_noacct(bio);
+	return split;
+}
+
+struct bio_set *rapilog_bioset_create(void)
+{
+	struct bio_set *bs = kzalloc(sizeof(*bs), GFP_KERNEL);
+
+	if (bs && bioset_init(bs, BIO_POOL_SIZE, 0, 0)) {
+		kfree(bs);
+		bs = NULL;
+	}
+	return bs;
+}
+
+void rapilog_bioset_destroy(struct bio_set *bs)
+{
+	bioset_exit(bs);
+	kfree(bs);
+}
+
+/* --- /dev/rapilog0 ------------------------------------------------------- */
+
+/*
+ * The device has a volatile write cache with FUA as far as the block layer is
+ * concerned, so flushes and FUA writes reach the driver, which completes them
+ * once the preceding writes are in the region (the durability domain).
+ */
+blk_features_t rapilog_cache_features(void)
+{
+	return BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA;
+}
+
+/* --- the region ----------------------------------------------------------- */
+
+bool rapilog_pfn_valid(unsigned long pfn)
+{
+	return pfn_valid(pfn);
+}
+
+struct page *rapilog_pfn_to_page(unsigned long pfn)
+{
+	return pfn_to_page(pfn);
+}
+
+void *rapilog_vmap(struct page **pages, unsigned int count, bool writable)
+{
+	return vmap(pages, count, VM_MAP, writable ? PAGE_KERNEL : PAGE_KERNEL_RO);
+}
+
+void rapilog_vunmap(const void *addr)
+{
+	vunmap(addr);
+}
+
+void *rapilog_vm_map_ram(struct page **pages, unsigned int count)
+{
+	return vm_map_ram(pages, count, NUMA_NO_NODE);
+}
+
+void rapilog_vm_unmap_ram(const void *mem, unsigned int count)
+{
+	vm_unmap_ram(mem, count);
+}
+
+void rapilog_preempt_disable(void)
+{
+	preempt_disable();
+}
+
+void rapilog_preempt_enable(void)
+{
+	preempt_enable();
+}
+
+unsigned int rapilog_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void rapilog_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}
+
+/* --- threads --------------------------------------------------------------- */
+
+void rapilog_get_task_struct(struct task_struct *t)
+{
+	get_task_struct(t);
+}
+
+void rapilog_put_task_struct(struct task_struct *t)
+{
+	put_task_struct(t);
+}

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Prototypes of helpers.c; the Rust files in sys/ declare the same functions. */
+#ifndef RAPILOG_HELPERS_H
+#define RAPILOG_HELPERS_H
+
+#include <linux/blkdev.h>
+#include <linux/types.h>
+
+struct bio;
+struct bio_set;
+struct block_device;
+struct file;
+struct page;
+struct task_struct;
+
+struct file *rapilog_bdev_open(const char *path, void *holder);
+sector_t rapilog_bdev_nr_sectors(struct block_device *bdev);
+unsigned int rapilog_bdev_logical_block_size(struct block_device *bdev);
+unsigned int rapilog_bdev_physical_block_size(struct block_device *bdev);
+struct bio *rapilog_bio_alloc_write(struct block_device *bdev, unsigned short nr_vecs);
+void *rapilog_bio_disk_private(struct bio *bio);
+unsigned int rapilog_bio_op(struct bio *bio);
+bool rapilog_bio_preflush(struct bio *bio);
+bool rapilog_bio_fua(struct bio *bio);
+void rapilog_bio_end(struct bio *bio, unsigned int status);
+void rapilog_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned int len, bool to_bio);
+void rapilog_bio_remap(struct bio *bio, struct block_device *bdev);
+struct bio *rapilog_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs);
+struct bio_set *rapilog_bioset_create(void);
+void rapilog_bioset_destroy(struct bio_set *bs);
+blk_features_t rapilog_cache_features(void);
+bool rapilog_pfn_valid(unsigned long pfn);
+struct page *rapilog_pfn_to_page(unsigned long pfn);
+void *rapilog_vmap(struct page **pages, unsigned int count, bool writable);
+void rapilog_vunmap(const void *addr);
+void *rapilog_vm_map_ram(struct page **pages, unsigned int count);
+void rapilog_vm_unmap_ram(const void *mem, unsigned int count);
+void rapilog_preempt_disable(void);
+void rapilog_preempt_enable(void);
+unsigned int rapilog_memalloc_noio_save(void);
+void rapilog_memalloc_noio_restore(unsigned int flags);
+void rapilog_get_task_struct(struct task_struct *t);
+void rapilog_put_task_struct(struct task_struct *t);
+
+#endif

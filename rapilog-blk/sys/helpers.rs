@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Prototypes of `helpers.c`: one-line C wrappers around kernel functions
+//! that are static inline or macros, which bindgen cannot see. Keep in step
+//! with `helpers.h`.
+
+use kernel::bindings::{bio, bio_set, blk_features_t, block_device, file, page, task_struct};
+use kernel::ffi::{c_char, c_uint, c_ulong, c_ushort, c_void};
+
+// The bindings' struct types hold zero-sized lockdep fields, which makes
+// rustc call pointers to them not FFI-safe; they are only passed through.
+#[allow(improper_ctypes)]
+extern "C" {
+    // The backing disk.
+    pub(super) fn rapilog_bdev_open(path: *const c_char, holder: *mut c_void) -> *mut file;
+    pub(super) fn rapilog_bdev_nr_sectors(bdev: *mut block_device) -> u64;
+    pub(super) fn rapilog_bdev_logical_block_size(bdev: *mut block_device) -> c_uint;
+    pub(super) fn rapilog_bdev_physical_block_size(bdev: *mut block_device) -> c_uint;
+    pub(super) fn rapilog_bio_alloc_write(bdev: *mut block_device, nr_vecs: c_ushort) -> *mut bio;
+
+    // Bios arriving at /dev/rapilog0.
+    pub(super) fn rapilog_bio_disk_private(bio: *mut bio) -> *mut c_void;
+    pub(super) fn rapilog_bio_op(bio: *mut bio) -> c_uint;
+    pub(super) fn rapilog_bio_preflush(bio: *mut bio) -> bool;
+    pub(super) fn rapilog_bio_fua(bio: *mut bio) -> bool;
+    pub(super) fn rapilog_bio_end(bio: *mut bio, status: c_uint);
+    pub(super) fn rapilog_bio_copy(
+        bio: *mut bio,
+        skip: c_uint,
+        buf: *mut c_void,
+        len: c_uint,
+        to_bio: bool,
+    );
+    pub(super) fn rapilog_bio_remap(bio: *mut bio, bdev: *mut block_device);
+    pub(super) fn rapilog_bio_split_front(
+        bio: *mut bio,
+        sectors: c_uint,
+        bs: *mut bio_set,
+    ) -> *mut bio;
+    pub(super) fn rapilog_bioset_create() -> *mut bio_set;
+    pub(super) fn rapilog_bioset_destroy(bs: *mut bio_set);
+
+    // /dev/rapilog0.
+    pub(super) fn rapilog_cache_features() -> blk_features_t;
+
+    // The region.
+    pub(super) fn rapilog_pfn_valid(pfn: c_ulong) -> bool;
+    pub(super) fn rapilog_pfn_to_page(pfn: c_ulong) -> *mut page;
+    pub(super) fn rapilog_vmap(pages: *mut *mut page, count: c_uint, writable: bool)
+        -> *mut c_void;
+    pub(super) fn rapilog_vunmap(addr: *const c_void);
+    pub(super) fn rapilog_vm_map_ram(pages: *mut *mut page, count: c_uint) -> *mut c_void;
+    pub(super) fn rapilog_vm_unmap_ram(mem: *const c_void, count: c_uint);
+    pub(super) fn rapilog_preempt_disable();
+    pub(super) fn rapilog_preempt_enable();
+    pub(super) fn rapilog_memalloc_noio_save() -> c_uint;
+    pub(super) fn rapilog_memalloc_noio_restore(flags: c_uint);
+
+    // Threads.
+    pub(super) fn rapilog_get_task_struct(t: *mut task_struct);
+    pub(super) fn rapilog_put_task_struct(t: *mut task_struct);
+}

@@ -1,0 +1,298 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The writeback worker: drains published records to the log disk in
+//! sequence order and frees their space.
+//!
+//! One batch at a time:
+//! 1. Wait until writeback is due: the oldest record has waited
+//!    `writeback_delay_ms`, or an eighth of the ring is dirty, or a writer
+//!    waits for space, or the module is unloading.
+//! 2. Take the published records from the tail on (up to the first one
+//!    still being filled), copy them into bounce pages, merging records
+//!    that continue each other on the disk into one write, and write them.
+//! 3. Flush the disk's cache: now they are durable there.
+//! 4. Advance the durable tail in the superblock (the other copy,
+//!    generation + 1).
+//! 5. Only then drop them from the index, free their slots and ring space,
+//!    and wake writers waiting for space.
+//!
+//! A failing disk never loses data: the records stay in the region, the
+//! error is counted and logged (rate limited), and the step is retried with
+//! back-off. Only at unload does writeback give up, after a few attempts,
+//! leaving the records in the region for the next load to replay.
+
+use core::fmt;
+
+use kernel::alloc::{flags::GFP_KERNEL, KVec};
+use kernel::prelude::*;
+use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta};
+
+use crate::device::Device;
+use crate::format::{ActiveSuperblock, Geometry, SECTOR_BYTES};
+use crate::kernel_display::Errno;
+use crate::live::{Live, Record, Stage};
+use crate::metadata;
+use crate::ratelimit::RateLimit;
+use crate::stats;
+use crate::sys::backing::MAX_IO_BYTES;
+use crate::sys::bounce::BounceBuffer;
+use crate::sys::kthread::should_stop;
+
+/// Most records one batch takes (one superblock update per batch).
+const MAX_BATCH_RECORDS: usize = 4096;
+
+/// Most bytes one batch takes, so that space is freed in steps while the
+/// ring is large.
+const MAX_BATCH_BYTES: u64 = 16 << 20;
+
+/// Attempts per step before giving up, at unload only.
+const ATTEMPTS_AT_UNLOAD: u32 = 3;
+
+/// Back-off between retries of a failed disk operation.
+const FIRST_BACKOFF_MS: i64 = 100;
+const MAX_BACKOFF_MS: i64 = 5000;
+
+/// Writeback's state, owned by the writeback thread while it runs.
+pub(crate) struct Writeback {
+    /// The current superblock, as last written.
+    pub(crate) superblock: ActiveSuperblock,
+    /// Pages records are copied into for the disk (one disk write's worth).
+    bounce: BounceBuffer,
+    /// Records of the batch in progress.
+    batch: KVec<Record>,
+    /// Bytes a batch may take.
+    max_batch_bytes: u64,
+    /// Rate limit of error lines.
+    errors: RateLimit,
+}
+
+/// Writeback stopped retrying (unload with a failing disk).
+pub(crate) struct GaveUp;
+
+/// A step that may fail and be retried, for messages.
+enum Step {
+    Write { sector: u64, bytes: usize },
+    Flush,
+    Superblock,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Write { sector, bytes } => write!(f, "writing {bytes} bytes at sector {sector}"),
+            Self::Flush => f.write_str("flushing the disk cache"),
+            Self::Superblock => f.write_str("updating the superblock"),
+        }
+    }
+}
+
+impl kernel::fmt::Display for Step {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Writeback {
+    /// Writeback state for a region brought up with `superblock`.
+    pub(crate) fn new(
+        superblock: ActiveSuperblock,
+        bounce: BounceBuffer,
+        geometry: &Geometry,
+    ) -> Result<Self> {
+        Ok(Self {
+            superblock,
+            bounce,
+            batch: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
+            max_batch_bytes: MAX_BATCH_BYTES.min(geometry.ring_bytes / 4).max(1),
+            errors: RateLimit::new(),
+        })
+    }
+}
+
+/// The thread body: batches until asked to stop, then drains what is left.
+pub(crate) fn run(dev: &Device) {
+    let mut guard = dev.writeback.lock();
+    let wb = &mut *guard;
+    loop {
+        let (stopping, head_hint) = next_batch(dev, wb);
+        if wb.batch.is_empty() {
+            if stopping {
+                break;
+            }
+            continue;
+        }
+        if write_batch(dev, wb, stopping, head_hint).is_err() {
+            break;
+        }
+    }
+}
+
+/// Whether writeback is due (step 1).
+fn due(dev: &Device, live: &Live) -> bool {
+    live.waiting_writers > 0
+        || live.dirty_bytes >= dev.writeback_threshold
+        || live
+            .oldest_age()
+            .is_some_and(|age| age >= dev.writeback_delay)
+}
+
+/// How long to sleep before looking again.
+fn sleep_for(dev: &Device, live: &Live) -> Delta {
+    match live.oldest_age() {
+        Some(age) => (dev.writeback_delay - age).max(Delta::from_millis(1)),
+        // The oldest record is being filled: its writer is about to publish.
+        None if live.ring.live_records() > 0 => Delta::from_millis(10),
+        // Idle; a writer wakes us when it publishes into a clean ring.
+        None => Delta::from_millis(10_000),
+    }
+}
+
+/// Waits until writeback is due and collects the batch (steps 1 and 2).
+/// Returns whether unload has begun and the head hint for the superblock.
+fn next_batch(dev: &Device, wb: &mut Writeback) -> (bool, u64) {
+    let mut live = dev.live.lock();
+    loop {
+        let stopping = live.stopping || should_stop();
+        if stopping || due(dev, &live) {
+            collect(&live, &mut wb.batch, wb.max_batch_bytes);
+            if !wb.batch.is_empty() || stopping {
+                return (stopping, live.ring.next_seq());
+            }
+        }
+        let ms = sleep_for(dev, &live).as_millis_ceil().clamp(1, 10_000) as u32;
+        // A signal cannot reach a kthread; waking early is harmless.
+        let _ = dev
+            .work
+            .wait_interruptible_timeout(&mut live, msecs_to_jiffies(ms));
+    }
+}
+
+/// Copies the published records from the tail on into `batch`.
+fn collect(live: &Live, batch: &mut KVec<Record>, max_bytes: u64) {
+    batch.clear();
+    let mut bytes = 0u64;
+    let mut seq = live.ring.tail_seq();
+    while seq < live.ring.next_seq() && bytes < max_bytes {
+        let Some(record) = live.record(seq) else {
+            break;
+        };
+        if matches!(record.stage, Stage::Filling) {
+            break;
+        }
+        if batch.push_within_capacity(*record).is_err() {
+            break;
+        }
+        bytes += u64::from(record.reservation.length);
+        seq += 1;
+    }
+}
+
+/// Runs `op` until it succeeds, with back-off; gives up only at unload.
+fn retry(
+    dev: &Device,
+    errors: &mut RateLimit,
+    stopping: bool,
+    step: Step,
+    mut op: impl FnMut() -> Result,
+) -> Result<(), GaveUp> {
+    let mut backoff = FIRST_BACKOFF_MS;
+    let mut attempts = 0;
+    loop {
+        let Err(e) = op() else {
+            return Ok(());
+        };
+        stats::add(&dev.stats.disk_errors, 1);
+        attempts += 1;
+        if (stopping || should_stop()) && attempts >= ATTEMPTS_AT_UNLOAD {
+            pr_err!(
+                "writeback: {step} failed ({}); giving up at unload\n",
+                Errno(e)
+            );
+            return Err(GaveUp);
+        }
+        if let Some(suppressed) = errors.allow() {
+            pr_err!(
+                "writeback: {step} failed ({}); the data stays in the region, retrying in {backoff} ms \
+                 ({suppressed} similar lines suppressed)\n",
+                Errno(e)
+            );
+        }
+        fsleep(Delta::from_millis(backoff));
+        backoff = (backoff * 2).min(MAX_BACKOFF_MS);
+    }
+}
+
+/// Steps 2 to 5 for the collected batch.
+fn write_batch(
+    dev: &Device,
+    wb: &mut Writeback,
+    stopping: bool,
+    head_hint: u64,
+) -> Result<(), GaveUp> {
+    let Writeback {
+        superblock,
+        bounce,
+        batch,
+        errors,
+        ..
+    } = wb;
+    let Some(last) = batch.last().copied() else {
+        return Ok(());
+    };
+    let capacity = bounce.capacity().min(MAX_IO_BYTES);
+    let (mut run_sector, mut run_bytes) = (0u64, 0usize);
+    let (mut ios, mut bytes, mut records) = (0u64, 0u64, 0u64);
+    let mut write_run = |sector: u64, len: usize, bounce: &BounceBuffer, errors: &mut RateLimit| {
+        ios += 1;
+        bytes += len as u64;
+        let step = Step::Write { sector, bytes: len };
+        retry(dev, errors, stopping, step, || {
+            dev.backing.write(sector, bounce, len)
+        })
+    };
+    for record in batch.iter() {
+        if matches!(record.stage, Stage::Abandoned) {
+            continue;
+        }
+        let len = record.reservation.length as usize;
+        let run_end = run_sector + (run_bytes / SECTOR_BYTES as usize) as u64;
+        if run_bytes > 0 && (record.sector != run_end || run_bytes + len > capacity) {
+            write_run(run_sector, run_bytes, bounce, errors)?;
+            run_bytes = 0;
+        }
+        if run_bytes == 0 {
+            run_sector = record.sector;
+        }
+        let offset = (dev.geometry.ring_offset + record.reservation.ring_offset) as usize;
+        if !bounce.copy_from_region(run_bytes, &dev.region, offset, len) {
+            // Impossible with a valid geometry; never write what we did not copy.
+            pr_err!(
+                "writeback: record {} lies outside the region\n",
+                record.reservation.seq
+            );
+            return Err(GaveUp);
+        }
+        run_bytes += len;
+        records += 1;
+    }
+    if run_bytes > 0 {
+        write_run(run_sector, run_bytes, bounce, errors)?;
+    }
+    retry(dev, errors, stopping, Step::Flush, || dev.backing.flush())?;
+
+    let mut next = superblock.next_update();
+    next.superblock.durable_tail = last.reservation.seq + 1;
+    next.superblock.head_hint = head_hint.max(next.superblock.durable_tail);
+    retry(dev, errors, stopping, Step::Superblock, || {
+        metadata::write_superblock(&dev.region, &next)
+    })?;
+    *superblock = next;
+
+    dev.live.lock().release_through(&last.reservation);
+    dev.space_freed.notify_all();
+    stats::add(&dev.stats.wb_ios, ios);
+    stats::add(&dev.stats.wb_bytes, bytes);
+    stats::add(&dev.stats.wb_records, records);
+    stats::add(&dev.stats.wb_flushes, 1);
+    Ok(())
+}
