@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One run as configured: open the region, find and open the disk, replay.
+
+use std::path::Path;
+
+use rapilog_format::{DiskIdentity, Replayer};
+
+use crate::config::{Config, RegionSource, TargetSelect};
+use crate::discover::{self, device_node, find_by_id};
+use crate::engine::{self, Failure, FailureKind, OpenedTarget, Outcome, ReplayOptions};
+use crate::idtext::IdText;
+use crate::region::{FileRegion, RegionStore};
+use crate::target::TargetDisk;
+
+/// Whether rapilog.ko is loaded: then the live driver owns the region and
+/// the disk, and replaying underneath it would race with it.
+pub fn driver_loaded(sysfs: &Path) -> bool {
+    sysfs.join("module/rapilog").exists()
+}
+
+/// Opens the configured region (read-only for a dry run).
+pub fn open_region(config: &Config) -> Result<FileRegion, Failure> {
+    let source = config
+        .region
+        .as_ref()
+        .ok_or_else(|| Failure::new(FailureKind::Usage, "no region configured"))?;
+    match source {
+        RegionSource::Memory { mem, spec, access } => {
+            FileRegion::open_memory(mem, *spec, *access, config.dry_run).map_err(|e| {
+                Failure::new(
+                    FailureKind::Region,
+                    format!(
+                        "cannot read region {spec} from {}: {e}; nothing written",
+                        mem.display()
+                    ),
+                )
+            })
+        }
+        RegionSource::Image(path) => FileRegion::open_image(path, config.dry_run).map_err(|e| {
+            Failure::new(
+                FailureKind::Region,
+                format!(
+                    "cannot read region image {}: {e}; nothing written",
+                    path.display()
+                ),
+            )
+        }),
+    }
+}
+
+/// Finds (per `select`) and opens the disk for `region_disk`.
+pub fn open_target(
+    select: &TargetSelect,
+    region_disk: &DiskIdentity,
+    read_only: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<OpenedTarget<TargetDisk>, Failure> {
+    let id = region_disk.id.as_bytes();
+    let disk_failure = |m: String| Failure::new(FailureKind::Disk, format!("{m}; nothing written"));
+    let (path, description) = match select {
+        TargetSelect::Path {
+            path,
+            file_block_bytes: _,
+        } => {
+            log(&format!(
+                "--target {}: identity {} not checked (forced)",
+                path.display(),
+                IdText(id)
+            ));
+            (path.clone(), path.display().to_string())
+        }
+        TargetSelect::ByIdentity {
+            sysfs,
+            dev_dir,
+            allow_files,
+            wait,
+        } => {
+            if !wait.is_zero() {
+                log(&format!(
+                    "looking for disk {} (waiting up to {} s for it to appear)",
+                    IdText(id),
+                    wait.as_secs()
+                ));
+            }
+            let dev = find_by_id(sysfs, id, *wait).map_err(|e| disk_failure(e.to_string()))?;
+            if dev.read_only {
+                return Err(disk_failure(format!(
+                    "{} has identity {} but is read-only",
+                    dev.name,
+                    IdText(id)
+                )));
+            }
+            let scratch = std::env::temp_dir();
+            let node = device_node(&dev, dev_dir, &scratch, *allow_files).map_err(disk_failure)?;
+            let description = format!(
+                "{} ({} {}:{}, {}, {} sectors, {}-byte blocks)",
+                node.display(),
+                dev.name,
+                dev.major,
+                dev.minor,
+                IdText(id),
+                dev.sectors,
+                dev.block_bytes
+            );
+            (node, description)
+        }
+    };
+    let file_block_bytes = match select {
+        TargetSelect::Path {
+            file_block_bytes, ..
+        } => *file_block_bytes,
+        // A regular file standing in for a disk in a fake sysfs: the
+        // region's own block size (sysfs gave the rest).
+        TargetSelect::ByIdentity { .. } => region_disk.block_bytes,
+    };
+    let disk = TargetDisk::open(&path, read_only, file_block_bytes)
+        .map_err(|e| disk_failure(format!("cannot open {description}: {e}")))?;
+    Ok(OpenedTarget {
+        sectors: disk.sectors,
+        block_bytes: disk.block_bytes,
+        disk,
+        description,
+    })
+}
+
+/// Runs the configured replay, with `log` receiving progress lines.
+pub fn run(
+    config: &Config,
+    replayer: Replayer,
+    log: &mut dyn FnMut(&str),
+) -> Result<Outcome, Failure> {
+    let on_memory = matches!(config.region, Some(RegionSource::Memory { .. }));
+    if on_memory && !config.force && driver_loaded(&config.sysfs) {
+        return Err(Failure::new(
+            FailureKind::Usage,
+            "rapilog.ko is loaded: the live driver owns the region (use rapilogctl, or --force); \
+             nothing written",
+        ));
+    }
+    let start = std::time::Instant::now();
+    let mut region = open_region(config)?;
+    let t = start.elapsed();
+    log(&format!(
+        "region {}: {} bytes {} in {}.{:03} s",
+        region.describe(),
+        region.bytes().len(),
+        region.note().unwrap_or("read"),
+        t.as_secs(),
+        t.subsec_millis()
+    ));
+    let options = ReplayOptions {
+        replayer,
+        dry_run: config.dry_run,
+        expected_id: config.disk_id,
+    };
+    let select = config.target.clone();
+    let dry_run = config.dry_run;
+    engine::replay(
+        &mut region,
+        &options,
+        |disk, log| open_target(&select, disk, dry_run, log),
+        log,
+    )
+}
+
+/// Lines describing every block device and its identities.
+pub fn list_disks(sysfs: &Path) -> Result<Vec<String>, Failure> {
+    let devs = discover::scan(sysfs).map_err(|e| {
+        Failure::new(
+            FailureKind::Disk,
+            format!(
+                "cannot list block devices in {}: {e}",
+                sysfs.join("block").display()
+            ),
+        )
+    })?;
+    Ok(devs
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}:{} {} sectors, {}-byte blocks{}: {}",
+                d.name,
+                d.major,
+                d.minor,
+                d.sectors,
+                d.block_bytes,
+                if d.read_only { ", read-only" } else { "" },
+                d.ids_text()
+            )
+        })
+        .collect())
+}

@@ -1,0 +1,400 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `rapilog-rescue` binary end to end: region images and a "physical
+//! memory" file, disks as files (forced, or found through a fake sysfs),
+//! output, exit codes, and that refusals write nothing.
+//!
+//! Never reboots: every run is either configured by flags (no reboot unless
+//! `--reboot`) or by a command line file with `rapilog.reboot=0`, and the
+//! host is not a crash kernel.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{mixed, FakeSysfs, Scenario, TempDir, DISK_ID, DISK_SECTORS};
+use rapilog_format::{ActiveSuperblock, RegionState, Replayer, SoftwareCrc32c};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rapilog-rescue");
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn rescue(args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(BIN).args(args).output().unwrap();
+    let run = Run {
+        code: status.code().expect("killed by a signal"),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    };
+    for line in run.stdout.lines().chain(run.stderr.lines()) {
+        assert!(
+            line.starts_with("rapilog-rescue: ")
+                || args.contains(&"--help")
+                || args.contains(&"--list-disks"),
+            "{line}"
+        );
+    }
+    run
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[track_caller]
+fn assert_same(actual: &[u8], expected: &[u8], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    if let Some(at) = actual.iter().zip(expected).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: first difference at byte {at} (sector {})",
+            at / 512
+        );
+    }
+}
+
+/// Writes the scenario's region image and disk into `dir`.
+fn files(s: &Scenario, dir: &TempDir) -> (std::path::PathBuf, std::path::PathBuf) {
+    let image = dir.join("region.img");
+    let disk = dir.join("disk.img");
+    std::fs::write(&image, s.image.bytes()).unwrap();
+    std::fs::write(&disk, &s.disk_before).unwrap();
+    (image, disk)
+}
+
+#[track_caller]
+fn assert_failed(run: &Run, code: i32, needle: &str) {
+    assert_eq!(
+        run.code, code,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let lines: Vec<_> = run.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one failure line expected: {:?}",
+        run.stderr
+    );
+    assert!(
+        lines[0].starts_with(&format!("rapilog-rescue: FAILED (exit {code}): ")),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains(needle), "{}", lines[0]);
+}
+
+#[test]
+fn replays_an_image_onto_a_forced_target() {
+    let (s, _) = mixed();
+    let dir = TempDir::new("cli-image");
+    let (image, disk) = files(&s, &dir);
+    let run = rescue(&["--image", p(&image), "--target", p(&disk)]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stderr, "");
+    assert_same(&std::fs::read(&disk).unwrap(), &s.expected, "disk");
+    let out = &run.stdout;
+    for needle in [
+        "superblock copy",
+        "disk serial:rl-log (256 sectors, 512-byte blocks)",
+        "identity serial:rl-log not checked (forced)",
+        "applied 4 record(s), 3584 bytes onto",
+        "1 torn or bad descriptor",
+        "report recorded in superblock copy",
+        "rapilog-rescue: report applied=4 bytes=3584 empty=2 bad_descriptor=1 malformed=0 \
+         wrong_epoch=0 stale=1 bad_payload=0 beyond_disk=0 from_seq=1 duration_us=",
+        "region=written exit=0",
+        "done in ",
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
+    let region = std::fs::read(&image).unwrap();
+    let sb = ActiveSuperblock::load(&region, SoftwareCrc32c)
+        .unwrap()
+        .superblock;
+    assert_eq!(sb.state, RegionState::Clean);
+    assert_eq!(sb.last_replay.replayer, Replayer::Rescue);
+    assert_eq!(sb.last_replay.report.records_applied, 4);
+
+    // Again: nothing to do, nothing written, the first report kept.
+    let run = rescue(&["--image", p(&image), "--target", p(&disk)]);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout.contains("region already clean"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("no disk needed"), "{}", run.stdout);
+    assert_same(&std::fs::read(&image).unwrap(), &region, "region");
+}
+
+#[test]
+fn corrupted_record_exits_1_and_is_not_written() {
+    let mut s = Scenario::new(512);
+    s.write(10, 512, 1);
+    let bad = s.write(20, 1024, 2);
+    let at = s.payload_offset(bad) + 3;
+    s.image.bytes_mut()[at] ^= 0xff;
+    let mut expected = s.expected.clone();
+    expected[20 * 512..22 * 512].copy_from_slice(&s.disk_before[20 * 512..22 * 512]);
+    let dir = TempDir::new("cli-corrupt");
+    let (image, disk) = files(&s, &dir);
+    let run = rescue(&["--image", p(&image), "--target", p(&disk)]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("WARNING: 1 damaged record(s) not replayed"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("bad_payload=1"), "{}", run.stdout);
+    assert_same(&std::fs::read(&disk).unwrap(), &expected, "disk");
+}
+
+#[test]
+fn wrong_disk_is_refused_and_nothing_is_written() {
+    let (s, _) = mixed();
+    let dir = TempDir::new("cli-wrong");
+    let (image, disk) = files(&s, &dir);
+    let run = rescue(&[
+        "--image",
+        p(&image),
+        "--target",
+        p(&disk),
+        "--disk-id",
+        "serial:rl-other",
+    ]);
+    assert_failed(&run, 4, "belongs to disk serial:rl-log but the configuration names disk serial:rl-other; nothing written");
+    // Same id, other size.
+    let small = dir.join("small.img");
+    std::fs::write(&small, &s.disk_before[..(DISK_SECTORS as usize - 8) * 512]).unwrap();
+    let run = rescue(&["--image", p(&image), "--target", p(&small)]);
+    assert_failed(
+        &run,
+        4,
+        "region's disk has 256 sectors, target has 248; nothing written",
+    );
+    // Same id and size, other block size.
+    let run = rescue(&[
+        "--image",
+        p(&image),
+        "--target",
+        p(&disk),
+        "--block-bytes",
+        "4096",
+    ]);
+    assert_failed(&run, 4, "512-byte blocks, target has 4096");
+    assert_same(&std::fs::read(&disk).unwrap(), &s.disk_before, "disk");
+    assert_same(
+        &std::fs::read(&small).unwrap(),
+        &s.disk_before[..(DISK_SECTORS as usize - 8) * 512],
+        "disk",
+    );
+    assert_same(&std::fs::read(&image).unwrap(), s.image.bytes(), "region");
+}
+
+#[test]
+fn bad_region_and_bad_usage() {
+    let dir = TempDir::new("cli-bad");
+    let junk = dir.join("junk.img");
+    std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let run = rescue(&["--image", p(&junk), "--target", p(&disk)]);
+    assert_failed(
+        &run,
+        3,
+        "no valid superblock (copy 0: bad magic; copy 1: bad magic); nothing written",
+    );
+    let run = rescue(&["--image", p(&dir.join("missing")), "--target", p(&disk)]);
+    assert_failed(&run, 3, "cannot read region image");
+    assert_same(&std::fs::read(&disk).unwrap(), &[0u8; 4096], "disk");
+    assert_failed(&rescue(&["--bogus"]), 2, "unknown argument \"--bogus\"");
+    assert_failed(&rescue(&["--region", "64M"]), 2, "expected SIZE@PHYS");
+    let cmdline = dir.join("cmdline");
+    std::fs::write(&cmdline, "console=ttyS0 quiet\n").unwrap();
+    assert_failed(
+        &rescue(&["--cmdline", p(&cmdline)]),
+        2,
+        "no rapilog.region=SIZE@PHYS on the kernel command line",
+    );
+    let help = rescue(&["--help"]);
+    assert_eq!(help.code, 0);
+    assert!(help.stdout.contains("exit codes:"));
+}
+
+/// A "physical memory" file with the region at `PHYS`, a fake sysfs with
+/// the log disk `vda` (and a decoy), and a device directory with regular
+/// files as disks.
+struct Machine {
+    dir: TempDir,
+    sysfs: FakeSysfs,
+    spec: String,
+}
+
+const PHYS: u64 = 0x20_0000;
+
+impl Machine {
+    fn new(s: &Scenario, serial: &str) -> Self {
+        let dir = TempDir::new("cli-machine");
+        let region_len = s.image.bytes().len().div_ceil(4096) * 4096;
+        let mut mem = vec![0u8; PHYS as usize + region_len + 4096];
+        mem[PHYS as usize..PHYS as usize + s.image.bytes().len()].copy_from_slice(s.image.bytes());
+        std::fs::write(dir.join("mem"), &mem).unwrap();
+        let sysfs = FakeSysfs::new();
+        sysfs.disk("vda", (253, 0), DISK_SECTORS, 512);
+        sysfs.put("block/vda/serial", format!("{serial}\n").as_bytes());
+        sysfs.disk("vdb", (253, 16), DISK_SECTORS, 512);
+        sysfs.put("block/vdb/serial", b"rl-decoy\n");
+        std::fs::create_dir(dir.join("dev")).unwrap();
+        std::fs::write(dir.join("dev/vda"), &s.disk_before).unwrap();
+        std::fs::write(dir.join("dev/vdb"), &s.disk_before).unwrap();
+        Self {
+            spec: format!("{}K@{PHYS:#x}", region_len / 1024),
+            dir,
+            sysfs,
+        }
+    }
+
+    fn cmdline(&self, extra: &str) -> String {
+        let path = self.dir.join("cmdline");
+        std::fs::write(
+            &path,
+            format!(
+                "console=ttyS0 rapilog.region={} rapilog.reboot=0 {extra}\n",
+                self.spec
+            ),
+        )
+        .unwrap();
+        p(&path).to_string()
+    }
+
+    fn run(&self, cmdline_extra: &str, flags: &[&str]) -> Run {
+        let cmdline = self.cmdline(cmdline_extra);
+        let mem = self.dir.join("mem");
+        let dev = self.dir.join("dev");
+        let mut args = vec![
+            "--cmdline",
+            &cmdline,
+            "--mem",
+            p(&mem),
+            "--sysfs",
+            p(self.sysfs.root()),
+            "--dev-dir",
+            p(&dev),
+        ];
+        args.extend_from_slice(flags);
+        rescue(&args)
+    }
+
+    fn region(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("mem")).unwrap()[PHYS as usize..].to_vec()
+    }
+
+    fn disk(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join("dev").join(name)).unwrap()
+    }
+}
+
+#[test]
+fn crash_kernel_mode_finds_the_disk_by_identity() {
+    for flags in [&[][..], &["--read"][..]] {
+        let (s, _) = mixed();
+        let m = Machine::new(&s, "rl-log");
+        let run = m.run(&format!("rapilog.disk={DISK_ID}"), flags);
+        assert_eq!(run.code, 0, "{flags:?}\n{}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout
+                .contains("(vda 253:0, serial:rl-log, 256 sectors, 512-byte blocks)"),
+            "{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("via "), "{}", run.stdout);
+        assert_same(&m.disk("vda"), &s.expected, "log disk");
+        assert_same(&m.disk("vdb"), &s.disk_before, "decoy disk");
+        let sb = ActiveSuperblock::load(&m.region(), SoftwareCrc32c)
+            .unwrap()
+            .superblock;
+        assert_eq!(sb.state, RegionState::Clean);
+        assert_eq!(sb.last_replay.report.records_applied, 4);
+    }
+}
+
+#[test]
+fn crash_kernel_mode_refusals_write_nothing() {
+    let (s, _) = mixed();
+    // The disk with the region's identity is missing.
+    let m = Machine::new(&s, "rl-other");
+    let run = m.run("", &["--wait", "0"]);
+    assert_failed(
+        &run,
+        4,
+        "no disk has identity serial:rl-log (seen: vda serial:rl-other, /dev/disk/by-id/virtio-rl-other; \
+         vdb serial:rl-decoy, /dev/disk/by-id/virtio-rl-decoy); nothing written",
+    );
+    // Two disks claim it.
+    m.sysfs.put("block/vda/serial", b"rl-log");
+    m.sysfs.put("block/vdb/serial", b"rl-log");
+    let run = m.run("", &[]);
+    assert_failed(
+        &run,
+        4,
+        "2 disks have identity serial:rl-log: vda, vdb; refusing to guess",
+    );
+    // The configuration names another disk than the region.
+    let run = m.run("rapilog.disk=serial:rl-decoy", &[]);
+    assert_failed(&run, 4, "configuration names disk serial:rl-decoy");
+    // The live driver owns the region.
+    m.sysfs.put("module/rapilog/refcnt", b"1");
+    let run = m.run("", &[]);
+    assert_failed(&run, 2, "rapilog.ko is loaded");
+    assert_same(&m.disk("vda"), &s.disk_before, "vda");
+    assert_same(&m.disk("vdb"), &s.disk_before, "vdb");
+    assert_same(
+        &m.region()[..s.image.bytes().len()],
+        s.image.bytes(),
+        "region",
+    );
+}
+
+#[test]
+fn dry_run_verifies_and_writes_nothing() {
+    let (s, _) = mixed();
+    let m = Machine::new(&s, "rl-log");
+    let run = m.run("rapilog.dry_run=1", &[]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("would apply 4 record(s), 3584 bytes onto"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("region=dry-run"), "{}", run.stdout);
+    assert_same(&m.disk("vda"), &s.disk_before, "vda");
+    assert_same(
+        &m.region()[..s.image.bytes().len()],
+        s.image.bytes(),
+        "region",
+    );
+}
+
+#[test]
+fn list_disks() {
+    let (s, _) = mixed();
+    let m = Machine::new(&s, "rl-log");
+    let run = rescue(&["--list-disks", "--sysfs", p(m.sysfs.root())]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        run.stdout,
+        "vda 253:0 256 sectors, 512-byte blocks: serial:rl-log, /dev/disk/by-id/virtio-rl-log\n\
+         vdb 253:16 256 sectors, 512-byte blocks: serial:rl-decoy, /dev/disk/by-id/virtio-rl-decoy\n"
+    );
+}
