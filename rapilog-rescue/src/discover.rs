@@ -25,11 +25,13 @@
 //! | `/dev/disk/by-id/virtio-VALUE` | `serial` (virtio-blk) |
 //! | `/dev/disk/by-id/nvme-VALUE` | `wwid` (NVMe namespace) |
 //! | `/dev/disk/by-id/wwn-0xHEX` | `device/wwid` = `naa.HEX` (SCSI/SATA) |
+//! | `/dev/disk/by-id/nvme-MODEL_SERIAL[_NSID]` | `device/model`, `device/serial`, `nsid` (NVMe) |
 //!
-//! (only when VALUE has no character udev would rewrite: letters, digits,
-//! `#+-.:=@_`). Model-and-serial names (`ata-...`, `nvme-MODEL_SERIAL`,
-//! `scsi-...`) and kernel names (`/dev/vda`) are not understood: use
-//! `serial:`/`wwid:` ids for such disks.
+//! (the first three only when VALUE has no character udev would rewrite:
+//! letters, digits, `#+-.:=@_`; MODEL_SERIAL as udev writes it: whitespace
+//! runs become one `_`, other characters `_`). SATA and SCSI model names
+//! (`ata-...`, `scsi-...`: sysfs shows a truncated model) and kernel names
+//! (`/dev/vda`) are not understood: use `serial:`/`wwid:` ids there.
 //!
 //! A partition NAME*N* has the ids of its disk with `-partN` appended
 //! (`serial:rl-log-part1`, `/dev/disk/by-id/virtio-rl-log-part1`), N being
@@ -179,7 +181,41 @@ pub fn disk_ids(dir: &Path) -> Vec<Vec<u8>> {
     offer(b"/dev/disk/by-id/nvme-", safe(&own_wwid).as_deref());
     let naa = safe(&device_wwid).and_then(|w| w.strip_prefix(b"naa.").map(<[u8]>::to_vec));
     offer(b"/dev/disk/by-id/wwn-0x", naa.as_deref());
+    let is_nvme = dir
+        .file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"nvme"));
+    if let (true, Some(model), Some(serial)) =
+        (is_nvme, attr(&dir.join("device/model")), &device_serial)
+    {
+        let name = udev_name(&[model.as_slice(), b"_", serial].concat());
+        offer(b"/dev/disk/by-id/nvme-", Some(&name));
+        if let Some(nsid) = attr(&dir.join("nsid")) {
+            offer(
+                b"/dev/disk/by-id/nvme-",
+                Some(&[name.as_slice(), b"_", &nsid].concat()),
+            );
+        }
+    }
     ids
+}
+
+/// A name as udev writes it into a symlink: surrounding whitespace removed,
+/// each run of whitespace one `_`, any character it does not keep `_`.
+fn udev_name(value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len());
+    let mut space = false;
+    for &b in trim(value) {
+        if b.is_ascii_whitespace() {
+            space = true;
+            continue;
+        }
+        if space {
+            out.push(b'_');
+            space = false;
+        }
+        out.push(if udev_safe(&[b]) { b } else { b'_' });
+    }
+    out
 }
 
 fn dev_numbers(path: &Path) -> Option<(u32, u32)> {

@@ -22,6 +22,11 @@ fn machine() -> FakeSysfs {
     s.disk("nvme0n1", (259, 0), 1953525168, 4096);
     s.put("block/nvme0n1/wwid", b"eui.0025388b71b2cd31\n");
     s.put("block/nvme0n1/device/serial", b"S4EWNX0R123456      \n");
+    s.put(
+        "block/nvme0n1/device/model",
+        b"Samsung SSD 970 EVO Plus 1TB            \n",
+    );
+    s.put("block/nvme0n1/nsid", b"1\n");
     s.disk("sda", (8, 0), 3907029168, 512);
     s.put("block/sda/device/wwid", b"naa.5000c500a1b2c3d4\n");
     let mut page = vec![0u8, 0x80, 0, 20];
@@ -59,7 +64,9 @@ fn identity_rule_per_device_kind() {
         ids(&[
             "serial:S4EWNX0R123456",
             "wwid:eui.0025388b71b2cd31",
-            "/dev/disk/by-id/nvme-eui.0025388b71b2cd31"
+            "/dev/disk/by-id/nvme-eui.0025388b71b2cd31",
+            // (with the namespace, "_1", it would exceed 64 bytes)
+            "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0R123456",
         ])
     );
     assert_eq!(by("nvme0n1").block_bytes, 4096);
@@ -89,6 +96,10 @@ fn finds_each_disk_and_partition_by_any_of_its_ids() {
         ("/dev/disk/by-id/virtio-rl-log-part1", "vda1"),
         ("/dev/disk/by-id/nvme-eui.0025388b71b2cd31", "nvme0n1"),
         ("/dev/disk/by-id/wwn-0x5000c500a1b2c3d4", "sda"),
+        (
+            "/dev/disk/by-id/nvme-Samsung_SSD_970_EVO_Plus_1TB_S4EWNX0R123456",
+            "nvme0n1",
+        ),
     ] {
         let dev = find_by_id(s.root(), id.as_bytes(), Duration::ZERO).unwrap();
         assert_eq!(dev.name, name, "{id}");
@@ -211,6 +222,27 @@ fn by_id_aliases_only_for_names_udev_keeps() {
     assert_eq!(devs[0].ids, ids(&["wwid:t10.ATA     QEMU HARDDISK"]));
     assert_eq!(devs[1].ids, ids(&["serial:has space"]));
     assert_eq!(devs[1].ids_text(), "serial:has\\x20space");
+}
+
+#[test]
+fn nvme_model_serial_names_follow_udev() {
+    let s = FakeSysfs::new();
+    s.disk("nvme1n1", (259, 5), 1000, 512);
+    s.put("block/nvme1n1/device/model", b"  WD  Blue/SN570 (1TB)\t \n");
+    s.put("block/nvme1n1/device/serial", b"22 03\n");
+    s.put("block/nvme1n1/nsid", b"2\n");
+    s.disk("sdc", (8, 32), 1000, 512); // not NVMe: no model_serial name
+    s.put("block/sdc/device/model", b"QEMU HARDDISK");
+    let devs = scan(s.root()).unwrap();
+    assert_eq!(
+        devs[0].ids,
+        ids(&[
+            "serial:22 03",
+            "/dev/disk/by-id/nvme-WD_Blue_SN570__1TB__22_03",
+            "/dev/disk/by-id/nvme-WD_Blue_SN570__1TB__22_03_2"
+        ])
+    );
+    assert!(devs[1].ids.is_empty());
 }
 
 #[test]
