@@ -343,3 +343,49 @@ def test_rescue_in_crash_kernel_after_panic(guest_factory, make_image, rescue_bi
     sb = superblock(g.read_phys(REGION_START, 1024))
     assert sb["state"] == 1 and sb["replay_by"] == 2 and sb["replay_applied"] == expected["applied"], sb
     assert sb["durable_tail"] == expected["from_seq"] + REGION_SIZE // 4096, sb
+
+
+@pytest.mark.slow
+def test_panic_with_rapilog_loaded_replays_every_acknowledged_write(guest_factory, rescue_bin, krel, tmp_path):
+    """The driver's own region: 200 numbered 4 KiB O_DIRECT writes to
+    /dev/rapilog0 with writeback held back (60 s), a panic, and the crash
+    kernel's rapilog-rescue alone brings them to the disk."""
+    ko = subprocess.run([str(REPO / "kernels/build-module.sh"), krel], check=True,
+                        stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
+    kexec = subprocess.run([str(REPO / "rapilog-rescue/fetch-kexec-tools.sh"), krel], check=True,
+                           stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
+    kdir = fetch_kernel(krel)
+    cpio = subprocess.run([str(REPO / "rapilog-rescue/build-initramfs.sh"), "-k", krel, "-r", str(kdir / "root"),
+                           "-b", rescue_bin, "-o", str(tmp_path / "rescue.cpio.gz")],
+                          check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
+    disk = tmp_path / "log.img"
+    with open(disk, "wb") as f:
+        f.truncate(64 * MiB)
+    g = guest_factory(memmap=REGION, crashkernel="256M", ram_file=True,
+                      disks=[Disk(disk, serial="rl-log")], overlays=[kexec],
+                      files={"/boot/vmlinuz": kdir / "vmlinuz", "/boot/rescue.cpio.gz": cpio,
+                             "/lib/modules/KREL/extra/rapilog.ko": ko})
+    g.boot()
+    insmod = ("insmod /lib/modules/$(uname -r)/extra/rapilog.ko region=" + REGION_PARAM +
+              " backing=$(disk-by-serial rl-log) disk_id=serial:rl-log")
+    g.check(insmod + " writeback_delay_ms=60000")
+    g.check(f"kexec -p /boot/vmlinuz --initrd=/boot/rescue.cpio.gz --append='{crash_append('serial:rl-log')}'",
+            timeout=scaled(60))
+    blocks = 200
+    g.check(f"for i in $(seq 0 {blocks - 1}); do printf 'block %08d ' $i | dd of=/tmp/b bs=4096 count=1 conv=sync "
+            "2>/dev/null; cat /tmp/b; done > /tmp/all && "
+            "dd if=/tmp/all of=/dev/rapilog0 bs=4096 oflag=direct conv=fsync", timeout=scaled(120))
+    assert not open(disk, "rb").read(4096).startswith(b"block "), "written back before the panic"
+
+    mark = g.console_mark()
+    g.send("echo c > /proc/sysrq-trigger")
+    m = g.wait_console(r"rapilog-rescue: report (applied=\S+ .* exit=\d+)", scaled(120), since=mark)
+    r = dict(w.split("=", 1) for w in m.group(1).split())
+    assert r["applied"] == str(blocks) and r["bytes"] == str(blocks * 4096) and r["exit"] == "0", m.group(0)
+    g.wait_booted(scaled(120))
+    data = open(disk, "rb").read(blocks * 4096)
+    missing = [i for i in range(blocks) if not data[i * 4096:].startswith(b"block %08d " % i)]
+    assert not missing, f"{len(missing)} acknowledged blocks missing, e.g. {missing[:5]}"
+    # The driver loads again over the replayed region and disk.
+    g.check(insmod)
+    assert g.check("dd if=/dev/rapilog0 bs=4096 skip=199 count=1 2>/dev/null | head -c 14") == "block 00000199"
