@@ -1,0 +1,460 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `rapilogctl`: see `--help`, README.md and the library docs.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use rapilogctl::{arm, inspect, live, plan, replay, Code, Error, EXIT_CODES};
+
+const ABOUT: &str = "Inspect and operate rapilog: the write-back log buffer in crash-safe memory";
+
+const LONG_ABOUT: &str = "\
+Inspect and operate rapilog: a block driver that completes log writes from a
+reserved, crash-surviving physical memory region and writes the log disk in
+the background; after a panic a kexec crash kernel replays the region.
+
+Offline commands work on any machine: `inspect` decodes a region image (from
+`dump`, or a crashed machine's memory), `replay` writes an image's records
+onto the log disk with the rescue program's own code, `plan` computes the
+boot parameters. Live commands (`status`, `flush`, `dump`, `inspect --live`)
+need the driver's control interface, which the current rapilog.ko does not
+have yet: they fail with exit code 7 (module not loaded) or 8 (no control
+interface) and never print made-up state.
+
+Read commands take --json: one JSON document on stdout whose `schema` and
+`schema_version` fields name its format (userspace-ctl/README.md). Errors go
+to stderr as one line `rapilogctl: error: ...`; with --json, stdout also gets
+{\"schema\": \"rapilogctl.error\", \"schema_version\": 1, \"exit_code\": N, \"error\": \"...\"}.";
+
+#[derive(Parser, Debug)]
+#[command(name = "rapilogctl", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXIT_CODES)]
+struct Cli {
+    /// sysfs mount point (for tests and chroots)
+    #[arg(long, global = true, default_value = "/sys", hide = true)]
+    sysfs: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+struct JsonFlag {
+    /// Print one JSON document on stdout (schema in userspace-ctl/README.md)
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Live state of a rapilog device (needs the driver's control interface: exit 7 or 8 for now)
+    #[command(long_about = "\
+Live state of a rapilog device: backing disk, region address and size,
+dirty bytes against the dirty bound, records, head and tail, writeback rate,
+hold-up window, protection mode, IOMMU fence, crash kernel armed or not,
+errors, last replay report, with a one-line verdict.
+
+Needs the driver's control interface, which the loaded rapilog.ko does not
+have yet: exits 7 if the module is not loaded or DEV does not exist, else 8.")]
+    Status {
+        /// The rapilog device (default: rapilog0)
+        dev: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Decode a region: superblock copies, every record of the live window, replay decisions
+    #[command(long_about = "\
+Decode a region with the shared format crate: both superblock copies
+(generation, checksum, which is current), geometry, disk identity, epoch,
+state, durable tail and head hint, the last replay report; then every
+non-empty slot of the live window (seq, slot, sector, length, descriptor and
+payload checksum, the replay decision and the reason for a skip), and a
+summary.
+
+The decision is the replay planner's own: `apply` exactly when a replay
+would write the record. Read-only: nothing is written anywhere.
+
+Exit: 0 decoded, 1 damaged records (acknowledged data may be lost), 2 bad
+arguments or unreadable file, 3 not a rapilog region or unknown version,
+77 /dev/mem needs root; --live: 7 or 8 (no control interface yet).")]
+    Inspect {
+        /// Region image file (from `rapilogctl dump`, or a copy of a crashed machine's region)
+        #[arg(long, value_name = "FILE", group = "source")]
+        image: Option<PathBuf>,
+        /// Physical region through /dev/mem: ADDR,SIZE (e.g. 0x60000000,64M; root)
+        #[arg(long, value_name = "ADDR,SIZE", group = "source")]
+        mem: Option<String>,
+        /// The live device's region (needs the driver's control interface)
+        #[arg(long, group = "source")]
+        live: bool,
+        /// Memory device for --mem
+        #[arg(long, value_name = "PATH", default_value = "/dev/mem", hide = true)]
+        mem_device: PathBuf,
+        /// List empty slots too
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Drain the device's dirty data to the log disk and wait (needs the control interface: exit 7 or 8)
+    #[command(long_about = "\
+Drain every dirty record of a rapilog device to its log disk and wait, with
+progress and the final throughput.
+
+Needs the driver's control interface, which the loaded rapilog.ko does not
+have yet: exits 7 if the module is not loaded or DEV does not exist, else 8.")]
+    Flush {
+        /// The rapilog device (default: rapilog0)
+        dev: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Replay a region image onto its log disk (the rescue program's code path)
+    #[command(long_about = "\
+Replay a region image onto its log disk, offline: the rescue program's own
+replay engine (rapilog-rescue), recording `tool` as the replayer in the
+region's report. Prints the same report as rapilog-rescue.
+
+The disk must be the region's: a block device must carry the region's disk
+id (as `rapilog-rescue --list-disks` shows it); a regular file (a disk
+image) has no identity, so --disk-id says which disk it is a copy of. Size
+and logical block size must match too. A refusal writes nothing (exit 4).
+
+--dry-run opens the image and the disk read-only and writes nothing.
+Progress goes to stderr when it is a terminal.
+
+Exit: 0 replayed (or nothing to do), 1 damaged records skipped, 2 bad
+arguments, 3 not a rapilog region, 4 not the region's disk, 5 disk write or
+flush failed, 6 report not recorded in the image, 77 needs root.")]
+    Replay {
+        /// The region image (read-write unless --dry-run: the report is recorded in it)
+        #[arg(long, value_name = "FILE")]
+        image: PathBuf,
+        /// The log disk: a block device, or a disk image file
+        #[arg(long, value_name = "DEV")]
+        disk: PathBuf,
+        /// The disk's identity (needed for an image file; checked for a device), e.g. serial:rl-log
+        #[arg(long, value_name = "ID")]
+        disk_id: Option<String>,
+        /// Logical block size of a disk image file (default: the region's)
+        #[arg(long, value_name = "BYTES")]
+        block_bytes: Option<u32>,
+        /// Verify and report; write nothing
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Save the live region to a file (needs the control interface: exit 7 or 8)
+    #[command(long_about = "\
+Save the live region of a rapilog device to FILE, for support and for
+`rapilogctl inspect --image FILE`.
+
+Needs the driver's control interface, which the loaded rapilog.ko does not
+have yet: exits 7 if the module is not loaded or DEV does not exist, else 8.
+Until then, on a machine where the module is not loaded, root can copy the
+region with `dd if=/dev/mem bs=1M skip=PHYS/1M count=SIZE/1M`.")]
+    Dump {
+        /// Output file
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The rapilog device (default: rapilog0)
+        dev: Option<String>,
+    },
+    /// Print the boot parameters (memmap=, crashkernel=) and region size for this machine
+    #[command(long_about = "\
+Read this machine's memory map (/proc/iomem), kernel command line (existing
+memmap= and crashkernel=), RAM size and block devices, and print the boot
+parameters to add, in kernel command line and /etc/default/grub form, the
+module's region= parameter, and the reasoning.
+
+Region size: half of the power supply's hold-up window (--hold-up-ms,
+default 50) is budgeted for draining dirty data; the region's ring holds at
+most what the log disk writes in that time. The bandwidth is --bandwidth, or
+measured with --disk DEV --measure: with --scratch FILE by writing up to
+64 MiB with O_DIRECT to FILE (created, must not exist, then removed), else by
+reading DEV with O_DIRECT (read-only) and halving the read bandwidth. No
+disk is ever written without --scratch. Default: 100 MB/s, assumed.
+
+Exit: 0 planned, 1 no room in RAM or a measurement failed, 2 bad arguments
+or unreadable input, 77 needs root (/proc/iomem hides addresses otherwise).")]
+    Plan {
+        /// Power supply hold-up window, milliseconds
+        #[arg(long, value_name = "MS", default_value_t = 50)]
+        hold_up_ms: u64,
+        /// Log disk write bandwidth, MB/s (10^6 bytes), instead of measuring
+        #[arg(long, value_name = "MB_PER_S")]
+        bandwidth: Option<f64>,
+        /// The log disk (for --measure)
+        #[arg(long, value_name = "DEV")]
+        disk: Option<PathBuf>,
+        /// Measure the log disk's bandwidth (read-only unless --scratch)
+        #[arg(long, requires = "disk")]
+        measure: bool,
+        /// Measure writes with O_DIRECT to this new file (on the log disk's kind of storage)
+        #[arg(long, value_name = "FILE", requires = "measure")]
+        scratch: Option<PathBuf>,
+        /// Memory map to read
+        #[arg(long, value_name = "FILE", default_value = "/proc/iomem")]
+        iomem: PathBuf,
+        /// Kernel command line to read
+        #[arg(long, value_name = "FILE", default_value = "/proc/cmdline")]
+        cmdline: PathBuf,
+        /// meminfo to read
+        #[arg(long, value_name = "FILE", default_value = "/proc/meminfo")]
+        meminfo: PathBuf,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Load the crash kernel (runs `rapilog-arm arm`, as the systemd unit does)
+    #[command(long_about = "\
+Load the kexec crash kernel that replays the region if Linux panics, by
+running `rapilog-arm arm`: the same script, hence the same `kexec -p`
+arguments, as rapilog-crash.service. --print shows the kexec command
+(`rapilog-arm command`) and runs nothing.
+
+Exit: 0 armed, 1 failed (the script's message says why), 2 script missing or
+bad configuration, 77 needs root.")]
+    Arm {
+        #[command(flatten)]
+        script: ArmScript,
+        /// Print the kexec command only (`rapilog-arm command`); needs no root
+        #[arg(long)]
+        print: bool,
+    },
+    /// Unload the crash kernel (runs `rapilog-arm disarm`)
+    #[command(long_about = "\
+Unload the kexec crash kernel by running `rapilog-arm disarm` (kexec -p -u).
+While disarmed, a panic is answered by the module's replay at the next warm
+boot only.
+
+Exit: 0 disarmed, 1 failed, 2 script missing or bad configuration, 77 needs root.")]
+    Disarm {
+        #[command(flatten)]
+        script: ArmScript,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ArmScript {
+    /// The rapilog-arm script
+    #[arg(long, value_name = "PATH", default_value = arm::DEFAULT_SCRIPT)]
+    arm_script: PathBuf,
+    /// Its configuration (default: the script's, /etc/rapilog/rapilog.conf)
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, value);
+    let _ = writeln!(out);
+}
+
+fn run(cli: Cli) -> Result<Code, (Error, bool)> {
+    let sysfs = cli.sysfs;
+    match cli.command {
+        Command::Status { dev, json } => Err((
+            live::unavailable("status", &sysfs, dev.as_deref()),
+            json.json,
+        )),
+        Command::Flush { dev, json } => Err((
+            live::unavailable("flush", &sysfs, dev.as_deref()),
+            json.json,
+        )),
+        Command::Dump { dev, out: _ } => {
+            Err((live::unavailable("dump", &sysfs, dev.as_deref()), false))
+        }
+        Command::Inspect {
+            image,
+            mem,
+            live: is_live,
+            mem_device,
+            all,
+            json,
+        } => {
+            let j = json.json;
+            let source = match (image, mem) {
+                (Some(path), _) => inspect::Source::Image(path),
+                (None, Some(text)) => {
+                    let spec = inspect::parse_mem(&text)
+                        .map_err(|e| (Error::new(Code::Usage, format!("--mem {e}")), j))?;
+                    inspect::Source::Memory {
+                        device: mem_device,
+                        spec,
+                    }
+                }
+                (None, None) if is_live => {
+                    return Err((live::unavailable("inspect --live", &sysfs, None), j))
+                }
+                (None, None) => {
+                    return Err((
+                        Error::new(
+                            Code::Usage,
+                            "inspect needs --image FILE, --mem ADDR,SIZE or --live",
+                        ),
+                        j,
+                    ))
+                }
+            };
+            let inspection = inspect::run(&source, all).map_err(|e| (e, j))?;
+            if j {
+                print_json(&inspection);
+            } else {
+                print!("{}", inspect::render(&inspection));
+            }
+            Ok(inspection.code())
+        }
+        Command::Replay {
+            image,
+            disk,
+            disk_id,
+            block_bytes,
+            dry_run,
+            json,
+        } => {
+            let j = json.json;
+            let req = replay::Request {
+                image,
+                disk,
+                disk_id,
+                block_bytes,
+                dry_run,
+                sysfs,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let done = replay::run(&req).map_err(|e| (e, j))?;
+            if j {
+                print_json(&done.json());
+            } else {
+                if dry_run {
+                    println!("rapilogctl: dry run: verifying only, nothing will be written");
+                }
+                for line in done.lines() {
+                    println!("rapilogctl: {line}");
+                }
+            }
+            Ok(done.code())
+        }
+        Command::Plan {
+            hold_up_ms,
+            bandwidth,
+            disk,
+            measure,
+            scratch,
+            iomem,
+            cmdline,
+            meminfo,
+            json,
+        } => {
+            let j = json.json;
+            let machine = plan::gather(&plan::Inputs {
+                iomem,
+                cmdline,
+                meminfo,
+                sysfs,
+            })
+            .map_err(|e| (e, j))?;
+            let bw = match (bandwidth, measure, &disk, &scratch) {
+                (Some(mb), _, _, _) if mb > 0.0 && mb.is_finite() => plan::Bandwidth {
+                    bytes_per_s: (mb * 1e6) as u64,
+                    source: "given",
+                    note: "given with --bandwidth".into(),
+                },
+                (Some(_), _, _, _) => {
+                    return Err((
+                        Error::new(Code::Usage, "--bandwidth must be a positive number of MB/s"),
+                        j,
+                    ))
+                }
+                (None, true, Some(_), Some(scratch)) => {
+                    let b = plan::measure_write(scratch).map_err(|e| (e, j))?;
+                    plan::Bandwidth {
+                        bytes_per_s: b,
+                        source: "measured-write",
+                        note: format!("measured: O_DIRECT writes to {}", scratch.display()),
+                    }
+                }
+                (None, true, Some(dev), None) => {
+                    let b = plan::measure_read(dev).map_err(|e| (e, j))?;
+                    plan::Bandwidth {
+                        bytes_per_s: b / 2,
+                        source: "estimated-from-read",
+                        note: format!(
+                            "estimated: half of {:.1} MB/s read from {} (writes are usually slower; use --scratch to measure writes)",
+                            b as f64 / 1e6,
+                            dev.display()
+                        ),
+                    }
+                }
+                _ => plan::Bandwidth {
+                    bytes_per_s: plan::DEFAULT_BANDWIDTH,
+                    source: "assumed",
+                    note: "assumed: a slow SATA disk".into(),
+                },
+            };
+            let p = plan::make_plan(&machine, bw, hold_up_ms).map_err(|e| (e, j))?;
+            if j {
+                print_json(&p);
+            } else {
+                print!("{}", plan::render(&p));
+            }
+            Ok(Code::Ok)
+        }
+        Command::Arm { script, print } => run_arm(if print { "command" } else { "arm" }, script),
+        Command::Disarm { script } => run_arm("disarm", script),
+    }
+}
+
+fn run_arm(action: &'static str, script: ArmScript) -> Result<Code, (Error, bool)> {
+    if action != "command" && !rapilogctl::is_root() {
+        return Err((
+            Error::new(Code::NotRoot, format!("{action} needs root (kexec_load)")),
+            false,
+        ));
+    }
+    let ran = arm::run(&arm::Request {
+        action,
+        script: script.arm_script,
+        config: script.config,
+    })
+    .map_err(|e| (e, false))?;
+    print!("{}", ran.stdout);
+    eprint!("{}", ran.stderr);
+    let code = arm::code(ran.status);
+    if code != Code::Ok {
+        return Err((
+            Error::new(
+                code,
+                format!("`{}` failed with exit status {}", ran.command, ran.status),
+            ),
+            false,
+        ));
+    }
+    if action != "command" {
+        println!("rapilogctl: {action}: done (`{}`)", ran.command);
+    }
+    Ok(code)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err((e, json)) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("rapilogctl: error: {}", e.message);
+            if json {
+                print_json(&serde_json::json!({
+                    "schema": "rapilogctl.error",
+                    "schema_version": 1,
+                    "exit_code": e.code.value(),
+                    "error": e.message,
+                }));
+            }
+            e.code
+        }
+    };
+    ExitCode::from(code.value() as u8)
+}

@@ -1,0 +1,962 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `rapilogctl plan`: boot parameters and a region size for this machine.
+//!
+//! The computation is pure ([`parse_iomem`], [`parse_cmdline`],
+//! [`size_region`], [`choose_address`], [`memmap_param`], [`grub_escape`],
+//! [`make_plan`]) and unit-tested on fixture texts; [`gather`] reads the
+//! machine, and [`measure_write`] / [`measure_read`] time the log disk.
+//!
+//! # Sizing rule
+//!
+//! On a power failure the driver must write every dirty byte to the log disk
+//! within the power supply's hold-up window. Half of the window is budgeted
+//! for the drain (the rest covers noticing the failure, the disk's cache
+//! flush, and a bandwidth that under load is lower than measured). The
+//! region's data ring is then at most `bandwidth x window / 2`, so that even
+//! a full ring drains in time; the region adds the superblocks and the
+//! descriptor table (`Geometry::standard`: 64 bytes per 4 KiB) and is
+//! rounded down to whole MiB, with a floor of [`MIN_REGION_BYTES`].
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rapilog_format::Geometry;
+use serde::Serialize;
+
+use crate::units::{human, kernel_size};
+use crate::{Code, Error};
+
+/// Name of the `--json` document of `plan`.
+pub const SCHEMA: &str = "rapilogctl.plan";
+/// Its version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The driver's largest record (rapilog-blk/region.rs).
+pub const MAX_RECORD_BYTES: u32 = 128 * 1024;
+/// Smallest region recommended: a few hundred records of any size.
+pub const MIN_REGION_BYTES: u64 = 4 << 20;
+/// Region placement alignment (a huge page).
+pub const ALIGN: u64 = 2 << 20;
+/// Memory below this is left alone (legacy DMA zone, the default kernel load address).
+pub const LOW_LIMIT: u64 = 16 << 20;
+/// Crash kernel reservation: a stock Debian kernel plus the small rescue
+/// initramfs boot in it (kexec-tools-config/README.md).
+pub const CRASHKERNEL: &str = "256M";
+/// Bandwidth assumed when none is given or measured: a slow SATA disk.
+pub const DEFAULT_BANDWIDTH: u64 = 100_000_000;
+
+/// One line of `/proc/iomem`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IomemEntry {
+    /// First byte.
+    pub start: u64,
+    /// Last byte (inclusive).
+    pub end: u64,
+    /// Nesting level (two spaces each).
+    pub depth: usize,
+    /// What it is (`System RAM`, `Kernel code`, `Reserved`, ...).
+    pub name: String,
+}
+
+/// Parses `/proc/iomem` (lines `start-end : name`, indented by nesting).
+pub fn parse_iomem(text: &str) -> Vec<IomemEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let indent = line.len() - line.trim_start().len();
+            let (range, name) = line.trim().split_once(" : ")?;
+            let (start, end) = range.split_once('-')?;
+            Some(IomemEntry {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                depth: indent / 2,
+                name: name.trim().to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Whether the addresses are hidden (`/proc/iomem` read without root shows zeros).
+pub fn addresses_hidden(entries: &[IomemEntry]) -> bool {
+    !entries.is_empty() && entries.iter().all(|e| e.start == 0 && e.end == 0)
+}
+
+/// Total `System RAM` (top level).
+pub fn system_ram(entries: &[IomemEntry]) -> u64 {
+    entries
+        .iter()
+        .filter(|e| e.depth == 0 && e.name == "System RAM")
+        .map(|e| e.end - e.start + 1)
+        .sum()
+}
+
+/// A `memmap=` reservation found on the command line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Memmap {
+    /// As written (one entry).
+    pub text: String,
+    /// Size.
+    pub size: u64,
+    /// `$` reserved, `!` persistent memory, `#` ACPI, `@` usable.
+    pub kind: char,
+    /// Start address.
+    pub phys: u64,
+}
+
+/// What the kernel command line already says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CmdlineFacts {
+    /// Every `memmap=` entry (comma lists split).
+    pub memmap: Vec<Memmap>,
+    /// `crashkernel=` as written.
+    pub crashkernel: Option<String>,
+}
+
+/// Parses the parts of the kernel command line that matter here.
+pub fn parse_cmdline(text: &str) -> CmdlineFacts {
+    let mut facts = CmdlineFacts::default();
+    for word in text.split_whitespace() {
+        if word == "--" {
+            break;
+        }
+        if let Some(v) = word.strip_prefix("memmap=") {
+            for entry in v.split(',') {
+                let Some(pos) = entry.find(['$', '!', '#', '@']) else {
+                    continue;
+                };
+                let kind = entry[pos..].chars().next().unwrap_or('$');
+                let (size, phys) = (&entry[..pos], &entry[pos + 1..]);
+                if let (Some(size), Some(phys)) = (
+                    crate::units::parse_size(size),
+                    crate::units::parse_size(phys),
+                ) {
+                    facts.memmap.push(Memmap {
+                        text: entry.to_string(),
+                        size,
+                        kind,
+                        phys,
+                    });
+                }
+            }
+        } else if let Some(v) = word.strip_prefix("crashkernel=") {
+            facts.crashkernel = Some(v.to_string());
+        }
+    }
+    facts
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes.
+pub fn parse_meminfo_total(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The region size and how it was reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sizing {
+    /// Hold-up window.
+    pub hold_up_ms: u64,
+    /// Part of it budgeted for the drain (half).
+    pub drain_budget_ms: u64,
+    /// Log disk write bandwidth, bytes per second.
+    pub bandwidth_bytes_per_s: u64,
+    /// What drains in the budget: the most dirty data allowed.
+    pub dirty_bound_bytes: u64,
+    /// Recommended region size.
+    pub region_bytes: u64,
+    /// Its data ring.
+    pub ring_bytes: u64,
+    /// Its descriptor slots (most records live at once).
+    pub slots: u32,
+    /// The floor was applied: the ring is larger than what drains in time,
+    /// so the driver's dirty bound must be lower than the ring.
+    pub floor_applied: bool,
+}
+
+/// The region size for `bandwidth` bytes/s and a `hold_up_ms` window (see
+/// the module docs).
+pub fn size_region(bandwidth: u64, hold_up_ms: u64) -> Result<Sizing, String> {
+    if bandwidth == 0 || hold_up_ms == 0 {
+        return Err("bandwidth and hold-up window must be positive".into());
+    }
+    let drain_budget_ms = hold_up_ms / 2;
+    let dirty_bound = u64::try_from(u128::from(bandwidth) * u128::from(drain_budget_ms) / 1000)
+        .map_err(|_| "bandwidth too large")?;
+    let ring_of = |region: u64| {
+        Geometry::standard(region, MAX_RECORD_BYTES)
+            .map(|g| g.ring_bytes)
+            .unwrap_or(0)
+    };
+    // Largest whole-MiB region whose ring drains in the budget.
+    let mib = 1u64 << 20;
+    let mut region = (dirty_bound.saturating_mul(64) / 63 + 2 * 4096) / mib * mib;
+    while region > MIN_REGION_BYTES && ring_of(region) > dirty_bound {
+        region -= mib;
+    }
+    while ring_of(region + mib) <= dirty_bound && ring_of(region + mib) > 0 {
+        region += mib;
+    }
+    let floor_applied = region < MIN_REGION_BYTES || ring_of(region) > dirty_bound;
+    let region = region.max(MIN_REGION_BYTES);
+    let geometry = Geometry::standard(region, MAX_RECORD_BYTES).map_err(|e| e.to_string())?;
+    Ok(Sizing {
+        hold_up_ms,
+        drain_budget_ms,
+        bandwidth_bytes_per_s: bandwidth,
+        dirty_bound_bytes: dirty_bound,
+        region_bytes: region,
+        ring_bytes: geometry.ring_bytes,
+        slots: geometry.descriptor_slots,
+        floor_applied,
+    })
+}
+
+/// Where the region goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    /// Start address.
+    pub phys: u64,
+    /// The `System RAM` range it lies in.
+    pub ram_start: u64,
+    /// Its last byte.
+    pub ram_end: u64,
+}
+
+/// A `size`-byte, [`ALIGN`]-aligned range inside top-level `System RAM`,
+/// above [`LOW_LIMIT`], overlapping nothing nested in it (kernel image,
+/// crash kernel, ...): as high as possible below 4 GiB (32-bit DMA-capable
+/// devices and every firmware reach it), else above.
+pub fn choose_address(entries: &[IomemEntry], size: u64) -> Result<Placement, String> {
+    let mut rams: Vec<(usize, &IomemEntry)> = entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.depth == 0 && e.name == "System RAM")
+        .collect();
+    // Below 4 GiB first, then highest first.
+    rams.sort_by_key(|(_, e)| (e.end >= 1 << 32, std::cmp::Reverse(e.end)));
+    for (index, ram) in rams {
+        // Children: the entries nested under this one.
+        let children: Vec<&IomemEntry> = entries[index + 1..]
+            .iter()
+            .take_while(|e| e.depth > 0)
+            .collect();
+        let low = ram.start.max(LOW_LIMIT);
+        let mut top =
+            ram.end
+                .saturating_add(1)
+                .min(if ram.end < 1 << 32 { 1 << 32 } else { u64::MAX });
+        while let Some(start) = top.checked_sub(size).map(|s| s / ALIGN * ALIGN) {
+            if start < low {
+                break;
+            }
+            let end = start + size - 1;
+            match children
+                .iter()
+                .filter(|c| c.start <= end && c.end >= start)
+                .map(|c| c.start)
+                .min()
+            {
+                None => {
+                    return Ok(Placement {
+                        phys: start,
+                        ram_start: ram.start,
+                        ram_end: ram.end,
+                    })
+                }
+                Some(busy) => top = busy,
+            }
+        }
+    }
+    Err(format!(
+        "no free, aligned {} range in System RAM",
+        human(size)
+    ))
+}
+
+/// `memmap=SIZE$PHYS` as on the kernel command line.
+pub fn memmap_param(size: u64, phys: u64) -> String {
+    format!("memmap={}${phys:#x}", kernel_size(size))
+}
+
+/// The same for `/etc/default/grub`, which is expanded twice: `$` is `\\\$`.
+pub fn grub_escape(param: &str) -> String {
+    param.replace('$', "\\\\\\$")
+}
+
+/// A block device, for the plan's list.
+#[derive(Debug, Clone, Serialize)]
+pub struct Disk {
+    /// Kernel name.
+    pub name: String,
+    /// Size.
+    pub bytes: u64,
+    /// Logical block size.
+    pub block_bytes: u32,
+    /// Rotational (`queue/rotational`).
+    pub rotational: bool,
+    /// Identities (the rescue program's rule), text form.
+    pub ids: Vec<String>,
+}
+
+/// Where the bandwidth came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bandwidth {
+    /// Bytes per second used for sizing.
+    pub bytes_per_s: u64,
+    /// `given`, `measured-write`, `estimated-from-read` or `assumed`.
+    pub source: &'static str,
+    /// In words.
+    pub note: String,
+}
+
+/// What the machine says.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// `/proc/iomem`, parsed.
+    #[serde(skip)]
+    pub iomem: Vec<IomemEntry>,
+    /// `MemTotal`.
+    pub mem_total_bytes: Option<u64>,
+    /// What the command line already has.
+    pub cmdline: CmdlineFacts,
+    /// Block devices (whole disks).
+    pub disks: Vec<Disk>,
+}
+
+/// The plan: the `--json` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// [`SCHEMA`].
+    pub schema: &'static str,
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// `System RAM` in `/proc/iomem`.
+    pub system_ram_bytes: u64,
+    /// `MemTotal`.
+    pub mem_total_bytes: Option<u64>,
+    /// Bandwidth used.
+    pub bandwidth: Bandwidth,
+    /// Size computation.
+    pub sizing: Sizing,
+    /// Where.
+    pub placement: Placement,
+    /// A `$` reservation already on the command line large enough to keep.
+    pub existing_memmap: Option<Memmap>,
+    /// The `memmap=` parameter (kernel command line form).
+    pub memmap: String,
+    /// The same, escaped for `/etc/default/grub`.
+    pub memmap_grub: String,
+    /// The `crashkernel=` parameter.
+    pub crashkernel: String,
+    /// `crashkernel=` already on the command line.
+    pub crashkernel_present: bool,
+    /// Parameters still to add (kernel command line form); empty if none.
+    pub add: Vec<String>,
+    /// The same for `/etc/default/grub`.
+    pub add_grub: Vec<String>,
+    /// The module's `region=` parameter.
+    pub module_region: String,
+    /// Block devices.
+    pub disks: Vec<Disk>,
+    /// The reasoning, in plain words.
+    pub reasoning: Vec<String>,
+    /// Things to check.
+    pub warnings: Vec<String>,
+}
+
+/// Builds the plan from what the machine says.
+pub fn make_plan(machine: &Machine, bandwidth: Bandwidth, hold_up_ms: u64) -> Result<Plan, Error> {
+    if machine.iomem.is_empty() {
+        return Err(Error::new(
+            Code::Usage,
+            "the memory map (/proc/iomem) is empty",
+        ));
+    }
+    if addresses_hidden(&machine.iomem) {
+        return Err(Error::new(
+            Code::NotRoot,
+            "/proc/iomem shows no addresses to non-root users: run plan as root (or pass --iomem FILE)",
+        ));
+    }
+    let sizing =
+        size_region(bandwidth.bytes_per_s, hold_up_ms).map_err(|e| Error::new(Code::Usage, e))?;
+    let ram = system_ram(&machine.iomem);
+    let mut reasoning = Vec::new();
+    let mut warnings = Vec::new();
+    reasoning.push(format!(
+        "The hold-up window is {hold_up_ms} ms; half of it, {} ms, is budgeted for draining dirty \
+         data on a power failure (the rest covers noticing the failure, the disk's cache flush and \
+         slower-than-measured writes).",
+        sizing.drain_budget_ms
+    ));
+    reasoning.push(format!(
+        "At {:.1} MB/s ({}) the log disk writes {} ({} bytes) in {} ms: that is the most dirty \
+         data allowed.",
+        bandwidth.bytes_per_s as f64 / 1e6,
+        bandwidth.note,
+        human(sizing.dirty_bound_bytes),
+        sizing.dirty_bound_bytes,
+        sizing.drain_budget_ms
+    ));
+    if sizing.floor_applied {
+        reasoning.push(format!(
+            "That is less than the smallest useful region, so the region is {} (ring {}); the \
+             driver must then keep its dirty bound at {} so the drain still fits.",
+            human(sizing.region_bytes),
+            human(sizing.ring_bytes),
+            human(sizing.dirty_bound_bytes)
+        ));
+    } else {
+        reasoning.push(format!(
+            "A {} region holds a {} ring and {} descriptor slots (superblocks and the table take \
+             the rest), so even a full ring drains within the budget.",
+            kernel_size(sizing.region_bytes),
+            human(sizing.ring_bytes),
+            sizing.slots
+        ));
+    }
+    let existing = machine
+        .cmdline
+        .memmap
+        .iter()
+        .find(|m| m.kind == '$' && m.size >= sizing.region_bytes)
+        .cloned();
+    let placement =
+        match &existing {
+            Some(m) => {
+                reasoning.push(format!(
+                    "The command line already reserves memmap={}: it is large enough, keep it.",
+                    m.text
+                ));
+                let reserved = machine
+                    .iomem
+                    .iter()
+                    .any(|e| e.start == m.phys && e.name == "Reserved");
+                if !reserved {
+                    warnings.push(format!(
+                        "memmap={} is on the command line but /proc/iomem shows no Reserved range \
+                     starting at {:#x}: check the address",
+                        m.text, m.phys
+                    ));
+                }
+                Placement {
+                    phys: m.phys,
+                    ram_start: m.phys,
+                    ram_end: m.phys + m.size - 1,
+                }
+            }
+            None => {
+                let p = choose_address(&machine.iomem, sizing.region_bytes)
+                    .map_err(|e| Error::new(Code::Failed, e))?;
+                reasoning.push(format!(
+                "It goes at {:#x}, {}-aligned, as high as possible inside System RAM {:#x}-{:#x} \
+                 {} and clear of the kernel image and other reservations listed in /proc/iomem; \
+                 the kernel's KASLR avoids memmap= ranges.",
+                p.phys,
+                human(ALIGN),
+                p.ram_start,
+                p.ram_end,
+                if p.ram_end < 1 << 32 { "below 4 GiB" } else { "(no room below 4 GiB)" }
+            ));
+                p
+            }
+        };
+    for m in &machine.cmdline.memmap {
+        if existing.as_ref() != Some(m) {
+            warnings.push(format!(
+                "the command line has another memmap={} ({}): make sure it is not the rapilog region \
+                 of an older plan",
+                m.text,
+                human(m.size)
+            ));
+        }
+    }
+    let memmap = match &existing {
+        Some(m) => format!("memmap={}", m.text),
+        None => memmap_param(sizing.region_bytes, placement.phys),
+    };
+    let region_size = existing.as_ref().map_or(sizing.region_bytes, |m| m.size);
+    let crashkernel = format!("crashkernel={CRASHKERNEL}");
+    let crashkernel_present = machine.cmdline.crashkernel.is_some();
+    reasoning.push(match &machine.cmdline.crashkernel {
+        Some(c) => format!("crashkernel={c} is already there: the crash kernel has its memory."),
+        None => format!(
+            "crashkernel={CRASHKERNEL} reserves memory for the kexec crash kernel that runs \
+             rapilog-rescue (a stock Debian kernel and a small initramfs)."
+        ),
+    });
+    let mut add = Vec::new();
+    if existing.is_none() {
+        add.push(memmap.clone());
+    }
+    if !crashkernel_present {
+        add.push(crashkernel.clone());
+    }
+    let total = machine.mem_total_bytes.unwrap_or(ram).max(1);
+    if region_size + (256 << 20) > total / 4 {
+        warnings.push(format!(
+            "the region plus the crash kernel take more than a quarter of the {} of RAM",
+            human(total)
+        ));
+    }
+    if bandwidth.source == "assumed" {
+        warnings.push(
+            "the log disk's bandwidth was assumed: measure it with --disk DEV --measure \
+             [--scratch FILE], or give it with --bandwidth MB/s"
+                .into(),
+        );
+    }
+    Ok(Plan {
+        schema: SCHEMA,
+        schema_version: SCHEMA_VERSION,
+        system_ram_bytes: ram,
+        mem_total_bytes: machine.mem_total_bytes,
+        bandwidth,
+        module_region: format!("region={}@{:#x}", kernel_size(region_size), placement.phys),
+        sizing,
+        placement,
+        existing_memmap: existing,
+        memmap_grub: grub_escape(&memmap),
+        memmap,
+        crashkernel,
+        crashkernel_present,
+        add_grub: add.iter().map(|p| grub_escape(p)).collect(),
+        add,
+        disks: machine.disks.clone(),
+        reasoning,
+        warnings,
+    })
+}
+
+/// Human output.
+pub fn render(plan: &Plan) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "machine     {} System RAM{}\n",
+        human(plan.system_ram_bytes),
+        plan.mem_total_bytes
+            .map_or(String::new(), |m| format!(", MemTotal {}", human(m)))
+    ));
+    if !plan.disks.is_empty() {
+        let mut rows = vec![["disk", "size", "block", "type", "ids"]
+            .map(String::from)
+            .to_vec()];
+        for d in &plan.disks {
+            rows.push(vec![
+                d.name.clone(),
+                human(d.bytes),
+                d.block_bytes.to_string(),
+                if d.rotational {
+                    "rotational".into()
+                } else {
+                    "solid-state".into()
+                },
+                if d.ids.is_empty() {
+                    "no id".into()
+                } else {
+                    d.ids.join(", ")
+                },
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&crate::inspect::table(
+            &rows,
+            &[false, true, true, false, false],
+        ));
+    }
+    out.push_str("\nWhy:\n");
+    for r in &plan.reasoning {
+        out.push_str(&format!("  - {r}\n"));
+    }
+    out.push('\n');
+    if plan.add.is_empty() {
+        out.push_str("The kernel command line has everything already.\n");
+    } else {
+        out.push_str(&format!(
+            "Add to the kernel command line:\n  {}\n",
+            plan.add.join(" ")
+        ));
+        out.push_str(&format!(
+            "In /etc/default/grub (GRUB_CMDLINE_LINUX_DEFAULT), then update-grub and reboot:\n  {}\n",
+            plan.add_grub.join(" ")
+        ));
+    }
+    out.push_str(&format!(
+        "Module parameter (REGION= in /etc/rapilog/rapilog.conf):\n  {}\n",
+        plan.module_region
+    ));
+    for w in &plan.warnings {
+        out.push_str(&format!("WARNING: {w}\n"));
+    }
+    out
+}
+
+/// Where [`gather`] reads.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// `/proc/iomem`.
+    pub iomem: PathBuf,
+    /// `/proc/cmdline`.
+    pub cmdline: PathBuf,
+    /// `/proc/meminfo`.
+    pub meminfo: PathBuf,
+    /// sysfs.
+    pub sysfs: PathBuf,
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::io(Code::Usage, &format!("cannot read {}", path.display()), &e))
+}
+
+/// Reads the machine.
+pub fn gather(inputs: &Inputs) -> Result<Machine, Error> {
+    let iomem = parse_iomem(&read(&inputs.iomem)?);
+    let cmdline = parse_cmdline(&read(&inputs.cmdline)?);
+    let mem_total_bytes = std::fs::read_to_string(&inputs.meminfo)
+        .ok()
+        .and_then(|t| parse_meminfo_total(&t));
+    let disks = rapilog_rescue::discover::scan(&inputs.sysfs)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.partition.is_none() && d.sectors > 0)
+        .filter(|d| {
+            !["loop", "ram", "zram", "dm-"]
+                .iter()
+                .any(|p| d.name.starts_with(p))
+        })
+        .map(|d| Disk {
+            rotational: std::fs::read_to_string(
+                inputs
+                    .sysfs
+                    .join("block")
+                    .join(&d.name)
+                    .join("queue/rotational"),
+            )
+            .is_ok_and(|t| t.trim() == "1"),
+            ids: d
+                .ids
+                .iter()
+                .map(|i| rapilog_rescue::idtext::IdText(i).to_string())
+                .collect(),
+            name: d.name,
+            bytes: d.sectors * 512,
+            block_bytes: d.block_bytes,
+        })
+        .collect();
+    Ok(Machine {
+        iomem,
+        mem_total_bytes,
+        cmdline,
+        disks,
+    })
+}
+
+const CHUNK: usize = 1 << 20;
+const MEASURE_BYTES: u64 = 64 << 20;
+const MEASURE_TIME: Duration = Duration::from_secs(2);
+
+fn aligned_buffer(storage: &mut Vec<u8>) -> &mut [u8] {
+    storage.resize(CHUNK + 4096, 0);
+    let off = storage.as_ptr().align_offset(4096);
+    &mut storage[off..off + CHUNK]
+}
+
+/// Writes up to 64 MiB (or 2 s) with `O_DIRECT` to `scratch`, which must
+/// not exist, then `fdatasync`s it and removes it: bytes per second.
+pub fn measure_write(scratch: &Path) -> Result<u64, Error> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(scratch)
+        .map_err(|e| {
+            Error::io(
+                Code::Usage,
+                &format!(
+                    "cannot create scratch file {} (it must not exist; O_DIRECT)",
+                    scratch.display()
+                ),
+                &e,
+            )
+        })?;
+    let mut storage = Vec::new();
+    let buf = aligned_buffer(&mut storage);
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(151).wrapping_add(7);
+    }
+    let start = Instant::now();
+    let mut written = 0u64;
+    let result = (|| {
+        while written < MEASURE_BYTES && start.elapsed() < MEASURE_TIME {
+            file.write_all(buf)?;
+            written += CHUNK as u64;
+        }
+        file.sync_data()
+    })();
+    let elapsed = start.elapsed();
+    let _ = std::fs::remove_file(scratch);
+    result.map_err(|e| {
+        Error::io(
+            Code::Failed,
+            &format!("writing scratch file {}", scratch.display()),
+            &e,
+        )
+    })?;
+    Ok((written as f64 / elapsed.as_secs_f64().max(1e-6)) as u64)
+}
+
+/// Reads up to 64 MiB (or 2 s) with `O_DIRECT` from `dev`: bytes per second.
+pub fn measure_read(dev: &Path) -> Result<u64, Error> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev)
+        .map_err(|e| {
+            Error::io(
+                Code::Disk,
+                &format!("cannot open {} (O_DIRECT)", dev.display()),
+                &e,
+            )
+        })?;
+    let mut storage = Vec::new();
+    let buf = aligned_buffer(&mut storage);
+    let start = Instant::now();
+    let mut read = 0u64;
+    while read < MEASURE_BYTES && start.elapsed() < MEASURE_TIME {
+        let n = file
+            .read(buf)
+            .map_err(|e| Error::io(Code::Failed, &format!("reading {}", dev.display()), &e))?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+    }
+    if read == 0 {
+        return Err(Error::new(
+            Code::Failed,
+            format!("{} is empty", dev.display()),
+        ));
+    }
+    Ok((read as f64 / start.elapsed().as_secs_f64().max(1e-6)) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QEMU_IOMEM: &str = "\
+00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+0009fc00-0009ffff : Reserved
+000f0000-000fffff : Reserved
+  000f0000-000fffff : System ROM
+00100000-7ffdffff : System RAM
+  01000000-01e02fff : Kernel code
+  02000000-0246bfff : Kernel rodata
+  02600000-0280a2ff : Kernel data
+  02c88000-02ffffff : Kernel bss
+  6f000000-7effffff : Crash kernel
+7ffe0000-7fffffff : Reserved
+b0000000-bfffffff : PCI MMCONFIG 0000 [bus 00-ff]
+fec00000-fec003ff : IOAPIC 0
+";
+
+    const BIG_IOMEM: &str = "\
+00001000-0009fbff : System RAM
+00100000-bfffffff : System RAM
+  01000000-02276f47 : Kernel code
+  03b32000-03c55fff : Kernel bss
+c0001000-eebfffff : PCI Bus 0000:00
+100000000-63fffffff : System RAM
+";
+
+    #[test]
+    fn iomem_parsing() {
+        let e = parse_iomem(QEMU_IOMEM);
+        assert_eq!(e.len(), 14);
+        assert_eq!(
+            e[5],
+            IomemEntry {
+                start: 0x100000,
+                end: 0x7ffdffff,
+                depth: 0,
+                name: "System RAM".into()
+            }
+        );
+        assert_eq!(e[6].depth, 1);
+        assert_eq!(e[10].name, "Crash kernel");
+        assert_eq!(system_ram(&e), 0x9ec00 + 0x7fee0000);
+        assert!(!addresses_hidden(&e));
+        let hidden =
+            parse_iomem("00000000-00000000 : System RAM\n  00000000-00000000 : Kernel code\n");
+        assert!(addresses_hidden(&hidden));
+        assert_eq!(
+            system_ram(&parse_iomem(BIG_IOMEM)),
+            0x9ec00 + 0xbff00000 + 0x540000000
+        );
+    }
+
+    #[test]
+    fn address_avoids_kernel_and_crash_kernel() {
+        let e = parse_iomem(QEMU_IOMEM);
+        let p = choose_address(&e, 64 << 20).unwrap();
+        // The top of RAM below the crash kernel reservation (which ends at
+        // 0x7effffff and is followed by too little room).
+        assert_eq!(p.phys % ALIGN, 0);
+        assert!(p.phys + (64 << 20) <= 0x6f000000, "{:#x}", p.phys);
+        assert_eq!(p.phys, 0x6f000000 - (64 << 20));
+        assert_eq!((p.ram_start, p.ram_end), (0x100000, 0x7ffdffff));
+        // Big machine: below 4 GiB, at the top of the low RAM.
+        let e = parse_iomem(BIG_IOMEM);
+        let p = choose_address(&e, 64 << 20).unwrap();
+        assert_eq!(p.phys, 0xc000_0000 - (64 << 20));
+        // Too large for low memory: above 4 GiB.
+        let p = choose_address(&e, 4 << 30).unwrap();
+        assert!(p.phys >= 1 << 32 && p.phys + (4 << 30) <= 0x6_4000_0000);
+        assert!(choose_address(&e, 64 << 30).is_err());
+        // Never below 16 MiB or over the kernel.
+        let tiny =
+            parse_iomem("00100000-03ffffff : System RAM\n  01000000-02ffffff : Kernel code\n");
+        assert_eq!(choose_address(&tiny, 16 << 20).unwrap().phys, 0x0300_0000);
+        assert_eq!(
+            choose_address(&tiny, 32 << 20).unwrap_err(),
+            "no free, aligned 32.0 MiB range in System RAM"
+        );
+    }
+
+    #[test]
+    fn cmdline_parsing() {
+        let f = parse_cmdline(
+            "BOOT_IMAGE=/vmlinuz root=/dev/vda1 memmap=64M$0x60000000,1G!4G crashkernel=256M quiet -- memmap=1M$0x0",
+        );
+        assert_eq!(f.crashkernel.as_deref(), Some("256M"));
+        assert_eq!(f.memmap.len(), 2);
+        assert_eq!(
+            f.memmap[0],
+            Memmap {
+                text: "64M$0x60000000".into(),
+                size: 64 << 20,
+                kind: '$',
+                phys: 0x6000_0000
+            }
+        );
+        assert_eq!((f.memmap[1].kind, f.memmap[1].phys), ('!', 4 << 30));
+        assert_eq!(parse_cmdline("quiet"), CmdlineFacts::default());
+        assert_eq!(
+            parse_meminfo_total("MemTotal:        2030000 kB\nMemFree: 1 kB\n"),
+            Some(2030000 * 1024)
+        );
+    }
+
+    #[test]
+    fn parameters() {
+        assert_eq!(memmap_param(64 << 20, 0x6000_0000), "memmap=64M$0x60000000");
+        assert_eq!(
+            grub_escape("memmap=64M$0x60000000"),
+            "memmap=64M\\\\\\$0x60000000"
+        );
+        assert_eq!(
+            grub_escape("memmap=64M$0x60000000"),
+            r"memmap=64M\\\$0x60000000"
+        );
+    }
+
+    #[test]
+    fn sizing() {
+        // 500 MB/s, 50 ms: 25 ms drain budget, 12.5 MB dirty bound.
+        let s = size_region(500_000_000, 50).unwrap();
+        assert_eq!((s.drain_budget_ms, s.dirty_bound_bytes), (25, 12_500_000));
+        assert_eq!(s.region_bytes, 12 << 20);
+        assert!(s.ring_bytes <= s.dirty_bound_bytes && !s.floor_applied);
+        // One more MiB would not drain in time.
+        let bigger = Geometry::standard(13 << 20, MAX_RECORD_BYTES).unwrap();
+        assert!(bigger.ring_bytes > s.dirty_bound_bytes);
+        // A slow disk gets the floor, flagged.
+        let s = size_region(20_000_000, 50).unwrap();
+        assert_eq!(s.region_bytes, MIN_REGION_BYTES);
+        assert!(s.floor_applied);
+        // Fast disk, long window.
+        let s = size_region(3_000_000_000, 150).unwrap();
+        assert_eq!(s.dirty_bound_bytes, 225_000_000);
+        assert!(s.ring_bytes <= 225_000_000 && s.region_bytes % (1 << 20) == 0);
+        assert!(
+            Geometry::standard(s.region_bytes + (1 << 20), MAX_RECORD_BYTES)
+                .unwrap()
+                .ring_bytes
+                > 225_000_000
+        );
+        assert!(size_region(0, 50).is_err() && size_region(1, 0).is_err());
+    }
+
+    fn machine(iomem: &str, cmdline: &str) -> Machine {
+        Machine {
+            iomem: parse_iomem(iomem),
+            mem_total_bytes: Some(2 << 30),
+            cmdline: parse_cmdline(cmdline),
+            disks: Vec::new(),
+        }
+    }
+
+    fn given(bytes_per_s: u64) -> Bandwidth {
+        Bandwidth {
+            bytes_per_s,
+            source: "given",
+            note: "given".into(),
+        }
+    }
+
+    #[test]
+    fn whole_plan() {
+        let p = make_plan(
+            &machine(BIG_IOMEM, "root=/dev/vda1 quiet"),
+            given(500_000_000),
+            50,
+        )
+        .unwrap();
+        assert_eq!(p.memmap, "memmap=12M$0xbf400000");
+        assert_eq!(
+            p.add,
+            vec![
+                "memmap=12M$0xbf400000".to_string(),
+                "crashkernel=256M".into()
+            ]
+        );
+        assert_eq!(p.add_grub[0], r"memmap=12M\\\$0xbf400000");
+        assert_eq!(p.module_region, "region=12M@0xbf400000");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let text = render(&p);
+        assert!(
+            text.contains(
+                "Add to the kernel command line:\n  memmap=12M$0xbf400000 crashkernel=256M"
+            ),
+            "{text}"
+        );
+        // Already configured: nothing to add; the existing region is kept.
+        let p = make_plan(
+            &machine(BIG_IOMEM, "memmap=64M$0x60000000 crashkernel=384M"),
+            given(500_000_000),
+            50,
+        )
+        .unwrap();
+        assert!(p.add.is_empty());
+        assert_eq!(p.module_region, "region=64M@0x60000000");
+        assert!(
+            p.warnings[0].contains("no Reserved range"),
+            "{:?}",
+            p.warnings
+        );
+        // Hidden addresses: not root.
+        let e = make_plan(
+            &machine("00000000-00000000 : System RAM\n", ""),
+            given(1),
+            50,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, Code::NotRoot);
+    }
+}

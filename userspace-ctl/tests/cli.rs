@@ -1,0 +1,917 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `rapilogctl` executable against region images built by the format
+//! crate's test helpers (valid, torn, corrupted, other disk), fixture
+//! /proc and sysfs files, and fake `rapilog-arm` scripts: output, `--json`
+//! documents and exit codes.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rapilog_format::test_helpers::{compact_geometry, disk, model_disk, pattern, RegionImage};
+use rapilog_format::{Crc32c, SoftwareCrc32c, SUPERBLOCK_BYTES};
+use serde_json::Value;
+
+const DISK_ID: &str = "serial:rl-log";
+const SECTORS: u64 = 64;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("rapilogctl-test-{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    fn join(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn ctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rapilogctl"))
+        .args(args)
+        .output()
+        .expect("run rapilogctl")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A 4-slot region for DISK_ID (64 sectors): records at seq 0 (2 sectors
+/// at 0), 1 (torn: never published), 2 (1 sector at 10), 3 (1 sector at 63).
+fn scenario() -> RegionImage {
+    let mut image = RegionImage::new(
+        compact_geometry(4, 2048, 1024),
+        disk(DISK_ID, SECTORS, 512),
+        0xE90C,
+    );
+    image.append(0, &pattern(1, 1024)).unwrap();
+    image.append_torn(4, &pattern(2, 512), 512, 40).unwrap();
+    image.append(10, &pattern(3, 512)).unwrap();
+    image
+}
+
+fn write(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn sector(disk: &[u8], n: usize, count: usize) -> &[u8] {
+    &disk[n * 512..(n + count) * 512]
+}
+
+#[test]
+fn help_documents_every_command_and_exit_code() {
+    let o = ctl(&["--help"]);
+    assert_eq!(code(&o), 0);
+    let text = stdout(&o);
+    for cmd in [
+        "status", "inspect", "flush", "replay", "dump", "plan", "arm", "disarm",
+    ] {
+        assert!(
+            text.contains(&format!("\n  {cmd} ")),
+            "{cmd} missing:\n{text}"
+        );
+        let sub = ctl(&[cmd, "--help"]);
+        assert_eq!(code(&sub), 0, "{cmd} --help");
+        assert!(stdout(&sub).contains("Usage: rapilogctl"), "{cmd}");
+    }
+    for line in [
+        "0  done",
+        "3  not a rapilog region",
+        "4  refused",
+        "7  the rapilog module is not loaded",
+        "77  needs root",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    // clap's usage errors are exit 2.
+    assert_eq!(code(&ctl(&["inspect", "--image", "a", "--mem", "0,4K"])), 2);
+    assert_eq!(code(&ctl(&["bogus"])), 2);
+}
+
+#[test]
+fn inspect_valid_region_human() {
+    let dir = TempDir::new("inspect-human");
+    let image = write(&dir, "r.img", scenario().bytes());
+    let o = ctl(&["inspect", "--image", s(&image)]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    for needle in [
+        "copy 0",
+        "copy 1",
+        "state       dirty   epoch 0xe90c",
+        "disk        serial:rl-log   64 sectors",
+        "last replay never",
+        "live window 0..4 (4 slots)",
+        "seq  slot  sector  length  desc crc  payload crc  decision  reason",
+        "bad_descriptor_checksum",
+        "summary     2 to apply (1.5 KiB), 2 skipped: 1 empty, 1 torn or bad descriptor",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    // The empty slot is listed only with --all.
+    assert!(!text.contains(" empty\n"), "{text}");
+    let all = stdout(&ctl(&["inspect", "--image", s(&image), "--all"]));
+    assert!(
+        all.lines()
+            .any(|l| l.trim_start().starts_with('3') && l.ends_with("empty")),
+        "{all}"
+    );
+}
+
+#[test]
+fn inspect_json_schema() {
+    let dir = TempDir::new("inspect-json");
+    let image = write(&dir, "r.img", scenario().bytes());
+    let o = ctl(&["inspect", "--image", s(&image), "--json"]);
+    assert_eq!(code(&o), 0);
+    let v = json(&o);
+    assert_eq!(v["schema"], "rapilogctl.inspect");
+    assert_eq!(v["schema_version"], 1);
+    assert!(v["error"].is_null());
+    let copies = v["superblock_copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 2);
+    assert_eq!(copies.iter().filter(|c| c["active"] == true).count(), 1);
+    for c in copies {
+        assert_eq!(c["valid"], true);
+        assert_eq!(c["checksum"], "ok");
+    }
+    let sb = &v["superblock"];
+    assert_eq!(sb["epoch"], "0xe90c");
+    assert_eq!(sb["state"], "dirty");
+    assert_eq!(sb["durable_tail"], 0);
+    assert_eq!(sb["disk"]["id"], DISK_ID);
+    assert_eq!(sb["disk"]["sectors"], SECTORS);
+    assert_eq!(sb["disk"]["block_bytes"], 512);
+    assert_eq!(sb["geometry"]["descriptor_slots"], 4);
+    assert_eq!(sb["last_replay"]["by"], "never");
+    assert_eq!(v["window"]["start"], 0);
+    assert_eq!(v["window"]["end"], 4);
+    let records = v["records"].as_array().unwrap();
+    assert_eq!(records.len(), 3);
+    let r0 = &records[0];
+    assert_eq!(
+        (
+            r0["seq"].as_u64(),
+            r0["sector"].as_u64(),
+            r0["length"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1024))
+    );
+    assert_eq!(
+        (r0["descriptor_crc"].as_str(), r0["payload_crc"].as_str()),
+        (Some("ok"), Some("ok"))
+    );
+    assert_eq!(
+        (r0["decision"].as_str(), r0["reason"].is_null()),
+        (Some("apply"), true)
+    );
+    assert_eq!(records[1]["decision"], "skip");
+    assert_eq!(records[1]["reason"], "bad_descriptor_checksum");
+    assert_eq!(records[1]["descriptor_crc"], "bad");
+    assert_eq!(records[2]["sector"], 10);
+    let sum = &v["summary"];
+    assert_eq!(sum["slots"], 4);
+    assert_eq!(sum["apply"], 2);
+    assert_eq!(sum["apply_bytes"], 1536);
+    assert_eq!(sum["skipped"]["empty"], 1);
+    assert_eq!(sum["skipped"]["bad_descriptor_checksum"], 1);
+    assert_eq!(sum["damaged"], 0);
+    assert_eq!(sum["planner_agrees"], true);
+    for key in [
+        "malformed",
+        "wrong_epoch",
+        "stale",
+        "bad_payload_checksum",
+        "beyond_disk",
+    ] {
+        assert_eq!(sum["skipped"][key], 0, "{key}");
+    }
+}
+
+#[test]
+fn inspect_corrupted_payload_is_damage() {
+    let dir = TempDir::new("inspect-corrupt");
+    let mut region = scenario();
+    let ring = region.active().superblock.geometry.ring_offset as usize;
+    region.flip_bit(ring * 8 + 3); // first payload (seq 0)
+    let image = write(&dir, "r.img", region.bytes());
+    let o = ctl(&["inspect", "--image", s(&image), "--json"]);
+    assert_eq!(code(&o), 1);
+    let v = json(&o);
+    assert_eq!(v["records"][0]["reason"], "bad_payload_checksum");
+    assert_eq!(v["records"][0]["payload_crc"], "bad");
+    assert_eq!(v["summary"]["damaged"], 1);
+    assert_eq!(v["summary"]["apply"], 1);
+    assert_eq!(v["summary"]["planner_agrees"], true);
+    let text = stdout(&ctl(&["inspect", "--image", s(&image)]));
+    assert!(text.contains("DAMAGED     1 record(s)"), "{text}");
+}
+
+#[test]
+fn inspect_torn_superblock_uses_the_other_copy() {
+    let dir = TempDir::new("inspect-torn-sb");
+    let mut region = scenario();
+    let before = region.active().copy;
+    region.update_superblock(100, |sb| sb.durable_tail = 1);
+    let image = write(&dir, "r.img", region.bytes());
+    let v = json(&ctl(&["inspect", "--image", s(&image), "--json"]));
+    let copies = v["superblock_copies"].as_array().unwrap();
+    let active = copies.iter().find(|c| c["active"] == true).unwrap();
+    let torn = copies.iter().find(|c| c["active"] == false).unwrap();
+    let before = match before {
+        rapilog_format::SuperblockCopy::First => 0,
+        rapilog_format::SuperblockCopy::Second => 1,
+    };
+    assert_eq!(active["copy"], before);
+    assert_eq!(v["superblock"]["copy"], before);
+    assert_eq!(torn["valid"], false);
+    assert_eq!(torn["checksum"], "bad");
+    assert!(torn["error"].as_str().unwrap().contains("checksum"));
+    assert_eq!(v["superblock"]["durable_tail"], 0);
+}
+
+#[test]
+fn inspect_refuses_what_is_not_a_region() {
+    let dir = TempDir::new("inspect-refuse");
+    let zeros = write(&dir, "zeros.img", &vec![0u8; 8192]);
+    let o = ctl(&["inspect", "--image", s(&zeros), "--json"]);
+    assert_eq!(code(&o), 3);
+    let v = json(&o);
+    assert_eq!(v["schema"], "rapilogctl.inspect");
+    assert!(
+        v["error"].as_str().unwrap().contains("no valid superblock"),
+        "{v}"
+    );
+    assert!(v["superblock"].is_null() && v["summary"].is_null());
+    let o = ctl(&["inspect", "--image", s(&zeros)]);
+    assert_eq!(code(&o), 3);
+    assert!(
+        stdout(&o).contains("REFUSED: not a usable rapilog region"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Another format version in both copies.
+    let mut region = scenario();
+    for copy in [0usize, SUPERBLOCK_BYTES] {
+        region.bytes_mut()[copy + 8..copy + 12].copy_from_slice(&2u32.to_le_bytes());
+    }
+    let v2 = write(&dir, "v2.img", region.bytes());
+    let o = ctl(&["inspect", "--image", s(&v2)]);
+    assert_eq!(code(&o), 3);
+    assert!(
+        stdout(&o).contains("unsupported format version 2"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Truncated image.
+    let short = write(&dir, "short.img", &scenario().bytes()[..2048]);
+    assert_eq!(code(&ctl(&["inspect", "--image", s(&short)])), 3);
+
+    // Missing file, no source: bad input.
+    let o = ctl(&["inspect", "--image", s(&dir.join("nope.img")), "--json"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("cannot read image"), "{}", stderr(&o));
+    assert_eq!(json(&o)["schema"], "rapilogctl.error");
+    assert_eq!(json(&o)["exit_code"], 2);
+    assert_eq!(code(&ctl(&["inspect"])), 2);
+    assert_eq!(code(&ctl(&["inspect", "--mem", "0x1000"])), 2);
+}
+
+#[test]
+fn inspect_mem_reads_the_physical_range() {
+    let dir = TempDir::new("inspect-mem");
+    // A fake /dev/mem: the region at 0x3000, padded to a whole page.
+    let mut mem = vec![0xAAu8; 0x3000];
+    let mut region = scenario().into_bytes();
+    region.resize(4096, 0);
+    mem.extend_from_slice(&region);
+    mem.extend_from_slice(&[0x55; 4096]);
+    let dev = write(&dir, "mem", &mem);
+    let o = ctl(&[
+        "inspect",
+        "--mem",
+        "0x3000,4K",
+        "--mem-device",
+        s(&dev),
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert!(
+        v["source"].as_str().unwrap().contains("0x3000"),
+        "{}",
+        v["source"]
+    );
+    assert_eq!(v["summary"]["apply"], 2);
+    // SIZE@ADDR works too; the wrong address is not a region.
+    assert_eq!(
+        code(&ctl(&[
+            "inspect",
+            "--mem",
+            "4K@0x3000",
+            "--mem-device",
+            s(&dev)
+        ])),
+        0
+    );
+    assert_eq!(
+        code(&ctl(&[
+            "inspect",
+            "--mem",
+            "0x1000,4K",
+            "--mem-device",
+            s(&dev)
+        ])),
+        3
+    );
+}
+
+struct ReplaySetup {
+    dir: TempDir,
+    image: PathBuf,
+    disk: PathBuf,
+    disk_before: Vec<u8>,
+    region_before: Vec<u8>,
+}
+
+fn replay_setup(tag: &str, region: RegionImage) -> ReplaySetup {
+    let dir = TempDir::new(tag);
+    let region_before = region.into_bytes();
+    let disk_before = model_disk(SECTORS);
+    ReplaySetup {
+        image: write(&dir, "r.img", &region_before),
+        disk: write(&dir, "disk.img", &disk_before),
+        dir,
+        disk_before,
+        region_before,
+    }
+}
+
+#[test]
+fn replay_dry_run_writes_nothing() {
+    let t = replay_setup("replay-dry", scenario());
+    let o = ctl(&[
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(&t.disk),
+        "--disk-id",
+        DISK_ID,
+        "--dry-run",
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("dry run: verifying only"), "{text}");
+    assert!(
+        text.contains("would apply 2 record(s), 1536 bytes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("report applied=2 bytes=1536 empty=1 bad_descriptor=1"),
+        "{text}"
+    );
+    assert!(text.contains("region=dry-run exit=0"), "{text}");
+    assert_eq!(fs::read(&t.disk).unwrap(), t.disk_before);
+    assert_eq!(fs::read(&t.image).unwrap(), t.region_before);
+    // JSON form.
+    let o = ctl(&[
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(&t.disk),
+        "--disk-id",
+        DISK_ID,
+        "--dry-run",
+        "--json",
+    ]);
+    let v = json(&o);
+    assert_eq!(v["schema"], "rapilogctl.replay");
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["report"]["applied"], 2);
+    assert_eq!(v["region_update"], "dry-run");
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(fs::read(&t.disk).unwrap(), t.disk_before);
+}
+
+#[test]
+fn replay_writes_records_and_the_report() {
+    let t = replay_setup("replay", scenario());
+    let o = ctl(&[
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(&t.disk),
+        "--disk-id",
+        DISK_ID,
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("applied 2 record(s), 1536 bytes onto"),
+        "{text}"
+    );
+    assert!(
+        text.contains("report recorded in superblock copy"),
+        "{text}"
+    );
+    let disk = fs::read(&t.disk).unwrap();
+    assert_eq!(sector(&disk, 0, 2), &pattern(1, 1024)[..]);
+    assert_eq!(sector(&disk, 10, 1), &pattern(3, 512)[..]);
+    // The torn record never reaches the disk; nothing else changed.
+    assert_eq!(sector(&disk, 4, 1), sector(&t.disk_before, 4, 1));
+    assert_eq!(sector(&disk, 11, 53), sector(&t.disk_before, 11, 53));
+    // The region is clean, with the tool's report.
+    let v = json(&ctl(&["inspect", "--image", s(&t.image), "--json"]));
+    assert_eq!(v["superblock"]["state"], "clean");
+    assert_eq!(v["superblock"]["durable_tail"], 4);
+    assert_eq!(v["superblock"]["last_replay"]["by"], "tool");
+    assert_eq!(v["superblock"]["last_replay"]["report"]["applied"], 2);
+    assert_eq!(v["summary"]["apply"], 0);
+    // Again: nothing to do, region left as it was.
+    let o = ctl(&[
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(&t.disk),
+        "--disk-id",
+        DISK_ID,
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(json(&o)["region_update"], "already-clean");
+    assert_eq!(fs::read(&t.disk).unwrap(), disk);
+}
+
+#[test]
+fn replay_refuses_the_wrong_disk() {
+    let t = replay_setup("replay-wrong", scenario());
+    let unchanged = |t: &ReplaySetup| {
+        assert_eq!(fs::read(&t.disk).unwrap(), t.disk_before);
+        assert_eq!(fs::read(&t.image).unwrap(), t.region_before);
+    };
+    // Another identity.
+    let o = ctl(&[
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(&t.disk),
+        "--disk-id",
+        "serial:other",
+    ]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("belongs to disk serial:rl-log"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("nothing written"));
+    unchanged(&t);
+    // A file has no identity: --disk-id is required.
+    let o = ctl(&["replay", "--image", s(&t.image), "--disk", s(&t.disk)]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("--disk-id"), "{}", stderr(&o));
+    unchanged(&t);
+    // Another size.
+    let small = write(&t.dir, "small.img", &model_disk(32));
+    let o = ctl(&[
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(&small),
+        "--disk-id",
+        DISK_ID,
+        "--json",
+    ]);
+    assert_eq!(code(&o), 4);
+    assert!(
+        stderr(&o).contains("64 sectors, target has 32"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(json(&o)["exit_code"], 4);
+    // Another block size.
+    let o = ctl(&[
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(&t.disk),
+        "--disk-id",
+        DISK_ID,
+        "--block-bytes",
+        "4096",
+    ]);
+    assert_eq!(code(&o), 4);
+    unchanged(&t);
+    // Even with nothing to apply, the named disk is checked.
+    let empty = RegionImage::new(
+        compact_geometry(4, 2048, 1024),
+        disk(DISK_ID, SECTORS, 512),
+        1,
+    );
+    let e = write(&t.dir, "empty.img", empty.bytes());
+    assert_eq!(
+        code(&ctl(&[
+            "replay",
+            "--image",
+            s(&e),
+            "--disk",
+            s(&small),
+            "--disk-id",
+            DISK_ID
+        ])),
+        4
+    );
+    // No such disk.
+    let o = ctl(&[
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(&t.dir.join("nope")),
+        "--disk-id",
+        DISK_ID,
+    ]);
+    assert_eq!(code(&o), 4);
+}
+
+#[test]
+fn replay_refuses_what_is_not_a_region() {
+    let t = replay_setup("replay-bad-region", scenario());
+    let junk = write(&t.dir, "junk.img", &pattern(9, 4096));
+    let o = ctl(&[
+        "replay",
+        "--image",
+        s(&junk),
+        "--disk",
+        s(&t.disk),
+        "--disk-id",
+        DISK_ID,
+    ]);
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("no valid superblock"), "{}", stderr(&o));
+    assert_eq!(fs::read(&t.disk).unwrap(), t.disk_before);
+    assert_eq!(
+        code(&ctl(&[
+            "replay",
+            "--image",
+            s(&t.dir.join("nope")),
+            "--disk",
+            s(&t.disk),
+            "--disk-id",
+            DISK_ID
+        ])),
+        2
+    );
+}
+
+#[test]
+fn replay_skips_damaged_records_and_says_so() {
+    let mut region = scenario();
+    let ring = region.active().superblock.geometry.ring_offset as usize;
+    region.flip_bit(ring * 8); // seq 0's payload
+    let t = replay_setup("replay-damaged", region);
+    let o = ctl(&[
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(&t.disk),
+        "--disk-id",
+        DISK_ID,
+    ]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("WARNING: 1 damaged record(s) not replayed"),
+        "{}",
+        stdout(&o)
+    );
+    let disk = fs::read(&t.disk).unwrap();
+    assert_eq!(sector(&disk, 0, 2), sector(&t.disk_before, 0, 2));
+    assert_eq!(sector(&disk, 10, 1), &pattern(3, 512)[..]);
+}
+
+#[test]
+fn live_commands_fail_clearly() {
+    let dir = TempDir::new("live");
+    let sysfs = dir.join("sys");
+    fs::create_dir_all(sysfs.join("block")).unwrap();
+    for args in [
+        &["status"][..],
+        &["flush"],
+        &["dump", "--out", "x"],
+        &["inspect", "--live"],
+        &["status", "--json"],
+    ] {
+        let mut all = vec!["--sysfs", s(&sysfs)];
+        all.extend_from_slice(args);
+        let o = ctl(&all);
+        assert_eq!(code(&o), 7, "{args:?}");
+        assert!(
+            stderr(&o).contains("rapilog module is not loaded"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(
+            stdout(&o).is_empty() || json(&o)["exit_code"] == 7,
+            "{args:?}: {}",
+            stdout(&o)
+        );
+    }
+    fs::create_dir_all(sysfs.join("module/rapilog")).unwrap();
+    let o = ctl(&["--sysfs", s(&sysfs), "status"]);
+    assert_eq!(code(&o), 8);
+    assert!(
+        stderr(&o).contains("no control interface yet"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty());
+    let o = ctl(&["--sysfs", s(&sysfs), "flush", "/dev/rapilog7"]);
+    assert_eq!(code(&o), 7);
+    assert!(
+        stderr(&o).contains("no such rapilog device /dev/rapilog7"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
+    let p = write(dir, name, format!("#!/bin/sh\n{body}\n").as_bytes());
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[test]
+fn arm_and_disarm_run_the_script() {
+    let dir = TempDir::new("arm");
+    let log = dir.join("args");
+    let ok = script(
+        &dir,
+        "ok",
+        &format!("echo \"$@\" >> {}; echo \"rapilog-arm: did $*\"", s(&log)),
+    );
+    if rapilogctl::is_root() {
+        let o = ctl(&["arm", "--arm-script", s(&ok), "--config", "/etc/x.conf"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("rapilog-arm: did -c /etc/x.conf arm"),
+            "{}",
+            stdout(&o)
+        );
+        assert!(
+            stdout(&o).contains("rapilogctl: arm: done"),
+            "{}",
+            stdout(&o)
+        );
+        let o = ctl(&["disarm", "--arm-script", s(&ok)]);
+        assert_eq!(code(&o), 0);
+        assert_eq!(
+            fs::read_to_string(&log).unwrap(),
+            "-c /etc/x.conf arm\ndisarm\n"
+        );
+        let bad = script(
+            &dir,
+            "bad",
+            "echo 'rapilog-arm: no memory reserved' >&2; exit 1",
+        );
+        let o = ctl(&["arm", "--arm-script", s(&bad)]);
+        assert_eq!(code(&o), 1);
+        assert!(stderr(&o).contains("no memory reserved"), "{}", stderr(&o));
+        let conf = script(&dir, "conf", "exit 2");
+        assert_eq!(code(&ctl(&["arm", "--arm-script", s(&conf)])), 2);
+        assert_eq!(
+            code(&ctl(&["arm", "--arm-script", s(&dir.join("missing"))])),
+            2
+        );
+    } else {
+        assert_eq!(code(&ctl(&["arm", "--arm-script", s(&ok)])), 77);
+    }
+}
+
+#[test]
+fn arm_print_shows_the_units_kexec_command() {
+    let dir = TempDir::new("arm-print");
+    let conf = write(
+        &dir,
+        "rapilog.conf",
+        b"REGION=64M@0x60000000\nBACKING=/dev/disk/by-id/virtio-rl-log\nKERNEL_RELEASE=7.3.4+deb13-amd64\n\
+CRASH_KERNEL=/boot/vmlinuz-%r\nRESCUE_INITRD=/var/lib/rapilog/rescue-initrd-%r.img\nCRASH_CONSOLE=console=ttyS0,115200\n",
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kexec-tools-config/rapilog-arm");
+    let o = ctl(&[
+        "arm",
+        "--print",
+        "--arm-script",
+        s(&script),
+        "--config",
+        s(&conf),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        "kexec -p /boot/vmlinuz-7.3.4+deb13-amd64 --initrd=/var/lib/rapilog/rescue-initrd-7.3.4+deb13-amd64.img \
+--append=\"console=ttyS0,115200 nr_cpus=1 irqpoll reset_devices panic=10 rapilog.region=64M@0x60000000\""
+    );
+}
+
+const IOMEM: &str = "\
+00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+0009fc00-0009ffff : Reserved
+000f0000-000fffff : Reserved
+00100000-7ffdffff : System RAM
+  01000000-01e02fff : Kernel code
+  02000000-0246bfff : Kernel rodata
+  02600000-0280a2ff : Kernel data
+  02c88000-02ffffff : Kernel bss
+7ffe0000-7fffffff : Reserved
+b0000000-bfffffff : PCI MMCONFIG 0000 [bus 00-ff]
+";
+
+fn plan_fixture(dir: &TempDir, iomem: &str, cmdline: &str) -> Vec<String> {
+    let sysfs = dir.join("sys");
+    let vda = sysfs.join("block/vda");
+    fs::create_dir_all(vda.join("queue")).unwrap();
+    fs::write(vda.join("dev"), "253:0\n").unwrap();
+    fs::write(vda.join("size"), "2097152\n").unwrap();
+    fs::write(vda.join("serial"), "rl-log\n").unwrap();
+    fs::write(vda.join("queue/logical_block_size"), "512\n").unwrap();
+    fs::write(vda.join("queue/rotational"), "0\n").unwrap();
+    vec![
+        "--sysfs".into(),
+        s(&sysfs).into(),
+        "plan".into(),
+        "--iomem".into(),
+        s(&write(dir, "iomem", iomem.as_bytes())).into(),
+        "--cmdline".into(),
+        s(&write(dir, "cmdline", cmdline.as_bytes())).into(),
+        "--meminfo".into(),
+        s(&write(dir, "meminfo", b"MemTotal:        2097000 kB\n")).into(),
+    ]
+}
+
+fn run_plan(base: &[String], extra: &[&str]) -> Output {
+    let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    ctl(&args)
+}
+
+#[test]
+fn plan_from_fixture_files() {
+    let dir = TempDir::new("plan");
+    let base = plan_fixture(
+        &dir,
+        IOMEM,
+        "BOOT_IMAGE=/vmlinuz root=/dev/vda1 console=ttyS0\n",
+    );
+    let o = run_plan(&base, &["--bandwidth", "500"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    for needle in [
+        "vda",
+        "serial:rl-log",
+        "At 500.0 MB/s (given with --bandwidth) the log disk writes 11.9 MiB (12500000 bytes) in 25 ms",
+        "Add to the kernel command line:\n  memmap=12M$0x7f200000 crashkernel=256M",
+        r"memmap=12M\\\$0x7f200000 crashkernel=256M",
+        "region=12M@0x7f200000",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    let v = json(&run_plan(
+        &base,
+        &["--bandwidth", "500", "--hold-up-ms", "100", "--json"],
+    ));
+    assert_eq!(v["schema"], "rapilogctl.plan");
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["sizing"]["hold_up_ms"], 100);
+    assert_eq!(v["sizing"]["dirty_bound_bytes"], 25_000_000);
+    assert_eq!(v["bandwidth"]["source"], "given");
+    assert_eq!(v["crashkernel"], "crashkernel=256M");
+    assert_eq!(v["disks"][0]["name"], "vda");
+    let region = v["sizing"]["region_bytes"].as_u64().unwrap();
+    let phys = v["placement"]["phys"].as_u64().unwrap();
+    assert!(phys >= 0x0300_0000 && phys + region <= 0x7ffe_0000 && phys % (2 << 20) == 0);
+    assert_eq!(v["memmap"], format!("memmap={}M${phys:#x}", region >> 20));
+    // Without a bandwidth: assumed, with a warning.
+    let v = json(&run_plan(&base, &["--json"]));
+    assert_eq!(v["bandwidth"]["source"], "assumed");
+    assert!(v["warnings"][0].as_str().unwrap().contains("--measure"));
+}
+
+#[test]
+fn plan_keeps_an_existing_reservation_and_needs_root_for_addresses() {
+    let dir = TempDir::new("plan-existing");
+    let iomem = IOMEM.replace(
+        "  02c88000-02ffffff : Kernel bss\n",
+        "  02c88000-02ffffff : Kernel bss\n60000000-63ffffff : Reserved\n",
+    );
+    let base = plan_fixture(
+        &dir,
+        &iomem,
+        "root=/dev/vda1 memmap=64M$0x60000000 crashkernel=256M\n",
+    );
+    let v = json(&run_plan(&base, &["--bandwidth", "500", "--json"]));
+    assert_eq!(v["add"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["module_region"], "region=64M@0x60000000");
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 0, "{v}");
+    let text = stdout(&run_plan(&base, &["--bandwidth", "500"]));
+    assert!(
+        text.contains("The kernel command line has everything already."),
+        "{text}"
+    );
+
+    let dir = TempDir::new("plan-hidden");
+    let base = plan_fixture(
+        &dir,
+        "00000000-00000000 : System RAM\n  00000000-00000000 : Kernel code\n",
+        "quiet\n",
+    );
+    let o = run_plan(&base, &["--bandwidth", "500"]);
+    assert_eq!(code(&o), 77);
+    assert!(stderr(&o).contains("run plan as root"), "{}", stderr(&o));
+    // Unreadable input, bad numbers, --measure without --disk: bad usage.
+    assert_eq!(code(&ctl(&["plan", "--iomem", "/nonexistent/iomem"])), 2);
+    assert_eq!(code(&run_plan(&base, &["--bandwidth", "-3"])), 2);
+    assert_eq!(code(&run_plan(&base, &["--measure"])), 2);
+}
+
+#[test]
+fn crc_helper_sanity() {
+    // The test images are checksummed with the same CRC the CLI uses.
+    assert_eq!(SoftwareCrc32c.checksum(b"123456789"), 0xE306_9283);
+}
+
+#[test]
+fn plan_measure_never_touches_an_existing_file() {
+    let dir = TempDir::new("plan-measure");
+    let base = plan_fixture(&dir, IOMEM, "quiet\n");
+    let disk = write(&dir, "disk.img", &model_disk(SECTORS));
+    // An existing scratch file is refused and left as it was.
+    let existing = write(&dir, "precious", b"keep me");
+    let o = run_plan(&base, &["--disk", s(&disk), "--measure", "--scratch", s(&existing)]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("must not exist"), "{}", stderr(&o));
+    assert_eq!(fs::read(&existing).unwrap(), b"keep me");
+    // A new one is written, timed and removed (where O_DIRECT works).
+    let scratch = dir.join("scratch");
+    let o = run_plan(&base, &["--disk", s(&disk), "--measure", "--scratch", s(&scratch), "--json"]);
+    if code(&o) == 0 {
+        let v = json(&o);
+        assert_eq!(v["bandwidth"]["source"], "measured-write");
+        assert!(v["bandwidth"]["bytes_per_s"].as_u64().unwrap() > 0);
+    } else {
+        assert!(stderr(&o).contains("O_DIRECT"), "{}", stderr(&o));
+    }
+    assert!(!scratch.exists());
+    // Read-only estimate from the disk itself: the disk is unchanged.
+    let o = run_plan(&base, &["--disk", s(&disk), "--measure", "--json"]);
+    if code(&o) == 0 {
+        assert_eq!(json(&o)["bandwidth"]["source"], "estimated-from-read");
+    }
+    assert_eq!(fs::read(&disk).unwrap(), model_disk(SECTORS));
+}
