@@ -1,0 +1,326 @@
+"""rapilog's data path in the unmodified Debian kernel: /dev/rapilog0 over a
+log disk, writes completed from the reserved region, reads of the newest
+data, writeback, back-pressure, replay at load after a warm reboot, and
+every load-time refusal leaving region and disk untouched.
+
+Data is checked against a model: every write to /dev/rapilog0 is also
+applied to a file in the guest's tmpfs, and ranges are compared by SHA-256.
+"""
+import hashlib
+import re
+import subprocess
+
+import pytest
+
+from guest import CACHE, REPO, Disk, parse_memmap, scaled
+
+REGION = "64M$0x60000000"
+REGION_START, REGION_SIZE = parse_memmap(REGION)
+REGION_PARAM = "64M@0x60000000"
+KO = "/lib/modules/KREL/extra/rapilog.ko"
+INSMOD = "insmod /lib/modules/$(uname -r)/extra/rapilog.ko"
+MODEL = "/tmp/model.img"
+SPAN = 8 << 20  # bytes of the log disk the tests write and compare
+
+
+@pytest.fixture(scope="module")
+def module_path(krel):
+    out = subprocess.run([str(REPO / "kernels/build-module.sh"), krel], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return out.strip()
+
+
+@pytest.fixture(scope="module")
+def rlio_path():
+    """tests/tools/rlio.rs as a static binary (in-guest I/O loops)."""
+    src = REPO / "tests/tools/rlio.rs"
+    out = CACHE / "tools/rlio"
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["rustc", "--edition", "2021", "-O", "-C", "target-feature=+crt-static",
+                        str(src), "-o", str(out)], check=True)
+    return out
+
+
+def boot(guest_factory, module_path, disks, memmap=REGION, files=None, **kw):
+    g = guest_factory(memmap=memmap, disks=disks, files={KO: module_path, **(files or {})}, **kw)
+    g.boot()
+    return g
+
+
+def dev_of(g, serial: str) -> str:
+    return g.check(f"disk-by-serial {serial}").strip()
+
+
+def insmod(g, params: str) -> tuple[int, str]:
+    """insmod; returns (rc, output + the kernel log lines it caused)."""
+    g.check("dmesg -c > /dev/null")
+    rc, out = g.run(f"{INSMOD} {params}", timeout=scaled(120))
+    return rc, out + g.check("dmesg")
+
+
+def load(g, params: str) -> str:
+    rc, log = insmod(g, params)
+    assert rc == 0, log
+    assert "/dev/rapilog0:" in log, log
+    return log
+
+
+def unload(g) -> str:
+    """rmmod (drains the ring); returns the unload report line."""
+    g.check("dmesg -c > /dev/null")
+    g.check("rmmod rapilog", timeout=scaled(180))
+    log = g.check("dmesg")
+    m = re.search(r"rapilog: unloaded \(region=[^)]*\): (.*)", log)
+    assert m, log
+    return m.group(1)
+
+
+def loaded(g) -> bool:
+    return g.run("grep -q '^rapilog ' /proc/modules")[0] == 0
+
+
+def stat(report: str, pattern: str) -> int:
+    m = re.search(pattern, report)
+    assert m, f"{pattern!r} not in {report!r}"
+    return int(m.group(1))
+
+
+def sha(g, path: str, length: int = SPAN, direct: bool = True) -> str:
+    flag = " iflag=direct" if direct else ""
+    return g.check(f"dd if={path} bs=64k count={length // 65536}{flag} 2>/dev/null | sha256sum").split()[0]
+
+
+def write(g, dev: str, offset: int, size: int, direct: bool = True) -> None:
+    """Writes `size` random bytes at `offset` to dev and to the model:
+    O_DIRECT, or through the page cache followed by fsync. (busybox dd's
+    small buffers are not always 512-byte aligned; it then retries without
+    O_DIRECT, so small "direct" writes may also go through the page cache
+    and reach the device as whole pages, after a read of each page.)"""
+    oflag, conv = ("seek_bytes,direct", "notrunc") if direct else ("seek_bytes", "notrunc,fsync")
+    g.check(f"dd if=/dev/urandom of=/tmp/chunk bs={size} count=1 iflag=fullblock 2>/dev/null && "
+            f"dd if=/tmp/chunk of={dev} bs={size} seek={offset} oflag={oflag} conv={conv} 2>/dev/null && "
+            f"dd if=/tmp/chunk of={MODEL} bs={size} seek={offset} oflag=seek_bytes conv=notrunc 2>/dev/null")
+
+
+def prefill(g, disk: str) -> str:
+    """Random content on the disk's first SPAN bytes, copied to the model."""
+    g.check(f"dd if=/dev/urandom of={MODEL} bs=1M count={SPAN >> 20} 2>/dev/null && "
+            f"dd if={MODEL} of={disk} bs=1M oflag=direct 2>/dev/null")
+    return sha(g, disk)
+
+
+# Mixed sizes and offsets, overlapping one another: 4 KiB-aligned and not,
+# single sectors, records split at 128 KiB, layered overwrites.
+WRITES = [
+    (0, 4096),
+    (3 * 4096, 65536),
+    (7 * 512, 1536),
+    (1 << 20, 1 << 20),
+    ((1 << 20) + (256 << 10) + 512, 8192),
+    ((5 << 20) + 512, 512),
+    (6 << 20, 128 << 10),
+    ((6 << 20) + 4096, 4096),
+    (6 << 20, 512),
+    ((7 << 20) - 1024, 200 << 10),
+]
+
+
+def test_newest_data_wins_and_the_disk_gets_exactly_it(guest_factory, module_path):
+    g = boot(guest_factory, module_path, [Disk("log.img", serial="rl-log", size="64M")])
+    disk = dev_of(g, "rl-log")
+    before = prefill(g, disk)
+    # Writeback held back, so everything below is read from the region.
+    load(g, f"region={REGION_PARAM} backing={disk} writeback_delay_ms=60000")
+    for offset, size in WRITES:
+        write(g, "/dev/rapilog0", offset, size)
+    # Buffered writes through the page cache, made durable with fsync
+    # (a flush request, which the region absorbs).
+    write(g, "/dev/rapilog0", 3 << 20, 300 << 10, direct=False)
+    write(g, "/dev/rapilog0", (3 << 20) + 4096, 4096, direct=False)
+    model = sha(g, MODEL, direct=False)
+    assert model != before
+
+    # Reads before writeback: pieces from records and from the disk, at
+    # several request sizes (one piece per bio, many pieces per bio).
+    assert sha(g, "/dev/rapilog0") == model
+    assert g.check(f"dd if=/dev/rapilog0 bs=1M count={SPAN >> 20} iflag=direct 2>/dev/null | sha256sum").split()[0] == model
+    g.check(f"cmp /dev/rapilog0 {MODEL} -n {SPAN}")  # buffered reads (page cache)
+    small = g.check("dd if=/dev/rapilog0 bs=512 skip=2040 count=32 iflag=direct 2>/dev/null | sha256sum").split()[0]
+    assert small == g.check(f"dd if={MODEL} bs=512 skip=2040 count=32 2>/dev/null | sha256sum").split()[0]
+    # Nothing reached the disk yet, not even with fsync: the flushes were
+    # absorbed by the region.
+    assert sha(g, disk) == before
+
+    report = unload(g)
+    assert stat(report, r"(\d+) flushes absorbed") >= 1
+    assert stat(report, r"reads (\d+) from region") >= 1
+    assert stat(report, r"(\d+) disk errors") == 0
+    records = stat(report, r"writeback (\d+) records")
+    ios = stat(report, r"records in (\d+) disk writes")
+    assert ios < records, report  # adjacent records were merged
+    # The backing disk alone now holds exactly what was written.
+    assert sha(g, disk) == model
+
+    # Loaded again: reads come from the disk, and an idle ring is written
+    # back after the bounded age (1 s by default) without unloading.
+    load(g, f"region={REGION_PARAM} backing={disk}")
+    assert sha(g, "/dev/rapilog0") == model
+    write(g, "/dev/rapilog0", 2 << 20, 64 << 10)
+    g.check("sleep 3")
+    assert sha(g, disk) == sha(g, MODEL, direct=False)
+    unload(g)
+
+
+def timed(g, cmd: str) -> float:
+    """Seconds of wall time `cmd` takes in the guest (busybox time)."""
+    out = g.check(f"time sh -c '{cmd}' 2>&1", timeout=scaled(300))
+    m = re.search(r"real\s+(\d+)m\s*([\d.]+)s", out)
+    assert m, out
+    return int(m.group(1)) * 60 + float(m.group(2))
+
+
+def sync_writes(g, dev: str, count: int) -> dict[str, float]:
+    """`count` x (4 KiB O_DIRECT write + fdatasync) on dev, timed in the guest."""
+    out = g.check(f"rlio sync-writes {dev} {count} 4096", timeout=scaled(300))
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out)}
+
+
+def test_flushes_complete_from_the_region(guest_factory, module_path, rlio_path):
+    g = boot(guest_factory, module_path, [Disk("log.img", serial="rl-log", size="64M", iops=200),
+                                          Disk("raw.img", serial="rl-raw", size="64M", iops=200)],
+             files={"/usr/bin/rlio": rlio_path})
+    disk, raw = dev_of(g, "rl-log"), dev_of(g, "rl-raw")
+    load(g, f"region={REGION_PARAM} backing={disk}")
+    # A database's commit: write 4 KiB, fdatasync (a flush), on rapilog and
+    # on an identical raw disk throttled to 200 IOPS (a 10k rpm disk).
+    fast = sync_writes(g, "/dev/rapilog0", 1000)
+    slow = sync_writes(g, raw, 200)
+    report = unload(g)
+    print(f"\n4 KiB write + fdatasync: rapilog {fast}\n                        raw disk {slow}\nunload: {report}")
+    assert stat(report, r"(\d+) flushes absorbed") >= 1000
+    assert stat(report, r"(\d+) disk errors") == 0
+    # The flush completes from the region, not after a disk round trip.
+    assert fast["iops"] > 3 * slow["iops"], (fast, slow)
+
+
+def test_full_ring_makes_writers_wait_not_fail(guest_factory, module_path):
+    # A 1 MiB region (about seven 128 KiB records) in front of a 200 IOPS
+    # disk: writing 4 MiB must stall for writeback, resume, and lose nothing.
+    g = boot(guest_factory, module_path, [Disk("log.img", serial="rl-log", size="64M", iops=200)],
+             memmap="1M$0x60000000")
+    disk = dev_of(g, "rl-log")
+    before = prefill(g, disk)
+    load(g, f"region=1M@0x60000000 backing={disk}")
+    g.check("dd if=/dev/urandom of=/tmp/big bs=1M count=4 2>/dev/null")
+    took = timed(g, f"dd if=/tmp/big of=/dev/rapilog0 bs=64k seek=16 oflag=direct conv=notrunc")
+    g.check(f"dd if=/tmp/big of={MODEL} bs=64k seek=16 conv=notrunc 2>/dev/null")
+    model = sha(g, MODEL, direct=False)
+    assert model != before
+    assert sha(g, "/dev/rapilog0") == model
+    report = unload(g)
+    print(f"\n4 MiB through a 1 MiB region onto a 200 IOPS disk: {took:.1f} s; {report}")
+    assert stat(report, r"(\d+) writes throttled") >= 1
+    assert stat(report, r"(\d+) disk errors") == 0
+    assert sha(g, disk) == model
+
+
+def test_records_left_by_a_warm_reboot_are_replayed_at_load(guest_factory, module_path):
+    g = boot(guest_factory, module_path, [Disk("log.img", serial="rl-log", size="64M")])
+    disk = dev_of(g, "rl-log")
+    before = prefill(g, disk)
+    load(g, f"region={REGION_PARAM} backing={disk} writeback_delay_ms=60000")
+    for offset, size in WRITES:
+        write(g, "/dev/rapilog0", offset, size)
+    expected = sha(g, MODEL, direct=False)
+    assert sha(g, "/dev/rapilog0") == expected
+    assert sha(g, disk) == before  # still only in the region
+    # reboot -f: no unload, no writeback; RAM (and the region) survives.
+    g.reboot()
+    assert not loaded(g)
+    disk = dev_of(g, "rl-log")
+    assert sha(g, disk) == before
+    log = load(g, f"region={REGION_PARAM} backing={disk}")
+    m = re.search(r"rapilog: region=64M@0x60000000: replayed (\d+) records \((\d+) KiB\) from seq 0 "
+                  r"onto backing=\S+ in \d+ ms; skipped (\d+) empty, (\d+) torn", log)
+    assert m, log
+    assert int(m.group(1)) >= len(WRITES)
+    assert int(m.group(2)) >= sum(size for _, size in WRITES) // 1024
+    assert int(m.group(4)) == 0
+    # Replayed onto the disk before the device went live.
+    assert sha(g, disk) == expected
+    assert sha(g, "/dev/rapilog0") == expected
+    unload(g)
+    # Loading once more finds nothing left to replay.
+    log = load(g, f"region={REGION_PARAM} backing={disk}")
+    assert "nothing to replay" in log, log
+    unload(g)
+    assert sha(g, disk) == expected
+
+
+class Snapshot:
+    """Region bytes (from the host, via the RAM file) and every disk's hash."""
+
+    def __init__(self, g, disks):
+        self.region = hashlib.sha256(g.read_phys(REGION_START, REGION_SIZE)).hexdigest()
+        self.disks = {d: g.check(f"sha256sum {d}").split()[0] for d in disks}
+
+    def __eq__(self, other):
+        return self.region == other.region and self.disks == other.disks
+
+
+def test_refusals_leave_region_and_disks_untouched(guest_factory, module_path):
+    g = boot(guest_factory, module_path,
+             [Disk("log.img", serial="rl-log", size="16M"),
+              Disk("ro.img", serial="rl-ro", size="16M", readonly=True),
+              Disk("small.img", serial="rl-small", size="512K"),
+              Disk("swap.img", serial="rl-swap", size="16M")],
+             ram_file=True)
+    log_disk, ro, small, swap = (dev_of(g, s) for s in ("rl-log", "rl-ro", "rl-small", "rl-swap"))
+    # The region holds a formatted region of log_disk with history, and the
+    # disks hold data: a refusal that wrote anything would show.
+    g.check(f"dd if=/dev/urandom of={log_disk} bs=1M count=16 oflag=direct 2>/dev/null")
+    g.check(f"dd if=/dev/urandom of={small} bs=64k count=8 oflag=direct 2>/dev/null")
+    load(g, f"region={REGION_PARAM} backing={log_disk}")
+    g.check("dd if=/dev/urandom of=/dev/rapilog0 bs=4k count=16 oflag=direct 2>/dev/null")
+    unload(g)
+    g.check(f"mkswap {swap} >/dev/null && swapon {swap}")
+    # A busy range with no RAM behind it: a virtio device's BAR.
+    bar = g.check("grep -m1 virtio-pci-modern /proc/iomem").split(":")[0].strip()
+    bar_start, bar_end = (int(x, 16) for x in bar.split("-"))
+    bar_region = f"{(bar_end + 1 - bar_start) // 1024}K@{bar_start:#x}"
+    cases = [
+        (f"region={REGION_PARAM} backing=/dev/nonexistent",
+         "rapilog: backing=/dev/nonexistent refused: no such file; give the log disk's path"),
+        (f"region={REGION_PARAM} backing=/dev/null",
+         "rapilog: backing=/dev/null refused: not a block device"),
+        (f"region={REGION_PARAM} backing={ro}",
+         f"rapilog: backing={ro} refused: the disk is read-only"),
+        (f"region={REGION_PARAM} backing={swap}",
+         f"rapilog: backing={swap} refused: the disk is busy: claimed exclusively by someone else"),
+        (f"region={REGION_PARAM} backing={small}",
+         f"rapilog: backing={small} refused: 524288 bytes is too small for a log disk"),
+        (f"region=64M@0x10000000 backing={log_disk}",
+         "rapilog: region=64M@0x10000000 refused: that range is usable RAM; "
+         "reserve it at boot with memmap=64M$0x10000000"),
+        (f"region={bar_region} backing={log_disk}",
+         f"rapilog: region={bar_region} refused: it overlaps a range claimed by someone else"),
+        (f"region=8K@0x60000000 backing={log_disk}",
+         "rapilog: region=8K@0x60000000 refused: too small for the format"),
+        (f"region={REGION_PARAM} backing={log_disk} disk_id=another-disk",
+         f"rapilog: region={REGION_PARAM} refused: it holds a rapilog region of another disk "
+         f"(disk_id \"{log_disk}\""),
+    ]
+    disks = [log_disk, ro, small, swap]
+    snapshot = Snapshot(g, disks)
+    for params, message in cases:
+        rc, log = insmod(g, params)
+        assert rc != 0, f"insmod {params} succeeded:\n{log}"
+        assert message in log, log
+        assert not loaded(g)
+        assert Snapshot(g, disks) == snapshot, f"insmod {params} changed the region or a disk"
+    # And the region is still this disk's: it loads (and replays nothing).
+    g.check(f"swapoff {swap}")
+    log = load(g, f"region={REGION_PARAM} backing={log_disk}")
+    assert "nothing to replay" in log, log
+    unload(g)
