@@ -893,13 +893,26 @@ fn plan_measure_never_touches_an_existing_file() {
     let disk = write(&dir, "disk.img", &model_disk(SECTORS));
     // An existing scratch file is refused and left as it was.
     let existing = write(&dir, "precious", b"keep me");
-    let o = run_plan(&base, &["--disk", s(&disk), "--measure", "--scratch", s(&existing)]);
+    let o = run_plan(
+        &base,
+        &["--disk", s(&disk), "--measure", "--scratch", s(&existing)],
+    );
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("must not exist"), "{}", stderr(&o));
     assert_eq!(fs::read(&existing).unwrap(), b"keep me");
     // A new one is written, timed and removed (where O_DIRECT works).
     let scratch = dir.join("scratch");
-    let o = run_plan(&base, &["--disk", s(&disk), "--measure", "--scratch", s(&scratch), "--json"]);
+    let o = run_plan(
+        &base,
+        &[
+            "--disk",
+            s(&disk),
+            "--measure",
+            "--scratch",
+            s(&scratch),
+            "--json",
+        ],
+    );
     if code(&o) == 0 {
         let v = json(&o);
         assert_eq!(v["bandwidth"]["source"], "measured-write");
@@ -914,4 +927,78 @@ fn plan_measure_never_touches_an_existing_file() {
         assert_eq!(json(&o)["bandwidth"]["source"], "estimated-from-read");
     }
     assert_eq!(fs::read(&disk).unwrap(), model_disk(SECTORS));
+}
+
+#[test]
+fn replay_checks_a_block_devices_identity_in_sysfs() {
+    // Any block device node will do: the identity check reads only its
+    // device number and the (fake) sysfs, and refuses before opening it.
+    let Some(node) = ["/dev/loop0", "/dev/vda", "/dev/sda"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| {
+            use std::os::unix::fs::FileTypeExt;
+            fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())
+        })
+    else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let rdev = fs::metadata(node).unwrap().rdev();
+    let (major, minor) = (
+        rapilog_rescue::sys::dev_major(rdev),
+        rapilog_rescue::sys::dev_minor(rdev),
+    );
+    let t = replay_setup("replay-blockdev", scenario());
+    let sysfs = t.dir.join("sys");
+    let dev = sysfs.join("block/fakedisk");
+    fs::create_dir_all(dev.join("queue")).unwrap();
+    fs::write(dev.join("dev"), format!("{major}:{minor}\n")).unwrap();
+    fs::write(dev.join("size"), format!("{SECTORS}\n")).unwrap();
+    fs::write(dev.join("serial"), "another-disk\n").unwrap();
+    let o = ctl(&[
+        "--sysfs",
+        s(&sysfs),
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(node),
+    ]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("is not the region's disk"), "{err}");
+    assert!(
+        err.contains("the region names serial:rl-log, the device has serial:another-disk"),
+        "{err}"
+    );
+    assert!(err.contains("nothing written"), "{err}");
+    // --disk-id must agree with the region even for a device.
+    let o = ctl(&[
+        "--sysfs",
+        s(&sysfs),
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(node),
+        "--disk-id",
+        "serial:x",
+    ]);
+    assert_eq!(code(&o), 4);
+    // A device sysfs does not know is refused too.
+    fs::write(dev.join("dev"), "1:99999\n").unwrap();
+    let o = ctl(&[
+        "--sysfs",
+        s(&sysfs),
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(node),
+        "--dry-run",
+    ]);
+    assert_eq!(code(&o), 4);
+    assert!(stderr(&o).contains("is not in"), "{}", stderr(&o));
+    assert_eq!(fs::read(&t.image).unwrap(), t.region_before);
 }
