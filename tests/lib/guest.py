@@ -72,6 +72,27 @@ def scaled(seconds: float) -> float:
 
 
 BOOT_TIMEOUT = scaled(5 * BOOT_MEASURED_S + 20)  # 62.5 s at scale 1
+# Guest(rootfs=...): boot to agent ready with the Debian rootfs image
+# (initramfs -> rapilog-root-init -> switch_root -> busybox init + rcS +
+# agent), 7.3.4+deb13-amd64, same host seconds as above, measured 2026-11-23
+# interleaved with initramfs boots while other guests loaded the host
+# (load average 3.5-5.7 on 2 cores):
+#   rootfs     10.30 14.92 15.37 15.66 18.16  (median 15.4; guest uptime 11.4)
+#   initramfs   9.38  9.56 11.96 12.56 17.54  (median 12.0; uptime 6.8)
+# and 11.1 12.3 14.2 s for the rootfs on a less loaded host: ~1.3-1.6x the
+# initramfs (Debian's dynamically linked tools start slowly under TCG, on a
+# cold page cache). The timeout derives from the loaded median: 5x + 20 s.
+ROOTFS_BOOT_MEASURED_S = 15.4
+ROOTFS_BOOT_TIMEOUT = scaled(5 * ROOTFS_BOOT_MEASURED_S + 20)  # 97 s at scale 1
+# build-rootfs.sh from scratch (empty cache, kernel already fetched), measured
+# 2026-11-23 with other guests running (load 4-5 on 2 cores): debootstrap
+# 139 s (first stage: 73 MB of .debs from deb.debian.org + extract 66 s;
+# second stage with dpkg force-unsafe-io 73 s), modules + depmod +
+# mkfs.ext4 -d 14 s: 152.8 s (an earlier one-stage run: 135.5 s). The first
+# Guest(rootfs=...) of a fresh checkout pays it; cached afterwards (~0.1 s);
+# a change of the boot files only repacks (~15-25 s).
+ROOTFS_BUILD_MEASURED_S = 152.8
+ROOTFS_BUILD_TIMEOUT = scaled(5 * ROOTFS_BUILD_MEASURED_S + 120)  # 884 s: a hung download fails, not hangs
 CMD_TIMEOUT = scaled(60)  # default for run()/check()
 QMP_TIMEOUT = scaled(10)
 EXIT_TIMEOUT = scaled(30)
@@ -153,8 +174,12 @@ def pinned_krels() -> list[str]:
     return sorted(p.name[: -len(".env")] for p in (REPO / "kernels").glob("*.env"))
 
 
-def _run_script(args: list[str]) -> str:
-    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _run_script(args: list[str], timeout: float | None = None) -> str:
+    try:
+        p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise GuestError(f"{' '.join(map(shlex.quote, args))} did not finish within {timeout:.0f} s:\n"
+                         f"{e.stderr or ''}")
     if p.returncode != 0:
         raise GuestError(f"{' '.join(map(shlex.quote, args))} failed (rc {p.returncode}):\n{p.stderr}")
     return p.stdout.strip().splitlines()[-1]
@@ -205,6 +230,90 @@ def build_initramfs(krel: str = DEFAULT_KREL, files: dict[str, str | Path] | Non
             out = CACHE / "guest" / krel / (f"initramfs-{key}.cpio" if len(args) > 2 else "initramfs.cpio")
             _initramfs_memo[key] = Path(_run_script([str(SCRIPTS / "build-initramfs.sh"), *args, "-o", str(out)]))
         return _initramfs_memo[key]
+
+
+# --- Debian rootfs (qemu-scripts/build-rootfs.sh) ------------------------------------
+ROOTFS_SERIAL = "rl-rootfs"  # virtio serial of the rootfs disk
+ROOT_INIT = "/bin/rapilog-root-init"  # rdinit of the initramfs in rootfs mode
+_rootfs_memo: dict[tuple, Path] = {}
+_rootfs_lock = threading.Lock()
+
+
+def build_rootfs(krel: str = DEFAULT_KREL, packages: list[str] | tuple[str, ...] | None = None) -> Path:
+    """Path of the Debian rootfs image for krel (built on first use, cached in
+    .cache/guest/KREL/; ~ROOTFS_BUILD_MEASURED_S from scratch).
+
+    packages: more Debian packages on top of the default set (fio,
+    e2fsprogs, kexec-tools, dmsetup, ndctl, ...); each set is its own image."""
+    extra = tuple(sorted(set(packages or ())))
+    for pk in extra:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", pk):
+            raise ValueError(f"bad Debian package name {pk!r}")
+    key = (krel, extra)
+    with _rootfs_lock:
+        if key not in _rootfs_memo:
+            args = [str(SCRIPTS / "build-rootfs.sh"), "-k", krel]
+            if extra:
+                args += ["--packages", " ".join(extra)]
+            _rootfs_memo[key] = Path(_run_script(args, ROOTFS_BUILD_TIMEOUT))
+        return _rootfs_memo[key]
+
+
+_modidx_lock = threading.Lock()
+
+
+def rootfs_module_index(krel: str, mods: dict[str, str | Path]) -> Path:
+    """modules.* indexes of the stock modules of krel plus `mods` ({guest path
+    under /lib/modules/KREL/: host file or directory}), made by the host's
+    depmod over a hard-linked copy of the stock tree (~12 s: it decompresses
+    every stock .ko.xz; the rootfs's own depmod takes ~55 s under TCG).
+    Returns a directory of modules.* files,
+    cached by the modules' paths, sizes and mtimes."""
+    prefix = f"/lib/modules/{krel}/"
+    h = hashlib.sha256(krel.encode())
+    for dst, src in sorted(mods.items()):
+        if not dst.startswith(prefix):
+            raise ValueError(f"{dst} is not under {prefix}")
+        src = Path(src).resolve()
+        for p in sorted(src.rglob("*")) if src.is_dir() else [src]:
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{dst}:{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+    out = CACHE / "guest" / krel / f"modidx-{h.hexdigest()[:16]}"
+    with _modidx_lock:
+        if (out / ".done").exists():
+            return out
+        stock = fetch_kernel(krel) / "root" / "lib" / "modules" / krel
+        tmp = Path(tempfile.mkdtemp(prefix=".modidx-", dir=CACHE / "guest" / krel))
+        try:
+            m = tmp / "lib" / "modules" / krel
+            m.mkdir(parents=True)
+            subprocess.run(["cp", "-al", str(stock / "kernel"), str(m / "kernel")], check=True)
+            for f in stock.glob("modules.builtin*"):
+                shutil.copy2(f, m / f.name)
+            if (stock / "modules.order").exists():
+                shutil.copy2(stock / "modules.order", m / "modules.order")
+            for dst, src in mods.items():
+                d = m / dst[len(prefix):]
+                d.parent.mkdir(parents=True, exist_ok=True)
+                if os.path.isdir(src):
+                    shutil.copytree(src, d, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(src, d)
+            p = subprocess.run(["depmod", "-b", str(tmp), krel], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+            if p.returncode != 0:
+                raise GuestError(f"depmod over the stock modules + {sorted(mods)} failed:\n{p.stdout}")
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir()
+            for f in m.glob("modules.*"):
+                if not f.name.startswith(("modules.builtin", "modules.order")):
+                    shutil.copy2(f, out / f.name)
+            (out / ".done").touch()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 @dataclass
@@ -258,7 +367,18 @@ class Guest:
                  load: list[str] | None = None, overlays: list[str | Path] | None = None,
                  initramfs: str | Path | None = None, agent: str = "virtio",
                  no_reboot: bool = False, qemu_args: list[str] | None = None,
-                 log_dir: str | Path | None = None, boot_timeout: float | None = None):
+                 log_dir: str | Path | None = None, boot_timeout: float | None = None,
+                 rootfs: bool | str | Path | list[str] | tuple[str, ...] | None = None):
+        """rootfs: boot the Debian rootfs image instead of staying in the
+        busybox initramfs: True (default image for krel), a list of extra
+        Debian packages (their own image), or the path of an image (raw or
+        qcow2). It is attached through a per-guest qcow2 overlay in the log
+        directory (tests never modify the cached image; restart() keeps the
+        overlay) as a virtio disk with serial ROOTFS_SERIAL, and the initramfs
+        switch_roots into it (qemu-scripts/guest/rapilog-root-init). files=,
+        overlays= and load= apply to the rootfs; modules= is moot (every
+        stock module is there). The agent and boot hooks are the same.
+        """
         self.name = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
         self.krel = krel
         self.mem = parse_size(mem)
@@ -277,7 +397,14 @@ class Guest:
         self.agent = agent
         self.no_reboot = no_reboot
         self.qemu_args = list(qemu_args or [])
-        self.boot_timeout = boot_timeout or BOOT_TIMEOUT
+        if rootfs is False:
+            rootfs = None
+        if isinstance(rootfs, (list, tuple)):
+            rootfs = tuple(rootfs)
+        self.rootfs = rootfs
+        self.rootfs_image: Path | None = None  # resolved at start()
+        self.rootfs_overlay: Path | None = None
+        self.boot_timeout = boot_timeout or (ROOTFS_BOOT_TIMEOUT if rootfs is not None else BOOT_TIMEOUT)
         self.log_dir = Path(log_dir) if log_dir else LOG_ROOT / self.name
         if self.log_dir.exists():
             shutil.rmtree(self.log_dir)
@@ -356,6 +483,8 @@ class Guest:
             args += ["intel_iommu=on", "iommu.strict=1"]
         if self.agent == "serial":
             args.append("rapilog.agent=/dev/ttyS1")
+        if self.rootfs is not None:
+            args += [f"rdinit={ROOT_INIT}", f"rapilog.root={ROOTFS_SERIAL}"]
         if self.append:
             args.append(self.append)
         return " ".join(args)
@@ -407,6 +536,10 @@ class Guest:
                 drive += "," + d.extra
             cmd += ["-drive", drive,
                     "-device", f"virtio-blk-pci,drive=drv-{did},id={did},serial={d.serial}{vdev}"]
+        if self.rootfs_overlay:  # after the test's disks: they keep their vdX names
+            cmd += ["-drive", f"file={self.rootfs_overlay},format=qcow2,if=none,id=drv-rootfs,"
+                              f"cache=writeback,aio=threads,discard=unmap",
+                    "-device", f"virtio-blk-pci,drive=drv-rootfs,id=rootfs,serial={ROOTFS_SERIAL}{vdev}"]
         if self.pvpanic:
             cmd += ["-device", "pvpanic-pci", "-action", f"panic={self.panic_action}"]
         if self.no_reboot:
@@ -420,8 +553,13 @@ class Guest:
             raise GuestError("already running")
         if self.kdir is None:
             self.kdir = fetch_kernel(self.krel)
+        if self.rootfs is not None:
+            self._prepare_rootfs()
         if self.initramfs is None:
-            self.initramfs = build_initramfs(self.krel, self.files, self.modules, self.load, self.overlays)
+            if self.rootfs is not None:
+                self.initramfs = self._rootfs_initramfs()
+            else:
+                self.initramfs = build_initramfs(self.krel, self.files, self.modules, self.load, self.overlays)
         self._run_dir = tempfile.mkdtemp(prefix="rapilog-qemu-")  # short: AF_UNIX path limit
         cmd = self.qemu_cmdline()
         self._starts += 1
@@ -450,6 +588,44 @@ class Guest:
             self.kill()
             raise
         return self
+
+    def _prepare_rootfs(self) -> None:
+        """Resolve the rootfs image and create this guest's overlay (once: a
+        restart() keeps what the guest wrote, like a real disk)."""
+        if self.rootfs_image is None:
+            if self.rootfs is True:
+                self.rootfs_image = build_rootfs(self.krel)
+            elif isinstance(self.rootfs, tuple):
+                self.rootfs_image = build_rootfs(self.krel, self.rootfs)
+            else:
+                self.rootfs_image = Path(self.rootfs).resolve()
+                if not self.rootfs_image.is_file():
+                    raise GuestError(f"rootfs image {self.rootfs_image} does not exist")
+        if self.rootfs_overlay is None or not self.rootfs_overlay.exists():
+            with open(self.rootfs_image, "rb") as f:
+                fmt = "qcow2" if f.read(4) == b"QFI\xfb" else "raw"
+            ov = self.log_dir / "rootfs-overlay.qcow2"
+            p = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(self.rootfs_image),
+                                "-F", fmt, str(ov)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if p.returncode != 0:
+                raise GuestError(f"qemu-img create of the rootfs overlay failed:\n{p.stdout}")
+            self.rootfs_overlay = ov
+
+    def _rootfs_initramfs(self) -> Path:
+        """The busybox initramfs in root mode: rapilog-root-init as rdinit,
+        ext4 among its modules, the test's files and overlays staged under
+        /rootfs-add and /rootfs-overlay/N for rapilog-root-init to copy."""
+        files = {f"/rootfs-add{k if k.startswith('/') else '/' + k}": v for k, v in (self.files or {}).items()}
+        mdir = f"/lib/modules/{self.krel}/"
+        mods = {k.replace("KREL", self.krel): v for k, v in (self.files or {}).items()}
+        mods = {k: v for k, v in mods.items() if k.startswith(mdir)}
+        if mods:
+            for f in rootfs_module_index(self.krel, mods).iterdir():
+                files[f"/rootfs-add{mdir}{f.name}"] = f
+        for i, o in enumerate(self.overlays or []):
+            files[f"/rootfs-overlay/{i:03d}"] = o
+        files[ROOT_INIT] = SCRIPTS / "guest" / "rapilog-root-init"
+        return build_initramfs(self.krel, files, list(self.modules or []) + ["ext4"], self.load)
 
     def boot(self, timeout: float | None = None) -> "Guest":
         """start() and wait_booted()."""
