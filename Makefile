@@ -1,6 +1,7 @@
 # rapilog: top-level build.
 #
-#   make                 module for the default stock kernel + userspace
+#   make                 module for the default stock kernel, userspace tools,
+#                        and the crash kernel's rescue initramfs
 #   make KREL=...        module for another supported kernel (see kernels/*.env)
 #   make KDIR=/lib/modules/$(uname -r)/build
 #                        module against headers installed on this machine
@@ -19,12 +20,12 @@ export KREL KDIR
 CACHE := $(CURDIR)/.cache
 MODULE := $(CACHE)/build/$(KREL)/rapilog.ko
 
-.PHONY: all module userspace test host-test demo bench host-deps host-rust-artifacts clean distclean help
+.PHONY: all module userspace rescue test host-test demo bench host-deps host-rust-artifacts clean distclean help
 
-all: module userspace
+all: module userspace rescue
 
 help:
-	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
 
 # Kbuild decides what to rebuild; the script builds the chroot once if needed.
 module:
@@ -32,6 +33,12 @@ module:
 
 userspace:
 	cargo build --release --workspace
+
+# The crash kernel's initramfs (static rapilog-rescue + the stock disk drivers
+# of KREL, taken from the Debian archive's linux-modules package).
+rescue:
+	rapilog-rescue/build-initramfs.sh -k $(KREL) -r "$$(qemu-scripts/fetch-kernel.sh $(KREL))/root" \
+		-o $(CACHE)/build/$(KREL)/rescue-initramfs.cpio.gz
 
 test:
 	tests/run-all.sh
