@@ -12,8 +12,10 @@
 //! administrator configures: `disk_id=` if given, else the `backing=` path
 //! itself - which is why a `/dev/disk/by-id/...` path is recommended - plus
 //! the disk's size and logical block size, which the format compares too.
-//! rapilog-rescue and rapilogctl must be given the same `disk_id` (or the same
-//! path) to replay the region.
+//! rapilog-rescue finds the disk after a crash by that id: it understands
+//! `serial:...`/`wwid:...` ids and `/dev/disk/by-id/` paths (its
+//! `--list-disks` prints a disk's ids); a kernel name such as `/dev/vda`
+//! cannot be found again, so loading with one logs a warning.
 
 use kernel::prelude::*;
 use kernel::str::BStr;
@@ -62,6 +64,13 @@ pub(crate) fn open(config: &Config) -> Result<(BackingDisk, DiskIdentity)> {
             MIN_DISK_BYTES / 1024
         );
         return Err(ENOSPC);
+    }
+    if config.disk_id == config.backing && !config.backing.starts_with(b"/dev/disk/by-") {
+        pr_warn!(
+            "backing={path} is not a stable name and will be recorded as the disk's identity: \
+             after a crash rapilog-rescue cannot find the disk by it; use a /dev/disk/by-id/ path \
+             or set disk_id= (e.g. serial:..., see rapilog-rescue --list-disks)\n"
+        );
     }
     // Config checked the length against the field's size.
     let id = DiskId::new(config.disk_id).ok_or(EINVAL)?;

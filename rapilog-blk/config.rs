@@ -54,6 +54,18 @@ pub(crate) struct Config {
     pub(crate) disk_id: &'static [u8],
     /// Longest time a record waits before writeback starts, in ms.
     pub(crate) writeback_delay_ms: u32,
+    /// The protection self-test to run after loading, if any.
+    pub(crate) stray_write: Option<StrayWrite>,
+}
+
+/// A deliberate stray write into the region (`test_stray_write=`), to prove
+/// the write protection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StrayWrite {
+    /// Through the permanent read-only view.
+    ThroughView,
+    /// Through the alias of a write window that has been closed.
+    ThroughClosedWindow,
 }
 
 /// A parameter that was missing or malformed, with what to do about it.
@@ -69,6 +81,8 @@ pub(crate) enum ConfigError {
     DiskId(&'static [u8], bool),
     /// `writeback_delay_ms=` is out of range.
     WritebackDelay(u32),
+    /// `test_stray_write=` is not 0, 1 or 2.
+    StrayWrite(u32),
 }
 
 impl Config {
@@ -80,6 +94,7 @@ impl Config {
             params::protect.value(),
             params::disk_id.value(),
             params::writeback_delay_ms.value(),
+            params::test_stray_write.value(),
         )
     }
 
@@ -89,6 +104,7 @@ impl Config {
         protect: &'static [u8],
         disk_id: &'static [u8],
         writeback_delay_ms: u32,
+        stray_write: u32,
     ) -> Result<Self, ConfigError> {
         let region = RegionSpec::parse(region).map_err(|e| ConfigError::Region(region, e))?;
         if !backing.starts_with(b"/") {
@@ -106,12 +122,19 @@ impl Config {
         if writeback_delay_ms > MAX_WRITEBACK_DELAY_MS {
             return Err(ConfigError::WritebackDelay(writeback_delay_ms));
         }
+        let stray_write = match stray_write {
+            0 => None,
+            1 => Some(StrayWrite::ThroughView),
+            2 => Some(StrayWrite::ThroughClosedWindow),
+            n => return Err(ConfigError::StrayWrite(n)),
+        };
         Ok(Self {
             region,
             backing,
             protect,
             disk_id,
             writeback_delay_ms,
+            stray_write,
         })
     }
 }
@@ -144,6 +167,10 @@ impl fmt::Display for ConfigError {
                 "backing={} is longer than {DISK_ID_BYTES} bytes and cannot serve as the disk's identity: \
                  set disk_id= to a stable id of at most {DISK_ID_BYTES} bytes (e.g. its serial or WWN)",
                 Raw(raw)
+            ),
+            Self::StrayWrite(n) => write!(
+                f,
+                "test_stray_write={n} refused: expected 0 (off), 1 (read-only view) or 2 (closed window)"
             ),
             Self::WritebackDelay(ms) => write!(
                 f,

@@ -23,7 +23,8 @@
 //! region is marked clean.
 //!
 //! Also: [`live`] (ring, index and records under one lock), [`metadata`]
-//! (superblock and format writes), [`stats`], [`ratelimit`],
+//! (superblock and format writes), [`stats`], [`ratelimit`], [`stray_write`]
+//! (the write-protection self-test),
 //! [`kernel_display`], [`format`] (the on-region format, shared with
 //! rapilog-rescue and rapilogctl) and [`sys`] (the only `unsafe` code).
 
@@ -41,6 +42,7 @@ mod read_path;
 mod recovery;
 mod region;
 mod stats;
+mod stray_write;
 mod sys;
 mod write_path;
 mod writeback;
@@ -133,6 +135,9 @@ impl kernel::Module for RapiLog {
             BStr::from_bytes(config.backing),
             config.writeback_delay_ms
         );
+        if let Some(kind) = config.stray_write {
+            stray_write::run(&device.region, kind);
+        }
         Ok(Self {
             config,
             disk: Some(disk),

@@ -6,7 +6,6 @@ every load-time refusal leaving region and disk untouched.
 Data is checked against a model: every write to /dev/rapilog0 is also
 applied to a file in the guest's tmpfs, and ranges are compared by SHA-256.
 """
-import hashlib
 import re
 import subprocess
 
@@ -151,6 +150,10 @@ def test_newest_data_wins_and_the_disk_gets_exactly_it(guest_factory, module_pat
     # Nothing reached the disk yet, not even with fsync: the flushes were
     # absorbed by the region.
     assert sha(g, disk) == before
+    # Discard is not offered, and refused without touching anything.
+    rc, out = g.run("blkdiscard /dev/rapilog0")
+    assert rc != 0, out
+    assert sha(g, "/dev/rapilog0") == model
 
     report = unload(g)
     assert stat(report, r"(\d+) flushes absorbed") >= 1
@@ -258,11 +261,25 @@ def test_records_left_by_a_warm_reboot_are_replayed_at_load(guest_factory, modul
     assert sha(g, disk) == expected
 
 
+def region_sha(g) -> str:
+    """SHA-256 of the reserved region, read through /dev/mem in the guest."""
+    mib = 1 << 20
+    return g.check(f"dd if=/dev/mem bs=1M skip={REGION_START // mib} count={REGION_SIZE // mib} "
+                   f"2>/dev/null | sha256sum").split()[0]
+
+
+def region_byte(g, phys: int, value: int | None = None) -> int:
+    """Reads (or first writes) one byte of physical memory via /dev/mem."""
+    if value is not None:
+        g.check(f"printf '\\{value:03o}' | dd of=/dev/mem bs=1 seek={phys} conv=notrunc 2>/dev/null")
+    return int(g.check(f"dd if=/dev/mem bs=1 skip={phys} count=1 2>/dev/null | od -An -tx1"), 16)
+
+
 class Snapshot:
-    """Region bytes (from the host, via the RAM file) and every disk's hash."""
+    """The region's and every disk's hash."""
 
     def __init__(self, g, disks):
-        self.region = hashlib.sha256(g.read_phys(REGION_START, REGION_SIZE)).hexdigest()
+        self.region = region_sha(g)
         self.disks = {d: g.check(f"sha256sum {d}").split()[0] for d in disks}
 
     def __eq__(self, other):
@@ -274,8 +291,7 @@ def test_refusals_leave_region_and_disks_untouched(guest_factory, module_path):
              [Disk("log.img", serial="rl-log", size="16M"),
               Disk("ro.img", serial="rl-ro", size="16M", readonly=True),
               Disk("small.img", serial="rl-small", size="512K"),
-              Disk("swap.img", serial="rl-swap", size="16M")],
-             ram_file=True)
+              Disk("swap.img", serial="rl-swap", size="16M")])
     log_disk, ro, small, swap = (dev_of(g, s) for s in ("rl-log", "rl-ro", "rl-small", "rl-swap"))
     # The region holds a formatted region of log_disk with history, and the
     # disks hold data: a refusal that wrote anything would show.
@@ -324,3 +340,32 @@ def test_refusals_leave_region_and_disks_untouched(guest_factory, module_path):
     log = load(g, f"region={REGION_PARAM} backing={log_disk}")
     assert "nothing to replay" in log, log
     unload(g)
+
+
+@pytest.mark.parametrize("protect, mode, faults", [
+    ("window", 1, "permissions violation"),  # the read-only view
+    ("window", 2, "not-present page"),  # a write window after it closed
+    ("off", 1, None),  # control: without protection the byte changes
+])
+def test_stray_writes_into_the_region_fault(guest_factory, module_path, protect, mode, faults):
+    g = boot(guest_factory, module_path, [Disk("log.img", serial="rl-log", size="16M")])
+    disk = dev_of(g, "rl-log")
+    last = REGION_START + REGION_SIZE - 1  # in the ring: nothing live there
+    region_byte(g, last, 0xA5)
+    mark = g.console_mark()
+    rc, log = insmod(g, f"region={REGION_PARAM} backing={disk} protect={protect} test_stray_write={mode}")
+    if faults:
+        # The kernel oopsed in insmod, and the byte is what it was.
+        assert rc != 0, log
+        g.wait_console(r"BUG: unable to handle page fault for address", scaled(30), since=mark)
+        g.wait_console(r"#PF: supervisor write access in kernel mode", scaled(30), since=mark)
+        g.wait_console(faults, scaled(30), since=mark)
+        # The region stays claimed by the half-loaded module, which keeps
+        # /dev/mem away from it; a warm reboot keeps RAM and frees it.
+        g.reboot()
+        assert region_byte(g, last) == 0xA5
+    else:
+        assert rc == 0, log
+        assert "did not fault: the region is not write-protected" in log, log
+        unload(g)
+        assert region_byte(g, last) == 0x5A
