@@ -362,6 +362,35 @@ impl Region {
     }
 }
 
+impl Region {
+    /// Test only (`test_stray_write=`): writes `value` to the region's last
+    /// byte the way a stray kernel write would, through the permanent view
+    /// or, with `closed_window`, through the address a write window had
+    /// just before it was closed. With `protect=window` both must fault
+    /// (oops) without changing the byte; with `protect=off` the view is
+    /// writable and the byte changes.
+    pub(crate) fn stray_write(&self, closed_window: bool, value: u8) {
+        let last = self.len - 1;
+        let target = if closed_window {
+            let Ok(mut window) = self.open_window(last..self.len, None) else {
+                return;
+            };
+            let (addr, _) = window.raw(Part::First);
+            drop(window);
+            addr
+        } else {
+            // SAFETY: `last < len`: inside the mapping.
+            unsafe { self.view.0.as_ptr().add(last) }
+        };
+        // SAFETY: Deliberately the write a stray pointer would do: it targets
+        // memory this driver owns (the region's last byte, in the ring, which
+        // holds nothing live yet), through a mapping that the protection
+        // makes read-only or unmapped, so the CPU faults before the store.
+        // With `protect=off` it is an ordinary write of a byte we own.
+        unsafe { ptr::write_volatile(target, value) };
+    }
+}
+
 /// The writable alias behind a window in `protect=window` mode.
 struct Alias {
     addr: NonNull<u8>,
