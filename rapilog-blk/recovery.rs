@@ -177,6 +177,7 @@ fn replay(
     let report = plan.report();
     if report.records_applied == 0 && report.skipped.alarming() == 0 {
         pr_info!("region={spec}: nothing to replay (live window from seq {from})\n");
+        log_previous(config, &previous);
         return Ok(previous);
     }
     let micros = started.elapsed().as_micros_ceil().max(0) as u64;
@@ -207,6 +208,28 @@ fn replay(
         );
     }
     Ok(replayed.superblock.last_replay)
+}
+
+/// Reports the last replay the region records, e.g. rapilog-rescue's after
+/// a panic: the module's own replays are logged when they happen.
+fn log_previous(config: &Config, last: &LastReplay) {
+    let by = match last.replayer {
+        Replayer::Never | Replayer::Module => return,
+        Replayer::Rescue => "rapilog-rescue (crash kernel)",
+        Replayer::Tool => "rapilogctl",
+    };
+    let r = &last.report;
+    pr_info!(
+        "region={}: last replay by {by} at {} (Unix time): {} records ({} KiB) from seq {} in {} ms, \
+         {} damaged records skipped\n",
+        config.region,
+        last.finished_at_unix_secs,
+        r.records_applied,
+        r.bytes_applied / 1024,
+        last.from_seq,
+        last.duration_us / 1000,
+        r.skipped.alarming()
+    );
 }
 
 /// Writes `data` (whole logical blocks) at `sector` through the bounce pages.
