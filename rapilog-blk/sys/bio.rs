@@ -56,10 +56,10 @@ impl BioSet {
 
 impl Drop for BioSet {
     fn drop(&mut self) {
-        // SAFETY: Created by `rapilog_bioset_create`. Every bio split from it
-        // has completed: a split completes before the bio it was split from
-        // (`bio_chain`), and the device is dropped only after the disk was
-        // deleted, which needs every opener gone and their I/O completed.
+        // A split completes before the bio it was split from (`bio_chain`),
+        // and the device is dropped only after the disk was deleted, which
+        // needs every opener gone and their I/O completed.
+        // SAFETY: Created by `rapilog_bioset_create`; no bio from it is left.
         unsafe { rapilog_bioset_destroy(self.0.as_ptr()) };
     }
 }

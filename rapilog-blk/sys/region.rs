@@ -132,9 +132,9 @@ pub(crate) struct Region {
     _claim: Claim,
 }
 
-// SAFETY: The page pointers and the mapping are plain addresses of memory
-// this object owns for its whole life; every access through them is a copy
-// whose exclusivity is the caller's protocol (module docs), so the object
+// Every access through the page pointers and the mapping is a copy whose
+// exclusivity is the caller's protocol (module docs).
+// SAFETY: Plain addresses of memory this object owns for its whole life: it
 // can be used and dropped from any thread.
 unsafe impl Send for Region {}
 // SAFETY: `&Region` methods only read the view or map their own aliases;
@@ -382,11 +382,11 @@ impl Region {
             // SAFETY: `last < len`: inside the mapping.
             unsafe { self.view.0.as_ptr().add(last) }
         };
-        // SAFETY: Deliberately the write a stray pointer would do: it targets
-        // memory this driver owns (the region's last byte, in the ring, which
-        // holds nothing live yet), through a mapping that the protection
-        // makes read-only or unmapped, so the CPU faults before the store.
-        // With `protect=off` it is an ordinary write of a byte we own.
+        // Deliberately the write a stray pointer would do, through a mapping
+        // the protection makes read-only or unmapped: the CPU faults before
+        // the store. With `protect=off` it is an ordinary write.
+        // SAFETY: The target is the region's last byte, which we own and
+        // which holds nothing live (the ring is empty at load).
         unsafe { ptr::write_volatile(target, value) };
     }
 }
@@ -467,10 +467,11 @@ impl Drop for WriteWindow<'_> {
         };
         // Still on the CPU (and in the address space) that used the alias.
         invalidate_local(alias.addr, alias.pages);
-        // SAFETY: Pairs with `open_alias`: preemption on, alias unmapped
-        // (PTEs cleared now, TLB flush lazy), then this CPU's TLB entries
-        // dropped once more, migration allowed again and the allocation
-        // scope restored, in reverse order of setup.
+        // Undo `open_alias` in reverse order: preemption on, alias unmapped
+        // (PTEs cleared now, TLB flush lazy), this CPU's TLB entries dropped
+        // once more, migration allowed again, allocation scope restored.
+        // SAFETY: Pairs with the calls in `open_alias`; `addr` and `pages`
+        // are what `vm_map_ram` returned and was given.
         unsafe {
             rapilog_preempt_enable();
             rapilog_vm_unmap_ram(alias.addr.as_ptr().cast::<c_void>(), alias.pages);
