@@ -46,7 +46,12 @@ pub(crate) fn open(config: &Config) -> Result<(BackingDisk, DiskIdentity)> {
             _ => "cannot open it",
         };
         pr_err!("backing={path} refused: {why} ({})\n", Errno(e));
-        e
+        // kmod's insmod reports ENOENT as "Unknown symbol in module".
+        if e == ENOENT {
+            ENODEV
+        } else {
+            e
+        }
     })?;
     let sectors = disk.sectors();
     let block_bytes = disk.logical_block_size();

@@ -71,3 +71,48 @@ def test_ext4_with_fsync_checks_clean_on_rapilog_and_on_the_disk(rg):
     rg.check(f"fsck.ext4 -f -n {disk}", timeout=scaled(120))
     rg.check(f"mount -o ro {disk} /mnt/r && cd /mnt/r && sha256sum -c --quiet /tmp/sums; rc=$?; cd /; "
              "umount /mnt/r; exit $rc", timeout=scaled(120))
+
+
+def test_disk_errors_keep_data_in_the_region_and_writeback_retries(rg):
+    """The backing disk is a device-mapper target whose table is switched to
+    `error` and back while rapilog runs: writes keep completing from the
+    region, writeback fails, counts, logs and retries, and catches up once
+    the disk is back; an unload while the disk fails leaves the records in
+    the region, and the next load replays them."""
+    disk = rg.check("disk-by-serial rl-log").strip()
+    size = rg.check(f"blockdev --getsz {disk}").strip()
+    linear, error = f"0 {size} linear {disk} 0", f"0 {size} error"
+    table = "dmsetup suspend rlback && dmsetup load rlback --table '{}' && dmsetup resume rlback"
+    # No udev in the test rootfs: dmsetup makes the /dev/mapper node itself.
+    rg.check(f"modprobe dm-mod && dmsetup create rlback --table '{linear}' && dmsetup mknodes rlback")
+    try:
+        rg.check(f"dmesg -C && {INSMOD} backing=/dev/mapper/rlback writeback_delay_ms=100")
+        rg.check(table.format(error))
+        rg.check("head -c 2M /dev/urandom > /tmp/d1 && dd if=/tmp/d1 of=/dev/rapilog0 bs=64k seek=64 "
+                 "oflag=direct conv=fsync 2>/dev/null && sleep 2")
+        assert rg.check("dd if=/dev/rapilog0 bs=64k skip=64 count=32 iflag=direct 2>/dev/null | cmp - /tmp/d1") == ""
+        log = rg.check("dmesg")
+        assert "writeback: writing" in log and "the data stays in the region, retrying" in log, log
+        rg.check(table.format(linear))
+        # Back-off is at most 5 s; then the disk catches up without unload.
+        rg.check(f"for i in $(seq 30); do dd if={disk} bs=64k skip=64 count=32 iflag=direct 2>/dev/null "
+                 "| cmp -s - /tmp/d1 && exit 0; sleep 1; done; exit 1", timeout=scaled(60))
+        rg.check("dmesg -C && rmmod rapilog")
+        assert "disk errors" in rg.check("dmesg") and " 0 disk errors" not in rg.check("dmesg")
+
+        # Unloading while the disk fails: the records stay in the region...
+        rg.check(f"{INSMOD} backing=/dev/mapper/rlback writeback_delay_ms=60000")
+        rg.check(table.format(error))
+        rg.check("head -c 1M /dev/urandom > /tmp/d2 && dd if=/tmp/d2 of=/dev/rapilog0 bs=64k seek=128 "
+                 "oflag=direct 2>/dev/null")
+        rg.check("dmesg -C && rmmod rapilog", timeout=scaled(120))
+        log = rg.check("dmesg")
+        assert "giving up at unload" in log and "are replayed at the next load" in log, log
+        # ... and the next load, with the disk back, replays them.
+        rg.check(table.format(linear))
+        rg.check(f"dmesg -C && {INSMOD} backing=/dev/mapper/rlback")
+        assert "replayed 16 records (1024 KiB)" in rg.check("dmesg"), rg.check("dmesg")
+        rg.check(f"dd if={disk} bs=64k skip=128 count=16 iflag=direct 2>/dev/null | cmp - /tmp/d2")
+        rg.check("rmmod rapilog")
+    finally:
+        rg.run("rmmod rapilog; dmsetup remove rlback")
