@@ -15,7 +15,9 @@ from guest import REPO, Disk, Guest, scaled
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="build-rootfs.sh needs root (debootstrap)")
 
 KO = "/lib/modules/KREL/extra/rapilog.ko"
-INSMOD = "insmod /lib/modules/$(uname -r)/extra/rapilog.ko region=64M@0x60000000"
+# One identity for the log disk whichever path reaches it (the disk itself or
+# the device-mapper target over it), as rapilog-rescue would look it up.
+INSMOD = "insmod /lib/modules/$(uname -r)/extra/rapilog.ko region=64M@0x60000000 disk_id=serial:rl-log"
 
 
 @pytest.fixture(scope="module")
