@@ -129,8 +129,8 @@ impl kernel::Module for RapiLog {
         };
         let disk = GenDisk::add(&params, device.clone())?;
         pr_info!(
-            "/dev/{DISK_NAME}: {} sectors of {} bytes over backing={}, writeback after {} ms\n",
-            identity.sectors,
+            "/dev/{DISK_NAME}: {} KiB in {}-byte blocks over backing={}, writeback after {} ms\n",
+            identity.sectors / 2,
             identity.block_bytes,
             BStr::from_bytes(config.backing),
             config.writeback_delay_ms
