@@ -23,10 +23,10 @@
 //! region is marked clean.
 //!
 //! Also: [`live`] (ring, index and records under one lock), [`metadata`]
-//! (superblock and format writes), [`stats`], [`ratelimit`], [`stray_write`]
-//! (the write-protection self-test),
-//! [`kernel_display`], [`format`] (the on-region format, shared with
-//! rapilog-rescue and rapilogctl) and [`sys`] (the only `unsafe` code).
+//! (superblock and format writes), [`stats`], [`ratelimit`],
+//! [`stray_write`] (the write-protection self-test), [`kernel_display`],
+//! [`format`] (the on-region format, shared with rapilog-rescue and
+//! rapilogctl) and [`sys`] (the only `unsafe` code).
 
 use kernel::{prelude::*, str::BStr, sync::Arc};
 
