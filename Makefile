@@ -65,8 +65,8 @@ host-rust-artifacts:
 		/usr/src/linux-source-$$(uname -r | cut -d. -f1,2).tar.xz $(CACHE)/host-rust-artifacts
 
 clean:
-	rm -f rapilog-blk/*.o rapilog-blk/*.ko rapilog-blk/*.mod rapilog-blk/*.mod.c \
-		rapilog-blk/.*.cmd rapilog-blk/modules.order .*.cmd Module.symvers modules.order
+	rm -f rapilog-blk/*.o rapilog-blk/sys/*.o rapilog-blk/*.ko rapilog-blk/*.mod rapilog-blk/*.mod.c \
+		rapilog-blk/.*.cmd rapilog-blk/sys/.*.cmd rapilog-blk/modules.order .*.cmd Module.symvers modules.order
 	rm -rf $(CACHE)/build
 	cargo clean
 
