@@ -50,6 +50,30 @@ pub fn compact_geometry(slots: u32, ring_bytes: u64, max_record_bytes: u32) -> G
     }
 }
 
+/// splitmix64: a tiny seedable generator, so test inputs (fuzz mutations,
+/// region images for the QEMU tests) are reproducible from a seed.
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+}
+
 /// `len` bytes of deterministic, seed-dependent filler: stands for leftover
 /// ring contents and for test payloads.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use rapilog_format::descriptor::fields as descriptor_fields;
 use rapilog_format::field::Field;
 use rapilog_format::superblock::fields as superblock_fields;
-use rapilog_format::test_helpers::{fuzz_region, seed_images};
+use rapilog_format::test_helpers::{fuzz_region, seed_images, SplitMix64};
 use rapilog_format::{ActiveSuperblock, SoftwareCrc32c, SUPERBLOCK_BYTES};
 
 fn corpus_dir() -> PathBuf {
@@ -35,24 +35,16 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
-/// splitmix64: tiny, seedable, good enough to drive a mutator.
-struct Rng(u64);
+/// The shared generator, with the index-sized `below` this file needs.
+struct Rng(SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next()
     }
 
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
+        self.0.below(n as u64) as usize
     }
 }
 
@@ -191,7 +183,7 @@ fn fuzz(default_seed: u64) {
         .unwrap_or(0)
         ^ default_seed;
     let seeds: Vec<Vec<u8>> = corpus().into_iter().map(|(_, bytes)| bytes).collect();
-    let mut rng = Rng(seed);
+    let mut rng = Rng(SplitMix64(seed));
     for iteration in 0..iterations {
         let mut input = if rng.below(50) == 0 {
             // Now and then, pure noise.

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 use rapilog_format::geometry::Geometry;
 use rapilog_format::region_spec::parse_memsize;
-use rapilog_format::test_helpers::{disk, model_disk, pattern, RegionImage};
+use rapilog_format::test_helpers::{disk, model_disk, pattern, RegionImage, SplitMix64};
 
 struct Args {
     out: PathBuf,
@@ -80,22 +80,6 @@ fn parse() -> Args {
     a
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 struct Record {
     seq: u64,
     sector: u64,
@@ -113,7 +97,7 @@ fn main() {
     let geometry = Geometry::standard(a.region_bytes, 128 << 10).expect("geometry");
     let identity = disk(&a.disk_id, sectors, a.block_bytes);
     let mut image = RegionImage::new(geometry, identity, 0xC0FFEE ^ a.seed);
-    let mut rng = Rng(a.seed);
+    let mut rng = SplitMix64(a.seed);
     let mut disk_before = model_disk(sectors);
     let mut records: Vec<Record> = Vec::new();
 
