@@ -5,6 +5,7 @@
 
 use core::fmt;
 
+use crate::format::control::{FencePolicy, ProtectMode};
 use crate::format::region_spec::{RegionSpec, RegionSpecError};
 use crate::format::DISK_ID_BYTES;
 use crate::kernel_display::Escaped as Raw;
@@ -39,9 +40,26 @@ impl Protect {
             Self::Off => "off",
         }
     }
+
+    /// The mode as the control interface reports it.
+    pub(crate) fn mode(self) -> ProtectMode {
+        match self {
+            Self::Window => ProtectMode::Window,
+            Self::Off => ProtectMode::Off,
+        }
+    }
+}
+
+fn parse_fence_policy(text: &[u8]) -> Option<FencePolicy> {
+    match text {
+        b"warn" => Some(FencePolicy::Warn),
+        b"require" => Some(FencePolicy::Require),
+        _ => None,
+    }
 }
 
 /// A validated configuration.
+#[derive(Clone, Copy)]
 pub(crate) struct Config {
     /// The reserved physical region.
     pub(crate) region: RegionSpec,
@@ -54,6 +72,8 @@ pub(crate) struct Config {
     pub(crate) disk_id: &'static [u8],
     /// Longest time a record waits before writeback starts, in ms.
     pub(crate) writeback_delay_ms: u32,
+    /// What an unfenced machine means.
+    pub(crate) iommu_fence: FencePolicy,
     /// The protection self-test to run after loading, if any.
     pub(crate) stray_write: Option<StrayWrite>,
 }
@@ -81,6 +101,8 @@ pub(crate) enum ConfigError {
     DiskId(&'static [u8], bool),
     /// `writeback_delay_ms=` is out of range.
     WritebackDelay(u32),
+    /// `iommu_fence=` names no known policy.
+    IommuFence(&'static [u8]),
     /// `test_stray_write=` is not 0, 1 or 2.
     StrayWrite(u32),
 }
@@ -94,6 +116,7 @@ impl Config {
             params::protect.value(),
             params::disk_id.value(),
             params::writeback_delay_ms.value(),
+            params::iommu_fence.value(),
             params::test_stray_write.value(),
         )
     }
@@ -104,6 +127,7 @@ impl Config {
         protect: &'static [u8],
         disk_id: &'static [u8],
         writeback_delay_ms: u32,
+        iommu_fence: &'static [u8],
         stray_write: u32,
     ) -> Result<Self, ConfigError> {
         let region = RegionSpec::parse(region).map_err(|e| ConfigError::Region(region, e))?;
@@ -122,6 +146,8 @@ impl Config {
         if writeback_delay_ms > MAX_WRITEBACK_DELAY_MS {
             return Err(ConfigError::WritebackDelay(writeback_delay_ms));
         }
+        let iommu_fence =
+            parse_fence_policy(iommu_fence).ok_or(ConfigError::IommuFence(iommu_fence))?;
         let stray_write = match stray_write {
             0 => None,
             1 => Some(StrayWrite::ThroughView),
@@ -134,6 +160,7 @@ impl Config {
             protect,
             disk_id,
             writeback_delay_ms,
+            iommu_fence,
             stray_write,
         })
     }
@@ -166,6 +193,11 @@ impl fmt::Display for ConfigError {
                 f,
                 "backing={} is longer than {DISK_ID_BYTES} bytes and cannot serve as the disk's identity: \
                  set disk_id= to a stable id of at most {DISK_ID_BYTES} bytes (e.g. its serial or WWN)",
+                Raw(raw)
+            ),
+            Self::IommuFence(raw) => write!(
+                f,
+                "iommu_fence={} refused: expected warn (default) or require",
                 Raw(raw)
             ),
             Self::StrayWrite(n) => write!(

@@ -18,9 +18,11 @@
 
 use kernel::prelude::*;
 use kernel::sync::{new_condvar, new_mutex, Arc, CondVar, Mutex};
-use kernel::time::Delta;
+use kernel::time::{Delta, Instant, Monotonic};
 
+use crate::config::Config;
 use crate::format::{ActiveSuperblock, Geometry, RingGeometry};
+use crate::iommu_fence::FenceReport;
 use crate::live::Live;
 use crate::ratelimit::RateLimit;
 use crate::stats::{self, Stats};
@@ -35,6 +37,10 @@ use crate::writeback::Writeback;
 /// Shared by the disk's `submit_bio` and the writeback thread.
 #[pin_data]
 pub(crate) struct Device {
+    /// The configuration it was loaded with.
+    pub(crate) config: Config,
+    /// When it was loaded.
+    pub(crate) loaded_at: Instant<Monotonic>,
     /// The region, mapped.
     pub(crate) region: Region,
     /// The log disk.
@@ -68,15 +74,19 @@ pub(crate) struct Device {
     /// Rate limit of write-path error lines.
     #[pin]
     pub(crate) write_errors: Mutex<RateLimit>,
+    /// The last IOMMU fence check.
+    #[pin]
+    pub(crate) fence: Mutex<FenceReport>,
 }
 
 /// What [`Device::new`] is made of.
 pub(crate) struct Parts {
+    pub(crate) config: Config,
+    pub(crate) fence: FenceReport,
     pub(crate) region: Region,
     pub(crate) backing: BackingDisk,
     pub(crate) superblock: ActiveSuperblock,
     pub(crate) bounce: BounceBuffer,
-    pub(crate) writeback_delay_ms: u32,
 }
 
 impl Device {
@@ -90,13 +100,15 @@ impl Device {
         let splits = BioSet::new().ok_or(ENOMEM)?;
         Arc::pin_init(
             pin_init!(Self {
+                config: parts.config,
+                loaded_at: Instant::now(),
                 region: parts.region,
                 backing: parts.backing,
                 geometry,
                 ring,
                 epoch: sb.epoch,
                 splits,
-                writeback_delay: Delta::from_millis(i64::from(parts.writeback_delay_ms)),
+                writeback_delay: Delta::from_millis(i64::from(parts.config.writeback_delay_ms)),
                 // An eighth of the ring: writeback starts well before writers
                 // would have to wait, and still merges many small records.
                 writeback_threshold: geometry.ring_bytes / 8,
@@ -106,6 +118,7 @@ impl Device {
                 work <- new_condvar!(),
                 writeback <- new_mutex!(writeback),
                 write_errors <- new_mutex!(RateLimit::new()),
+                fence <- new_mutex!(parts.fence),
             }),
             GFP_KERNEL,
         )

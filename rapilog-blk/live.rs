@@ -53,6 +53,8 @@ pub(crate) struct Live {
     pub(crate) dirty_bytes: u64,
     /// Writers waiting for space.
     pub(crate) waiting_writers: u32,
+    /// A drain was requested: writeback is due until the tail reaches this.
+    pub(crate) drain_to: u64,
     /// Unload has begun: writeback drains everything and stops.
     pub(crate) stopping: bool,
 }
@@ -73,6 +75,7 @@ impl Live {
             records,
             dirty_bytes: 0,
             waiting_writers: 0,
+            drain_to: 0,
             stopping: false,
         })
     }

@@ -17,5 +17,7 @@ module_param!(disk_id: str(65) = "",
     "Identity of the log disk recorded in the region, at most 64 bytes (default: the backing= path); rapilog-rescue must be given the same");
 module_param!(test_stray_write: uint = 0,
     "Test only: after loading, write one byte into the region as a stray kernel write would: 1 through the read-only view, 2 through a write window after it closed. With protect=window insmod must oops and the byte stay; 0 (default) does nothing");
+module_param!(iommu_fence: str(16) = "warn",
+    "What a PCI device whose DMA no IOMMU translates means: warn (default: load with a loud warning naming it) or require (refuse to load)");
 module_param!(writeback_delay_ms: uint = 1000,
     "Longest time a write stays only in the region before writeback starts, in ms (0..60000)");

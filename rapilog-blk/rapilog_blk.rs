@@ -10,17 +10,19 @@
 //! rapilog-format/FORMAT.md.
 //!
 //! Loading, in order; every refusal happens before anything is written:
-//! 1. [`config`]: the [`params`], validated.
+//! 1. [`config`]: the [`params`], validated; the [`iommu_fence`] checked.
 //! 2. [`backing`]: the log disk, opened exclusively; its identity.
 //! 3. [`region`]: the reserved region, checked, claimed and mapped; its layout.
 //! 4. [`recovery`]: replay what a warm reboot left, refuse a region of
 //!    another disk, format it afresh.
 //! 5. [`device`]: the shared state; [`writeback`] starts; `/dev/rapilog0`
 //!    appears. Bios go through [`write_path`] and [`read_path`].
+//! 6. [`control`]: `/dev/rapilog-ctl` appears (status, drain, fence check,
+//!    region snapshot).
 //!
-//! Unloading (refused by the block layer while `/dev/rapilog0` is open):
-//! the disk goes away, writeback drains every record to the disk, and the
-//! region is marked clean.
+//! Unloading (refused while `/dev/rapilog0` or `/dev/rapilog-ctl` is open):
+//! the control device and the disk go away, writeback drains every record
+//! to the disk, and the region is marked clean.
 //!
 //! Also: [`live`] (ring, index and records under one lock), [`metadata`]
 //! (superblock and format writes), [`stats`], [`ratelimit`],
@@ -28,11 +30,13 @@
 //! [`format`] (the on-region format, shared with rapilog-rescue and
 //! rapilogctl) and [`sys`] (the only `unsafe` code).
 
-use kernel::{prelude::*, str::BStr, sync::Arc};
+use kernel::{prelude::*, str::BStr, str::CStr, sync::Arc};
 
 mod backing;
 mod config;
+mod control;
 mod device;
+mod iommu_fence;
 mod kernel_display;
 mod live;
 mod metadata;
@@ -55,6 +59,7 @@ use device::{Device, Parts};
 use format::RegionState;
 use sys::backing::MAX_IO_BYTES;
 use sys::bounce::BounceBuffer;
+use sys::control_device::ControlDevice;
 use sys::gendisk::{DiskParams, GenDisk};
 use sys::kthread::Kthread;
 
@@ -69,12 +74,19 @@ module! {
 /// Name of the device under /dev.
 const DISK_NAME: &str = "rapilog0";
 
+/// Name of the control device under /dev (as in the format crate's
+/// `control::CONTROL_DEVICE`).
+const CONTROL_NAME: &CStr = c"rapilog-ctl";
+
 /// The loaded module.
 struct RapiLog {
     config: config::Config,
-    /// Dropped first: no bio arrives after it is gone.
+    /// Dropped first: no ioctl arrives after it is gone (open files keep
+    /// the module loaded, so none is open).
+    control: Option<Pin<KBox<ControlDevice<Device>>>>,
+    /// Dropped next: no bio arrives after it is gone.
     disk: Option<GenDisk<Device>>,
-    /// Dropped second: drains the ring to the disk and stops.
+    /// Dropped next: drains the ring to the disk and stops.
     writeback: Option<Kthread<Device>>,
     device: Arc<Device>,
 }
@@ -97,6 +109,8 @@ impl kernel::Module for RapiLog {
             BStr::from_bytes(config.backing),
             config.protect.name()
         );
+        let fence = iommu_fence::check(config.iommu_fence);
+        iommu_fence::enforce(&fence)?;
         let (backing, identity) = backing::open(&config)?;
         let mut region = region::claim(&config)?;
         let geometry = region::geometry(&config, region.len(), identity.block_bytes)?;
@@ -110,11 +124,12 @@ impl kernel::Module for RapiLog {
             &mut bounce,
         )?;
         let device = Device::new(Parts {
+            config,
+            fence,
             region,
             backing,
             superblock,
             bounce,
-            writeback_delay_ms: config.writeback_delay_ms,
         })?;
         let writeback = Kthread::spawn(c"rapilog-wb", device.clone())?;
         let params = DiskParams {
@@ -135,11 +150,13 @@ impl kernel::Module for RapiLog {
             BStr::from_bytes(config.backing),
             config.writeback_delay_ms
         );
+        let control = ControlDevice::register(CONTROL_NAME, device.clone())?;
         if let Some(kind) = config.stray_write {
             stray_write::run(&device.region, kind);
         }
         Ok(Self {
             config,
+            control: Some(control),
             disk: Some(disk),
             writeback: Some(writeback),
             device,
@@ -149,6 +166,7 @@ impl kernel::Module for RapiLog {
 
 impl Drop for RapiLog {
     fn drop(&mut self) {
+        drop(self.control.take());
         drop(self.disk.take());
         self.device.live.lock().stopping = true;
         self.device.work.notify_all();

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Counters of what the device did, for the unload report (and later the
-//! control interface). Updated with relaxed atomics: they are statistics,
-//! ordered by nothing.
+//! Counters of what the device did and gauges of its state, for the unload
+//! report and the control interface. Updated with relaxed atomics: they are
+//! statistics, ordered by nothing.
 
 use core::fmt;
 
@@ -37,6 +37,9 @@ counters! {
     wb_flushes: "Cache flushes of the backing disk.",
     disk_errors: "Failed disk writes or flushes (retried).",
     write_errors: "Write bios failed (internal errors).",
+    wb_busy_ns: "Time writeback spent writing and flushing the disk, ns.",
+    last_disk_errno: "Gauge: errno of the last failed disk operation (0: none yet).",
+    wb_retrying: "Gauge: 1 while writeback retries a failed disk operation.",
 }
 
 /// Adds `n` to a counter.
@@ -44,9 +47,19 @@ pub(crate) fn add(counter: &Atomic<u64>, n: u64) {
     counter.add(n, Relaxed);
 }
 
+/// Sets a gauge.
+pub(crate) fn set(gauge: &Atomic<u64>, value: u64) {
+    gauge.store(value, Relaxed);
+}
+
+/// Reads a counter or gauge.
+pub(crate) fn get(counter: &Atomic<u64>) -> u64 {
+    counter.load(Relaxed)
+}
+
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = |c: &Atomic<u64>| c.load(Relaxed);
+        let v = get;
         write!(
             f,
             "{} writes ({} KiB), {} flushes absorbed, {} writes throttled, reads {} from region {} from disk; \

@@ -24,7 +24,11 @@ pub(crate) fn run(region: &Region, kind: StrayWrite) {
         StrayWrite::ThroughView => ("through the read-only view", false),
         StrayWrite::ThroughClosedWindow => ("through a closed write window", true),
     };
-    pr_warn!("test_stray_write: writing {MARK:#04x} into the region's last byte {how}; this must oops\n");
+    pr_warn!(
+        "test_stray_write: writing {MARK:#04x} into the region's last byte {how}; this must oops\n"
+    );
     region.stray_write(closed_window, MARK);
-    pr_warn!("test_stray_write: the write {how} did not fault: the region is not write-protected\n");
+    pr_warn!(
+        "test_stray_write: the write {how} did not fault: the region is not write-protected\n"
+    );
 }

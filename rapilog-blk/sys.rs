@@ -11,7 +11,9 @@
 //! - [`gendisk`]: `/dev/rapilog0` itself, a bio-based disk.
 //! - [`kthread`]: the writeback thread.
 //! - [`clock`]: wall clock and randomness.
+//! - [`control_device`]: `/dev/rapilog-ctl`, the control interface.
 //! - [`crc32c`]: the kernel's CRC-32C for the format crate.
+//! - [`iommu`]: which PCI devices' DMA an IOMMU translates.
 //! - [`module_param`]: string and integer module parameters.
 //! - `helpers`: prototypes of `helpers.c`.
 
@@ -19,9 +21,11 @@ pub(crate) mod backing;
 pub(crate) mod bio;
 pub(crate) mod bounce;
 pub(crate) mod clock;
+pub(crate) mod control_device;
 pub(crate) mod crc32c;
 pub(crate) mod gendisk;
 mod helpers;
+pub(crate) mod iommu;
 pub(crate) mod kthread;
 pub(crate) mod module_param;
 pub(crate) mod region;

@@ -6,7 +6,8 @@
 //! One batch at a time:
 //! 1. Wait until writeback is due: the oldest record has waited
 //!    `writeback_delay_ms`, or an eighth of the ring is dirty, or a writer
-//!    waits for space, or the module is unloading.
+//!    waits for space, or a drain was requested ([`drain_and_wait`]), or
+//!    the module is unloading.
 //! 2. Take the published records from the tail on (up to the first one
 //!    still being filled), copy them into bounce pages, merging records
 //!    that continue each other on the disk into one write, and write them.
@@ -25,7 +26,7 @@ use core::fmt;
 
 use kernel::alloc::{flags::GFP_KERNEL, KVec};
 use kernel::prelude::*;
-use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta};
+use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic};
 
 use crate::device::Device;
 use crate::format::{ActiveSuperblock, Geometry, SECTOR_BYTES};
@@ -130,6 +131,7 @@ pub(crate) fn run(dev: &Device) {
 /// Whether writeback is due (step 1).
 fn due(dev: &Device, live: &Live) -> bool {
     live.waiting_writers > 0
+        || live.drain_to > live.ring.tail_seq()
         || live.dirty_bytes >= dev.writeback_threshold
         || live
             .oldest_age()
@@ -199,9 +201,17 @@ fn retry(
     let mut attempts = 0;
     loop {
         let Err(e) = op() else {
+            if attempts > 0 {
+                stats::set(&dev.stats.wb_retrying, 0);
+            }
             return Ok(());
         };
         stats::add(&dev.stats.disk_errors, 1);
+        stats::set(
+            &dev.stats.last_disk_errno,
+            e.to_errno().unsigned_abs().into(),
+        );
+        stats::set(&dev.stats.wb_retrying, 1);
         attempts += 1;
         if (stopping || should_stop()) && attempts >= ATTEMPTS_AT_UNLOAD {
             pr_err!(
@@ -239,6 +249,7 @@ fn write_batch(
     let Some(last) = batch.last().copied() else {
         return Ok(());
     };
+    let started = Instant::<Monotonic>::now();
     let capacity = bounce.capacity().min(MAX_IO_BYTES);
     let (mut run_sector, mut run_bytes) = (0u64, 0usize);
     let (mut ios, mut bytes, mut records) = (0u64, 0u64, 0u64);
@@ -279,6 +290,7 @@ fn write_batch(
         write_run(run_sector, run_bytes, bounce, errors)?;
     }
     retry(dev, errors, stopping, Step::Flush, || dev.backing.flush())?;
+    let busy = started.elapsed().as_nanos().max(0) as u64;
 
     let mut next = superblock.next_update();
     next.superblock.durable_tail = last.reservation.seq + 1;
@@ -294,5 +306,25 @@ fn write_batch(
     stats::add(&dev.stats.wb_bytes, bytes);
     stats::add(&dev.stats.wb_records, records);
     stats::add(&dev.stats.wb_flushes, 1);
+    stats::add(&dev.stats.wb_busy_ns, busy);
+    Ok(())
+}
+
+/// Makes everything written before the call durable on the disk: asks
+/// writeback to drain up to the current head at once (not after
+/// `writeback_delay_ms`) and waits until it has. Interruptible by a signal.
+pub(crate) fn drain_and_wait(dev: &Device) -> Result {
+    let mut live = dev.live.lock();
+    let target = live.ring.next_seq();
+    live.drain_to = live.drain_to.max(target);
+    dev.work.notify_all();
+    while live.ring.tail_seq() < target {
+        if live.stopping {
+            return Err(ENODEV);
+        }
+        if dev.space_freed.wait_interruptible(&mut live) {
+            return Err(ERESTARTSYS);
+        }
+    }
     Ok(())
 }

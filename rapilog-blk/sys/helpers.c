@@ -9,7 +9,9 @@
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/highmem.h>
+#include <linux/iommu.h>
 #include <linux/mm.h>
+#include <linux/pci.h>
 #include <linux/preempt.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/task.h>
@@ -230,4 +232,37 @@ void rapilog_get_task_struct(struct task_struct *t)
 void rapilog_put_task_struct(struct task_struct *t)
 {
 	put_task_struct(t);
+}
+
+/* --- the IOMMU fence ------------------------------------------------------ */
+
+const char *rapilog_pci_name(struct pci_dev *pdev)
+{
+	return pci_name(pdev);
+}
+
+/*
+ * How @pdev's DMA reaches memory, from the type of its IOMMU domain (the
+ * type flags are macros). Under the device lock, so no driver binds or
+ * unbinds (and changes the domain) while the domain is looked at.
+ */
+int rapilog_pci_dma_path(struct pci_dev *pdev)
+{
+	struct iommu_domain *domain;
+	int path;
+
+	device_lock(&pdev->dev);
+	domain = iommu_get_domain_for_dev(&pdev->dev);
+	if (!domain)
+		path = RAPILOG_DMA_NO_IOMMU;
+	else if (domain->type == IOMMU_DOMAIN_BLOCKED)
+		path = RAPILOG_DMA_BLOCKED;
+	else if (domain->type == IOMMU_DOMAIN_IDENTITY)
+		path = RAPILOG_DMA_IDENTITY;
+	else if (domain->type & __IOMMU_DOMAIN_PAGING)
+		path = RAPILOG_DMA_TRANSLATED;
+	else
+		path = RAPILOG_DMA_UNKNOWN;
+	device_unlock(&pdev->dev);
+	return path;
 }

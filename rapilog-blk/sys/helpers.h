@@ -11,6 +11,7 @@ struct bio_set;
 struct block_device;
 struct file;
 struct page;
+struct pci_dev;
 struct task_struct;
 
 struct file *rapilog_bdev_open(const char *path, void *holder);
@@ -41,5 +42,16 @@ unsigned int rapilog_memalloc_noio_save(void);
 void rapilog_memalloc_noio_restore(unsigned int flags);
 void rapilog_get_task_struct(struct task_struct *t);
 void rapilog_put_task_struct(struct task_struct *t);
+
+/* How a PCI device's DMA reaches memory (sys/iommu.rs). */
+enum rapilog_dma_path {
+	RAPILOG_DMA_UNKNOWN = 0,
+	RAPILOG_DMA_TRANSLATED = 1,
+	RAPILOG_DMA_BLOCKED = 2,
+	RAPILOG_DMA_IDENTITY = 3,
+	RAPILOG_DMA_NO_IOMMU = 4,
+};
+const char *rapilog_pci_name(struct pci_dev *pdev);
+int rapilog_pci_dma_path(struct pci_dev *pdev);
 
 #endif

@@ -4,8 +4,10 @@
 //! that are static inline or macros, which bindgen cannot see. Keep in step
 //! with `helpers.h`.
 
-use kernel::bindings::{bio, bio_set, blk_features_t, block_device, file, page, task_struct};
-use kernel::ffi::{c_char, c_uint, c_ulong, c_ushort, c_void};
+use kernel::bindings::{
+    bio, bio_set, blk_features_t, block_device, file, page, pci_dev, task_struct,
+};
+use kernel::ffi::{c_char, c_int, c_uint, c_ulong, c_ushort, c_void};
 
 // The bindings' struct types hold zero-sized lockdep fields, which makes
 // rustc call pointers to them not FFI-safe; they are only passed through.
@@ -59,4 +61,8 @@ extern "C" {
     // Threads.
     pub(super) fn rapilog_get_task_struct(t: *mut task_struct);
     pub(super) fn rapilog_put_task_struct(t: *mut task_struct);
+
+    // The IOMMU fence; the path codes are `enum rapilog_dma_path`.
+    pub(super) fn rapilog_pci_name(pdev: *mut pci_dev) -> *const c_char;
+    pub(super) fn rapilog_pci_dma_path(pdev: *mut pci_dev) -> c_int;
 }

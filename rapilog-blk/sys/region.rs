@@ -228,6 +228,25 @@ impl Region {
         unsafe { core::slice::from_raw_parts(self.view.0.as_ptr(), self.len) }
     }
 
+    /// Copies the region's bytes from `offset` on into `dst`, as many as
+    /// fit before its end, while the device is live: a snapshot for
+    /// `rapilogctl dump` and the status. A record being copied in at the
+    /// same time may be torn in the copy; its checksums tell. Returns how
+    /// many bytes were copied.
+    pub(crate) fn snapshot(&self, offset: usize, dst: &mut [u8]) -> usize {
+        let len = self.len.saturating_sub(offset).min(dst.len());
+        let Some(src) = self.view_ptr(offset, len) else {
+            return 0;
+        };
+        // SAFETY: `src..src + len` lies inside the view (`view_ptr` checked)
+        // and `dst` is ours, so the ranges do not overlap. Writers may change
+        // those region bytes concurrently through their windows: no
+        // reference to them is formed, they are copied as raw memory, which
+        // is what the kernel's own memcpy of shared buffers does.
+        unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), len) };
+        len
+    }
+
     /// Checks that `range` lies inside the region and is not empty.
     fn check(&self, range: &Range<usize>) -> bool {
         range.start < range.end && range.end <= self.len

@@ -67,6 +67,7 @@
 // does not use would warn as dead or unused, and every `pub` as unreachable.
 #![cfg_attr(CONFIG_RUST, allow(dead_code, unused_imports, unreachable_pub))]
 
+pub mod control;
 pub mod crc32c;
 pub mod crc32c_test_vectors;
 pub mod descriptor;

@@ -4,6 +4,7 @@
 //! tables and compares them with the code's field tables, so neither can
 //! change without the other.
 
+use rapilog_format::control::{fields as status, STATUS_BYTES};
 use rapilog_format::descriptor::fields as descriptor;
 use rapilog_format::field::Field;
 use rapilog_format::geometry::{DESCRIPTOR_BYTES, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS};
@@ -78,4 +79,11 @@ fn parser_sees_every_row() {
     assert_eq!(rows("superblock"), superblock::ALL.len());
     assert_eq!(rows("descriptor"), descriptor::ALL.len());
     assert_eq!(rows("region"), SUPERBLOCK_OFFSETS.len());
+}
+
+#[test]
+fn status_table_matches_code() {
+    assert_eq!(table("status"), code_table(status::ALL));
+    let last = status::ALL.last().unwrap();
+    assert_eq!(last.offset + last.size, STATUS_BYTES);
 }

@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The control interface, `/dev/rapilog-ctl`: status, drain-and-wait, the
+//! IOMMU fence check and a raw read of the region, for `rapilogctl` and
+//! monitoring. The ioctls and the status block are defined in the format
+//! crate ([`crate::format::control`]), shared with `rapilogctl`; this file
+//! implements them over the device's state.
+
+use kernel::prelude::*;
+
+use crate::device::Device;
+use crate::format::control::{
+    flags, PowerFailState, Status, Text, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_STATUS, STATUS_BYTES,
+};
+use crate::format::geometry::SUPERBLOCK_OFFSETS;
+use crate::format::{generation_is_newer, Superblock, SUPERBLOCK_BYTES};
+use crate::iommu_fence;
+use crate::stats;
+use crate::sys::control_device::{caller_is_admin, ControlHandler, UserArg};
+use crate::sys::crc32c::KernelCrc32c;
+use crate::writeback;
+
+impl ControlHandler for Device {
+    fn ioctl(&self, cmd: u32, arg: UserArg) -> Result<isize> {
+        match cmd {
+            IOCTL_STATUS => {
+                let mut block = [0u8; STATUS_BYTES];
+                self.status().encode(&mut block);
+                arg.write(&block)?;
+            }
+            IOCTL_DRAIN => {
+                require_admin()?;
+                writeback::drain_and_wait(self)?;
+            }
+            IOCTL_CHECK_FENCE => {
+                require_admin()?;
+                let policy = self.fence.lock().policy;
+                let report = iommu_fence::check(policy);
+                *self.fence.lock() = report;
+            }
+            _ => return Err(ENOTTY),
+        }
+        Ok(0)
+    }
+
+    fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<usize> {
+        require_admin()?;
+        let Ok(offset) = usize::try_from(offset) else {
+            return Ok(0);
+        };
+        Ok(self.region.snapshot(offset, dst))
+    }
+}
+
+fn require_admin() -> Result {
+    if caller_is_admin() {
+        Ok(())
+    } else {
+        Err(EPERM)
+    }
+}
+
+impl Device {
+    /// The status block's contents, now.
+    pub(crate) fn status(&self) -> Status {
+        let s = &self.stats;
+        let fence = *self.fence.lock();
+        let mut status = Status {
+            region_phys: self.config.region.phys,
+            region_bytes: self.config.region.size,
+            protect: self.config.protect.mode(),
+            writeback_delay_ms: self.config.writeback_delay_ms,
+            ring_bytes: self.geometry.ring_bytes,
+            writes: stats::get(&s.writes),
+            write_bytes: stats::get(&s.write_bytes),
+            flushes: stats::get(&s.flushes),
+            throttled: stats::get(&s.throttled),
+            reads_region: stats::get(&s.reads_region),
+            reads_disk: stats::get(&s.reads_disk),
+            wb_ios: stats::get(&s.wb_ios),
+            wb_bytes: stats::get(&s.wb_bytes),
+            wb_records: stats::get(&s.wb_records),
+            wb_flushes: stats::get(&s.wb_flushes),
+            disk_errors: stats::get(&s.disk_errors),
+            write_errors: stats::get(&s.write_errors),
+            wb_busy_us: stats::get(&s.wb_busy_ns) / 1000,
+            uptime_us: self.loaded_at.elapsed().as_micros_ceil().max(0) as u64,
+            last_disk_errno: stats::get(&s.last_disk_errno) as u32,
+            fence_state: fence.state,
+            fence_policy: fence.policy,
+            fence_devices: fence.devices,
+            fence_unfenced: fence.unfenced,
+            unfenced_list: fence.names,
+            backing: Text::new(self.config.backing),
+            powerfail_state: PowerFailState::Off,
+            superblock: self.current_superblock(),
+            ..Status::default()
+        };
+        if stats::get(&s.wb_retrying) != 0 {
+            status.flags |= flags::WRITEBACK_RETRYING;
+        }
+        let live = self.live.lock();
+        status.next_seq = live.ring.next_seq();
+        status.tail_seq = live.ring.tail_seq();
+        status.live_records = live.ring.live_records();
+        status.used_bytes = live.ring.used_bytes();
+        status.dirty_bytes = live.dirty_bytes;
+        if live.drain_to > status.tail_seq {
+            status.flags |= flags::DRAINING;
+        }
+        if live.stopping {
+            status.flags |= flags::UNLOADING;
+        }
+        status
+    }
+
+    /// The region's current superblock copy, encoded (all zero if neither
+    /// copy is valid, which cannot happen while the device is live).
+    fn current_superblock(&self) -> [u8; SUPERBLOCK_BYTES] {
+        // Writeback only ever rewrites the copy that is not current, so
+        // the current one reads whole; a torn other copy is simply invalid.
+        let read = |offset| {
+            let mut copy = [0u8; SUPERBLOCK_BYTES];
+            self.region.snapshot(offset, &mut copy);
+            Superblock::decode(&copy, KernelCrc32c)
+                .ok()
+                .map(|sb| (sb, copy))
+        };
+        let [first, second] = SUPERBLOCK_OFFSETS.map(read);
+        match (first, second) {
+            (Some((a, _)), Some((b, copy))) if generation_is_newer(b.generation, a.generation) => {
+                copy
+            }
+            (Some((_, copy)), _) | (None, Some((_, copy))) => copy,
+            (None, None) => [0; SUPERBLOCK_BYTES],
+        }
+    }
+}

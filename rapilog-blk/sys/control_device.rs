@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The control device (`/dev/rapilog-ctl`): a misc device whose every open
+//! file leads to one shared [`ControlHandler`], which implements its ioctls
+//! and reads in safe Rust.
+
+use core::marker::PhantomData;
+
+use kernel::bindings;
+use kernel::fs::{File, Kiocb};
+use kernel::iov::IovIterDest;
+use kernel::miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration};
+use kernel::prelude::*;
+use kernel::str::CStr;
+use kernel::sync::{Arc, ArcBorrow};
+use kernel::uaccess::{UserPtr, UserSlice};
+
+/// Most bytes one `read()` copies.
+const MAX_READ_BYTES: usize = 256 << 10;
+
+/// What the control device does.
+pub(crate) trait ControlHandler: Send + Sync + 'static {
+    /// Handles ioctl `cmd` with argument `arg`.
+    fn ioctl(&self, cmd: u32, arg: UserArg) -> Result<isize>;
+    /// Fills `dst` with the device's bytes from `offset` on; returns how
+    /// many (0 at the end).
+    fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<usize>;
+}
+
+/// An ioctl's argument: a pointer into the caller's memory.
+pub(crate) struct UserArg(usize);
+
+impl UserArg {
+    /// Copies `data` to where the argument points.
+    pub(crate) fn write(&self, data: &[u8]) -> Result {
+        UserSlice::new(UserPtr::from_addr(self.0), data.len())
+            .writer()
+            .write_slice(data)
+    }
+}
+
+/// Whether the calling task may administer the device (`CAP_SYS_ADMIN`).
+pub(crate) fn caller_is_admin() -> bool {
+    // SAFETY: `capable` only checks the current task's credentials.
+    unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) }
+}
+
+/// The registered device; deregistered when dropped. Open files keep the
+/// handler (an `Arc`) and the module (the file operations' owner) alive.
+#[pin_data]
+pub(crate) struct ControlDevice<T: ControlHandler> {
+    /// Dropped first: no open happens after it is gone.
+    #[pin]
+    registration: MiscDeviceRegistration<ControlFile<T>>,
+    handler: Arc<T>,
+}
+
+impl<T: ControlHandler> ControlDevice<T> {
+    /// Registers `/dev/<name>`, served by `handler`.
+    pub(crate) fn register(name: &'static CStr, handler: Arc<T>) -> Result<Pin<KBox<Self>>> {
+        KBox::try_pin_init(
+            try_pin_init!(Self {
+                // The handler first: the device may be opened as soon as it
+                // is registered.
+                handler,
+                registration <- MiscDeviceRegistration::register(MiscDeviceOptions { name }),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+/// The file operations (never instantiated).
+struct ControlFile<T>(PhantomData<T>);
+
+#[vtable]
+impl<T: ControlHandler> MiscDevice for ControlFile<T> {
+    type Ptr = Arc<T>;
+
+    fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<T>> {
+        let misc: *const MiscDeviceRegistration<Self> = misc;
+        // SAFETY: `ControlFile<T>` is private to this file and only ever
+        // registered as the `registration` field of a `ControlDevice<T>`,
+        // which is pinned and outlives its registration (the field drops
+        // first), so `misc` lies inside a live `ControlDevice<T>`.
+        let control = unsafe { &*kernel::container_of!(misc, ControlDevice<T>, registration) };
+        Ok(control.handler.clone())
+    }
+
+    fn read_iter(mut kiocb: Kiocb<'_, Arc<T>>, iov: &mut IovIterDest<'_>) -> Result<usize> {
+        let offset = u64::try_from(kiocb.ki_pos()).map_err(|_| EINVAL)?;
+        let mut buf = KVVec::from_elem(0u8, iov.len().min(MAX_READ_BYTES), GFP_KERNEL)?;
+        let handler: ArcBorrow<'_, T> = kiocb.file();
+        let filled = handler.read_at(offset, &mut buf)?;
+        let copied = iov.copy_to_iter(buf.get(..filled).unwrap_or(&[]));
+        if copied == 0 && filled > 0 {
+            return Err(EFAULT);
+        }
+        *kiocb.ki_pos_mut() += copied as i64;
+        Ok(copied)
+    }
+
+    fn ioctl(handler: ArcBorrow<'_, T>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        handler.ioctl(cmd, UserArg(arg))
+    }
+}

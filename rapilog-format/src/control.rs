@@ -1,0 +1,702 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The driver's control interface: the ioctls of `/dev/rapilog-ctl` and the
+//! status block [`IOCTL_STATUS`] returns.
+//!
+//! Shared by the kernel module (which encodes) and `rapilogctl` (which
+//! decodes), like the region format, so the two cannot disagree. The status
+//! block is versioned: it starts with a magic, a version and its size, and a
+//! reader refuses a version it does not know. Its bytes are documented in
+//! `FORMAT.md` (checked by a test).
+//!
+//! | ioctl | number | who | what |
+//! |---|---|---|---|
+//! | [`IOCTL_STATUS`] | `_IOR('R', 1, [u8; 1024])` | anyone who can open | fills the status block |
+//! | [`IOCTL_DRAIN`] | `_IO('R', 2)` | `CAP_SYS_ADMIN` | writes back everything written before the call; returns when it is durable on the disk (interruptible) |
+//! | [`IOCTL_CHECK_FENCE`] | `_IO('R', 3)` | `CAP_SYS_ADMIN` | checks the IOMMU fence again; the result is in the status |
+//!
+//! `read()` on the device returns the region's raw bytes (`CAP_SYS_ADMIN`,
+//! checked at open): a snapshot for `rapilogctl dump`. Records being copied in
+//! during the read may be torn in the snapshot; their checksums tell.
+
+use super::field::{self, Field};
+use super::superblock::Superblock;
+use super::{Crc32c, SuperblockError, SUPERBLOCK_BYTES};
+
+/// Name of the control device under `/dev`.
+pub const CONTROL_DEVICE: &str = "rapilog-ctl";
+
+/// Size of the status block.
+pub const STATUS_BYTES: usize = 1024;
+
+/// First bytes of a status block.
+pub const STATUS_MAGIC: [u8; 8] = *b"RLSTATUS";
+
+/// Version of the status block this code writes and reads.
+pub const STATUS_VERSION: u32 = 1;
+
+/// `_IOC` as in `include/uapi/asm-generic/ioctl.h`.
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | ((b'R' as u32) << 8) | nr
+}
+
+/// Fills the caller's `STATUS_BYTES` buffer with the status block.
+pub const IOCTL_STATUS: u32 = ioc(2, 1, STATUS_BYTES);
+/// Drain and wait: returns once everything written before the call is
+/// durable on the log disk.
+pub const IOCTL_DRAIN: u32 = ioc(0, 2, 0);
+/// Checks the IOMMU fence again.
+pub const IOCTL_CHECK_FENCE: u32 = ioc(0, 3, 0);
+
+/// Field table of the status block.
+pub mod fields {
+    use super::Field;
+
+    const fn f(name: &'static str, offset: usize, size: usize) -> Field {
+        Field { name, offset, size }
+    }
+
+    /// `"RLSTATUS"`.
+    pub const MAGIC: Field = f("magic", 0, 8);
+    /// [`super::STATUS_VERSION`].
+    pub const VERSION: Field = f("version", 8, 4);
+    /// [`super::STATUS_BYTES`].
+    pub const SIZE: Field = f("size", 12, 4);
+    /// Physical address of the region.
+    pub const REGION_PHYS: Field = f("region_phys", 16, 8);
+    /// Size of the region.
+    pub const REGION_BYTES: Field = f("region_bytes", 24, 8);
+    /// Protection mode.
+    pub const PROTECT: Field = f("protect", 32, 4);
+    /// [`super::flags`].
+    pub const FLAGS: Field = f("flags", 36, 4);
+    /// Sequence number the next record gets (the head).
+    pub const NEXT_SEQ: Field = f("next_seq", 40, 8);
+    /// Oldest live record (the tail).
+    pub const TAIL_SEQ: Field = f("tail_seq", 48, 8);
+    /// Records reserved and not yet freed.
+    pub const LIVE_RECORDS: Field = f("live_records", 56, 8);
+    /// Ring bytes reserved and not yet freed.
+    pub const USED_BYTES: Field = f("used_bytes", 64, 8);
+    /// Bytes acknowledged and not yet written back.
+    pub const DIRTY_BYTES: Field = f("dirty_bytes", 72, 8);
+    /// Size of the data ring.
+    pub const RING_BYTES: Field = f("ring_bytes", 80, 8);
+    /// Longest wait before writeback starts.
+    pub const WRITEBACK_DELAY_MS: Field = f("writeback_delay_ms", 88, 4);
+    /// Hold-up window of the power-fail path (0: off).
+    pub const HOLDUP_MS: Field = f("holdup_ms", 92, 4);
+    /// Most dirty bytes allowed (0: no bound but the ring).
+    pub const DIRTY_BOUND_BYTES: Field = f("dirty_bound_bytes", 96, 8);
+    /// Writeback bandwidth used for the bound, bytes per second (0: unknown).
+    pub const WRITEBACK_BANDWIDTH: Field = f("writeback_bandwidth", 104, 8);
+    /// Write bios completed from the region.
+    pub const WRITES: Field = f("writes", 112, 8);
+    /// Bytes of those writes.
+    pub const WRITE_BYTES: Field = f("write_bytes", 120, 8);
+    /// Flush and FUA requests absorbed.
+    pub const FLUSHES: Field = f("flushes", 128, 8);
+    /// Writes that waited for ring space.
+    pub const THROTTLED: Field = f("throttled", 136, 8);
+    /// Read pieces served from the region.
+    pub const READS_REGION: Field = f("reads_region", 144, 8);
+    /// Read pieces passed to the disk.
+    pub const READS_DISK: Field = f("reads_disk", 152, 8);
+    /// Disk writes issued by writeback.
+    pub const WB_IOS: Field = f("wb_ios", 160, 8);
+    /// Bytes written back.
+    pub const WB_BYTES: Field = f("wb_bytes", 168, 8);
+    /// Records written back.
+    pub const WB_RECORDS: Field = f("wb_records", 176, 8);
+    /// Cache flushes of the disk by writeback.
+    pub const WB_FLUSHES: Field = f("wb_flushes", 184, 8);
+    /// Failed disk writes or flushes (retried).
+    pub const DISK_ERRORS: Field = f("disk_errors", 192, 8);
+    /// Write bios failed (internal errors).
+    pub const WRITE_ERRORS: Field = f("write_errors", 200, 8);
+    /// Time writeback spent writing and flushing, microseconds.
+    pub const WB_BUSY_US: Field = f("wb_busy_us", 208, 8);
+    /// Time since the module loaded, microseconds.
+    pub const UPTIME_US: Field = f("uptime_us", 216, 8);
+    /// Errno of the last failed disk operation (0: none).
+    pub const LAST_DISK_ERRNO: Field = f("last_disk_errno", 224, 4);
+    /// [`super::FenceState`] code.
+    pub const FENCE_STATE: Field = f("fence_state", 228, 4);
+    /// [`super::FencePolicy`] code.
+    pub const FENCE_POLICY: Field = f("fence_policy", 232, 4);
+    /// PCI devices checked.
+    pub const FENCE_DEVICES: Field = f("fence_devices", 236, 4);
+    /// PCI devices whose DMA is not translated.
+    pub const FENCE_UNFENCED: Field = f("fence_unfenced", 240, 4);
+    /// Power-fail signals armed: bit 0 power button, bit 1 NMI.
+    pub const POWERFAIL_SIGNALS: Field = f("powerfail_signals", 244, 4);
+    /// [`super::PowerFailState`] code.
+    pub const POWERFAIL_STATE: Field = f("powerfail_state", 248, 4);
+    /// Zero.
+    pub const RESERVED: Field = f("reserved", 252, 4);
+    /// Names of unfenced devices, space separated, zero padded.
+    pub const UNFENCED_LIST: Field = f("unfenced_list", 256, 128);
+    /// The `backing=` path, zero padded (truncated to 128 bytes).
+    pub const BACKING: Field = f("backing", 384, 128);
+    /// The region's current superblock, as in the region.
+    pub const SUPERBLOCK: Field = f("superblock", 512, 512);
+
+    /// All fields in order; they tile the status block exactly.
+    pub const ALL: &[Field] = &[
+        MAGIC,
+        VERSION,
+        SIZE,
+        REGION_PHYS,
+        REGION_BYTES,
+        PROTECT,
+        FLAGS,
+        NEXT_SEQ,
+        TAIL_SEQ,
+        LIVE_RECORDS,
+        USED_BYTES,
+        DIRTY_BYTES,
+        RING_BYTES,
+        WRITEBACK_DELAY_MS,
+        HOLDUP_MS,
+        DIRTY_BOUND_BYTES,
+        WRITEBACK_BANDWIDTH,
+        WRITES,
+        WRITE_BYTES,
+        FLUSHES,
+        THROTTLED,
+        READS_REGION,
+        READS_DISK,
+        WB_IOS,
+        WB_BYTES,
+        WB_RECORDS,
+        WB_FLUSHES,
+        DISK_ERRORS,
+        WRITE_ERRORS,
+        WB_BUSY_US,
+        UPTIME_US,
+        LAST_DISK_ERRNO,
+        FENCE_STATE,
+        FENCE_POLICY,
+        FENCE_DEVICES,
+        FENCE_UNFENCED,
+        POWERFAIL_SIGNALS,
+        POWERFAIL_STATE,
+        RESERVED,
+        UNFENCED_LIST,
+        BACKING,
+        SUPERBLOCK,
+    ];
+}
+
+/// Bits of the `flags` field.
+pub mod flags {
+    /// The module is unloading.
+    pub const UNLOADING: u32 = 1 << 0;
+    /// A disk operation of writeback failed and is being retried.
+    pub const WRITEBACK_RETRYING: u32 = 1 << 1;
+    /// A drain was requested and is in progress.
+    pub const DRAINING: u32 = 1 << 2;
+    /// New writes are held back (power-fail drain).
+    pub const WRITES_HELD: u32 = 1 << 3;
+}
+
+/// How the region is protected against stray kernel writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProtectMode {
+    /// Unknown code (a newer driver).
+    #[default]
+    Unknown,
+    /// Read-only except while a record is copied in.
+    Window,
+    /// Writable all the time.
+    Off,
+}
+
+/// Whether every PCI device's DMA goes through an IOMMU translation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FenceState {
+    /// Not checked (or an unknown code).
+    #[default]
+    Unchecked,
+    /// Every PCI device is translated or blocked.
+    Fenced,
+    /// Some device can reach all memory, the region included.
+    Unfenced,
+}
+
+/// What the driver does about an unfenced machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FencePolicy {
+    /// Unknown code.
+    #[default]
+    Unknown,
+    /// Load anyway with a loud warning.
+    Warn,
+    /// Refuse to load.
+    Require,
+}
+
+/// Where the power-fail path is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PowerFailState {
+    /// No signal armed (or an unknown code).
+    #[default]
+    Off,
+    /// Armed, waiting for a signal.
+    Armed,
+    /// A signal came; draining.
+    Draining,
+    /// Drained: everything acknowledged is on the disk, writes are held.
+    Drained,
+    /// The drain failed; the driver panics so the crash kernel replays.
+    Failed,
+}
+
+macro_rules! codes {
+    ($ty:ty { $($variant:ident = $code:literal,)* } default $default:ident) => {
+        impl $ty {
+            /// Code in the status block.
+            pub const fn code(self) -> u32 {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+
+            /// Decodes a code; unknown codes decode as the default.
+            pub const fn from_code(code: u32) -> Self {
+                match code {
+                    $($code => Self::$variant,)*
+                    _ => Self::$default,
+                }
+            }
+        }
+    };
+}
+
+codes!(ProtectMode { Unknown = 0, Window = 1, Off = 2, } default Unknown);
+codes!(FenceState { Unchecked = 0, Fenced = 1, Unfenced = 2, } default Unchecked);
+codes!(FencePolicy { Unknown = 0, Warn = 1, Require = 2, } default Unknown);
+codes!(PowerFailState { Off = 0, Armed = 1, Draining = 2, Drained = 3, Failed = 4, } default Off);
+
+/// A zero-padded text field of the status block.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Text<const N: usize>([u8; N]);
+
+impl<const N: usize> Default for Text<N> {
+    fn default() -> Self {
+        Self([0; N])
+    }
+}
+
+impl<const N: usize> core::fmt::Debug for Text<N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:?}", self.as_bytes())
+    }
+}
+
+impl<const N: usize> Text<N> {
+    /// `bytes`, cut to `N` bytes; a cut text ends in `...`.
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut out = [0u8; N];
+        if bytes.len() <= N {
+            out[..bytes.len()].copy_from_slice(bytes);
+        } else {
+            out.copy_from_slice(&bytes[..N]);
+            let dots = N.min(3);
+            out[N - dots..].fill(b'.');
+        }
+        Self(out)
+    }
+
+    /// The text without its padding.
+    pub fn as_bytes(&self) -> &[u8] {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(N);
+        &self.0[..end]
+    }
+}
+
+/// The decoded status block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Physical address of the region.
+    pub region_phys: u64,
+    /// Size of the region.
+    pub region_bytes: u64,
+    /// Protection mode.
+    pub protect: ProtectMode,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// Sequence number of the next record (head).
+    pub next_seq: u64,
+    /// Oldest live record (tail).
+    pub tail_seq: u64,
+    /// Records reserved and not yet freed.
+    pub live_records: u64,
+    /// Ring bytes reserved and not yet freed.
+    pub used_bytes: u64,
+    /// Bytes acknowledged and not yet written back.
+    pub dirty_bytes: u64,
+    /// Size of the data ring.
+    pub ring_bytes: u64,
+    /// Longest wait before writeback starts, ms.
+    pub writeback_delay_ms: u32,
+    /// Hold-up window of the power-fail path, ms (0: off).
+    pub holdup_ms: u32,
+    /// Most dirty bytes allowed (0: only the ring bounds them).
+    pub dirty_bound_bytes: u64,
+    /// Writeback bandwidth the bound uses, bytes/s (0: unknown).
+    pub writeback_bandwidth: u64,
+    /// Write bios completed from the region.
+    pub writes: u64,
+    /// Bytes of those writes.
+    pub write_bytes: u64,
+    /// Flush and FUA requests absorbed.
+    pub flushes: u64,
+    /// Writes that waited for ring space.
+    pub throttled: u64,
+    /// Read pieces served from the region.
+    pub reads_region: u64,
+    /// Read pieces passed to the disk.
+    pub reads_disk: u64,
+    /// Disk writes issued by writeback.
+    pub wb_ios: u64,
+    /// Bytes written back.
+    pub wb_bytes: u64,
+    /// Records written back.
+    pub wb_records: u64,
+    /// Disk cache flushes by writeback.
+    pub wb_flushes: u64,
+    /// Failed disk operations (retried).
+    pub disk_errors: u64,
+    /// Failed write bios.
+    pub write_errors: u64,
+    /// Time writeback spent on the disk, µs.
+    pub wb_busy_us: u64,
+    /// Time since load, µs.
+    pub uptime_us: u64,
+    /// Errno of the last failed disk operation (0: none).
+    pub last_disk_errno: u32,
+    /// IOMMU fence.
+    pub fence_state: FenceState,
+    /// What an unfenced machine means.
+    pub fence_policy: FencePolicy,
+    /// PCI devices checked.
+    pub fence_devices: u32,
+    /// PCI devices not fenced.
+    pub fence_unfenced: u32,
+    /// Power-fail signals armed (bit 0 button, bit 1 NMI).
+    pub powerfail_signals: u32,
+    /// Power-fail path.
+    pub powerfail_state: PowerFailState,
+    /// Unfenced device names, space separated.
+    pub unfenced_list: Text<128>,
+    /// `backing=`.
+    pub backing: Text<128>,
+    /// The region's current superblock, encoded.
+    pub superblock: [u8; SUPERBLOCK_BYTES],
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            region_phys: 0,
+            region_bytes: 0,
+            protect: ProtectMode::Unknown,
+            flags: 0,
+            next_seq: 0,
+            tail_seq: 0,
+            live_records: 0,
+            used_bytes: 0,
+            dirty_bytes: 0,
+            ring_bytes: 0,
+            writeback_delay_ms: 0,
+            holdup_ms: 0,
+            dirty_bound_bytes: 0,
+            writeback_bandwidth: 0,
+            writes: 0,
+            write_bytes: 0,
+            flushes: 0,
+            throttled: 0,
+            reads_region: 0,
+            reads_disk: 0,
+            wb_ios: 0,
+            wb_bytes: 0,
+            wb_records: 0,
+            wb_flushes: 0,
+            disk_errors: 0,
+            write_errors: 0,
+            wb_busy_us: 0,
+            uptime_us: 0,
+            last_disk_errno: 0,
+            fence_state: FenceState::Unchecked,
+            fence_policy: FencePolicy::Unknown,
+            fence_devices: 0,
+            fence_unfenced: 0,
+            powerfail_signals: 0,
+            powerfail_state: PowerFailState::Off,
+            unfenced_list: Text::default(),
+            backing: Text::default(),
+            superblock: [0; SUPERBLOCK_BYTES],
+        }
+    }
+}
+
+/// Why a status block was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusError {
+    /// Shorter than its header says, or than this version's block.
+    Short(usize),
+    /// Not a status block.
+    BadMagic,
+    /// A version this code does not know.
+    UnsupportedVersion(u32),
+}
+
+impl core::fmt::Display for StatusError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Short(n) => write!(f, "status block of {n} bytes, expected {STATUS_BYTES}"),
+            Self::BadMagic => f.write_str("not a rapilog status block"),
+            Self::UnsupportedVersion(v) => write!(
+                f,
+                "status version {v}, this rapilogctl reads version {STATUS_VERSION}: \
+                 use the rapilogctl built with the loaded module"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for StatusError {}
+
+impl Status {
+    /// Encodes into `out`.
+    pub fn encode(&self, out: &mut [u8; STATUS_BYTES]) {
+        use fields::*;
+        out.fill(0);
+        field::write_bytes(out, MAGIC, &STATUS_MAGIC);
+        field::write_u32(out, VERSION, STATUS_VERSION);
+        field::write_u32(out, SIZE, STATUS_BYTES as u32);
+        let u64s = [
+            (REGION_PHYS, self.region_phys),
+            (REGION_BYTES, self.region_bytes),
+            (NEXT_SEQ, self.next_seq),
+            (TAIL_SEQ, self.tail_seq),
+            (LIVE_RECORDS, self.live_records),
+            (USED_BYTES, self.used_bytes),
+            (DIRTY_BYTES, self.dirty_bytes),
+            (RING_BYTES, self.ring_bytes),
+            (DIRTY_BOUND_BYTES, self.dirty_bound_bytes),
+            (WRITEBACK_BANDWIDTH, self.writeback_bandwidth),
+            (WRITES, self.writes),
+            (WRITE_BYTES, self.write_bytes),
+            (FLUSHES, self.flushes),
+            (THROTTLED, self.throttled),
+            (READS_REGION, self.reads_region),
+            (READS_DISK, self.reads_disk),
+            (WB_IOS, self.wb_ios),
+            (WB_BYTES, self.wb_bytes),
+            (WB_RECORDS, self.wb_records),
+            (WB_FLUSHES, self.wb_flushes),
+            (DISK_ERRORS, self.disk_errors),
+            (WRITE_ERRORS, self.write_errors),
+            (WB_BUSY_US, self.wb_busy_us),
+            (UPTIME_US, self.uptime_us),
+        ];
+        for (f, v) in u64s {
+            field::write_u64(out, f, v);
+        }
+        let u32s = [
+            (PROTECT, self.protect.code()),
+            (FLAGS, self.flags),
+            (WRITEBACK_DELAY_MS, self.writeback_delay_ms),
+            (HOLDUP_MS, self.holdup_ms),
+            (LAST_DISK_ERRNO, self.last_disk_errno),
+            (FENCE_STATE, self.fence_state.code()),
+            (FENCE_POLICY, self.fence_policy.code()),
+            (FENCE_DEVICES, self.fence_devices),
+            (FENCE_UNFENCED, self.fence_unfenced),
+            (POWERFAIL_SIGNALS, self.powerfail_signals),
+            (POWERFAIL_STATE, self.powerfail_state.code()),
+        ];
+        for (f, v) in u32s {
+            field::write_u32(out, f, v);
+        }
+        field::write_bytes(out, UNFENCED_LIST, &self.unfenced_list.0);
+        field::write_bytes(out, BACKING, &self.backing.0);
+        field::write_bytes(out, SUPERBLOCK, &self.superblock);
+    }
+
+    /// Decodes a status block. Fields this version does not know are
+    /// decoded as their defaults; nothing else is checked (the driver is
+    /// trusted, the superblock is checked by [`Status::decode_superblock`]).
+    pub fn decode(bytes: &[u8]) -> Result<Self, StatusError> {
+        use fields::*;
+        if bytes.len() < 16 {
+            return Err(StatusError::Short(bytes.len()));
+        }
+        if field::read_bytes::<8>(bytes, MAGIC) != STATUS_MAGIC {
+            return Err(StatusError::BadMagic);
+        }
+        let version = field::read_u32(bytes, VERSION);
+        if version != STATUS_VERSION {
+            return Err(StatusError::UnsupportedVersion(version));
+        }
+        let size = field::read_u32(bytes, SIZE) as usize;
+        if size < STATUS_BYTES || bytes.len() < STATUS_BYTES {
+            return Err(StatusError::Short(bytes.len().min(size)));
+        }
+        let u64 = |f| field::read_u64(bytes, f);
+        let u32 = |f| field::read_u32(bytes, f);
+        Ok(Self {
+            region_phys: u64(REGION_PHYS),
+            region_bytes: u64(REGION_BYTES),
+            protect: ProtectMode::from_code(u32(PROTECT)),
+            flags: u32(FLAGS),
+            next_seq: u64(NEXT_SEQ),
+            tail_seq: u64(TAIL_SEQ),
+            live_records: u64(LIVE_RECORDS),
+            used_bytes: u64(USED_BYTES),
+            dirty_bytes: u64(DIRTY_BYTES),
+            ring_bytes: u64(RING_BYTES),
+            writeback_delay_ms: u32(WRITEBACK_DELAY_MS),
+            holdup_ms: u32(HOLDUP_MS),
+            dirty_bound_bytes: u64(DIRTY_BOUND_BYTES),
+            writeback_bandwidth: u64(WRITEBACK_BANDWIDTH),
+            writes: u64(WRITES),
+            write_bytes: u64(WRITE_BYTES),
+            flushes: u64(FLUSHES),
+            throttled: u64(THROTTLED),
+            reads_region: u64(READS_REGION),
+            reads_disk: u64(READS_DISK),
+            wb_ios: u64(WB_IOS),
+            wb_bytes: u64(WB_BYTES),
+            wb_records: u64(WB_RECORDS),
+            wb_flushes: u64(WB_FLUSHES),
+            disk_errors: u64(DISK_ERRORS),
+            write_errors: u64(WRITE_ERRORS),
+            wb_busy_us: u64(WB_BUSY_US),
+            uptime_us: u64(UPTIME_US),
+            last_disk_errno: u32(LAST_DISK_ERRNO),
+            fence_state: FenceState::from_code(u32(FENCE_STATE)),
+            fence_policy: FencePolicy::from_code(u32(FENCE_POLICY)),
+            fence_devices: u32(FENCE_DEVICES),
+            fence_unfenced: u32(FENCE_UNFENCED),
+            powerfail_signals: u32(POWERFAIL_SIGNALS),
+            powerfail_state: PowerFailState::from_code(u32(POWERFAIL_STATE)),
+            unfenced_list: Text(field::read_bytes(bytes, UNFENCED_LIST)),
+            backing: Text(field::read_bytes(bytes, BACKING)),
+            superblock: field::read_bytes(bytes, SUPERBLOCK),
+        })
+    }
+
+    /// The region's superblock carried in the status, decoded and checked.
+    pub fn decode_superblock<C: Crc32c>(&self, crc: C) -> Result<Superblock, SuperblockError> {
+        Superblock::decode(&self.superblock, crc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_the_kernel_macros() {
+        // _IOR('R', 1, char[1024]) and _IO('R', n) as computed by C.
+        assert_eq!(IOCTL_STATUS, 0x8400_5201);
+        assert_eq!(IOCTL_DRAIN, 0x5202);
+        assert_eq!(IOCTL_CHECK_FENCE, 0x5203);
+    }
+
+    #[test]
+    fn fields_tile_the_block() {
+        let mut end = 0;
+        for f in fields::ALL {
+            assert_eq!(f.offset, end, "{} does not follow its predecessor", f.name);
+            end = f.offset + f.size;
+        }
+        assert_eq!(end, STATUS_BYTES);
+        assert_eq!(fields::SUPERBLOCK.size, SUPERBLOCK_BYTES);
+    }
+
+    fn sample() -> Status {
+        Status {
+            region_phys: 0x6000_0000,
+            region_bytes: 64 << 20,
+            protect: ProtectMode::Window,
+            flags: flags::DRAINING,
+            next_seq: 1234,
+            tail_seq: 1200,
+            live_records: 34,
+            used_bytes: 34 * 4096,
+            dirty_bytes: 30 * 4096,
+            ring_bytes: 60 << 20,
+            writeback_delay_ms: 1000,
+            holdup_ms: 50,
+            dirty_bound_bytes: 4 << 20,
+            writeback_bandwidth: 80 << 20,
+            writes: 1,
+            write_bytes: 2,
+            flushes: 3,
+            throttled: 4,
+            reads_region: 5,
+            reads_disk: 6,
+            wb_ios: 7,
+            wb_bytes: 8,
+            wb_records: 9,
+            wb_flushes: 10,
+            disk_errors: 11,
+            write_errors: 12,
+            wb_busy_us: 13,
+            uptime_us: 14,
+            last_disk_errno: 5,
+            fence_state: FenceState::Unfenced,
+            fence_policy: FencePolicy::Warn,
+            fence_devices: 6,
+            fence_unfenced: 2,
+            powerfail_signals: 3,
+            powerfail_state: PowerFailState::Armed,
+            unfenced_list: Text::new(b"0000:00:02.0 0000:00:03.0"),
+            backing: Text::new(b"/dev/disk/by-id/virtio-log"),
+            superblock: [7; SUPERBLOCK_BYTES],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let status = sample();
+        let mut bytes = [0u8; STATUS_BYTES];
+        status.encode(&mut bytes);
+        assert_eq!(&bytes[..8], b"RLSTATUS");
+        assert_eq!(Status::decode(&bytes), Ok(status));
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_v1_block() {
+        let mut bytes = [0u8; STATUS_BYTES];
+        sample().encode(&mut bytes);
+        assert_eq!(Status::decode(&bytes[..100]), Err(StatusError::Short(100)));
+        let mut other = bytes;
+        other[8] = 2;
+        assert_eq!(
+            Status::decode(&other),
+            Err(StatusError::UnsupportedVersion(2))
+        );
+        other = bytes;
+        other[0] = b'X';
+        assert_eq!(Status::decode(&other), Err(StatusError::BadMagic));
+    }
+
+    #[test]
+    fn long_text_is_cut_visibly() {
+        let t = Text::<8>::new(b"0123456789");
+        assert_eq!(t.as_bytes(), b"01234...");
+        assert_eq!(Text::<8>::new(b"abc").as_bytes(), b"abc");
+    }
+
+    #[test]
+    fn unknown_codes_decode_as_defaults() {
+        assert_eq!(FenceState::from_code(99), FenceState::Unchecked);
+        assert_eq!(PowerFailState::from_code(4), PowerFailState::Failed);
+        assert_eq!(ProtectMode::from_code(2), ProtectMode::Off);
+    }
+}
