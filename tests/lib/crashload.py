@@ -1,0 +1,264 @@
+"""Panic under load: the pieces tests/qemu/test_crash.py (and `make
+crash-test`, through the same tests) put together.
+
+- The host's copy of tests/tools/rlio.rs's numbered blocks (`block`) and
+  files (`file_content`), and the parsing of the lines rlio logs to
+  /dev/kmsg once a write is acknowledged (`rlack N CRC`, `rlfile N CRC`).
+- `Model`: per 4 KiB slot of the log disk the newest acknowledged block
+  number; `Model.check(disk)` reads the disk image and returns every slot
+  whose content is not that block or a newer one (a loss).
+- `CrashRig`: one guest with rapilog loaded and the crash kernel armed by
+  kexec-tools-config/rapilog-arm; `panic_and_replay()` panics it, waits for
+  rapilog-rescue's report and for the reboot, and measures the time.
+- `record_cycle()`: appends a cycle's numbers to $RAPILOG_CRASH_STATS (JSON
+  lines) for tests/crash/summary.py.
+
+Only complete console lines are parsed, and a line counts only if its CRC
+matches the block or file its number names, so a line that kernel output
+interleaved with cannot add a false acknowledgement.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shlex
+import subprocess
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guest import CACHE, REPO, Guest, fetch_kernel, scaled
+
+BLOCK = 4096
+MASK = (1 << 64) - 1
+CYCLES = int(os.environ.get("RAPILOG_CRASH_CYCLES", "3"))
+STATS = os.environ.get("RAPILOG_CRASH_STATS")
+
+
+# --- the blocks and files rlio writes ----------------------------------------------------
+
+def _splitmix64(state: int) -> tuple[int, int]:
+    state = (state + 0x9E3779B97F4A7C15) & MASK
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return state, z ^ (z >> 31)
+
+
+def block(n: int) -> bytes:
+    """Block n exactly as `rlio numbered` writes it."""
+    state, sectors = n, []
+    for _ in range(8):
+        key = b""
+        for _ in range(4):
+            state, z = _splitmix64(state)
+            key += z.to_bytes(8, "little")
+        sectors.append(key * 16)
+    body = b"".join(sectors)[32:]
+    crc = zlib.crc32(body)
+    return b"rlblk %016x %08x\n" % (n, crc) + body
+
+
+def block_crc(n: int) -> int:
+    return int(block(n)[23:31], 16)
+
+
+def file_content(n: int) -> bytes:
+    """File fN exactly as `rlio files` writes it."""
+    return b"".join(block(n * 16 + k) for k in range(1 + n % 13))
+
+
+HEADER = re.compile(rb"rlblk ([0-9a-f]{16}) ([0-9a-f]{8})\n")
+
+
+def block_number(data: bytes) -> int | None:
+    """The number block `data` claims to be, if it is exactly that block."""
+    m = HEADER.match(data)
+    if not m:
+        return None
+    n = int(m.group(1), 16)
+    return n if data == block(n) else None
+
+
+def acknowledged(console: str, kind: str = "rlack") -> dict[int, int]:
+    """{number: crc} of every complete, intact `KIND N CRC` console line
+    (the kernel log prefixes them with a timestamp)."""
+    want = block_crc if kind == "rlack" else lambda n: zlib.crc32(file_content(n))
+    out = {}
+    for m in re.finditer(rf"^(?:\[ *\d+\.\d+\] )?{kind} (\d+) ([0-9a-f]{{8}})$", console, re.M):
+        n, crc = int(m.group(1)), int(m.group(2), 16)
+        if crc == want(n):
+            out[n] = crc
+    return out
+
+
+@dataclass
+class Model:
+    """What the log disk must hold: per slot (4 KiB), the newest block
+    number acknowledged there. A slot may also hold a newer block (written,
+    not yet acknowledged when the guest panicked), never an older one."""
+    slots: int
+    newest: dict[int, int] = field(default_factory=dict)
+
+    def acknowledge(self, numbers) -> None:
+        for n in numbers:
+            s = n % self.slots
+            if n > self.newest.get(s, -1):
+                self.newest[s] = n
+
+    def check(self, disk: Path) -> list[str]:
+        """Every acknowledged slot whose content is wrong, described."""
+        lost = []
+        with open(disk, "rb") as f:
+            for s, n in sorted(self.newest.items()):
+                data = os.pread(f.fileno(), BLOCK, s * BLOCK)
+                got = block_number(data)
+                if got is None or got % self.slots != s or got < n:
+                    what = "not an intact block" if got is None else f"block {got}"
+                    lost.append(f"slot {s}: acknowledged block {n}, found {what} ({data[:31]!r})")
+        return lost
+
+
+# --- host-side artifacts ---------------------------------------------------------------
+
+def rlio_binary() -> Path:
+    """tests/tools/rlio.rs as a static binary (built when the source is newer)."""
+    src = REPO / "tests/tools/rlio.rs"
+    out = CACHE / "tools/rlio"
+    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f"rlio.tmp{os.getpid()}")
+        subprocess.run(["rustc", "--edition", "2021", "-O", "-C", "target-feature=+crt-static",
+                        str(src), "-o", str(tmp)], check=True)
+        tmp.replace(out)
+    return out
+
+
+def _last_line(args: list) -> str:
+    return subprocess.run([str(a) for a in args], check=True, stdout=subprocess.PIPE,
+                          text=True).stdout.strip().splitlines()[-1]
+
+
+def artifacts(krel: str, tmp: Path) -> dict:
+    """rapilog.ko, the static rapilog-rescue and its crash initramfs, the
+    stock kernel, Debian's kexec-tools (overlay for the busybox guest), rlio.
+    $RAPILOG_KO names a prebuilt rapilog.ko instead of building the tree's."""
+    rescue = _last_line([REPO / "rapilog-rescue/build-static.sh"])
+    kdir = fetch_kernel(krel)
+    return {
+        "ko": os.environ.get("RAPILOG_KO") or _last_line([REPO / "kernels/build-module.sh", krel]),
+        "kexec": _last_line([REPO / "rapilog-rescue/fetch-kexec-tools.sh", krel]),
+        "vmlinuz": kdir / "vmlinuz",
+        "initrd": _last_line([REPO / "rapilog-rescue/build-initramfs.sh", "-k", krel, "-r", kdir / "root",
+                              "-b", rescue, "-o", tmp / "rescue.cpio.gz"]),
+        "rlio": rlio_binary(),
+    }
+
+
+# --- the guest ----------------------------------------------------------------------------
+
+REPORT = r"rapilog-rescue: report (applied=\S+ .* exit=-?\d+)"
+PANIC = r"Kernel panic - not syncing"
+
+
+def guest_files(art: dict, krel: str) -> dict:
+    """files= for a Guest that runs the crash tests (busybox or rootfs)."""
+    return {"/lib/modules/KREL/extra/rapilog.ko": art["ko"], "/boot/vmlinuz": art["vmlinuz"],
+            "/boot/rescue.cpio.gz": art["initrd"], "/usr/bin/rlio": art["rlio"],
+            "/usr/sbin/rapilog-arm": REPO / "kexec-tools-config/rapilog-arm"}
+
+
+def config(region: str, serial: str, module_options: str, crash_append: str = "") -> str:
+    """/etc/rapilog/rapilog.conf for rapilog-arm (sourced by sh in the guest,
+    so the backing path is looked up by serial at each load)."""
+    return (f"REGION={region}\nBACKING=$(disk-by-serial {serial})\n"
+            f'MODULE_OPTIONS="disk_id=serial:{serial} {module_options}"\n'
+            "CRASH_KERNEL=/boot/vmlinuz\nRESCUE_INITRD=/boot/rescue.cpio.gz\n"
+            f'CRASH_CONSOLE=""\nCRASH_APPEND="rapilog.disk=serial:{serial} {crash_append}"\n')
+
+
+class CrashRig:
+    """A booted guest (busybox or rootfs) with its log disk `disk` (host path,
+    serial `serial`), rapilog-arm's configuration installed."""
+
+    def __init__(self, g: Guest, disk: Path, serial: str, region: str, module_options: str,
+                 crash_append: str = ""):
+        self.g, self.disk, self.serial = g, disk, serial
+        self.config = config(region, serial, module_options, crash_append)
+
+    def load_and_arm(self) -> str:
+        """Loads rapilog (replaying whatever the region holds) and arms the
+        crash kernel, both through rapilog-arm; returns the kernel log of the load."""
+        g = self.g
+        # Each boot: the busybox guest's root is a tmpfs; rlio's lines must
+        # not be rate-limited.
+        g.check("mkdir -p /etc/rapilog && cat > /etc/rapilog/rapilog.conf <<'EOF'\n" + self.config + "EOF\n"
+                "echo on > /proc/sys/kernel/printk_devkmsg && dmesg -c > /dev/null")
+        g.check("rapilog-arm load-module", timeout=scaled(120))
+        log = g.check("dmesg")
+        assert "/dev/rapilog0:" in log, log
+        out = g.check("rapilog-arm arm", timeout=scaled(60))
+        assert "crash kernel armed: kexec -p /boot/vmlinuz --initrd=/boot/rescue.cpio.gz" in out, out
+        assert g.check("rapilog-arm status").strip() == "armed"
+        return log
+
+    def start(self, cmd: str) -> None:
+        """Runs cmd in the background (the agent runs one command at a time
+        and must stay free for the panic)."""
+        self.g.check(f"setsid sh -c {shlex.quote(cmd)} </dev/null >/tmp/load.out 2>&1 &")
+
+    def wait_acks(self, kind: str, count: int, since: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while len(acknowledged(self.g.console_text(since), kind)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {count} {kind} lines within {timeout:.0f} s; "
+                                     f"writer: {self.g.run('cat /tmp/load.out')[1]}\n{self.g.console_tail()}")
+            time.sleep(0.2)
+
+    def panic_and_replay(self, pause=None) -> dict:
+        """Panics the guest; waits for rapilog-rescue's report in the crash
+        kernel and for the guest to come up again. `pause(g)`, if given,
+        runs with the guest stopped (QMP stop) right after the panic message.
+        Returns {report, console (from the panic request on), times}."""
+        g = self.g
+        mark = g.console_mark()
+        t0 = time.monotonic()
+        g.send("echo c > /proc/sysrq-trigger")
+        g.wait_console(PANIC, scaled(60), since=mark)
+        t_panic = time.monotonic()
+        if pause is not None:
+            g.qmp("stop")
+            try:
+                pause(g)
+            finally:
+                g.qmp("cont")
+        m = g.wait_console(REPORT, scaled(180), since=mark)
+        t_report = time.monotonic()
+        report = dict(w.split("=", 1) for w in m.group(1).split())
+        info = g.wait_booted(scaled(180))
+        t_up = time.monotonic()
+        console = g.console_text(mark)
+        assert "rapilog-rescue: done in" in console and ", rebooting" in console, console[-3000:]
+        return {"report": report, "console": console, "boot": info,
+                "panic_to_report": t_report - t_panic, "panic_to_up": t_up - t_panic,
+                "request_to_panic": t_panic - t0}
+
+
+def rng(name: str) -> tuple[random.Random, int]:
+    """A seeded random generator; the seed comes from $RAPILOG_CRASH_SEED or
+    the clock and is printed, so a failure can be replayed."""
+    seed = int(os.environ.get("RAPILOG_CRASH_SEED") or time.time_ns() % 1_000_000_007)
+    print(f"{name}: seed {seed} (RAPILOG_CRASH_SEED={seed} replays the same panic delays)")
+    return random.Random(seed), seed
+
+
+def record_cycle(**stats) -> None:
+    """One cycle's numbers for tests/crash/summary.py (when $RAPILOG_CRASH_STATS is set)."""
+    print("cycle: " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in stats.items()))
+    if STATS:
+        with open(STATS, "a") as f:
+            f.write(json.dumps(stats) + "\n")
