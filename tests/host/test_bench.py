@@ -1,0 +1,149 @@
+"""bench/benchlib.py: the parsers and tables of `make bench`, without QEMU."""
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import benchlib as bl  # noqa: E402
+
+DATA = Path(__file__).resolve().parent / "data"
+
+PGBENCH_OUT = """\
+pgbench (17.6 (Debian 17.6-0+deb13u1))
+transaction type: <builtin: TPC-B (sort of)>
+scaling factor: 4
+query mode: prepared
+number of clients: 4
+number of threads: 2
+maximum number of tries: 1
+duration: 5 s
+number of transactions actually processed: 253
+number of failed transactions: 0 (0.000%)
+latency average = 78.411 ms
+initial connection time = 310.552 ms
+tps = 51.013420 (without initial connection time)
+"""
+
+PG_TEST_FSYNC_OUT = """\
+1 seconds per test
+O_DIRECT supported on this platform for open_datasync and open_sync.
+
+Compare file sync methods using one 8kB write:
+(in "wal_sync_method" preference order, except fdatasync is Linux's default)
+        open_datasync                       201.204 ops/sec    4970 usecs/op
+        fdatasync                           200.112 ops/sec    4997 usecs/op
+        fsync                               100.550 ops/sec    9945 usecs/op
+        fsync_writethrough                              n/a
+        open_sync                           198.931 ops/sec    5027 usecs/op
+
+Compare file sync methods using two 8kB writes:
+(in "wal_sync_method" preference order, except fdatasync is Linux's default)
+        open_datasync                       100.000 ops/sec   10000 usecs/op
+        fdatasync                           150.000 ops/sec    6667 usecs/op
+"""
+
+
+def test_fio_json_with_leading_warning():
+    [r] = bl.parse_fio_json((DATA / "fio-qd1.json").read_text())
+    assert r.name == "qd1"
+    assert r.iops > 0 and r.ios > 0
+    assert set(bl.FIO_PERCENTILES) <= set(r.write_lat)
+    assert r.write_lat[50.0] == pytest.approx(156.672)  # ns -> µs, total latency (lat_ns)
+    assert r.sync_lat[99.0] == pytest.approx(96.768)
+    assert r.commit_lat(50.0) == pytest.approx(156.672 + 18.816)
+
+
+def test_fio_falls_back_to_clat_and_no_sync():
+    doc = ('{"jobs": [{"jobname": "qd32", "write": {"iops": 100.5, "total_ios": 7, '
+           '"clat_ns": {"percentile": {"50.000000": 2000, "99.000000": 9000}}, "lat_ns": {"N": 0}}}]}')
+    [r] = bl.parse_fio_json(doc)
+    assert r.write_lat == {50.0: 2.0, 99.0: 9.0} and r.sync_lat == {} and r.commit_lat(99.0) == 9.0
+
+
+def test_fio_without_json_is_an_error():
+    with pytest.raises(ValueError):
+        bl.parse_fio_json("fio: failed to open /dev/x")
+
+
+def test_pgbench():
+    r = bl.parse_pgbench(PGBENCH_OUT)
+    assert (r.tps, r.transactions, r.latency_ms, r.failed) == (51.01342, 253, 78.411, 0)
+    with pytest.raises(ValueError):
+        bl.parse_pgbench("pgbench: error: connection to server failed")
+
+
+def test_pg_test_fsync_reads_the_one_8kb_section_only():
+    r = bl.parse_pg_test_fsync(PG_TEST_FSYNC_OUT)
+    assert r["fdatasync"] == (200.112, 4997.0)
+    assert r["open_sync"] == (198.931, 5027.0)
+    assert "fsync_writethrough" not in r
+    with pytest.raises(ValueError):
+        bl.parse_pg_test_fsync("no such section")
+
+
+def test_diskstat_and_writeback_efficiency():
+    a = bl.parse_diskstat("  133 3 2074 677 10289 1023 868696 344220 0 34548 344899 0 0 0 0 40 5")
+    b = bl.parse_diskstat("  133 3 2074 677 10389 1023 869496 344220 0 34548 344899 0 0 0 0 90 9")
+    d = bl.diskstat_delta(a, b)
+    assert (d.writes, d.sectors, d.flushes) == (100, 800, 50)
+    e = bl.writeback_efficiency(d, 50)
+    assert e["writes_per_txn"] == 2.0 and e["avg_write_kib"] == 4.0 and e["flushes_per_txn"] == 1.0
+    assert math.isnan(bl.writeback_efficiency(bl.DiskStat(0, 0, 0), 0)["writes_per_txn"])
+    # A kernel without the discard/flush fields.
+    assert bl.parse_diskstat("1 2 3 4 5 6 7 8 9 10 11").flushes == 0
+
+
+def _fio(iops, p50, p99, s50=0.0, s99=0.0):
+    return bl.FioResult("x", iops, 1, {50.0: p50, 99.0: p99}, {50.0: s50, 99.0: s99} if s50 else {})
+
+
+def test_fio_table_ratios_to_brd():
+    res = {"brd": {"qd1": _fio(1000, 10, 20, 5, 10), "qd32": _fio(4000, 100, 200)},
+           "rapilog window": {"qd1": _fio(500, 20, 60, 10, 20), "qd32": _fio(2000, 200, 400)},
+           "raw 200 IOPS": {"qd1": _fio(200, 5000, 9000, 1, 2)}}
+    table, rows = bl.fio_table(res, ["rapilog window", "brd", "raw 200 IOPS", "absent"])
+    hdr, rap, brd, raw = rows
+    assert hdr[0] == "device" and len(rows) == 4
+    assert rap[1:6] == [30, 80, 500, 2.0, 0.5]  # write+fsync p50 30 µs = 2x brd's 15
+    assert rap[6:] == [200, 400, 2000, 2.0, 0.5]
+    assert brd[4] == 1.0
+    assert all(math.isnan(x) for x in raw[6:])  # no QD32 run
+    assert "| rapilog window |" in table and "2.00x" in table and table.count("\n") == 4
+
+
+def test_pgbench_summary_is_a_median_and_table_ratios():
+    runs = [{"profile": "200 IOPS", "config": c, "clients": n, "tps": t}
+            for c, n, t in [("a", 1, 10), ("a", 1, 30), ("a", 1, 20), ("b", 1, 100), ("c", 1, 90),
+                            ("a", 2, 40), ("b", 2, 200), ("c", 2, 220), ("e", 1, 150)]]
+    s = bl.pgbench_summary(runs)
+    assert s[("200 IOPS", "a", 1)] == 20
+    # brd measured under another profile only: shared=.
+    table, rows = bl.pgbench_table(s, "600 IOPS", ["a", "b", "c", "e"], [1, 2], shared={"e": "200 IOPS"})
+    hdr = rows[0]
+    assert hdr == ["profile", "clients", "(a) TPS", "(b) TPS", "(c) TPS", "(e) TPS", "c/a", "e/a", "c/b", "e/b"]
+    assert all(math.isnan(x) for x in rows[1][2:5])  # no 600 IOPS runs of a, b, c
+    assert rows[1][5] == 150
+    table, rows = bl.pgbench_table(s, "200 IOPS", ["a", "b", "c"], [1, 2])
+    assert rows[1] == ["200 IOPS", 1, 20, 100, 90, 4.5, 0.9]
+    assert rows[2] == ["200 IOPS", 2, 40, 200, 220, 5.5, 1.1]
+    assert "4.50x" in table and "0.90x" in table
+
+
+def test_fsync_table():
+    res = {("200 IOPS", "raw"): {"fdatasync": (200.0, 5000.0)}, ("200 IOPS", "brd"): {"fdatasync": (10000.0, 100.0)},
+           ("200 IOPS", "rapilog"): {"fdatasync": (5000.0, 200.0)}, ("600 IOPS", "writecache"): {"fsync": (1.0, 1.0)}}
+    table, rows = bl.fsync_table(res, list(res), ("200 IOPS", "brd"))
+    assert rows[1] == ["200 IOPS", "raw", 200.0, 5000.0, 50.0]
+    assert rows[3] == ["200 IOPS", "rapilog", 5000.0, 200.0, 2.0]
+    assert len(rows) == 4  # writecache has no fdatasync result
+
+
+def test_formatting_and_csv():
+    assert bl.fmt(float("nan")) == "-" and bl.fmt(12345.6) == "12,346" and bl.fmt(1.234) == "1.23"
+    assert bl.fmt(0.01234) == "0.012" and bl.fmt(0) == "0"
+    assert bl.fmt_ratio(2.345) == "2.35x" and bl.fmt_ratio(23.45) == "23.4x" and bl.fmt_ratio(234.5) == "234x"
+    assert bl.to_csv(["a", "b"], [[1, float("nan")], ["x,y", 2.5]]) == 'a,b\n1,\n"x,y",2.5\n'
+    assert bl.median([3, float("nan"), 1, 2]) == 2 and math.isnan(bl.median([]))
+    assert math.isnan(bl.ratio(1, 0)) and bl.ratio(3, 2) == 1.5
