@@ -10,6 +10,10 @@ use crate::format::region_spec::{RegionSpec, RegionSpecError};
 use crate::format::DISK_ID_BYTES;
 use crate::kernel_display::Escaped as Raw;
 use crate::params;
+use crate::sys::powerfail_signals;
+
+/// Upper bound of `holdup_ms`: longer than any power supply holds up.
+const MAX_HOLDUP_MS: u32 = 10_000;
 
 /// Upper bound of `writeback_delay_ms`: writeback that waits longer only
 /// holds ring space longer without merging noticeably more.
@@ -50,6 +54,43 @@ impl Protect {
     }
 }
 
+/// What the driver does once the power-fail drain is complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PowerFailAction {
+    /// Hold new writes and wait for the power to go.
+    Quiesce,
+    /// Power the machine off.
+    PowerOff,
+}
+
+/// The power-fail path's settings.
+#[derive(Clone, Copy)]
+pub(crate) struct PowerFailConfig {
+    /// Signals armed: `sys::powerfail_signals::{BUTTON, NMI}` bits; 0 is off.
+    pub(crate) signals: u32,
+    /// Hold-up window, ms.
+    pub(crate) holdup_ms: u32,
+    /// Assumed writeback bandwidth, KiB/s; 0 to measure.
+    pub(crate) drain_kib_per_sec: u32,
+    /// After the drain.
+    pub(crate) action: PowerFailAction,
+}
+
+fn parse_signals(text: &[u8]) -> Option<u32> {
+    if text.is_empty() || text == b"off" {
+        return Some(0);
+    }
+    let mut signals = 0;
+    for name in text.split(|&b| b == b',') {
+        signals |= match name {
+            b"button" => powerfail_signals::BUTTON,
+            b"nmi" => powerfail_signals::NMI,
+            _ => return None,
+        };
+    }
+    Some(signals)
+}
+
 fn parse_fence_policy(text: &[u8]) -> Option<FencePolicy> {
     match text {
         b"warn" => Some(FencePolicy::Warn),
@@ -74,6 +115,8 @@ pub(crate) struct Config {
     pub(crate) writeback_delay_ms: u32,
     /// What an unfenced machine means.
     pub(crate) iommu_fence: FencePolicy,
+    /// The power-fail path.
+    pub(crate) powerfail: PowerFailConfig,
     /// The protection self-test to run after loading, if any.
     pub(crate) stray_write: Option<StrayWrite>,
 }
@@ -103,6 +146,12 @@ pub(crate) enum ConfigError {
     WritebackDelay(u32),
     /// `iommu_fence=` names no known policy.
     IommuFence(&'static [u8]),
+    /// `powerfail=` names an unknown signal.
+    PowerFail(&'static [u8]),
+    /// `holdup_ms=` is out of range.
+    Holdup(u32),
+    /// `powerfail_action=` names no known action.
+    PowerFailAction(&'static [u8]),
     /// `test_stray_write=` is not 0, 1 or 2.
     StrayWrite(u32),
 }
@@ -117,6 +166,12 @@ impl Config {
             params::disk_id.value(),
             params::writeback_delay_ms.value(),
             params::iommu_fence.value(),
+            (
+                params::powerfail.value(),
+                params::holdup_ms.value(),
+                params::drain_kib_per_sec.value(),
+                params::powerfail_action.value(),
+            ),
             params::test_stray_write.value(),
         )
     }
@@ -128,6 +183,7 @@ impl Config {
         disk_id: &'static [u8],
         writeback_delay_ms: u32,
         iommu_fence: &'static [u8],
+        (powerfail, holdup_ms, drain_kib_per_sec, action): (&'static [u8], u32, u32, &'static [u8]),
         stray_write: u32,
     ) -> Result<Self, ConfigError> {
         let region = RegionSpec::parse(region).map_err(|e| ConfigError::Region(region, e))?;
@@ -148,6 +204,21 @@ impl Config {
         }
         let iommu_fence =
             parse_fence_policy(iommu_fence).ok_or(ConfigError::IommuFence(iommu_fence))?;
+        let signals = parse_signals(powerfail).ok_or(ConfigError::PowerFail(powerfail))?;
+        if holdup_ms == 0 || holdup_ms > MAX_HOLDUP_MS {
+            return Err(ConfigError::Holdup(holdup_ms));
+        }
+        let action = match action {
+            b"quiesce" => PowerFailAction::Quiesce,
+            b"poweroff" => PowerFailAction::PowerOff,
+            _ => return Err(ConfigError::PowerFailAction(action)),
+        };
+        let powerfail = PowerFailConfig {
+            signals,
+            holdup_ms,
+            drain_kib_per_sec,
+            action,
+        };
         let stray_write = match stray_write {
             0 => None,
             1 => Some(StrayWrite::ThroughView),
@@ -161,6 +232,7 @@ impl Config {
             disk_id,
             writeback_delay_ms,
             iommu_fence,
+            powerfail,
             stray_write,
         })
     }
@@ -198,6 +270,21 @@ impl fmt::Display for ConfigError {
             Self::IommuFence(raw) => write!(
                 f,
                 "iommu_fence={} refused: expected warn (default) or require",
+                Raw(raw)
+            ),
+            Self::PowerFail(raw) => write!(
+                f,
+                "powerfail={} refused: expected button, nmi, button,nmi, or empty for none",
+                Raw(raw)
+            ),
+            Self::Holdup(ms) => write!(
+                f,
+                "holdup_ms={ms} refused: expected 1 to {MAX_HOLDUP_MS} (the power supply's hold-up \
+                 time; the ATX spec guarantees about 17 ms at full load)"
+            ),
+            Self::PowerFailAction(raw) => write!(
+                f,
+                "powerfail_action={} refused: expected quiesce (default) or poweroff",
                 Raw(raw)
             ),
             Self::StrayWrite(n) => write!(

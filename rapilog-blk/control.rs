@@ -10,7 +10,7 @@ use kernel::prelude::*;
 
 use crate::device::Device;
 use crate::format::control::{
-    flags, PowerFailState, Status, Text, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_STATUS, STATUS_BYTES,
+    flags, Status, Text, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_STATUS, STATUS_BYTES,
 };
 use crate::format::geometry::SUPERBLOCK_OFFSETS;
 use crate::format::{generation_is_newer, Superblock, SUPERBLOCK_BYTES};
@@ -92,10 +92,17 @@ impl Device {
             fence_unfenced: fence.unfenced,
             unfenced_list: fence.names,
             backing: Text::new(self.config.backing),
-            powerfail_state: PowerFailState::Off,
+            powerfail_state: self.powerfail.state(),
+            powerfail_signals: self.powerfail.config.signals,
+            holdup_ms: self.powerfail.config.holdup_ms,
+            dirty_bound_bytes: self.powerfail.dirty_bound().unwrap_or(0),
+            writeback_bandwidth: self.powerfail.bandwidth(),
             superblock: self.current_superblock(),
             ..Status::default()
         };
+        if self.powerfail.holds_writes() {
+            status.flags |= flags::WRITES_HELD;
+        }
         if stats::get(&s.wb_retrying) != 0 {
             status.flags |= flags::WRITEBACK_RETRYING;
         }

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::format::{ActiveSuperblock, Geometry, RingGeometry};
 use crate::iommu_fence::FenceReport;
 use crate::live::Live;
+use crate::powerfail::PowerFail;
 use crate::ratelimit::RateLimit;
 use crate::stats::{self, Stats};
 use crate::sys::backing::BackingDisk;
@@ -59,6 +60,8 @@ pub(crate) struct Device {
     pub(crate) writeback_threshold: u64,
     /// What happened so far.
     pub(crate) stats: Stats,
+    /// The power-fail path.
+    pub(crate) powerfail: PowerFail,
     /// Ring, index and records.
     #[pin]
     pub(crate) live: Mutex<Live>,
@@ -113,6 +116,7 @@ impl Device {
                 // would have to wait, and still merges many small records.
                 writeback_threshold: geometry.ring_bytes / 8,
                 stats: Stats::new(),
+                powerfail: PowerFail::new(parts.config.powerfail),
                 live <- new_mutex!(live),
                 space_freed <- new_condvar!(),
                 work <- new_condvar!(),

@@ -19,5 +19,13 @@ module_param!(test_stray_write: uint = 0,
     "Test only: after loading, write one byte into the region as a stray kernel write would: 1 through the read-only view, 2 through a write window after it closed. With protect=window insmod must oops and the byte stay; 0 (default) does nothing");
 module_param!(iommu_fence: str(16) = "warn",
     "What a PCI device whose DMA no IOMMU translates means: warn (default: load with a loud warning naming it) or require (refuse to load)");
+module_param!(powerfail: str(16) = "",
+    "Power-fail signals that start the emergency drain: button (ACPI power button), nmi, or button,nmi; empty (default) for none");
+module_param!(holdup_ms: uint = 50,
+    "Hold-up time of the power supply in ms (1..10000): with powerfail= set, dirty data is bounded to what writeback drains in half of it");
+module_param!(drain_kib_per_sec: uint = 0,
+    "Writeback bandwidth in KiB/s the dirty bound assumes; 0 (default) measures it");
+module_param!(powerfail_action: str(16) = "quiesce",
+    "After the power-fail drain: quiesce (default: hold new writes) or poweroff");
 module_param!(writeback_delay_ms: uint = 1000,
     "Longest time a write stays only in the region before writeback starts, in ms (0..60000)");

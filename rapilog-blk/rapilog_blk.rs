@@ -18,7 +18,7 @@
 //! 5. [`device`]: the shared state; [`writeback`] starts; `/dev/rapilog0`
 //!    appears. Bios go through [`write_path`] and [`read_path`].
 //! 6. [`control`]: `/dev/rapilog-ctl` appears (status, drain, fence check,
-//!    region snapshot).
+//!    region snapshot); the [`powerfail`] signals are armed.
 //!
 //! Unloading (refused while `/dev/rapilog0` or `/dev/rapilog-ctl` is open):
 //! the control device and the disk go away, writeback drains every record
@@ -41,6 +41,7 @@ mod kernel_display;
 mod live;
 mod metadata;
 mod params;
+mod powerfail;
 mod ratelimit;
 mod read_path;
 mod recovery;
@@ -62,6 +63,7 @@ use sys::bounce::BounceBuffer;
 use sys::control_device::ControlDevice;
 use sys::gendisk::{DiskParams, GenDisk};
 use sys::kthread::Kthread;
+use sys::powerfail_signals::ArmedSignals;
 
 module! {
     type: RapiLog,
@@ -81,6 +83,8 @@ const CONTROL_NAME: &CStr = c"rapilog-ctl";
 /// The loaded module.
 struct RapiLog {
     config: config::Config,
+    /// Disarmed first: no drain starts during unload.
+    powerfail: Option<ArmedSignals<Device>>,
     /// Dropped first: no ioctl arrives after it is gone (open files keep
     /// the module loaded, so none is open).
     control: Option<Pin<KBox<ControlDevice<Device>>>>,
@@ -151,11 +155,25 @@ impl kernel::Module for RapiLog {
             config.writeback_delay_ms
         );
         let control = ControlDevice::register(CONTROL_NAME, device.clone())?;
+        let powerfail = match config.powerfail.signals {
+            0 => None,
+            signals => {
+                let armed = ArmedSignals::arm(signals, device.clone())?;
+                pr_info!(
+                    "power-fail path armed (powerfail={}): dirty data bounded to what drains in \
+                     half of holdup_ms={} ms\n",
+                    BStr::from_bytes(params::powerfail.value()),
+                    config.powerfail.holdup_ms
+                );
+                Some(armed)
+            }
+        };
         if let Some(kind) = config.stray_write {
             stray_write::run(&device.region, kind);
         }
         Ok(Self {
             config,
+            powerfail,
             control: Some(control),
             disk: Some(disk),
             writeback: Some(writeback),
@@ -166,6 +184,7 @@ impl kernel::Module for RapiLog {
 
 impl Drop for RapiLog {
     fn drop(&mut self) {
+        drop(self.powerfail.take());
         drop(self.control.take());
         drop(self.disk.take());
         self.device.live.lock().stopping = true;

@@ -15,6 +15,8 @@
 //! - [`crc32c`]: the kernel's CRC-32C for the format crate.
 //! - [`iommu`]: which PCI devices' DMA an IOMMU translates.
 //! - [`module_param`]: string and integer module parameters.
+//! - [`powerfail_signals`]: the power button and NMI signals, power off,
+//!   panic.
 //! - `helpers`: prototypes of `helpers.c`.
 
 pub(crate) mod backing;
@@ -28,4 +30,5 @@ mod helpers;
 pub(crate) mod iommu;
 pub(crate) mod kthread;
 pub(crate) mod module_param;
+pub(crate) mod powerfail_signals;
 pub(crate) mod region;

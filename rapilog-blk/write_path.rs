@@ -62,11 +62,34 @@ impl Device {
         bio.end(Status::Ok);
     }
 
-    /// Step 1: reserves space, waiting for writeback while the ring is full.
+    /// Step 1: reserves space, waiting for writeback while the ring is full
+    /// or over the power-fail dirty bound, and for good after a power-fail
+    /// signal.
     fn reserve(&self, bytes: u32, sector: u64) -> Result<Reservation, ReserveError> {
         let mut live = self.live.lock();
         let mut waited = false;
         loop {
+            if self.powerfail.holds_writes() {
+                // A power-fail signal came: never acknowledged from here on
+                // (the drain may already be complete).
+                self.space_freed.wait(&mut live);
+                continue;
+            }
+            if !self
+                .powerfail
+                .admits(live.ring.used_bytes(), u64::from(bytes))
+            {
+                // Over the dirty bound: wait as for a full ring.
+                if !waited {
+                    stats::add(&self.stats.throttled, 1);
+                    waited = true;
+                }
+                live.waiting_writers += 1;
+                self.work.notify_one();
+                self.space_freed.wait(&mut live);
+                live.waiting_writers -= 1;
+                continue;
+            }
             match live.reserve(&self.ring, bytes, sector) {
                 Ok(reservation) => return Ok(reservation),
                 Err(e) if e.is_full() => {

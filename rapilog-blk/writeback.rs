@@ -29,10 +29,12 @@ use kernel::prelude::*;
 use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic};
 
 use crate::device::Device;
+use crate::format::dirty_bound::BandwidthEstimate;
 use crate::format::{ActiveSuperblock, Geometry, SECTOR_BYTES};
 use crate::kernel_display::Errno;
 use crate::live::{Live, Record, Stage};
 use crate::metadata;
+use crate::powerfail;
 use crate::ratelimit::RateLimit;
 use crate::stats;
 use crate::sys::backing::MAX_IO_BYTES;
@@ -63,6 +65,8 @@ pub(crate) struct Writeback {
     batch: KVec<Record>,
     /// Bytes a batch may take.
     max_batch_bytes: u64,
+    /// Bandwidth of the batches so far, for the power-fail dirty bound.
+    bandwidth: BandwidthEstimate,
     /// Rate limit of error lines.
     errors: RateLimit,
 }
@@ -105,6 +109,7 @@ impl Writeback {
             bounce,
             batch: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
             max_batch_bytes: MAX_BATCH_BYTES.min(geometry.ring_bytes / 4).max(1),
+            bandwidth: BandwidthEstimate::default(),
             errors: RateLimit::new(),
         })
     }
@@ -120,6 +125,9 @@ pub(crate) fn run(dev: &Device) {
             if stopping {
                 break;
             }
+            if dev.powerfail.draining() && dev.live.lock().ring.live_records() == 0 {
+                powerfail::drained(dev);
+            }
             continue;
         }
         if write_batch(dev, wb, stopping, head_hint).is_err() {
@@ -131,6 +139,7 @@ pub(crate) fn run(dev: &Device) {
 /// Whether writeback is due (step 1).
 fn due(dev: &Device, live: &Live) -> bool {
     live.waiting_writers > 0
+        || dev.powerfail.draining()
         || live.drain_to > live.ring.tail_seq()
         || live.dirty_bytes >= dev.writeback_threshold
         || live
@@ -143,7 +152,7 @@ fn sleep_for(dev: &Device, live: &Live) -> Delta {
     match live.oldest_age() {
         Some(age) => (dev.writeback_delay - age).max(Delta::from_millis(1)),
         // The oldest record is being filled: its writer is about to publish.
-        None if live.ring.live_records() > 0 => Delta::from_millis(10),
+        None if live.ring.live_records() > 0 => Delta::from_millis(1),
         // Idle; a writer wakes us when it publishes into a clean ring.
         None => Delta::from_millis(10_000),
     }
@@ -156,8 +165,16 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> (bool, u64) {
     loop {
         let stopping = live.stopping || should_stop();
         if stopping || due(dev, &live) {
-            collect(&live, &mut wb.batch, wb.max_batch_bytes);
-            if !wb.batch.is_empty() || stopping {
+            let draining = dev.powerfail.draining();
+            // A power-fail drain takes the whole ring: fewest, largest writes.
+            let max_bytes = if draining {
+                u64::MAX
+            } else {
+                wb.max_batch_bytes
+            };
+            collect(&live, &mut wb.batch, max_bytes);
+            let drained = draining && live.ring.live_records() == 0;
+            if !wb.batch.is_empty() || stopping || drained {
                 return (stopping, live.ring.next_seq());
             }
         }
@@ -212,6 +229,10 @@ fn retry(
             e.to_errno().unsigned_abs().into(),
         );
         stats::set(&dev.stats.wb_retrying, 1);
+        if dev.powerfail.draining() {
+            pr_emerg!("power-fail drain: {step} failed ({})\n", Errno(e));
+            powerfail::drain_failed(dev);
+        }
         attempts += 1;
         if (stopping || should_stop()) && attempts >= ATTEMPTS_AT_UNLOAD {
             pr_err!(
@@ -244,6 +265,7 @@ fn write_batch(
         bounce,
         batch,
         errors,
+        bandwidth,
         ..
     } = wb;
     let Some(last) = batch.last().copied() else {
@@ -307,6 +329,9 @@ fn write_batch(
     stats::add(&dev.stats.wb_records, records);
     stats::add(&dev.stats.wb_flushes, 1);
     stats::add(&dev.stats.wb_busy_ns, busy);
+    bandwidth.observe(bytes, busy);
+    dev.powerfail
+        .set_measured_bandwidth(bandwidth.bytes_per_sec().unwrap_or(0));
     Ok(())
 }
 

@@ -54,4 +54,12 @@ enum rapilog_dma_path {
 const char *rapilog_pci_name(struct pci_dev *pdev);
 int rapilog_pci_dma_path(struct pci_dev *pdev);
 
+/* Power-fail signals (sys/powerfail_signals.c). */
+#define RAPILOG_POWERFAIL_BUTTON 1u
+#define RAPILOG_POWERFAIL_NMI 2u
+int rapilog_powerfail_arm(unsigned int sources, void (*fn)(void *ctx, unsigned int sources),
+			  void *ctx);
+void rapilog_powerfail_disarm(void);
+void rapilog_power_off(void);
+
 #endif

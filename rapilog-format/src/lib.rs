@@ -71,6 +71,7 @@ pub mod control;
 pub mod crc32c;
 pub mod crc32c_test_vectors;
 pub mod descriptor;
+pub mod dirty_bound;
 pub mod disk;
 pub mod extent_index;
 pub mod field;
