@@ -244,6 +244,21 @@ pub struct LastReplayReport {
 pub struct SuperblockReport {
     /// Copy it was read from.
     pub copy: u8,
+    /// Its contents.
+    #[serde(flatten)]
+    pub fields: SuperblockFields,
+}
+
+impl std::ops::Deref for SuperblockReport {
+    type Target = SuperblockFields;
+    fn deref(&self) -> &SuperblockFields {
+        &self.fields
+    }
+}
+
+/// A superblock's contents (also in `rapilogctl.status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SuperblockFields {
     /// Generation.
     pub generation: u64,
     /// Epoch, as `0x` hex text (64-bit random: JSON numbers would lose bits).
@@ -422,11 +437,17 @@ fn copies(region: &[u8], active: Option<&ActiveSuperblock>) -> Vec<CopyReport> {
 }
 
 fn superblock_report(active: &ActiveSuperblock) -> SuperblockReport {
-    let sb = &active.superblock;
-    let g = &sb.geometry;
-    let r = &sb.last_replay;
     SuperblockReport {
         copy: copy_index(active.copy),
+        fields: superblock_fields(&active.superblock),
+    }
+}
+
+/// A superblock's contents, for JSON and [`render`].
+pub fn superblock_fields(sb: &Superblock) -> SuperblockFields {
+    let g = &sb.geometry;
+    let r = &sb.last_replay;
+    SuperblockFields {
         generation: sb.generation,
         epoch: format!("{:#x}", sb.epoch),
         state: state_name(sb.state),
@@ -453,6 +474,23 @@ fn superblock_report(active: &ActiveSuperblock) -> SuperblockReport {
             report: r.report.into(),
         },
     }
+}
+
+/// The last replay in words: `never`, or who, from where, when, what.
+pub fn last_replay_words(r: &LastReplayReport) -> String {
+    if r.by == "never" {
+        return "never".into();
+    }
+    format!(
+        "by {} from seq {}, finished at {} (Unix), {} us: {} applied ({}), {}",
+        r.by,
+        r.from_seq,
+        r.finished_at_unix,
+        r.duration_us,
+        r.report.applied,
+        human(r.report.bytes),
+        r.report.skipped.words()
+    )
 }
 
 /// Why the slot of `seq` is skipped (rule 3 of FORMAT.md, in order), or
@@ -723,21 +761,7 @@ pub fn render(i: &Inspection) -> String {
             human(sb.disk.sectors * 512),
             sb.disk.block_bytes
         );
-        if r.by == "never" {
-            let _ = writeln!(out, "last replay never");
-        } else {
-            let _ = writeln!(
-                out,
-                "last replay by {} from seq {}, finished at {} (Unix), {} us: {} applied ({}), {}",
-                r.by,
-                r.from_seq,
-                r.finished_at_unix,
-                r.duration_us,
-                r.report.applied,
-                human(r.report.bytes),
-                r.report.skipped.words()
-            );
-        }
+        let _ = writeln!(out, "last replay {}", last_replay_words(r));
     }
     if let (Some(w), Some(s)) = (&i.window, &i.summary) {
         let _ = writeln!(

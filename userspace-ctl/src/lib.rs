@@ -14,7 +14,10 @@
 //! - [`plan`]: boot parameters (`memmap=`, `crashkernel=`) and a region
 //!   size from the machine's memory map and the log disk's bandwidth.
 //! - [`arm`]: `rapilog-arm arm|disarm`, the script the systemd unit uses.
-//! - [`live`]: the live commands, waiting for the driver's control interface.
+//! - [`live`]: the live commands (`status`, `flush`, `dump`, `inspect
+//!   --live`, `fence`) over the driver's control device `/dev/rapilog-ctl`;
+//!   [`status`] turns its status block into a verdict, a table and JSON.
+//! - [`sys`]: the `ioctl(2)` and signal handler they need (`unsafe`, tiny).
 //!
 //! Every failure is an [`Error`] whose [`Code`] is the process exit code.
 
@@ -25,6 +28,9 @@ pub mod inspect;
 pub mod live;
 pub mod plan;
 pub mod replay;
+pub mod sha256;
+pub mod status;
+pub mod sys;
 pub mod units;
 
 use std::fmt;
@@ -55,10 +61,13 @@ pub enum Code {
     Report = 6,
     /// 7: the rapilog module is not loaded, or no such rapilog device.
     NoDevice = 7,
-    /// 8: the loaded module has no control interface for this command.
+    /// 8: the control interface (`/dev/rapilog-ctl`) is missing or of
+    /// another version.
     Unsupported = 8,
     /// 77: needs root.
     NotRoot = 77,
+    /// 130: interrupted (SIGINT/SIGTERM) while waiting; nothing is lost.
+    Interrupted = 130,
 }
 
 impl Code {
@@ -79,8 +88,9 @@ Exit codes:
    5  replay: writing or flushing the disk failed (region left as it was)
    6  replay: disk replayed, but the report could not be recorded in the region
    7  the rapilog module is not loaded, or no such rapilog device
-   8  the loaded module has no control interface for this command (yet)
-  77  needs root (/dev/mem, kexec, block devices)
+   8  the control interface (/dev/rapilog-ctl) is missing or of another version
+  77  needs root (/dev/mem, kexec, block devices, CAP_SYS_ADMIN on the control device)
+ 130  interrupted (Ctrl-C) while waiting; nothing is lost
 0..6 mean the same as rapilog-rescue's exit codes.";
 
 /// A failure: its exit code and one line saying what happened.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use rapilogctl::{arm, inspect, live, plan, replay, Code, Error, EXIT_CODES};
+use rapilogctl::{arm, inspect, live, plan, replay, status, Code, Error, EXIT_CODES};
 
 const ABOUT: &str = "Inspect and operate rapilog: the write-back log buffer in crash-safe memory";
 
@@ -19,10 +19,10 @@ the background; after a panic a kexec crash kernel replays the region.
 Offline commands work on any machine: `inspect` decodes a region image (from
 `dump`, or a crashed machine's memory), `replay` writes an image's records
 onto the log disk with the rescue program's own code, `plan` computes the
-boot parameters. Live commands (`status`, `flush`, `dump`, `inspect --live`)
-need the driver's control interface, which the current rapilog.ko does not
-have yet: they fail with exit code 7 (module not loaded) or 8 (no control
-interface) and never print made-up state.
+boot parameters. Live commands (`status`, `flush`, `dump`, `inspect --live`,
+`fence`) talk to the loaded driver through its control device
+/dev/rapilog-ctl: exit 7 if the module is not loaded, 8 if the control
+device is missing or of another version.
 
 Read commands take --json: one JSON document on stdout whose `schema` and
 `schema_version` fields name its format (userspace-ctl/README.md). Errors go
@@ -35,6 +35,9 @@ struct Cli {
     /// sysfs mount point (for tests and chroots)
     #[arg(long, global = true, default_value = "/sys", hide = true)]
     sysfs: PathBuf,
+    /// The driver's control device (for tests)
+    #[arg(long, global = true, default_value = live::DEFAULT_CONTROL, hide = true)]
+    control: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,15 +51,30 @@ struct JsonFlag {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Live state of a rapilog device (needs the driver's control interface: exit 7 or 8 for now)
+    /// Live state of a rapilog device, with a one-line verdict (PROTECTED, DEGRADED, AT RISK)
     #[command(long_about = "\
-Live state of a rapilog device: backing disk, region address and size,
-dirty bytes against the dirty bound, records, head and tail, writeback rate,
-hold-up window, protection mode, IOMMU fence, crash kernel armed or not,
-errors, last replay report, with a one-line verdict.
+Live state of a rapilog device, read from its control device
+/dev/rapilog-ctl (any user who can open it; the driver fills a versioned
+status block): a one-line verdict, then backing disk, region address and
+size, protection mode, used and dirty bytes, records, head and tail, durable
+tail, writeback (bytes, writes, average size, bandwidth while busy, rate
+since load), flushes absorbed, throttled writes, errors, IOMMU fence with
+the unfenced PCI devices, power-fail path (signals, hold-up, dirty bound),
+crash kernel armed or not (/sys/kernel/kexec_crash_loaded), last replay.
 
-Needs the driver's control interface, which the loaded rapilog.ko does not
-have yet: exits 7 if the module is not loaded or DEV does not exist, else 8.")]
+Verdict, worst first:
+  AT RISK    the crash kernel is not armed, or the power-fail drain failed:
+             a likely event loses acknowledged writes
+  DEGRADED   safe from a panic, but a protection is missing or the disk is
+             in trouble: IOMMU fence unfenced or unchecked, write protection
+             off, writeback retrying disk errors, failed writes, power-fail
+             path off
+  PROTECTED  none of the above
+Colour only when stdout is a terminal and NO_COLOR is not set.
+
+Exit: 0 status shown (whatever the verdict: see --json's verdict.level),
+7 module not loaded or no such DEV, 8 control device missing or of another
+version, 77 cannot open the control device.")]
     Status {
         /// The rapilog device (default: rapilog0)
         dev: Option<String>,
@@ -77,7 +95,12 @@ would write the record. Read-only: nothing is written anywhere.
 
 Exit: 0 decoded, 1 damaged records (acknowledged data may be lost), 2 bad
 arguments or unreadable file, 3 not a rapilog region or unknown version,
-77 /dev/mem needs root; --live: 7 or 8 (no control interface yet).")]
+77 /dev/mem (or --live) needs root; --live: 7 module not loaded, 8 control
+device missing or of another version.
+
+--live reads the region through the driver's control device (root): a
+snapshot taken while writes go on may show a record being copied in as
+torn; its checksum tells, as it would in a crash.")]
     Inspect {
         /// Region image file (from `rapilogctl dump`, or a copy of a crashed machine's region)
         #[arg(long, value_name = "FILE", group = "source")]
@@ -85,9 +108,12 @@ arguments or unreadable file, 3 not a rapilog region or unknown version,
         /// Physical region through /dev/mem: ADDR,SIZE (e.g. 0x60000000,64M; root)
         #[arg(long, value_name = "ADDR,SIZE", group = "source")]
         mem: Option<String>,
-        /// The live device's region (needs the driver's control interface)
+        /// The live device's region, read through /dev/rapilog-ctl (root)
         #[arg(long, group = "source")]
         live: bool,
+        /// The rapilog device for --live (default: rapilog0)
+        #[arg(requires = "live")]
+        dev: Option<String>,
         /// Memory device for --mem
         #[arg(long, value_name = "PATH", default_value = "/dev/mem", hide = true)]
         mem_device: PathBuf,
@@ -97,13 +123,20 @@ arguments or unreadable file, 3 not a rapilog region or unknown version,
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Drain the device's dirty data to the log disk and wait (needs the control interface: exit 7 or 8)
+    /// Write back everything written so far to the log disk and wait, with progress
     #[command(long_about = "\
-Drain every dirty record of a rapilog device to its log disk and wait, with
-progress and the final throughput.
+Write back every record written before the call to the log disk, make it
+durable there (disk flush, durable tail advanced), and wait: the driver's
+drain ioctl, while the status is polled every 100 ms for a progress bar on
+stderr (only when it is a terminal). Then one line: bytes written back,
+disk writes, time, throughput, dirty bytes before and after.
 
-Needs the driver's control interface, which the loaded rapilog.ko does not
-have yet: exits 7 if the module is not loaded or DEV does not exist, else 8.")]
+Ctrl-C (or SIGTERM) stops the wait: exit 130; nothing is lost, the data
+stays in the protected region and writeback goes on in the background.
+
+Exit: 0 flushed, 1 failed, 7 module not loaded or no such DEV, 8 control
+device missing or of another version, 77 needs root (CAP_SYS_ADMIN),
+130 interrupted.")]
     Flush {
         /// The rapilog device (default: rapilog0)
         dev: Option<String>,
@@ -146,21 +179,53 @@ flush failed, 6 report not recorded in the image, 77 needs root.")]
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Save the live region to a file (needs the control interface: exit 7 or 8)
+    /// Save the live region to a file (for support and `inspect --image`)
     #[command(long_about = "\
-Save the live region of a rapilog device to FILE, for support and for
-`rapilogctl inspect --image FILE`.
+Save the live region of a rapilog device to FILE (its whole size, as the
+status says), read through the driver's control device, for support and for
+`rapilogctl inspect --image FILE`. Prints the bytes written and the file's
+SHA-256 (as `sha256sum FILE` prints it). Progress on stderr when it is a
+terminal. FILE must not exist unless --force; a partial FILE is removed on
+failure. Records being copied in during the read may be torn in the dump;
+their checksums tell.
 
-Needs the driver's control interface, which the loaded rapilog.ko does not
-have yet: exits 7 if the module is not loaded or DEV does not exist, else 8.
-Until then, on a machine where the module is not loaded, root can copy the
-region with `dd if=/dev/mem bs=1M skip=PHYS/1M count=SIZE/1M`.")]
+With the module not loaded, root can copy a region with
+`rapilogctl inspect --mem ADDR,SIZE` or dd from /dev/mem.
+
+Exit: 0 dumped, 1 read or write failed, 2 FILE exists (no --force) or
+cannot be created, 7 module not loaded or no such DEV, 8 control device
+missing or of another version, 77 needs root (CAP_SYS_ADMIN).")]
     Dump {
         /// Output file
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Overwrite FILE if it exists
+        #[arg(long)]
+        force: bool,
         /// The rapilog device (default: rapilog0)
         dev: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show the IOMMU fence: which PCI devices can DMA into the region (--check: check again)
+    #[command(long_about = "\
+Show the driver's IOMMU fence: whether an IOMMU translates (or blocks) the
+DMA of every PCI device, so that no device can write into the region, and
+which devices are unfenced. The driver checks at load (iommu_fence=warn
+loads anyway with a warning, iommu_fence=require refuses); --check makes it
+check again now (root; e.g. after a hot-plug), and logs the result in the
+kernel log too.
+
+Exit: 0 fenced, 1 unfenced or not checked, 7 module not loaded or no such
+DEV, 8 control device missing or of another version, 77 --check needs root.")]
+    Fence {
+        /// The rapilog device (default: rapilog0)
+        dev: Option<String>,
+        /// Check again now (IOCTL_CHECK_FENCE; root)
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        json: JsonFlag,
     },
     /// Print the boot parameters (memmap=, crashkernel=) and region size for this machine
     #[command(long_about = "\
@@ -254,22 +319,65 @@ fn print_json<T: serde::Serialize>(value: &T) {
 
 fn run(cli: Cli) -> Result<Code, (Error, bool)> {
     let sysfs = cli.sysfs;
+    let target = |command: &'static str, dev: Option<String>| live::Target {
+        command,
+        sysfs: sysfs.clone(),
+        control: cli.control.clone(),
+        dev,
+    };
     match cli.command {
-        Command::Status { dev, json } => Err((
-            live::unavailable("status", &sysfs, dev.as_deref()),
-            json.json,
-        )),
-        Command::Flush { dev, json } => Err((
-            live::unavailable("flush", &sysfs, dev.as_deref()),
-            json.json,
-        )),
-        Command::Dump { dev, out: _ } => {
-            Err((live::unavailable("dump", &sysfs, dev.as_deref()), false))
+        Command::Status { dev, json } => {
+            let report = live::status(&target("status", dev)).map_err(|e| (e, json.json))?;
+            if json.json {
+                print_json(&report);
+            } else {
+                let color = status::use_color(
+                    std::io::stdout().is_terminal(),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                );
+                print!("{}", status::render(&report, color));
+            }
+            Ok(Code::Ok)
+        }
+        Command::Flush { dev, json } => {
+            let done = live::flush(&target("flush", dev), live::progress_wanted())
+                .map_err(|e| (e, json.json))?;
+            if json.json {
+                print_json(&done);
+            } else {
+                println!("rapilogctl: {}", done.line());
+            }
+            Ok(Code::Ok)
+        }
+        Command::Dump {
+            dev,
+            out,
+            force,
+            json,
+        } => {
+            let done = live::dump(&target("dump", dev), &out, force, live::progress_wanted())
+                .map_err(|e| (e, json.json))?;
+            if json.json {
+                print_json(&done);
+            } else {
+                print!("{}", done.lines());
+            }
+            Ok(Code::Ok)
+        }
+        Command::Fence { dev, check, json } => {
+            let fence = live::fence(&target("fence", dev), check).map_err(|e| (e, json.json))?;
+            if json.json {
+                print_json(&fence);
+            } else {
+                print!("{}", fence.lines());
+            }
+            Ok(fence.code())
         }
         Command::Inspect {
             image,
             mem,
             live: is_live,
+            dev,
             mem_device,
             all,
             json,
@@ -286,7 +394,11 @@ fn run(cli: Cli) -> Result<Code, (Error, bool)> {
                     }
                 }
                 (None, None) if is_live => {
-                    return Err((live::unavailable("inspect --live", &sysfs, None), j))
+                    let (bytes, source) =
+                        live::snapshot(&target("inspect --live", dev), live::progress_wanted())
+                            .map_err(|e| (e, j))?;
+                    let inspection = inspect::inspect(&bytes, &source, all);
+                    return Ok(show_inspection(&inspection, j));
                 }
                 (None, None) => {
                     return Err((
@@ -299,12 +411,7 @@ fn run(cli: Cli) -> Result<Code, (Error, bool)> {
                 }
             };
             let inspection = inspect::run(&source, all).map_err(|e| (e, j))?;
-            if j {
-                print_json(&inspection);
-            } else {
-                print!("{}", inspect::render(&inspection));
-            }
-            Ok(inspection.code())
+            Ok(show_inspection(&inspection, j))
         }
         Command::Replay {
             image,
@@ -405,6 +512,15 @@ fn run(cli: Cli) -> Result<Code, (Error, bool)> {
         Command::Arm { script, print } => run_arm(if print { "command" } else { "arm" }, script),
         Command::Disarm { script } => run_arm("disarm", script),
     }
+}
+
+fn show_inspection(inspection: &inspect::Inspection, json: bool) -> Code {
+    if json {
+        print_json(inspection);
+    } else {
+        print!("{}", inspect::render(inspection));
+    }
+    inspection.code()
 }
 
 fn run_arm(action: &'static str, script: ArmScript) -> Result<Code, (Error, bool)> {

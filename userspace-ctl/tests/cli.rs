@@ -99,7 +99,7 @@ fn help_documents_every_command_and_exit_code() {
     assert_eq!(code(&o), 0);
     let text = stdout(&o);
     for cmd in [
-        "status", "inspect", "flush", "replay", "dump", "plan", "arm", "disarm",
+        "status", "inspect", "flush", "replay", "dump", "fence", "plan", "arm", "disarm",
     ] {
         assert!(
             text.contains(&format!("\n  {cmd} ")),
@@ -115,6 +115,7 @@ fn help_documents_every_command_and_exit_code() {
         "4  refused",
         "7  the rapilog module is not loaded",
         "77  needs root",
+        "130  interrupted",
     ] {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
@@ -663,14 +664,6 @@ fn live_commands_fail_clearly() {
         );
     }
     fs::create_dir_all(sysfs.join("module/rapilog")).unwrap();
-    let o = ctl(&["--sysfs", s(&sysfs), "status"]);
-    assert_eq!(code(&o), 8);
-    assert!(
-        stderr(&o).contains("no control interface yet"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(stdout(&o).is_empty());
     let o = ctl(&["--sysfs", s(&sysfs), "flush", "/dev/rapilog7"]);
     assert_eq!(code(&o), 7);
     assert!(
@@ -678,6 +671,69 @@ fn live_commands_fail_clearly() {
         "{}",
         stderr(&o)
     );
+    // Module and device there, control device missing: 8.
+    fs::create_dir_all(sysfs.join("block/rapilog0")).unwrap();
+    let missing = dir.join("no-ctl");
+    for args in [
+        &["status"][..],
+        &["flush"],
+        &["dump", "--out", "x"],
+        &["inspect", "--live"],
+        &["fence"],
+    ] {
+        let mut all = vec!["--sysfs", s(&sysfs), "--control", s(&missing)];
+        all.extend_from_slice(args);
+        let o = ctl(&all);
+        assert_eq!(code(&o), 8, "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("the control interface is missing"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(stdout(&o).is_empty());
+    }
+    // A control device that does not answer the status ioctl (another
+    // version's, here a plain file): 8, and a JSON error with --json.
+    let other = write(&dir, "other-ctl", b"");
+    let o = ctl(&[
+        "--sysfs",
+        s(&sysfs),
+        "--control",
+        s(&other),
+        "status",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 8, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not answer the status ioctl")
+            && stderr(&o).contains("another version"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(json(&o)["exit_code"], 8);
+    // dump refuses to overwrite a file before touching the device.
+    let existing = write(&dir, "existing.img", b"keep");
+    let o = ctl(&[
+        "--sysfs",
+        s(&sysfs),
+        "--control",
+        s(&other),
+        "dump",
+        "--out",
+        s(&existing),
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("pass --force"), "{}", stderr(&o));
+    assert_eq!(fs::read(&existing).unwrap(), b"keep");
+    // Nothing says the interface is missing "yet" any more.
+    for args in [
+        &["--help"][..],
+        &["status", "--help"],
+        &["flush", "--help"],
+        &["dump", "--help"],
+    ] {
+        assert!(!stdout(&ctl(args)).contains("yet"), "{args:?}");
+    }
 }
 
 fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
