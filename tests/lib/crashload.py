@@ -158,6 +158,24 @@ def artifacts(krel: str, tmp: Path) -> dict:
     }
 
 
+# --- the region (rapilog-format/FORMAT.md) ------------------------------------------------
+
+def find_record(g: Guest, region_start: int, sector: int) -> tuple[int, int]:
+    """(guest-physical address, length) of the payload of the published
+    record that writes `sector` (the newest, if several do)."""
+    u32 = lambda b, o: int.from_bytes(b[o:o + 4], "little")  # noqa: E731
+    u64 = lambda b, o: int.from_bytes(b[o:o + 8], "little")  # noqa: E731
+    sb = g.read_phys(region_start, 512)  # both copies share the geometry
+    assert sb[:8] == b"RAPILOGS", sb[:16]
+    desc_off, slots, ring_off = u64(sb, 56), u32(sb, 64), u64(sb, 72)
+    table = g.read_phys(region_start + desc_off, slots * 64)
+    found = [(u64(d, 8), u64(d, 32), u32(d, 40)) for d in (table[i:i + 64] for i in range(0, len(table), 64))
+             if d[:4] == b"RLGD" and u64(d, 24) == sector]
+    assert found, f"no record for sector {sector} in the region"
+    _, off, length = max(found)
+    return region_start + ring_off + off, length
+
+
 # --- the guest ----------------------------------------------------------------------------
 
 REPORT = r"rapilog-rescue: report (applied=\S+ .* exit=-?\d+)"
@@ -210,11 +228,12 @@ class CrashRig:
         and must stay free for the panic)."""
         self.g.check(f"setsid sh -c {shlex.quote(cmd)} </dev/null >/tmp/load.out 2>&1 &")
 
-    def wait_acks(self, kind: str, count: int, since: int, timeout: float) -> None:
+    def wait_acks(self, kind: str, since: int, timeout: float) -> None:
+        """Waits for the first intact `KIND N CRC` line after `since`."""
         deadline = time.monotonic() + timeout
-        while len(acknowledged(self.g.console_text(since), kind)) < count:
+        while not acknowledged(self.g.console_text(since), kind):
             if time.monotonic() > deadline:
-                raise AssertionError(f"fewer than {count} {kind} lines within {timeout:.0f} s; "
+                raise AssertionError(f"no {kind} line within {timeout:.0f} s; "
                                      f"writer: {self.g.run('cat /tmp/load.out')[1]}\n{self.g.console_tail()}")
             time.sleep(0.2)
 
