@@ -8,6 +8,7 @@
 #                        (after `make host-rust-artifacts`)
 #   make test            every test: host unit/property tests, module checks, QEMU tests
 #   make demo            boot the stock kernel in QEMU and show rapilog working
+#   make crash-test N=20 N panics under load (and N/5 with ext4), 0 losses or it fails
 #   make bench           benchmarks (never part of `make test`)
 #
 # Everything downloaded or built lives under .cache/ (ignored by git), reused
@@ -20,12 +21,12 @@ export KREL KDIR
 CACHE := $(CURDIR)/.cache
 MODULE := $(CACHE)/build/$(KREL)/rapilog.ko
 
-.PHONY: all module userspace rescue test host-test demo bench host-deps host-rust-artifacts clean distclean help
+.PHONY: all module userspace rescue test host-test crash-test demo bench host-deps host-rust-artifacts clean distclean help
 
 all: module userspace rescue
 
 help:
-	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
 
 # Kbuild decides what to rebuild; the script builds the chroot once if needed.
 module:
@@ -46,6 +47,11 @@ test:
 # Host-only tests (no QEMU, no kernel build): quick feedback while editing.
 host-test:
 	cargo test --workspace
+
+# Many crash cycles (tests/qemu/test_crash.py; `make test` runs 3) and a summary.
+N ?= 20
+crash-test:
+	tests/crash/run.sh $(N)
 
 demo:
 	qemu-scripts/demo.py

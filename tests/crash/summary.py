@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Summary of `make crash-test`: reads the JSON lines the crash tests append
+to $RAPILOG_CRASH_STATS (one per panic cycle, tests/lib/crashload.py's
+record_cycle) and prints cycles, acknowledged writes checked, losses and
+the panic -> report times.
+
+    tests/crash/summary.py STATS_FILE WANTED_CYCLES ELAPSED_SECONDS
+
+Exit status: 0 when at least WANTED_CYCLES cycles ran and none lost
+anything, 1 otherwise.
+"""
+import json
+import statistics
+import sys
+
+
+def spread(values) -> str:
+    if not values:
+        return "-"
+    return f"{min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f} s"
+
+
+def main() -> int:
+    path, wanted, elapsed = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    try:
+        with open(path) as f:
+            cycles = [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        cycles = []
+    lost = sum(c["lost"] for c in cycles)
+    print("=== make crash-test summary")
+    for test in sorted({c["test"] for c in cycles}):
+        cs = [c for c in cycles if c["test"] == test]
+        print(f"  {test}: {len(cs)} cycles (seed {cs[0]['seed']}), "
+              f"{sum(c['acknowledged'] for c in cs)} acknowledged writes, "
+              f"{sum(c['checked'] for c in cs)} checked on the disk (every cycle re-checks all), "
+              f"{sum(c['replayed'] for c in cs)} records replayed by the crash kernel, "
+              f"{sum(c['lost'] for c in cs)} lost")
+    print(f"  cycles:               {len(cycles)} (wanted at least {wanted})")
+    print(f"  acknowledged writes:  {sum(c['acknowledged'] for c in cycles)} "
+          f"(checked {sum(c['checked'] for c in cycles)} times in all)")
+    print(f"  losses:               {lost}")
+    print(f"  panic -> report:      {spread([c['panic_to_report'] for c in cycles])} (min / median / max)")
+    print(f"  panic -> guest up:    {spread([c['panic_to_up'] for c in cycles])} (min / median / max)")
+    if elapsed > 0:
+        print(f"  rate:                 {len(cycles) / (elapsed / 60):.2f} cycles/min "
+              f"({elapsed:.0f} s in all, boots included)")
+    good = sum(1 for c in cycles if c["lost"] == 0)
+    bad = len(cycles) - good + max(0, wanted - len(cycles))  # cycles that lost data or never ran
+    print(f"crash-test cycles: {good} passed, {bad} failed")
+    return 0 if bad == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
