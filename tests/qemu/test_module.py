@@ -92,6 +92,14 @@ def test_loads_with_valid_parameters_and_unloads(guest):
      "rapilog: backing=vda refused: expected an absolute path"),
     (f"region={REGION_PARAM} backing=/dev/vda protect=maybe",
      "rapilog: protect=maybe refused: expected window (default) or off"),
+    (f"region={REGION_PARAM} backing=/dev/vda iommu_fence=strict",
+     "rapilog: iommu_fence=strict refused: expected warn (default) or require"),
+    (f"region={REGION_PARAM} backing=/dev/vda powerfail=button,ups",
+     "rapilog: powerfail=button,ups refused: expected button, nmi, button,nmi, or empty for none"),
+    (f"region={REGION_PARAM} backing=/dev/vda powerfail=nmi holdup_ms=0",
+     "rapilog: holdup_ms=0 refused: expected 1 to 10000"),
+    (f"region={REGION_PARAM} backing=/dev/vda powerfail_action=reboot",
+     "rapilog: powerfail_action=reboot refused: expected quiesce (default) or poweroff"),
 ])
 def test_refuses_bad_parameters_with_one_clear_line(guest, params, message):
     rc, out, log = insmod(guest, params)
