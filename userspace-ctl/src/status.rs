@@ -757,11 +757,19 @@ pub fn render(r: &Report, color: bool) -> String {
                 f.policy
             ),
             "unfenced" => format!(
-                "{}: {} of {} PCI devices can DMA into the region: {} (policy {})",
+                "{}: {} of {} PCI devices can DMA into the region: {}{} (policy {})",
                 paint("UNFENCED", "1;33", color),
                 f.unfenced,
                 f.devices,
                 f.unfenced_devices.join(" "),
+                if f.unfenced_devices
+                    .last()
+                    .is_some_and(|n| n.ends_with("..."))
+                {
+                    " (list cut: the kernel log names them all)"
+                } else {
+                    ""
+                },
                 f.policy
             ),
             _ => format!("not checked (policy {})", f.policy),

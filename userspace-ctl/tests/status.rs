@@ -337,6 +337,30 @@ fn json_document_has_the_documented_schema() {
 }
 
 #[test]
+fn a_cut_list_of_unfenced_devices_says_so() {
+    let mut s = healthy();
+    s.fence_state = FenceState::Unfenced;
+    s.fence_devices = 40;
+    s.fence_unfenced = 40;
+    let names: Vec<String> = (0..40).map(|i| format!("0000:00:{i:02x}.0")).collect();
+    s.unfenced_list = Text::new(names.join(" ").as_bytes());
+    let r = report(
+        &wire(&s),
+        "rapilog0",
+        "/dev/rapilog-ctl",
+        CrashKernel::Armed,
+    );
+    let last = r.fence.unfenced_devices.last().unwrap();
+    assert!(last.ends_with("..."), "{last}");
+    assert!(r.fence.unfenced_devices.len() < 40);
+    let text = render(&r, false);
+    assert!(
+        text.contains("(list cut: the kernel log names them all) (policy warn)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn unfenced_list_and_crash_kernel_file() {
     let mut s = healthy();
     s.fence_state = FenceState::Unfenced;
