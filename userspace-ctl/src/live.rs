@@ -368,7 +368,7 @@ pub fn flush(target: &Target, progress: bool) -> Result<Flushed, Error> {
         written_back_ios: after.wb_ios.saturating_sub(before.wb_ios),
         written_back_records: after.wb_records.saturating_sub(before.wb_records),
         duration_us: us,
-        bytes_per_s: (us > 0).then(|| (u128::from(written) * 1_000_000 / u128::from(us)) as u64),
+        bytes_per_s: status::rate(written, us),
         durable_tail: after
             .decode_superblock(rapilog_format::SoftwareCrc32c)
             .ok()

@@ -398,7 +398,8 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn rate(bytes: u64, us: u64) -> Option<u64> {
+/// `bytes` per second over `us` microseconds (`None` for 0 us).
+pub fn rate(bytes: u64, us: u64) -> Option<u64> {
     (us > 0).then(|| (u128::from(bytes) * 1_000_000 / u128::from(us)) as u64)
 }
 
