@@ -80,6 +80,7 @@ fn main() -> ExitCode {
             t.subsec_millis()
         ));
         sys::sync_all();
+        sys::drain_console();
         let e = sys::reboot();
         eprintln!("{PREFIX} FAILED (exit {code}): reboot failed: {e}");
     } else if config.action == Action::Replay {

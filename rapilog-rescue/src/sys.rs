@@ -78,6 +78,18 @@ pub fn sync_all() {
     unsafe { libc::sync() }
 }
 
+/// Waits until what was written to stdout and stderr has left the terminal
+/// (the serial console), so kernel messages printed next (the reboot's) do
+/// not cut into the report: the kernel writes the console directly, while
+/// a process's output waits in the tty's buffer. Not a terminal: no-op.
+pub fn drain_console() {
+    for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: tcdrain takes a file descriptor only; a descriptor that is
+        // not a terminal fails with ENOTTY, which is fine.
+        unsafe { libc::tcdrain(fd) };
+    }
+}
+
 /// Restarts the machine at once (reboot(2) with `RB_AUTOBOOT`). Returns only
 /// on failure (e.g. not root).
 pub fn reboot() -> io::Error {
