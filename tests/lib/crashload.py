@@ -10,8 +10,8 @@ crash-test`, through the same tests) put together.
 - `CrashRig`: one guest with rapilog loaded and the crash kernel armed by
   kexec-tools-config/rapilog-arm; `panic_and_replay()` panics it, waits for
   rapilog-rescue's report and for the reboot, and measures the time.
-- `record_cycle()`: appends a cycle's numbers to $RAPILOG_CRASH_STATS (JSON
-  lines) for tests/crash/summary.py.
+- `cycle_stats()`: a cycle's numbers, also appended to $RAPILOG_CRASH_STATS
+  (JSON lines) for tests/crash/summary.py.
 
 Only complete console lines are parsed, and a line counts only if its CRC
 matches the block or file its number names, so a line that kernel output
@@ -266,18 +266,49 @@ class CrashRig:
                 "request_to_panic": t_panic - t0}
 
 
+    def run_until_panic(self, cmd: str, kind: str, first: int, delay: float) -> dict:
+        """Starts the writer `cmd` (whose lines are `KIND N CRC`, N from
+        `first` on), panics `delay` seconds after its first acknowledgement,
+        lets the crash kernel replay and the guest reboot (panic_and_replay);
+        adds `acks`: the numbers acknowledged before the panic, and `garbled`.
+
+        The writer is sequential: N is acknowledged only after every number
+        before it, so the newest intact line vouches for all of them (the
+        serial console under TCG now and then loses characters)."""
+        mark = self.g.console_mark()
+        self.start(cmd)
+        self.wait_acks(kind, mark, scaled(60))
+        time.sleep(delay)
+        r = self.panic_and_replay()
+        rep = r["report"]
+        assert rep["exit"] == "0" and rep["region"] == "written", rep
+        assert int(rep["bad_payload"]) == 0 and int(rep["malformed"]) == 0, rep
+        lines = acknowledged(self.g.console_text(mark), kind)
+        assert lines and min(lines) == first, sorted(lines)[:3]
+        r["acks"] = range(first, max(lines) + 1)
+        r["garbled"] = len(r["acks"]) - len(lines)
+        r["delay"] = delay
+        return r
+
+
+def cycle_stats(test: str, seed: int, cycle: int, r: dict, checked: int, lost: int, t0: float) -> dict:
+    """One cycle's numbers (printed, and appended to $RAPILOG_CRASH_STATS as a
+    JSON line for tests/crash/summary.py)."""
+    stats = dict(test=test, seed=seed, cycle=cycle, delay=r["delay"], acknowledged=len(r["acks"]),
+                 garbled_lines=r["garbled"], checked=checked, replayed=int(r["report"]["applied"]), lost=lost,
+                 panic_to_report=r["panic_to_report"], panic_to_up=r["panic_to_up"],
+                 cycle_s=time.monotonic() - t0)
+    print("cycle: " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in stats.items()))
+    if STATS:
+        with open(STATS, "a") as f:
+            f.write(json.dumps(stats) + "\n")
+    return stats
+
+
 def rng(name: str) -> tuple[random.Random, int]:
     """A seeded random generator; the seed comes from $RAPILOG_CRASH_SEED or
     the clock and is printed, so a failure can be replayed."""
     seed = int(os.environ.get("RAPILOG_CRASH_SEED") or time.time_ns() % 1_000_000_007)
     print(f"{name}: seed {seed} (RAPILOG_CRASH_SEED={seed} replays the same panic delays)")
     return random.Random(seed), seed
-
-
-def record_cycle(**stats) -> None:
-    """One cycle's numbers for tests/crash/summary.py (when $RAPILOG_CRASH_STATS is set)."""
-    print("cycle: " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in stats.items()))
-    if STATS:
-        with open(STATS, "a") as f:
-            f.write(json.dumps(stats) + "\n")

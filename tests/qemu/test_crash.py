@@ -27,8 +27,8 @@ import time
 
 import pytest
 
-from crashload import (BLOCK, CYCLES, CrashRig, Model, acknowledged, artifacts, block, file_content,
-                       find_record, guest_files, record_cycle, rng)
+from crashload import (BLOCK, CYCLES, CrashRig, Model, artifacts, block, cycle_stats, file_content, find_record,
+                       guest_files, rng)
 from guest import Disk, parse_memmap, scaled
 
 REGION = "4M$0x60000000"
@@ -69,29 +69,10 @@ def load_cycles(name, g, disk, cycles, module_options="") -> list[dict]:
         if cycle:  # the region the driver finds was replayed by the crash kernel
             assert "last replay by rapilog-rescue (crash kernel)" in log and " 0 damaged records" in log, log
         first = cycle * 10_000_000  # numbers never repeat across cycles
-        mark = g.console_mark()
-        rig.start(f"rlio numbered /dev/rapilog0 {first} {SLOTS}")
-        rig.wait_acks("rlack", mark, scaled(60))
-        delay = rnd.uniform(*DELAY)
-        time.sleep(delay)
-        r = rig.panic_and_replay()
-        rep = r["report"]
-        # The writer is sequential: block n is acknowledged only after every
-        # block before it, so the newest intact line vouches for all of them
-        # (the serial console under TCG now and then loses characters).
-        lines = acknowledged(g.console_text(mark))
-        assert lines and min(lines) == first, sorted(lines)[:3]
-        acks = range(first, max(lines) + 1)
-        assert rep["exit"] == "0" and rep["region"] == "written", rep
-        assert int(rep["bad_payload"]) == 0 and int(rep["malformed"]) == 0, rep
-        model.acknowledge(acks)
+        r = rig.run_until_panic(f"rlio numbered /dev/rapilog0 {first} {SLOTS}", "rlack", first, rnd.uniform(*DELAY))
+        model.acknowledge(r["acks"])
         lost = model.check(disk)
-        stats = dict(test=name, seed=seed, cycle=cycle, delay=delay, acknowledged=len(acks),
-                     garbled_lines=len(acks) - len(lines),
-                     checked=len(model.newest), replayed=int(rep["applied"]), lost=len(lost),
-                     panic_to_report=r["panic_to_report"], panic_to_up=r["panic_to_up"],
-                     cycle_s=time.monotonic() - t0)
-        record_cycle(**stats)
+        stats = cycle_stats(name, seed, cycle, r, len(model.newest), len(lost), t0)
         assert not lost, f"{len(lost)} acknowledged blocks lost (seed {seed}, cycle {cycle}):\n" + "\n".join(lost[:10])
         # Data only in the region at the panic: the last second's writes at least.
         assert stats["replayed"] > 0, stats
@@ -167,26 +148,13 @@ def test_ext4_fsynced_files_survive_panic(guest_factory, art, krel, tmp_path):
         if cycle == 0:
             g.check("mkfs.ext4 -q -F /dev/rapilog0", timeout=scaled(120))
         first = cycle * 100_000
-        mark = g.console_mark()
         g.check(f"mkdir -p /mnt/r && mount /dev/rapilog0 /mnt/r && mkdir -p /mnt/r/c{cycle} && sync -f /mnt/r")
-        rig.start(f"rlio files /mnt/r/c{cycle} {first}")
-        rig.wait_acks("rlfile", mark, scaled(60))
-        delay = rnd.uniform(*DELAY)
-        time.sleep(delay)
-        r = rig.panic_and_replay()
-        rep = r["report"]
-        assert rep["exit"] == "0" and rep["region"] == "written", rep
-        lines = acknowledged(g.console_text(mark), "rlfile")
-        assert lines and min(lines) == first, sorted(lines)[:3]
-        acks = range(first, max(lines) + 1)  # sequential: the newest vouches for the rest
-        files.update({f"c{cycle}/f{n}": hashlib.sha256(file_content(n)).hexdigest() for n in acks})
+        r = rig.run_until_panic(f"rlio files /mnt/r/c{cycle} {first}", "rlfile", first, rnd.uniform(*DELAY))
+        files.update({f"c{cycle}/f{n}": hashlib.sha256(file_content(n)).hexdigest() for n in r["acks"]})
         log = rig.load_and_arm()
         assert "last replay by rapilog-rescue (crash kernel)" in log, log
         bad = check_ext4(g, "/dev/rapilog0", files)
-        record_cycle(test="ext4", seed=seed, cycle=cycle, delay=delay, acknowledged=len(acks),
-                     garbled_lines=len(acks) - len(lines), checked=len(files), replayed=int(rep["applied"]),
-                     lost=len(bad), panic_to_report=r["panic_to_report"], panic_to_up=r["panic_to_up"],
-                     cycle_s=time.monotonic() - t0)
+        cycle_stats("ext4", seed, cycle, r, len(files), len(bad), t0)
         assert not bad, f"fsync'ed files lost or damaged (seed {seed}, cycle {cycle}):\n" + "\n".join(bad[:10])
         g.check("rmmod rapilog", timeout=scaled(180))
     # Everything written back: the disk alone holds the same filesystem.
