@@ -94,7 +94,11 @@ impl Device {
             backing: Text::new(self.config.backing),
             powerfail_state: self.powerfail.state(),
             powerfail_signals: self.powerfail.config.signals,
-            holdup_ms: self.powerfail.config.holdup_ms,
+            // 0 when the power-fail path is off, as the status block says.
+            holdup_ms: match self.powerfail.config.signals {
+                0 => 0,
+                _ => self.powerfail.config.holdup_ms,
+            },
             dirty_bound_bytes: self.powerfail.dirty_bound().unwrap_or(0),
             writeback_bandwidth: self.powerfail.bandwidth(),
             superblock: self.current_superblock(),
