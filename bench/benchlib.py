@@ -38,7 +38,7 @@ class FioResult:
         """Latency of one write + its sync at this percentile: the sum of the
         two phases' percentiles (exact for a constant phase, an upper bound
         for the tail otherwise)."""
-        return self.write_lat[pct] + self.sync_lat.get(pct, 0.0)
+        return self.write_lat.get(pct, float("nan")) + self.sync_lat.get(pct, 0.0)
 
 
 def _fio_json_text(text: str) -> str:
@@ -144,6 +144,22 @@ def writeback_efficiency(delta: DiskStat, transactions: int) -> dict[str, float]
     }
 
 
+# --- disk image ------------------------------------------------------------------------------
+def mbr(partitions: list[tuple[int, int]]) -> bytes:
+    """A 512-byte MBR with primary Linux partitions [(start LBA, sectors)]
+    (the log disk is cut on the host: the rootfs has no sfdisk)."""
+    if len(partitions) > 4:
+        raise ValueError("an MBR holds 4 primary partitions")
+    sec = bytearray(512)
+    for i, (start, count) in enumerate(partitions):
+        e = 446 + 16 * i
+        # No CHS addressing: 0xfe/0xff/0xff, as partitioners write beyond 8 GiB.
+        sec[e:e + 16] = (bytes([0, 0xFE, 0xFF, 0xFF, 0x83, 0xFE, 0xFF, 0xFF]) +
+                         start.to_bytes(4, "little") + count.to_bytes(4, "little"))
+    sec[510:512] = b"\x55\xaa"
+    return bytes(sec)
+
+
 # --- statistics and tables -------------------------------------------------------------------
 def median(xs) -> float:
     xs = [x for x in xs if x == x]  # drop NaN
@@ -172,12 +188,13 @@ def fmt_ratio(x: float) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub markdown table; first column left-aligned, the rest right."""
+    """A GitHub markdown table; text columns left-aligned, numbers right."""
     cells = [header] + rows
     w = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
+    num = [i > 0 and all(re.match(r"^[-0-9.,]+x?$", str(r[i])) for r in rows) for i in range(len(header))]
     def line(r):
-        return "| " + " | ".join(str(c).ljust(w[i]) if i == 0 else str(c).rjust(w[i]) for i, c in enumerate(r)) + " |"
-    sep = "|" + "|".join(("-" * (w[i] + 1) + ":") if i else ("-" * (w[i] + 2)) for i in range(len(header))) + "|"
+        return "| " + " | ".join(str(c).rjust(w[i]) if num[i] else str(c).ljust(w[i]) for i, c in enumerate(r)) + " |"
+    sep = "|" + "|".join(("-" * (w[i] + 1) + ":") if num[i] else ("-" * (w[i] + 2)) for i in range(len(header))) + "|"
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
 
@@ -212,8 +229,8 @@ def fio_table(results: dict[str, dict[str, FioResult]], devices: list[str], ref:
                 cells += ["-"] * 5
                 raw += [float("nan")] * 5
                 continue
-            lat = x.commit_lat if qd == "qd1" else (lambda p, x=x: x.write_lat[p])
-            blat = (b.commit_lat if qd == "qd1" else (lambda p, b=b: b.write_lat[p])) if b else None
+            lat = x.commit_lat if qd == "qd1" else (lambda p, x=x: x.write_lat.get(p, float("nan")))
+            blat = (b.commit_lat if qd == "qd1" else (lambda p, b=b: b.write_lat.get(p, float("nan")))) if b else None
             p50, p99 = lat(50.0), lat(99.0)
             r50 = ratio(p50, blat(50.0)) if blat else float("nan")
             riops = ratio(x.iops, b.iops) if b else float("nan")

@@ -11,36 +11,40 @@ import matplotlib.pyplot as plt  # noqa: E402
 import benchlib as bl  # noqa: E402
 
 
-def plots(r: dict, out: Path, labels: dict[str, str], fio_devices: list[str]) -> list[Path]:
+def plots(r: dict, out: Path, labels: dict[str, str], fio_devices: list[str],
+          workload_names: dict[str, str]) -> list[Path]:
     made = []
     date = r.get("meta", {}).get("date", "")
-    runs = r.get("pgbench") or []
-    if runs:
-        summ = bl.pgbench_summary(runs)
-        profiles = list(dict.fromkeys(x["profile"] for x in runs))
-        clients = sorted({int(x["clients"]) for x in runs})
-        e_prof = next((x["profile"] for x in runs if x["config"] == "e"), profiles[0])
-        fig, axes = plt.subplots(1, len(profiles), figsize=(5.2 * len(profiles), 4), squeeze=False, sharey=True)
-        for ax, prof in zip(axes[0], profiles):
-            for c, label in labels.items():
-                p = e_prof if c == "e" else prof
-                ys = [summ.get((p, c, n), float("nan")) for n in clients]
-                if all(y != y for y in ys):
-                    continue
-                ax.plot(clients, ys, marker="o", label=f"({c}) {label}")
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(clients, [str(n) for n in clients])
-            ax.set_yscale("log")
-            ax.set_xlabel("pgbench clients")
-            ax.set_title(f"WAL log disk: {prof}")
-            ax.grid(True, which="both", alpha=0.3)
-        axes[0][0].set_ylabel("TPS (median)")
-        axes[0][-1].legend(fontsize=7, loc="lower right")
-        fig.suptitle(f"PostgreSQL pgbench TPC-B-like, QEMU TCG ({date}): ratios matter, not absolute numbers",
-                     fontsize=9)
+    all_runs = r.get("pgbench") or []
+    workloads = list(dict.fromkeys(x.get("workload", "tpcb") for x in all_runs))
+    if all_runs:
+        profiles = list(dict.fromkeys(x["profile"] for x in all_runs))
+        fig, axes = plt.subplots(len(workloads), len(profiles), figsize=(5.2 * len(profiles), 3.8 * len(workloads)),
+                                 squeeze=False)
+        for row, wl in zip(axes, workloads):
+            runs = [x for x in all_runs if x.get("workload", "tpcb") == wl]
+            summ = bl.pgbench_summary(runs)
+            clients = sorted({int(x["clients"]) for x in runs})
+            e_prof = next((x["profile"] for x in runs if x["config"] == "e"), profiles[0])
+            for ax, prof in zip(row, profiles):
+                for c, label in labels.items():
+                    p = e_prof if c == "e" else prof
+                    ys = [summ.get((p, c, n), float("nan")) for n in clients]
+                    if all(y != y for y in ys):
+                        continue
+                    ax.plot(clients, ys, marker="o", label=f"({c}) {label}")
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(clients, [str(n) for n in clients])
+                ax.set_yscale("log")
+                ax.set_xlabel("pgbench clients")
+                ax.set_ylabel("TPS (median)")
+                ax.set_title(f"{workload_names.get(wl, wl)}; WAL disk {prof}", fontsize=9)
+                ax.grid(True, which="both", alpha=0.3)
+        axes[0][-1].legend(fontsize=7, loc="best")
+        fig.suptitle(f"PostgreSQL pgbench, QEMU TCG ({date}): ratios matter, not absolute numbers", fontsize=9)
         fig.tight_layout()
         p = out / "tps_vs_clients.png"
-        fig.savefig(p, dpi=90)
+        fig.savefig(p, dpi=80)
         plt.close(fig)
         made.append(p)
     fio = r.get("fio") or {}

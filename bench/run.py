@@ -9,9 +9,11 @@
 One guest (stock Debian kernel, QEMU TCG, Debian trixie rootfs with fio and
 PostgreSQL) boots with two disks: the log disk (throttled by QEMU: a number
 of requests per second, each request up to 1 MiB counting as one, plus
-150 MB/s: a disk that seeks, not a 4 KiB pipe) and an unthrottled data disk.
-Reserved memory: 128 MiB for rapilog (memmap=128M$0x64000000) and a 128 MiB
-legacy pmem region (memmap=128M!0x70000000 -> /dev/pmem0) for dm-writecache.
+150 MB/s: a disk that seeks, not a 4 KiB pipe), cut into three 512 MiB
+partitions (raw, rapilog's backing disk, dm-writecache's origin), and an
+unthrottled data disk. Reserved memory: 128 MiB for rapilog
+(memmap=128M$0x64000000) and a 128 MiB legacy pmem region
+(memmap=128M!0x70000000 -> /dev/pmem0, fsdax) for dm-writecache.
 
 1. fio (issue 4 item 9), 200-IOPS profile: 4 KiB sequential write + fsync
    at queue depth 1 (psync, direct, fsync=1), and 4 KiB random writes at
@@ -22,17 +24,24 @@ legacy pmem region (memmap=128M!0x70000000 -> /dev/pmem0) for dm-writecache.
    cache: it measures the write path, not the disk's sustained random-write
    rate (both caches fall back to that rate once full). Devices: the raw
    throttled disk, rapilog protect=window and protect=off (rmmod/insmod
-   between), dm-writecache (pmem mode) and brd.
-2. PostgreSQL (issue 8) for each disk profile (200 IOPS, 600 IOPS): WAL
-   (pg_wal) on an ext4 file system on the device under test, data on the
-   data disk. (a) raw disk, synchronous_commit=on; (b) raw disk,
-   synchronous_commit=off; (c) rapilog over the same disk, on; (d)
-   dm-writecache (pmem mode) over the same disk, on; (e) brd, on (measured
-   once: it does not depend on the disk). On each device pg_test_fsync, then
-   pgbench (TPC-B-like, -M prepared, CHECKPOINT before each run) at 1, 2, 4,
-   8, 16 clients, the repetitions interleaved. The log disk's
-   /sys/block/*/stat before and after each run (+ a settle time longer than
-   rapilog's writeback delay) gives writes per transaction and write size.
+   between), dm-writecache (pmem mode) and brd (written once before, so
+   that its pages exist).
+2. PostgreSQL (issue 8): four clusters (copies of one pgbench database on
+   the data disk), each with its WAL (pg_wal) on an ext4 file system on one
+   device: the raw partition, rapilog over its partition, dm-writecache over
+   its partition, brd. Configurations: (a) raw, synchronous_commit=on; (b)
+   raw, synchronous_commit=off (PGOPTIONS, same cluster); (c) rapilog, on;
+   (d) dm-writecache, on; (e) brd, on. For each disk profile (200 and 600
+   requests/s): pg_test_fsync on each device, then pgbench at 1, 2, 4, 8, 16
+   clients for two workloads (TPC-B-like; one single-row INSERT per
+   transaction, commit-bound), -M prepared, a CHECKPOINT before each run;
+   the configurations interleave at each point (in rotated order) and the
+   repetitions are separate passes, so that the host's load drift hits all
+   alike. (e) is
+   measured with the first profile only (brd does not depend on the disk).
+   After each run the caches drain (Bench.quiesce): the log disk
+   partition's /sys/block stat delta holds that run's writeback: writes per
+   committed transaction and average write size.
 
 Output: .cache/bench/<date>/<quick|full>/ (results.json, *.csv, results.md,
 *.png) and the tables on stdout.
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -64,14 +74,14 @@ MODE = "quick" if QUICK else "full"
 # --- parameters ------------------------------------------------------------------------------
 P = dict(
     profiles=[200] if QUICK else [200, 600],  # log disk: requests/s
-    clients=[1, 2, 4, 8, 16],
+    clients=[1, 4, 16] if QUICK else [1, 2, 4, 8, 16],
+    workloads=["tpcb", "insert"],
     reps=1 if QUICK else 3,
-    duration=5 if QUICK else 10,  # pgbench -T
-    scale=4 if QUICK else 8,  # pgbench -s (scale < 16 clients: some row contention at 16)
+    duration=4,  # pgbench -T, seconds
+    scale=8 if QUICK else 16,  # pgbench -s: branches (row-lock contention when clients > scale)
     fio_qd1_s=4 if QUICK else 10,
     fio_qd32_span="8M" if QUICK else "16M",
     pg_test_fsync_s=1 if QUICK else 2,
-    settle_s=2.5,  # after pgbench, before reading disk stats (rapilog writeback_delay_ms=1000)
 )
 # The region straddles two 128 MiB memory sections that also hold RAM: the
 # driver needs struct pages for it (pfn_valid), and a section with no RAM in
@@ -86,15 +96,28 @@ CONFIGS = {  # name: (device kind, synchronous_commit)
 }
 CONFIG_LABEL = {"a": "raw disk, sync commit", "b": "raw disk, async commit", "c": "rapilog, sync commit",
                 "d": "dm-writecache (pmem), sync commit", "e": "brd (RAM disk), sync commit"}
+# pgbench workloads: TPC-B-like (built in), and a commit-bound one: one
+# single-row INSERT per transaction (under TCG a TPC-B transaction costs tens
+# of ms of emulated CPU, as much as a commit on the slow disk).
+WORKLOADS = {"tpcb": ("TPC-B-like", ""), "insert": ("one-row INSERT per transaction", "-f /tmp/insert.sql")}
+INSERT_SQL = b"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, now());\n"
 FIO_DEVICES = ["rapilog window", "rapilog off", "dm-writecache", "brd", "raw 200 IOPS"]
 KO_GUEST = "/lib/modules/KREL/extra/rapilog.ko"
+# The log disk has one 512 MiB partition per device kind, so that every
+# configuration is up at once and the runs interleave (a, b, c, d, e at each
+# client count): the host's load drifts (other QEMU guests share its 2 cores)
+# and interleaving spreads the drift over all configurations alike. One QEMU
+# throttle covers the whole disk; only the configuration being measured uses
+# it (the caches are drained before each run, see Bench.quiesce).
+PART = {"raw": 1, "rapilog": 2, "writecache": 3}
+PG_PORT = {"raw": 5432, "rapilog": 5433, "writecache": 5434, "brd": 5435}
 INSMOD = ("insmod /lib/modules/$(uname -r)/extra/rapilog.ko region=" + REGION_PARAM +
-          " backing=$(disk-by-serial rl-log) disk_id=serial:rl-log")
+          " backing={backing} disk_id=serial:rl-log")
 PGCONF = """
 listen_addresses = ''
 unix_socket_directories = '/tmp'
 max_connections = 40
-shared_buffers = 128MB
+shared_buffers = 64MB
 max_wal_size = 1GB
 checkpoint_timeout = 1h
 autovacuum = off
@@ -140,12 +163,22 @@ class Bench:
             args["iops_size"] = IOPS_SIZE
         self.g.qmp("block_set_io_throttle", args)
 
-    def stat(self, dev: str) -> str:
-        return self.sh(f"cat /sys/block/{dev}/stat").strip()
+    def quiesce(self, iops: int) -> None:
+        """Let a cache (rapilog's region, dm-writecache) finish writing back
+        what an earlier job left, on the unthrottled disk, so that the next
+        measurement starts with an empty cache: waits until the log disk's
+        write count stays put for 2 s (rapilog starts writeback within
+        writeback_delay_ms=1000). Not measured."""
+        self.throttle(0)
+        self.sh(f"d=/sys/block/{self.blockname(self.log_dev)}/stat; p=; "
+                "for i in $(seq 600); do c=$(awk '{print $5}' $d); [ \"$c\" = \"$p\" ] && exit 0; p=$c; sleep 2; done; "
+                "exit 1", timeout=1300)
+        self.throttle(iops)
 
     # --- devices ----------------------------------------------------------------------------
     def setup(self) -> None:
         self.log_dev = self.sh("disk-by-serial rl-log").strip()
+        self.sh(f"[ -b {self.log_dev}3 ]")  # partitions: written by the host (main)
         self.data_dev = self.sh("disk-by-serial rl-data").strip()
         self.pg = self.sh("ls -d /usr/lib/postgresql/*/bin | tail -n 1").strip()
         info = self.sh("uname -r; nproc; grep MemTotal /proc/meminfo; fio --version; "
@@ -158,23 +191,26 @@ class Bench:
                 "ndctl create-namespace -f -e namespace0.0 -m fsdax --map=mem >/dev/null && "
                 "for i in $(seq 50); do [ -b /dev/pmem0 ] && break; sleep 0.1; done; ls -l /dev/pmem0",
                 timeout=180)
-        self.sh("modprobe brd rd_nr=1 rd_size=524288")
+        # brd allocates a page at the first write to it: written once here,
+        # so that every measurement sees its steady state.
+        self.sh("modprobe brd rd_nr=1 rd_size=393216 && dd if=/dev/zero of=/dev/ram0 bs=1M oflag=direct 2>/dev/null; "
+                "[ $(blockdev --getsize64 /dev/ram0) = 402653184 ]", timeout=300)
 
     def attach(self, kind: str, protect: str = "window") -> str:
         """Bring up the device under test; returns its /dev path."""
+        backing = f"{self.log_dev}{PART.get(kind, '')}"
         if kind == "raw":
-            return self.log_dev
+            return backing
         if kind == "brd":
-            self.sh("blkdiscard /dev/ram0 2>/dev/null; true")
             return "/dev/ram0"
         if kind == "rapilog":
-            self.sh(f"{INSMOD} protect={protect}", timeout=180)
+            self.sh(INSMOD.format(backing=backing) + f" protect={protect}", timeout=180)
             return "/dev/rapilog0"
         if kind == "writecache":
             # A zeroed superblock: dm-writecache starts with an empty cache.
             self.sh("dd if=/dev/zero of=/dev/pmem0 bs=1M count=4 oflag=direct 2>/dev/null && "
-                    f"dmsetup create wc --table \"0 $(blockdev --getsz {self.log_dev}) writecache p "
-                    f"{self.log_dev} /dev/pmem0 4096 0\" && dmsetup mknodes wc")
+                    f"dmsetup create wc --table \"0 $(blockdev --getsz {backing}) writecache p "
+                    f"{backing} /dev/pmem0 4096 0\" && dmsetup mknodes wc")
             return "/dev/mapper/wc"
         raise ValueError(kind)
 
@@ -192,7 +228,8 @@ class Bench:
     @staticmethod
     def blockname(dev: str) -> str:
         """/sys/block name of a /dev path (resolves /dev/mapper links)."""
-        return f"$(basename $(readlink -f {dev}))"
+        return (f"$(basename $(readlink -f /sys/dev/block/$(printf '%d:%d' 0x$(stat -Lc %t {dev}) "
+                f"0x$(stat -Lc %T {dev}))))")
 
     # --- fio -------------------------------------------------------------------------------------
     def fio(self, dev: str, label: str) -> None:
@@ -201,13 +238,13 @@ class Bench:
         qd1 = (f"fio {common} --name=qd1 --rw=write --ioengine=psync --iodepth=1 --fsync=1 --size=256M "
                f"--time_based --runtime={P['fio_qd1_s']}")
         qd32 = (f"fio {common} --name=qd32 --rw=randwrite --ioengine=libaio --iodepth=32 --fdatasync=32 "
-                f"--size={P['fio_qd32_span']} --offset=384M --randrepeat=1")
+                f"--size={P['fio_qd32_span']} --offset=256M --randrepeat=1")
         res = {}
         for name, cmd in (("qd1", qd1), ("qd32", qd32)):
             out = self.sh(cmd, timeout=600)
             (self.out / f"fio-{label.replace(' ', '_')}-{name}.json").write_text(out)
             res[name] = bl.parse_fio_json(out)[0].__dict__
-            self.sh("sleep 2")  # let writeback of the previous job start before the next
+            self.quiesce(200)
         self.r.setdefault("fio", {})[label] = res
         log(f"fio {label}: QD1 {res['qd1']['iops']:.0f} IOPS, QD32 {res['qd32']['iops']:.0f} IOPS")
         self.save()
@@ -240,73 +277,86 @@ class Bench:
         self.sh(self.pgsu("pg_ctl -D /data/golden -w -t 300 stop") + " >/dev/null", timeout=320)
         log(f"PostgreSQL cluster with pgbench scale {P['scale']} ready in {time.monotonic() - t:.0f} s")
 
-    def pg_prepare(self, dev: str) -> None:
-        """ext4 on dev at /mnt/wal; a fresh copy of the cluster with its pg_wal there."""
-        self.sh(f"mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 {dev} && "
-                f"mount -o noatime {dev} /mnt/wal && mkdir /mnt/wal/pg_wal && "
-                "rm -rf /data/pg && cp -a /data/golden /data/pg && cp -a /data/pg/pg_wal/. /mnt/wal/pg_wal/ && "
-                "rm -rf /data/pg/pg_wal && ln -s /mnt/wal/pg_wal /data/pg/pg_wal && chown -R postgres: /mnt/wal",
-                timeout=600)
+    def pg_prepare(self, kind: str, dev: str) -> None:
+        """ext4 on dev at /mnt/wal-KIND; a copy of the cluster in /data/pg-KIND
+        with its pg_wal there; started (synchronous_commit=on; (b) sets it off
+        per session)."""
+        d, w = f"/data/pg-{kind}", f"/mnt/wal-{kind}"
+        self.sh(f"mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 {dev} && mkdir -p {w} && "
+                f"mount -o noatime,lazytime {dev} {w} && mkdir {w}/pg_wal && "
+                f"rm -rf {d} && cp -a /data/golden {d} && cp -a --sparse=never {d}/pg_wal/. {w}/pg_wal/ && "
+                f"rm -rf {d}/pg_wal && ln -s {w}/pg_wal {d}/pg_wal && chown -R postgres: {w}", timeout=600)
+        self.sh(self.pgsu(f"pg_ctl -D {d} -l /tmp/pg-{kind}.log -w -t 300 "
+                          f"-o '-p {PG_PORT[kind]} -c synchronous_commit=on' start") + " >/dev/null", timeout=320)
 
-    def pg_start(self, sync: str) -> None:
-        self.sh(self.pgsu(f"pg_ctl -D /data/pg -l /tmp/pg.log -w -t 300 -o '-c synchronous_commit={sync}' start")
-                + " >/dev/null", timeout=320)
-
-    def pg_stop(self) -> None:
-        self.sh(self.pgsu("pg_ctl -D /data/pg -w -t 300 stop") + " >/dev/null", timeout=320)
-
-    def pg_test_fsync(self, profile: str, label: str) -> None:
-        out = self.sh(f"{self.pg}/pg_test_fsync -f /mnt/wal/pg_test_fsync.out -s {P['pg_test_fsync_s']}; "
-                      "rm -f /mnt/wal/pg_test_fsync.out", timeout=600)
-        (self.out / f"pg_test_fsync-{profile}-{label}.txt").write_text(out)
+    def pg_test_fsync(self, profile: str, kind: str) -> None:
+        out = self.sh(f"{self.pg}/pg_test_fsync -f /mnt/wal-{kind}/pg_test_fsync.out -s {P['pg_test_fsync_s']}; "
+                      f"rm -f /mnt/wal-{kind}/pg_test_fsync.out", timeout=600)
+        (self.out / f"pg_test_fsync-{profile.split()[0]}-{kind}.txt").write_text(out)
         res = bl.parse_pg_test_fsync(out)
-        self.r.setdefault("pg_test_fsync", []).append({"profile": profile, "device": label, "methods": res})
-        log(f"pg_test_fsync {profile} {label}: fdatasync {res.get('fdatasync', (0, 0))[0]:.0f} ops/s")
+        self.quiesce(int(profile.split()[0]))
+        self.r.setdefault("pg_test_fsync", []).append({"profile": profile, "device": kind, "methods": res})
+        log(f"pg_test_fsync {profile} {kind}: fdatasync {res.get('fdatasync', (0, 0))[0]:.0f} ops/s")
         self.save()
 
-    def pgbench_runs(self, profile: str, config: str, dev: str) -> None:
-        """All client counts and repetitions of one configuration (server running)."""
-        disk, front = self.blockname(self.log_dev), self.blockname(dev)
-        for rep in range(P["reps"]):
-            for n in P["clients"]:
-                self.sh(self.pgsu("psql -h /tmp -d bench -q -c CHECKPOINT"), timeout=300)
-                before = self.sh(f"cat /sys/block/{disk}/stat /sys/block/{front}/stat").strip().splitlines()
-                out = self.sh(self.pgsu(f"pgbench -h /tmp -n -M prepared -c {n} -j {min(n, 2)} "
-                                        f"-T {P['duration']} bench") + " 2>&1",
-                              timeout=P["duration"] * 4 + 120)
-                self.sh(f"sleep {P['settle_s']}")
-                after = self.sh(f"cat /sys/block/{disk}/stat /sys/block/{front}/stat").strip().splitlines()
-                pr = bl.parse_pgbench(out)
-                dd = bl.diskstat_delta(bl.parse_diskstat(before[0]), bl.parse_diskstat(after[0]))
-                fd = bl.diskstat_delta(bl.parse_diskstat(before[1]), bl.parse_diskstat(after[1]))
-                self.r.setdefault("pgbench", []).append({
-                    "profile": profile, "config": config, "clients": n, "rep": rep, "tps": pr.tps,
-                    "transactions": pr.transactions, "latency_ms": pr.latency_ms, "failed": pr.failed,
-                    "disk_writes": dd.writes, "disk_sectors": dd.sectors, "disk_flushes": dd.flushes,
-                    "front_writes": fd.writes, "front_sectors": fd.sectors, "front_flushes": fd.flushes})
-                log(f"pgbench {profile} ({config}) {n:2d} clients rep {rep}: {pr.tps:8.1f} TPS, "
-                    f"{dd.writes} disk writes for {pr.transactions} transactions")
-                self.save()
+    def pgbench_run(self, profile: str, config: str, wl: str, n: int, rep: int) -> None:
+        """One pgbench run of one configuration; the log disk partition's and the
+        front device's /sys/block stat deltas over it, its writeback included."""
+        kind, sync = CONFIGS[config]
+        port = PG_PORT[kind]
+        part = f"/sys/class/block/{self.blockname(self.front[kind])}/stat"
+        disk = f"/sys/class/block/{self.blockname(self.log_dev + str(PART[kind]))}/stat" if kind in PART else part
+        # The previous run ended with every cache drained (quiesce); the
+        # checkpoint's own WAL record may be written back within this run.
+        self.sh(self.pgsu(f"psql -h /tmp -p {port} -d bench -q -c CHECKPOINT"), timeout=300)
+        before = self.sh(f"cat {disk} {part}").strip().splitlines()
+        env = f"env PGOPTIONS='-c synchronous_commit={sync}' "
+        out = self.sh(f"runuser -u postgres -- {env}{self.pg}/pgbench -h /tmp -p {port} -n -M prepared -c {n} "
+                      f"-j {min(n, 2)} -T {P['duration']} {WORKLOADS[wl][1]} bench 2>&1",
+                      timeout=P["duration"] * 4 + 120)
+        self.quiesce(int(profile.split()[0]))
+        after = self.sh(f"cat {disk} {part}").strip().splitlines()
+        pr = bl.parse_pgbench(out)
+        dd = bl.diskstat_delta(bl.parse_diskstat(before[0]), bl.parse_diskstat(after[0]))
+        fd = bl.diskstat_delta(bl.parse_diskstat(before[1]), bl.parse_diskstat(after[1]))
+        self.r.setdefault("pgbench", []).append({
+            "workload": wl, "profile": profile, "config": config, "clients": n, "rep": rep, "tps": pr.tps,
+            "transactions": pr.transactions, "latency_ms": pr.latency_ms, "failed": pr.failed,
+            "disk_writes": dd.writes, "disk_sectors": dd.sectors, "disk_flushes": dd.flushes,
+            "front_writes": fd.writes, "front_sectors": fd.sectors, "front_flushes": fd.flushes})
+        log(f"pgbench {wl:6s} {profile} ({config}) {n:2d} clients rep {rep}: {pr.tps:8.1f} TPS, "
+            f"{dd.writes} disk writes for {pr.transactions} transactions")
+        self.save()
 
     def run_pg(self) -> None:
         self.pg_golden()
+        self.g.write_file("/tmp/insert.sql", INSERT_SQL)
+        self.throttle(P["profiles"][0])
+        t = time.monotonic()
+        self.front = {}
+        for kind in ("raw", "rapilog", "writecache", "brd"):
+            self.front[kind] = self.attach(kind)
+            self.pg_prepare(kind, self.front[kind])
+        self.quiesce(P["profiles"][0])
+        log(f"4 PostgreSQL clusters up (WAL on raw, rapilog, dm-writecache, brd) in {time.monotonic() - t:.0f} s")
         for iops in P["profiles"]:
             profile = f"{iops} IOPS"
+            first = iops == P["profiles"][0]
             self.throttle(iops)
-            for kind, configs in (("raw", ["a", "b"]), ("rapilog", ["c"]), ("writecache", ["d"]), ("brd", ["e"])):
-                if kind == "brd" and iops != P["profiles"][0]:
-                    continue  # brd does not depend on the disk profile
-                t = time.monotonic()
-                dev = self.attach(kind)
-                self.pg_prepare(dev)
-                self.pg_test_fsync(profile, kind)
-                for c in configs:
-                    self.pg_start(CONFIGS[c][1])
-                    self.pgbench_runs(profile, c, dev)
-                    self.pg_stop()
-                self.sh("umount /mnt/wal", timeout=300)
-                self.detach(kind, iops)
-                log(f"{profile} {kind} done in {time.monotonic() - t:.0f} s")
+            for kind in ("raw", "rapilog", "writecache", "brd"):
+                if kind != "brd" or first:
+                    self.pg_test_fsync(profile, kind)
+            configs = [c for c in CONFIGS if c != "e" or first]  # brd does not depend on the disk
+            t = time.monotonic()
+            for i, (rep, wl, n) in enumerate(itertools.product(range(P["reps"]), P["workloads"], P["clients"])):
+                k = i % len(configs)  # rotated: no configuration always runs first or after a given one
+                for c in configs[k:] + configs[:k]:
+                    self.pgbench_run(profile, c, wl, n, rep)
+            log(f"{profile}: pgbench done in {time.monotonic() - t:.0f} s")
+        for kind in ("raw", "rapilog", "writecache", "brd"):
+            self.sh(self.pgsu(f"pg_ctl -D /data/pg-{kind} -w -t 300 stop") + f" >/dev/null && umount /mnt/wal-{kind}",
+                    timeout=320)
+            self.detach(kind, P["profiles"][-1])
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -338,10 +388,14 @@ def report(out: Path) -> str:
         table, rows = bl.fsync_table(res, order, ref)
         (out / "pg_test_fsync.csv").write_text(bl.to_csv(rows[0], rows[1:]))
         md.append("### pg_test_fsync: one 8 kB write + fdatasync (WAL file system on the device)\n\n" + table)
-    if "pgbench" in r:
-        runs = r["pgbench"]
-        keys = sorted({k for x in runs for k in x})
-        (out / "pgbench-runs.csv").write_text(bl.to_csv(keys, [[x.get(k) for k in keys] for x in runs]))
+    all_runs = r.get("pgbench") or []
+    for x in all_runs:
+        x.setdefault("workload", "tpcb")
+    if all_runs:
+        keys = sorted({k for x in all_runs for k in x})
+        (out / "pgbench-runs.csv").write_text(bl.to_csv(keys, [[x.get(k) for k in keys] for x in all_runs]))
+    for wl in dict.fromkeys(x["workload"] for x in all_runs):
+        runs = [x for x in all_runs if x["workload"] == wl]
         summ = bl.pgbench_summary(runs)
         profiles = list(dict.fromkeys(x["profile"] for x in runs))
         clients = sorted({int(x["clients"]) for x in runs})
@@ -351,9 +405,9 @@ def report(out: Path) -> str:
         for prof in profiles:
             table, rows = bl.pgbench_table(summ, prof, configs, clients, shared=shared)
             all_rows += rows[1:] if all_rows else rows
-            md.append(f"### pgbench TPS, log disk {prof} (median of {r.get('meta', {}).get('params', {}).get('reps', '?')}"
+            md.append(f"### pgbench {WORKLOADS[wl][0]}: TPS, log disk {prof} (median of {r.get('meta', {}).get('params', {}).get('reps', '?')}"
                       f" runs; (e) brd measured once)\n\n" + table)
-        (out / "pgbench.csv").write_text(bl.to_csv(all_rows[0], all_rows[1:]))
+        (out / f"pgbench-{wl}.csv").write_text(bl.to_csv(all_rows[0], all_rows[1:]))
         # Writeback efficiency: (c) vs (a) (and (d)), summed over repetitions.
         hdr = ["profile", "clients"] + [f"({c}) {w}" for c in ("a", "c", "d") for w in ("writes/txn", "KiB/write")]
         rows, csv_rows = [], []
@@ -369,14 +423,14 @@ def report(out: Path) -> str:
                     raw += [e["writes_per_txn"], e["avg_write_kib"]]
                 rows.append(cells)
                 csv_rows.append(raw)
-        (out / "writeback.csv").write_text(bl.to_csv(hdr, csv_rows))
-        md.append("### Log disk writes per committed transaction and average write size "
-                  "(/sys/block/*/stat of the log disk)\n\n" + bl.markdown_table(hdr, rows))
+        (out / f"writeback-{wl}.csv").write_text(bl.to_csv(hdr, csv_rows))
+        md.append(f"### pgbench {WORKLOADS[wl][0]}: log disk writes per committed transaction and average "
+                  "write size (/sys/block/*/stat of the log disk, all repetitions)\n\n" + bl.markdown_table(hdr, rows))
     text = "\n\n".join(md) + "\n"
     (out / "results.md").write_text(text)
     try:
         import plot
-        for p in plot.plots(r, out, CONFIG_LABEL, FIO_DEVICES):
+        for p in plot.plots(r, out, CONFIG_LABEL, FIO_DEVICES, {k: v[0] for k, v in WORKLOADS.items()}):
             log(f"plot: {p}")
     except ImportError as e:
         log(f"no plots ({e}); install matplotlib into .cache/venv")
@@ -421,11 +475,15 @@ def main() -> int:
     # RAPILOG_KO: a prebuilt module (e.g. of a commit, while the tree is mid-edit).
     ko = os.environ.get("RAPILOG_KO") or build("kernels/build-module.sh", KREL)
     results["meta"]["module"] = ko
-    disks = [Disk(out / "log.img", serial="rl-log", size="1G", iops=P["profiles"][0], iops_size=IOPS_SIZE,
+    disks = [Disk(out / "log.img", serial="rl-log", size=None, iops=P["profiles"][0], iops_size=IOPS_SIZE,
                   extra=f"throttling.bps-total={DISK_BPS}"),
-             Disk(out / "data.img", serial="rl-data", size="2G", cache="unsafe")]
+             Disk(out / "data.img", serial="rl-data", size="4G", cache="unsafe")]
     for d in disks:
         Path(d.path).unlink(missing_ok=True)
+    part_sectors = 512 << 11  # 512 MiB
+    with open(disks[0].path, "wb") as f:
+        f.truncate((3 * part_sectors + 2048) * 512)
+        f.write(bl.mbr([(2048 + i * part_sectors, part_sectors) for i in range(3)]))
     try:
         with Guest("bench", krel=KREL, mem="2G", memmap=REGION_BOOT, append=f"memmap={PMEM_BOOT}", disks=disks,
                    rootfs=["postgresql"], files={KO_GUEST: ko}, log_dir=LOG_ROOT / "bench") as g:

@@ -147,3 +147,14 @@ def test_formatting_and_csv():
     assert bl.to_csv(["a", "b"], [[1, float("nan")], ["x,y", 2.5]]) == 'a,b\n1,\n"x,y",2.5\n'
     assert bl.median([3, float("nan"), 1, 2]) == 2 and math.isnan(bl.median([]))
     assert math.isnan(bl.ratio(1, 0)) and bl.ratio(3, 2) == 1.5
+
+
+def test_mbr_partitions():
+    m = bl.mbr([(2048, 1 << 20), (2048 + (1 << 20), 1 << 20)])
+    assert len(m) == 512 and m[510:] == b"\x55\xaa"
+    assert m[446 + 4] == 0x83 and int.from_bytes(m[446 + 8:446 + 12], "little") == 2048
+    assert int.from_bytes(m[462 + 8:462 + 12], "little") == 2048 + (1 << 20)
+    assert int.from_bytes(m[462 + 12:462 + 16], "little") == 1 << 20
+    assert m[478:510] == bytes(32)
+    with pytest.raises(ValueError):
+        bl.mbr([(1, 1)] * 5)
