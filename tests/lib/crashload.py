@@ -266,11 +266,13 @@ class CrashRig:
                 "request_to_panic": t_panic - t0}
 
 
-    def run_until_panic(self, cmd: str, kind: str, first: int, delay: float) -> dict:
+    def run_until_panic(self, cmd: str, kind: str, first: int, delay: float, region: str = "written") -> dict:
         """Starts the writer `cmd` (whose lines are `KIND N CRC`, N from
         `first` on), panics `delay` seconds after its first acknowledgement,
         lets the crash kernel replay and the guest reboot (panic_and_replay);
         adds `acks`: the numbers acknowledged before the panic, and `garbled`.
+        `region`: what the report must say of the region ("dry-run" when
+        the crash kernel is told rapilog.dry_run=1).
 
         The writer is sequential: N is acknowledged only after every number
         before it, so the newest intact line vouches for all of them (the
@@ -281,7 +283,7 @@ class CrashRig:
         time.sleep(delay)
         r = self.panic_and_replay()
         rep = r["report"]
-        assert rep["exit"] == "0" and rep["region"] == "written", rep
+        assert rep["exit"] == "0" and rep["region"] == region, rep
         assert int(rep["bad_payload"]) == 0 and int(rep["malformed"]) == 0, rep
         lines = acknowledged(self.g.console_text(mark), kind)
         assert lines and min(lines) == first, sorted(lines)[:3]
