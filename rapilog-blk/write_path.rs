@@ -67,7 +67,7 @@ impl Device {
     /// signal.
     fn reserve(&self, bytes: u32, sector: u64) -> Result<Reservation, ReserveError> {
         let mut live = self.live.lock();
-        let mut waited = false;
+        let mut throttled = false;
         loop {
             if self.powerfail.holds_writes() {
                 // A power-fail signal came: never acknowledged from here on
@@ -75,35 +75,25 @@ impl Device {
                 self.space_freed.wait(&mut live);
                 continue;
             }
-            if !self
+            let admitted = self
                 .powerfail
-                .admits(live.ring.used_bytes(), u64::from(bytes))
-            {
-                // Over the dirty bound: wait as for a full ring.
-                if !waited {
-                    stats::add(&self.stats.throttled, 1);
-                    waited = true;
+                .admits(live.ring.used_bytes(), u64::from(bytes));
+            if admitted {
+                match live.reserve(&self.ring, bytes, sector) {
+                    Ok(reservation) => return Ok(reservation),
+                    Err(e) if !e.is_full() => return Err(e),
+                    Err(_) => {}
                 }
-                live.waiting_writers += 1;
-                self.work.notify_one();
-                self.space_freed.wait(&mut live);
-                live.waiting_writers -= 1;
-                continue;
             }
-            match live.reserve(&self.ring, bytes, sector) {
-                Ok(reservation) => return Ok(reservation),
-                Err(e) if e.is_full() => {
-                    if !waited {
-                        stats::add(&self.stats.throttled, 1);
-                        waited = true;
-                    }
-                    live.waiting_writers += 1;
-                    self.work.notify_one();
-                    self.space_freed.wait(&mut live);
-                    live.waiting_writers -= 1;
-                }
-                Err(e) => return Err(e),
+            // Over the dirty bound, or the ring is full: writeback frees space.
+            if !throttled {
+                stats::add(&self.stats.throttled, 1);
+                throttled = true;
             }
+            live.waiting_writers += 1;
+            self.work.notify_one();
+            self.space_freed.wait(&mut live);
+            live.waiting_writers -= 1;
         }
     }
 
