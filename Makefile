@@ -8,7 +8,8 @@
 #                        (after `make host-rust-artifacts`)
 #   make test            every test: host unit/property tests, module checks, QEMU tests
 #   make demo            boot the stock kernel in QEMU and show rapilog working
-#   make crash-test N=20 N panics under load (and N/5 with ext4), 0 losses or it fails
+#   make crash-test N=20 N panics under load (N/5 with ext4, N/5 power cuts per
+#                        power-fail signal), 0 losses or it fails
 #   make bench           benchmarks (never part of `make test`)
 #
 # Everything downloaded or built lives under .cache/ (ignored by git), reused

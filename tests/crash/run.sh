@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make crash-test N=20`: N panic-under-load cycles (tests/qemu/test_crash.py,
 # the same test `make test` runs with 3), plus N/5 (at least 1) cycles of
-# the ext4 variant, then a summary (tests/crash/summary.py): cycles,
-# acknowledged writes checked, losses, panic -> report times.
+# the ext4 variant and N/5 power cuts after each power-fail signal (power
+# button, NMI: tests/qemu/test_powerfail.py), then a summary
+# (tests/crash/summary.py): cycles, acknowledged writes checked, losses,
+# panic -> report and drain times.
 #
 #   tests/crash/run.sh [N]        (default 20)
 #
@@ -23,12 +25,13 @@ py=$(tests/setup-venv.sh) || exit 1
 stats=$(mktemp /tmp/rapilog-crash-stats.XXXXXX)
 trap 'rm -f "$stats"' EXIT
 t0=$SECONDS
-RAPILOG_CRASH_CYCLES=$n RAPILOG_CRASH_EXT4_CYCLES=$ext4 RAPILOG_CRASH_STATS=$stats \
-	"$py" -m pytest -c tests/pytest.ini -rP tests/qemu/test_crash.py \
-	-k "test_panic_under_load_every_acknowledged_write_survives or test_ext4_fsynced_files_survive_panic"
+RAPILOG_CRASH_CYCLES=$n RAPILOG_CRASH_EXT4_CYCLES=$ext4 RAPILOG_POWERFAIL_CYCLES=$ext4 \
+	RAPILOG_CRASH_STATS=$stats \
+	"$py" -m pytest -c tests/pytest.ini -rP tests/qemu/test_crash.py tests/qemu/test_powerfail.py \
+	-k "test_panic_under_load_every_acknowledged_write_survives or test_ext4_fsynced_files_survive_panic or test_power_cut_after_the_signal_loses_no_acknowledged_write"
 rc=$?
 echo
-"$py" tests/crash/summary.py "$stats" $((n + ext4)) $((SECONDS - t0))
+"$py" tests/crash/summary.py "$stats" $((n + 3 * ext4)) $((SECONDS - t0))
 src=$?
 [ $rc -eq 0 ] || echo "crash-test: pytest failed (exit $rc)"
 [ $rc -eq 0 ] && [ $src -eq 0 ]

@@ -40,8 +40,16 @@ def main() -> int:
     print(f"  acknowledged writes:  {sum(c['acknowledged'] for c in cycles)} "
           f"(checked {sum(c['checked'] for c in cycles)} times in all)")
     print(f"  losses:               {lost}")
-    print(f"  panic -> report:      {spread([c['panic_to_report'] for c in cycles])} (min / median / max)")
-    print(f"  panic -> guest up:    {spread([c['panic_to_up'] for c in cycles])} (min / median / max)")
+    panics = [c for c in cycles if "panic_to_report" in c]
+    drains = [c for c in cycles if "drain_ms" in c]
+    print(f"  panic -> report:      {spread([c['panic_to_report'] for c in panics])} (min / median / max)")
+    print(f"  panic -> guest up:    {spread([c['panic_to_up'] for c in panics])} (min / median / max)")
+    if drains:
+        ms = [c["drain_ms"] for c in drains]
+        mib = sum(c["drained_bytes"] for c in drains) / (1 << 20)
+        print(f"  power-fail drain:     {min(ms):.1f} / {statistics.median(ms):.1f} / {max(ms):.1f} ms "
+              f"(min / median / max) for {mib * 1024:.0f} KiB in all"
+              + (f", {sum(ms) / mib:.0f} ms per MiB" if mib else ""))
     if elapsed > 0:
         print(f"  rate:                 {len(cycles) / (elapsed / 60):.2f} cycles/min "
               f"({elapsed:.0f} s in all, boots included)")
