@@ -365,7 +365,8 @@ def report(out: Path) -> str:
     md = []
     meta = r.get("meta", {})
     md.append(f"Run {meta.get('date', '?')} ({meta.get('mode', '?')} mode): host CPU {meta.get('cpu', '?')}, "
-              f"{meta.get('host_cores', '?')} host cores, QEMU TCG guest ({', '.join(r.get('guest', [])[:2])}); "
+              f"{meta.get('host_cores', '?')} host cores, QEMU TCG guest ({(r.get('guest') or ['?'])[0]}, "
+              f"{(r.get('guest') or ['', '?'])[1]} vCPUs); module {meta.get('module', '?')}; "
               f"parameters {json.dumps(meta.get('params', {}))}; wall clock {meta.get('wall_s', 0) / 60:.1f} min.")
     if "fio" in r:
         fio = {dev: {qd: bl.FioResult(**{**v, "write_lat": {float(k): x for k, x in v["write_lat"].items()},
@@ -376,11 +377,12 @@ def report(out: Path) -> str:
         md.append("### fio: 4 KiB write + fsync at QD1, 4 KiB random writes at QD32 (200-IOPS log disk)\n\n" + table)
         rw, rr, b = fio.get("rapilog window"), fio.get("raw 200 IOPS"), fio.get("brd")
         if rw and rr and b:
-            md.append("rapilog (window) QD1 write+fsync p50 latency: "
-                      f"{bl.fmt_ratio(bl.ratio(rw['qd1'].commit_lat(50.0), b['qd1'].commit_lat(50.0)))} brd, "
-                      f"{bl.fmt(bl.ratio(rw['qd1'].commit_lat(50.0), rr['qd1'].commit_lat(50.0)))}x the raw disk "
-                      f"(p99: {bl.fmt_ratio(bl.ratio(rw['qd1'].commit_lat(99.0), b['qd1'].commit_lat(99.0)))} brd, "
-                      f"{bl.fmt(bl.ratio(rw['qd1'].commit_lat(99.0), rr['qd1'].commit_lat(99.0)))}x raw).")
+            def rat(dev, ref, p):
+                return bl.ratio(dev["qd1"].commit_lat(p), ref["qd1"].commit_lat(p))
+            md.append("QD1 write+fsync latency, rapilog (protect=window) / brd: "
+                      f"p50 {bl.fmt(rat(rw, b, 50.0))}, p99 {bl.fmt(rat(rw, b, 99.0))}; rapilog / raw disk: "
+                      f"p50 {bl.fmt(rat(rw, rr, 50.0))} (1/{bl.fmt(1 / rat(rw, rr, 50.0))}), "
+                      f"p99 {bl.fmt(rat(rw, rr, 99.0))} (1/{bl.fmt(1 / rat(rw, rr, 99.0))}).")
     if "pg_test_fsync" in r:
         res = {(x["profile"], x["device"]): {k: tuple(v) for k, v in x["methods"].items()} for x in r["pg_test_fsync"]}
         order = list(res)
