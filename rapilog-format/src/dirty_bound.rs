@@ -9,8 +9,11 @@
 //! the bandwidth it has measured: the other half covers the final flush and
 //! superblock update, and the estimate's error. The bandwidth is measured
 //! per writeback batch (bytes over the time spent writing and flushing
-//! them), so it already includes a flush per batch; it is smoothed
-//! ([`BandwidthEstimate`]). Until a batch has been measured (and with no
+//! them), so it already includes a flush per batch. The estimate
+//! ([`BandwidthEstimate`]) follows a slower batch at once and a faster one
+//! only gradually: a disk that slows down (or bursts, as throttled and
+//! cached disks do) must shrink the bound before the next power failure,
+//! not after a few more batches. Until a batch has been measured (and with no
 //! explicit bandwidth) the bound is zero, which admits one write at a time:
 //! the first batches measure the disk.
 //!
@@ -25,7 +28,7 @@ const NANOS_PER_SEC: u64 = 1_000_000_000;
 /// Weight of a new measurement in the smoothed bandwidth, as 1/N.
 const SMOOTHING: u64 = 4;
 
-/// Smoothed writeback bandwidth, bytes per second.
+/// Writeback bandwidth, bytes per second: down at once, up smoothed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BandwidthEstimate {
     bytes_per_sec: u64,
@@ -45,7 +48,7 @@ impl BandwidthEstimate {
             None => bytes.checked_div(nanos / NANOS_PER_SEC),
         }
         .unwrap_or(u64::MAX);
-        self.bytes_per_sec = if self.bytes_per_sec == 0 {
+        self.bytes_per_sec = if self.bytes_per_sec == 0 || sample <= self.bytes_per_sec {
             sample
         } else {
             // (old * (N-1) + sample) / N, saturating.
@@ -99,16 +102,20 @@ mod tests {
     }
 
     #[test]
-    fn estimate_starts_at_the_first_sample_and_smooths() {
+    fn estimate_follows_a_slower_batch_at_once_and_a_faster_one_smoothly() {
         let mut e = BandwidthEstimate::default();
         assert_eq!(e.bytes_per_sec(), None);
         e.observe(1_000_000, 1_000_000_000);
         assert_eq!(e.bytes_per_sec(), Some(1_000_000));
         e.observe(5_000_000, 1_000_000_000);
         assert_eq!(e.bytes_per_sec(), Some(2_000_000));
+        // A slower batch counts at once.
+        e.observe(500_000, 1_000_000_000);
+        assert_eq!(e.bytes_per_sec(), Some(500_000));
+        // Empty or instant batches say nothing.
         e.observe(0, 5);
         e.observe(5, 0);
-        assert_eq!(e.bytes_per_sec(), Some(2_000_000));
+        assert_eq!(e.bytes_per_sec(), Some(500_000));
     }
 
     #[test]
@@ -148,6 +155,10 @@ mod tests {
                 e.observe(b, n);
             }
             let got = e.bytes_per_sec().unwrap_or(0);
+            // Never above the last sample when that one was the slowest yet.
+            if rates.last() == rates.iter().min() {
+                prop_assert_eq!(got, *rates.last().unwrap_or(&0));
+            }
             let (lo, hi) = (rates.iter().min().copied().unwrap(), rates.iter().max().copied().unwrap());
             prop_assert!(got >= lo.saturating_sub(SMOOTHING) && got <= hi, "{got} outside {lo}..={hi}");
         }
