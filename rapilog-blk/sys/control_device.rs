@@ -79,10 +79,10 @@ impl<T: ControlHandler> MiscDevice for ControlFile<T> {
 
     fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<T>> {
         let misc: *const MiscDeviceRegistration<Self> = misc;
-        // SAFETY: `ControlFile<T>` is private to this file and only ever
-        // registered as the `registration` field of a `ControlDevice<T>`,
-        // which is pinned and outlives its registration (the field drops
-        // first), so `misc` lies inside a live `ControlDevice<T>`.
+        // `ControlFile<T>` is private to this file and only ever registered
+        // as the `registration` field of a pinned `ControlDevice<T>`, which
+        // outlives its registration (the field drops first).
+        // SAFETY: So `misc` lies inside a live `ControlDevice<T>`.
         let control = unsafe { &*kernel::container_of!(misc, ControlDevice<T>, registration) };
         Ok(control.handler.clone())
     }

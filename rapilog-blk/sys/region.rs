@@ -238,11 +238,11 @@ impl Region {
         let Some(src) = self.view_ptr(offset, len) else {
             return 0;
         };
+        // Writers may change those region bytes concurrently through their
+        // windows: no reference to them is formed, they are copied as raw
+        // memory, which is what the kernel's own memcpy of shared buffers does.
         // SAFETY: `src..src + len` lies inside the view (`view_ptr` checked)
-        // and `dst` is ours, so the ranges do not overlap. Writers may change
-        // those region bytes concurrently through their windows: no
-        // reference to them is formed, they are copied as raw memory, which
-        // is what the kernel's own memcpy of shared buffers does.
+        // and `dst` is ours, so the ranges do not overlap.
         unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), len) };
         len
     }

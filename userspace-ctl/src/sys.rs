@@ -30,12 +30,13 @@ pub fn ioctl(file: &File, request: u32, buf: Option<&mut [u8]>) -> io::Result<i3
         ));
     }
     let arg: *mut u8 = buf.map_or(std::ptr::null_mut(), |b| b.as_mut_ptr());
-    // SAFETY: `file` keeps the descriptor open for the call. By the `_IOC`
-    // convention (which the rapilog driver follows, FORMAT.md "Control
-    // interface") the kernel accesses at most `_IOC_SIZE(request)` bytes at
-    // `arg`; `arg` points to a live, exclusively borrowed buffer of exactly
-    // that size, or is null when the size is 0 (`_IO`: no argument).
+    // By the `_IOC` convention (which the rapilog driver follows, FORMAT.md
+    // "Control interface") the kernel accesses at most `_IOC_SIZE(request)`
+    // bytes at `arg`.
     #[allow(unsafe_code)]
+    // SAFETY: `file` keeps the descriptor open for the call; `arg` points to
+    // a live, exclusively borrowed buffer of exactly that size, or is null
+    // when the size is 0 (`_IO`: no argument).
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), request as _, arg) };
     if rc < 0 {
         Err(io::Error::last_os_error())
@@ -56,10 +57,9 @@ extern "C" fn on_signal(_signal: libc::c_int) {
 /// drain ioctl then returns `EINTR`.
 pub fn catch_interrupts() -> io::Result<()> {
     for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: `sigaction` with a zeroed (then filled) struct whose
-        // handler is an `extern "C" fn(c_int)` that only does an atomic
-        // store, which is async-signal-safe; no previous action is read.
         #[allow(unsafe_code)]
+        // SAFETY: `sigaction` with a zeroed (then filled) struct whose
+        // handler only does an atomic store (async-signal-safe).
         let rc = unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
