@@ -76,6 +76,34 @@ pub(crate) struct PowerFailConfig {
     pub(crate) action: PowerFailAction,
 }
 
+/// The power-fail path's parameters as given.
+struct PowerFailParams {
+    signals: &'static [u8],
+    holdup_ms: u32,
+    drain_kib_per_sec: u32,
+    action: &'static [u8],
+}
+
+impl PowerFailParams {
+    fn parse(self) -> Result<PowerFailConfig, ConfigError> {
+        let signals = parse_signals(self.signals).ok_or(ConfigError::PowerFail(self.signals))?;
+        if self.holdup_ms == 0 || self.holdup_ms > MAX_HOLDUP_MS {
+            return Err(ConfigError::Holdup(self.holdup_ms));
+        }
+        let action = match self.action {
+            b"quiesce" => PowerFailAction::Quiesce,
+            b"poweroff" => PowerFailAction::PowerOff,
+            _ => return Err(ConfigError::PowerFailAction(self.action)),
+        };
+        Ok(PowerFailConfig {
+            signals,
+            holdup_ms: self.holdup_ms,
+            drain_kib_per_sec: self.drain_kib_per_sec,
+            action,
+        })
+    }
+}
+
 fn parse_signals(text: &[u8]) -> Option<u32> {
     if text.is_empty() || text == b"off" {
         return Some(0);
@@ -166,12 +194,12 @@ impl Config {
             params::disk_id.value(),
             params::writeback_delay_ms.value(),
             params::iommu_fence.value(),
-            (
-                params::powerfail.value(),
-                params::holdup_ms.value(),
-                params::drain_kib_per_sec.value(),
-                params::powerfail_action.value(),
-            ),
+            PowerFailParams {
+                signals: params::powerfail.value(),
+                holdup_ms: params::holdup_ms.value(),
+                drain_kib_per_sec: params::drain_kib_per_sec.value(),
+                action: params::powerfail_action.value(),
+            },
             params::test_stray_write.value(),
         )
     }
@@ -183,7 +211,7 @@ impl Config {
         disk_id: &'static [u8],
         writeback_delay_ms: u32,
         iommu_fence: &'static [u8],
-        (powerfail, holdup_ms, drain_kib_per_sec, action): (&'static [u8], u32, u32, &'static [u8]),
+        powerfail: PowerFailParams,
         stray_write: u32,
     ) -> Result<Self, ConfigError> {
         let region = RegionSpec::parse(region).map_err(|e| ConfigError::Region(region, e))?;
@@ -204,21 +232,7 @@ impl Config {
         }
         let iommu_fence =
             parse_fence_policy(iommu_fence).ok_or(ConfigError::IommuFence(iommu_fence))?;
-        let signals = parse_signals(powerfail).ok_or(ConfigError::PowerFail(powerfail))?;
-        if holdup_ms == 0 || holdup_ms > MAX_HOLDUP_MS {
-            return Err(ConfigError::Holdup(holdup_ms));
-        }
-        let action = match action {
-            b"quiesce" => PowerFailAction::Quiesce,
-            b"poweroff" => PowerFailAction::PowerOff,
-            _ => return Err(ConfigError::PowerFailAction(action)),
-        };
-        let powerfail = PowerFailConfig {
-            signals,
-            holdup_ms,
-            drain_kib_per_sec,
-            action,
-        };
+        let powerfail = powerfail.parse()?;
         let stray_write = match stray_write {
             0 => None,
             1 => Some(StrayWrite::ThroughView),

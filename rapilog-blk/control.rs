@@ -12,8 +12,7 @@ use crate::device::Device;
 use crate::format::control::{
     flags, Status, Text, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_STATUS, STATUS_BYTES,
 };
-use crate::format::geometry::SUPERBLOCK_OFFSETS;
-use crate::format::{generation_is_newer, Superblock, SUPERBLOCK_BYTES};
+use crate::format::{ActiveSuperblock, SUPERBLOCK_BYTES};
 use crate::iommu_fence;
 use crate::stats;
 use crate::sys::control_device::{caller_is_admin, ControlHandler, UserArg};
@@ -130,20 +129,12 @@ impl Device {
     fn current_superblock(&self) -> [u8; SUPERBLOCK_BYTES] {
         // Writeback only ever rewrites the copy that is not current, so
         // the current one reads whole; a torn other copy is simply invalid.
-        let read = |offset| {
-            let mut copy = [0u8; SUPERBLOCK_BYTES];
-            self.region.snapshot(offset, &mut copy);
-            Superblock::decode(&copy, KernelCrc32c)
-                .ok()
-                .map(|sb| (sb, copy))
-        };
-        let [first, second] = SUPERBLOCK_OFFSETS.map(read);
-        match (first, second) {
-            (Some((a, _)), Some((b, copy))) if generation_is_newer(b.generation, a.generation) => {
-                copy
-            }
-            (Some((_, copy)), _) | (None, Some((_, copy))) => copy,
-            (None, None) => [0; SUPERBLOCK_BYTES],
+        let mut copies = [0u8; 2 * SUPERBLOCK_BYTES];
+        self.region.snapshot(0, &mut copies);
+        let mut out = [0u8; SUPERBLOCK_BYTES];
+        if let Ok(active) = ActiveSuperblock::load_copies(&copies, KernelCrc32c) {
+            active.superblock.encode(&mut out, KernelCrc32c);
         }
+        out
     }
 }

@@ -120,20 +120,30 @@ pub(crate) fn run(dev: &Device) {
     let mut guard = dev.writeback.lock();
     let wb = &mut *guard;
     loop {
-        let (stopping, head_hint) = next_batch(dev, wb);
-        if wb.batch.is_empty() {
-            if stopping {
-                break;
+        match next_batch(dev, wb) {
+            Next::Stop => break,
+            Next::Drained => powerfail::drained(dev),
+            Next::Batch {
+                stopping,
+                head_hint,
+            } => {
+                if write_batch(dev, wb, stopping, head_hint).is_err() {
+                    break;
+                }
             }
-            if dev.powerfail.draining() && dev.live.lock().ring.live_records() == 0 {
-                powerfail::drained(dev);
-            }
-            continue;
-        }
-        if write_batch(dev, wb, stopping, head_hint).is_err() {
-            break;
         }
     }
+}
+
+/// What [`next_batch`] found.
+enum Next {
+    /// A batch is collected; `stopping`: unload has begun; `head_hint`
+    /// for the superblock.
+    Batch { stopping: bool, head_hint: u64 },
+    /// Unload has begun and nothing is left to write.
+    Stop,
+    /// A power-fail drain found the ring empty: it is complete.
+    Drained,
 }
 
 /// Whether writeback is due (step 1).
@@ -159,8 +169,7 @@ fn sleep_for(dev: &Device, live: &Live) -> Delta {
 }
 
 /// Waits until writeback is due and collects the batch (steps 1 and 2).
-/// Returns whether unload has begun and the head hint for the superblock.
-fn next_batch(dev: &Device, wb: &mut Writeback) -> (bool, u64) {
+fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
     let mut live = dev.live.lock();
     loop {
         let stopping = live.stopping || should_stop();
@@ -173,9 +182,17 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> (bool, u64) {
                 wb.max_batch_bytes
             };
             collect(&live, &mut wb.batch, max_bytes);
-            let drained = draining && live.ring.live_records() == 0;
-            if !wb.batch.is_empty() || stopping || drained {
-                return (stopping, live.ring.next_seq());
+            if !wb.batch.is_empty() {
+                return Next::Batch {
+                    stopping,
+                    head_hint: live.ring.next_seq(),
+                };
+            }
+            if stopping {
+                return Next::Stop;
+            }
+            if draining && live.ring.live_records() == 0 {
+                return Next::Drained;
             }
         }
         let ms = sleep_for(dev, &live).as_millis_ceil().clamp(1, 10_000) as u32;

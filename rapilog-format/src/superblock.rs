@@ -447,6 +447,21 @@ impl ActiveSuperblock {
     /// with the newer generation (the first copy on a tie). Also checks that
     /// the geometry fits inside `region`.
     pub fn load<C: Crc32c>(region: &[u8], crc: C) -> Result<Self, LoadError> {
+        let active = Self::load_copies(region, crc)?;
+        let region_bytes = active.superblock.geometry.region_bytes;
+        if usize::try_from(region_bytes).map_or(true, |needed| needed > region.len()) {
+            return Err(LoadError::RegionTruncated {
+                region_bytes,
+                available: region.len(),
+            });
+        }
+        Ok(active)
+    }
+
+    /// [`ActiveSuperblock::load`] from the start of a region holding at
+    /// least both copies, without the check that the geometry fits: for a
+    /// reader that has only the copies (the driver's status).
+    pub fn load_copies<C: Crc32c>(region: &[u8], crc: C) -> Result<Self, LoadError> {
         let read = |copy: SuperblockCopy| {
             let bytes = region
                 .get(copy.range())
@@ -473,13 +488,6 @@ impl ActiveSuperblock {
             },
             (Err(first), Err(second)) => return Err(LoadError::NoValidCopy { first, second }),
         };
-        let region_bytes = active.superblock.geometry.region_bytes;
-        if usize::try_from(region_bytes).map_or(true, |needed| needed > region.len()) {
-            return Err(LoadError::RegionTruncated {
-                region_bytes,
-                available: region.len(),
-            });
-        }
         Ok(active)
     }
 
