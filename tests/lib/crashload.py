@@ -30,7 +30,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guest import CACHE, REPO, Guest, fetch_kernel, scaled
+from guest import CACHE, REPO, Guest, build_module, fetch_kernel, scaled
 
 BLOCK = 4096
 MASK = (1 << 64) - 1
@@ -149,7 +149,7 @@ def artifacts(krel: str, tmp: Path) -> dict:
     rescue = _last_line([REPO / "rapilog-rescue/build-static.sh"])
     kdir = fetch_kernel(krel)
     return {
-        "ko": os.environ.get("RAPILOG_KO") or _last_line([REPO / "kernels/build-module.sh", krel]),
+        "ko": build_module(krel),
         "kexec": _last_line([REPO / "rapilog-rescue/fetch-kexec-tools.sh", krel]),
         "vmlinuz": kdir / "vmlinuz",
         "initrd": _last_line([REPO / "rapilog-rescue/build-initramfs.sh", "-k", krel, "-r", kdir / "root",

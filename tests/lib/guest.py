@@ -187,6 +187,12 @@ def _run_script(args: list[str], timeout: float | None = None) -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
+def build_module(krel: str = DEFAULT_KREL) -> Path:
+    """rapilog.ko for krel (Kbuild rebuilds only what changed); $RAPILOG_KO
+    names a prebuilt one instead."""
+    return Path(os.environ.get("RAPILOG_KO") or _run_script([str(REPO / "kernels/build-module.sh"), krel]))
+
+
 def fetch_kernel(krel: str = DEFAULT_KREL) -> Path:
     """Cache directory of the stock kernel (vmlinuz, root/lib/modules/KREL)."""
     return Path(_run_script([str(SCRIPTS / "fetch-kernel.sh"), krel]))

@@ -10,7 +10,9 @@ guest_factory(**kwargs) makes Guest objects named after the test (logs in
 console tail and the log directory are reported when the test fails.
 Kernel: $RAPILOG_KREL (default 7.3.4+deb13-amd64).
 """
+import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,23 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def krel() -> str:
     return guestlib.DEFAULT_KREL
+
+
+@pytest.fixture(scope="session")
+def module_path(krel) -> str:
+    """rapilog.ko for this kernel (guest.build_module)."""
+    return str(guestlib.build_module(krel))
+
+
+@pytest.fixture(scope="session")
+def test_image_tool() -> str:
+    """rapilog-rescue's make-test-image example: region images and disks
+    written by the format crate's test helpers."""
+    subprocess.run(["cargo", "build", "--quiet", "--locked", "-p", "rapilog-rescue",
+                    "--example", "make-test-image"], cwd=guestlib.REPO, check=True)
+    meta = json.loads(subprocess.run(["cargo", "metadata", "--format-version=1", "--no-deps"],
+                                     cwd=guestlib.REPO, check=True, stdout=subprocess.PIPE).stdout)
+    return f"{meta['target_directory']}/debug/examples/make-test-image"
 
 
 def _test_name(node) -> str:

@@ -7,11 +7,11 @@ Data is checked against a model: every write to /dev/rapilog0 is also
 applied to a file in the guest's tmpfs, and ranges are compared by SHA-256.
 """
 import re
-import subprocess
 
 import pytest
 
-from guest import CACHE, REPO, Disk, parse_memmap, scaled
+from crashload import rlio_binary
+from guest import Disk, parse_memmap, scaled
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
@@ -20,25 +20,6 @@ KO = "/lib/modules/KREL/extra/rapilog.ko"
 INSMOD = "insmod /lib/modules/$(uname -r)/extra/rapilog.ko"
 MODEL = "/tmp/model.img"
 SPAN = 8 << 20  # bytes of the log disk the tests write and compare
-
-
-@pytest.fixture(scope="module")
-def module_path(krel):
-    out = subprocess.run([str(REPO / "kernels/build-module.sh"), krel], check=True,
-                         stdout=subprocess.PIPE, text=True).stdout
-    return out.strip()
-
-
-@pytest.fixture(scope="module")
-def rlio_path():
-    """tests/tools/rlio.rs as a static binary (in-guest I/O loops)."""
-    src = REPO / "tests/tools/rlio.rs"
-    out = CACHE / "tools/rlio"
-    if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["rustc", "--edition", "2021", "-O", "-C", "target-feature=+crt-static",
-                        str(src), "-o", str(out)], check=True)
-    return out
 
 
 def boot(guest_factory, module_path, disks, memmap=REGION, files=None, **kw):
@@ -189,10 +170,10 @@ def sync_writes(g, dev: str, count: int) -> dict[str, float]:
     return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out)}
 
 
-def test_flushes_complete_from_the_region(guest_factory, module_path, rlio_path):
+def test_flushes_complete_from_the_region(guest_factory, module_path):
     g = boot(guest_factory, module_path, [Disk("log.img", serial="rl-log", size="64M", iops=200),
                                           Disk("raw.img", serial="rl-raw", size="64M", iops=200)],
-             files={"/usr/bin/rlio": rlio_path})
+             files={"/usr/bin/rlio": rlio_binary()})
     disk, raw = dev_of(g, "rl-log"), dev_of(g, "rl-raw")
     load(g, f"region={REGION_PARAM} backing={disk}")
     # A database's commit: write 4 KiB, fdatasync (a flush), on rapilog and

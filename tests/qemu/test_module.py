@@ -4,24 +4,14 @@ parameters with one clear line, and unloads.
 The module comes from kernels/build-module.sh (built against the stock
 headers); the kernel image and modules come straight from the Debian archive.
 """
-import subprocess
-
 import pytest
 
-from guest import REPO, parse_memmap
+from guest import parse_memmap
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
 REGION_PARAM = "64M@0x60000000"
 MODULE_IN_GUEST = "/lib/modules/KREL/extra/rapilog.ko"
-
-
-@pytest.fixture(scope="module")
-def module_path(krel):
-    """rapilog.ko for this kernel (Kbuild rebuilds only what changed)."""
-    out = subprocess.run([str(REPO / "kernels/build-module.sh"), krel], check=True,
-                         stdout=subprocess.PIPE, text=True).stdout
-    return out.strip()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ import time
 import pytest
 
 from crashload import BLOCK, Model, acknowledged, rlio_binary, rng
-from guest import REPO, Disk, scaled
+from guest import Disk, scaled
 
 REGION = "64M$0x60000000"
 REGION_PARAM = "64M@0x60000000"
@@ -45,13 +45,6 @@ STATS = os.environ.get("RAPILOG_CRASH_STATS")
 DRAIN = re.compile(r"power-fail drain complete: (\d+) bytes written back and durable in ([\d.]+) ms "
                    r"\(signal: ([A-Za-z ]+), hold-up window (\d+) ms\)")
 WRITER_RUNS = (0.5, 4.0)  # seconds after the first acknowledgement, uniform
-
-
-@pytest.fixture(scope="module")
-def ko(krel):
-    import subprocess
-    return subprocess.run([str(REPO / "kernels/build-module.sh"), krel], check=True,
-                          stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
 
 
 def start_writer(g, first: int) -> None:
@@ -140,16 +133,16 @@ def report(results):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signal", ["powerdown", "nmi"])
-def test_power_cut_after_the_signal_loses_no_acknowledged_write(guest_factory, ko, tmp_path, signal):
-    report(power_cycles(f"powerfail-{signal}", guest_factory, ko, tmp_path, signal))
+def test_power_cut_after_the_signal_loses_no_acknowledged_write(guest_factory, module_path, tmp_path, signal):
+    report(power_cycles(f"powerfail-{signal}", guest_factory, module_path, tmp_path, signal))
 
 
 @pytest.mark.slow
-def test_writes_are_held_after_the_drain(guest_factory, ko, tmp_path):
+def test_writes_are_held_after_the_drain(guest_factory, module_path, tmp_path):
     """After the drain no write completes: the writer stalls, unacknowledged."""
     disk = tmp_path / "log.img"
     g = guest_factory(memmap=REGION, disks=[Disk(disk, serial=SERIAL, size="32M", iops=DISK_IOPS)],
-                      files={"/lib/modules/KREL/extra/rapilog.ko": ko, "/usr/bin/rlio": rlio_binary()})
+                      files={"/lib/modules/KREL/extra/rapilog.ko": module_path, "/usr/bin/rlio": rlio_binary()})
     g.boot()
     insmod(g, "nmi")
     mark = g.console_mark()

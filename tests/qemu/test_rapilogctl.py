@@ -63,14 +63,9 @@ def host_ctl() -> str:
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory):
-    subprocess.run(["cargo", "build", "--quiet", "--locked", "-p", "rapilog-rescue",
-                    "--example", "make-test-image"], cwd=REPO, check=True)
-    meta = json.loads(subprocess.run(["cargo", "metadata", "--format-version=1", "--no-deps"],
-                                     cwd=REPO, check=True, stdout=subprocess.PIPE).stdout)
-    exe = f"{meta['target_directory']}/debug/examples/make-test-image"
+def image(tmp_path_factory, test_image_tool):
     out = tmp_path_factory.mktemp("ctl-image")
-    subprocess.run([exe, "--out", str(out), "--disk-id", "serial:rl-log", "--seed", "11"],
+    subprocess.run([test_image_tool, "--out", str(out), "--disk-id", "serial:rl-log", "--seed", "11"],
                    check=True, stdout=subprocess.DEVNULL)
     return out, json.loads((out / "manifest.json").read_text())
 

@@ -25,7 +25,7 @@ import pytest
 
 import time
 
-from guest import REPO, Disk, Guest, LOG_ROOT, fetch_kernel, parse_memmap, scaled
+from guest import REPO, Disk, Guest, LOG_ROOT, build_module, fetch_kernel, parse_memmap, scaled
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
@@ -43,12 +43,8 @@ def rescue_bin() -> str:
 
 
 @pytest.fixture(scope="module")
-def make_image(tmp_path_factory):
-    subprocess.run(["cargo", "build", "--quiet", "--locked", "-p", "rapilog-rescue",
-                    "--example", "make-test-image"], cwd=REPO, check=True)
-    meta = json.loads(subprocess.run(["cargo", "metadata", "--format-version=1", "--no-deps"],
-                                     cwd=REPO, check=True, stdout=subprocess.PIPE).stdout)
-    exe = f"{meta['target_directory']}/debug/examples/make-test-image"
+def make_image(tmp_path_factory, test_image_tool):
+    exe = test_image_tool
     base = tmp_path_factory.mktemp("images")
 
     def make(name: str, *args: str) -> tuple:
@@ -350,8 +346,7 @@ def test_panic_with_rapilog_loaded_replays_every_acknowledged_write(guest_factor
     """The driver's own region: 200 numbered 4 KiB O_DIRECT writes to
     /dev/rapilog0 with writeback held back (60 s), a panic, and the crash
     kernel's rapilog-rescue alone brings them to the disk."""
-    ko = subprocess.run([str(REPO / "kernels/build-module.sh"), krel], check=True,
-                        stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
+    ko = build_module(krel)
     kexec = subprocess.run([str(REPO / "rapilog-rescue/fetch-kexec-tools.sh"), krel], check=True,
                            stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
     kdir = fetch_kernel(krel)

@@ -6,11 +6,10 @@ filesystem with fsync'ed files that checks clean on rapilog and, after
 unload, on the backing disk.
 """
 import os
-import subprocess
 
 import pytest
 
-from guest import REPO, Disk, Guest, scaled
+from guest import Disk, Guest, build_module, scaled
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="build-rootfs.sh needs root (debootstrap)")
 
@@ -22,8 +21,7 @@ INSMOD = "insmod /lib/modules/$(uname -r)/extra/rapilog.ko region=64M@0x60000000
 
 @pytest.fixture(scope="module")
 def rg(krel):
-    ko = subprocess.run([str(REPO / "kernels/build-module.sh"), krel], check=True,
-                        stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
+    ko = build_module(krel)
     g = Guest("test_workloads-shared", krel=krel, rootfs=True, memmap="64M$0x60000000",
               disks=[Disk("log.img", serial="rl-log", size="256M")], files={KO: ko})
     try:
