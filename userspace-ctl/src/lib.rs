@@ -28,7 +28,6 @@ pub mod inspect;
 pub mod live;
 pub mod plan;
 pub mod replay;
-pub mod sha256;
 pub mod status;
 pub mod sys;
 pub mod units;

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use rapilog_format::control::{Status, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_STATUS, STATUS_BYTES};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use crate::sha256::Sha256;
 use crate::status::{self, CrashKernel, FenceJson};
 use crate::units::human;
 use crate::{sys, Code, Error};
@@ -493,7 +493,7 @@ pub fn dump(target: &Target, out: &Path, force: bool, progress: bool) -> Result<
         )
     })?;
     let mut writer = io::BufWriter::with_capacity(READ_CHUNK, file);
-    let mut hash = Sha256::default();
+    let mut hash = Sha256::new();
     let result = read_region(&control, progress, |piece| {
         hash.update(piece);
         writer
@@ -521,7 +521,7 @@ pub fn dump(target: &Target, out: &Path, force: bool, progress: bool) -> Result<
         out: out.display().to_string(),
         bytes: s.region_bytes,
         region_phys: s.region_phys,
-        sha256: hash.hex(),
+        sha256: format!("{:x}", hash.finalize()),
         duration_us: started.elapsed().as_micros() as u64,
     })
 }
