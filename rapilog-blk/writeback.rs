@@ -9,8 +9,13 @@
 //!    waits for space, or a drain was requested ([`drain_and_wait`]), or
 //!    the module is unloading.
 //! 2. Take the published records from the tail on (up to the first one
-//!    still being filled), copy them into bounce pages, merging records
-//!    that continue each other on the disk into one write, and write them.
+//!    still being filled) and write the batch's newest data: the
+//!    dirty-extent index's extents whose record is in the batch, copied
+//!    into bounce pages and merged into as few writes as they are
+//!    contiguous (`format::writeback_plan`). A sector rewritten by several
+//!    records, like a database log's current page at every commit, goes to
+//!    the disk once per batch, not once per record; one rewritten again
+//!    after the batch waits for that newer record.
 //! 3. Flush the disk's cache: now they are durable there.
 //! 4. Advance the durable tail in the superblock (the other copy,
 //!    generation + 1).
@@ -24,13 +29,13 @@
 
 use core::fmt;
 
-use kernel::alloc::{flags::GFP_KERNEL, KVec};
+use kernel::alloc::{flags::GFP_KERNEL, KVVec, KVec};
 use kernel::prelude::*;
 use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic};
 
 use crate::device::Device;
 use crate::format::dirty_bound::BandwidthEstimate;
-use crate::format::{ActiveSuperblock, Geometry, SECTOR_BYTES};
+use crate::format::{batch_extents, ActiveSuperblock, Extent, Geometry, WritePlan, SECTOR_BYTES};
 use crate::kernel_display::Errno;
 use crate::live::{Live, Record, Stage};
 use crate::metadata;
@@ -63,6 +68,9 @@ pub(crate) struct Writeback {
     bounce: BounceBuffer,
     /// Records of the batch in progress.
     batch: KVec<Record>,
+    /// What of the batch goes to the disk: its extents in the dirty-extent
+    /// index, by sector. Room for the whole index (`2 x slots + 1`).
+    extents: KVVec<Extent>,
     /// Bytes a batch may take.
     max_batch_bytes: u64,
     /// Bandwidth of the batches so far, for the power-fail dirty bound.
@@ -108,6 +116,10 @@ impl Writeback {
             superblock,
             bounce,
             batch: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
+            extents: KVVec::with_capacity(
+                2 * geometry.descriptor_slots as usize + 1,
+                GFP_KERNEL,
+            )?,
             max_batch_bytes: MAX_BATCH_BYTES.min(geometry.ring_bytes / 4).max(1),
             bandwidth: BandwidthEstimate::default(),
             errors: RateLimit::new(),
@@ -181,7 +193,7 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
             } else {
                 wb.max_batch_bytes
             };
-            collect(&live, &mut wb.batch, max_bytes);
+            collect(&live, &mut wb.batch, &mut wb.extents, max_bytes);
             if !wb.batch.is_empty() {
                 return Next::Batch {
                     stopping,
@@ -203,9 +215,11 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
     }
 }
 
-/// Copies the published records from the tail on into `batch`.
-fn collect(live: &Live, batch: &mut KVec<Record>, max_bytes: u64) {
+/// Copies the published records from the tail on into `batch`, and the
+/// index's extents of those records into `extents`.
+fn collect(live: &Live, batch: &mut KVec<Record>, extents: &mut KVVec<Extent>, max_bytes: u64) {
     batch.clear();
+    extents.clear();
     let mut bytes = 0u64;
     let mut seq = live.ring.tail_seq();
     while seq < live.ring.next_seq() && bytes < max_bytes {
@@ -220,6 +234,15 @@ fn collect(live: &Live, batch: &mut KVec<Record>, max_bytes: u64) {
         }
         bytes += u64::from(record.reservation.length);
         seq += 1;
+    }
+    let Some(last) = batch.last() else {
+        return;
+    };
+    for extent in batch_extents(live.index.extents(), last.reservation.seq) {
+        // Cannot fail: `extents` has room for the whole index.
+        if extents.push_within_capacity(extent).is_err() {
+            break;
+        }
     }
 }
 
@@ -281,6 +304,7 @@ fn write_batch(
         superblock,
         bounce,
         batch,
+        extents,
         errors,
         bandwidth,
         ..
@@ -290,44 +314,37 @@ fn write_batch(
     };
     let started = Instant::<Monotonic>::now();
     let capacity = bounce.capacity().min(MAX_IO_BYTES);
-    let (mut run_sector, mut run_bytes) = (0u64, 0usize);
-    let (mut ios, mut bytes, mut records) = (0u64, 0u64, 0u64);
-    let mut write_run = |sector: u64, len: usize, bounce: &BounceBuffer, errors: &mut RateLimit| {
+    let (mut ios, mut bytes) = (0u64, 0u64);
+    for run in WritePlan::new(extents, (capacity / SECTOR_BYTES as usize) as u64) {
+        let mut len = 0usize;
+        for piece in run.pieces() {
+            let piece_bytes = (piece.sectors * u64::from(SECTOR_BYTES)) as usize;
+            // `record` is the payload's offset in the region.
+            let offset = (piece.record + piece.record_offset * u64::from(SECTOR_BYTES)) as usize;
+            if !bounce.copy_from_region(len, &dev.region, offset, piece_bytes) {
+                // Impossible with a valid geometry; never write what we did not copy.
+                pr_err!(
+                    "writeback: record {} lies outside the region\n",
+                    piece.seq
+                );
+                return Err(GaveUp);
+            }
+            len += piece_bytes;
+        }
         ios += 1;
         bytes += len as u64;
-        let step = Step::Write { sector, bytes: len };
+        let step = Step::Write {
+            sector: run.sector,
+            bytes: len,
+        };
         retry(dev, errors, stopping, step, || {
-            dev.backing.write(sector, bounce, len)
-        })
-    };
-    for record in batch.iter() {
-        if matches!(record.stage, Stage::Abandoned) {
-            continue;
-        }
-        let len = record.reservation.length as usize;
-        let run_end = run_sector + (run_bytes / SECTOR_BYTES as usize) as u64;
-        if run_bytes > 0 && (record.sector != run_end || run_bytes + len > capacity) {
-            write_run(run_sector, run_bytes, bounce, errors)?;
-            run_bytes = 0;
-        }
-        if run_bytes == 0 {
-            run_sector = record.sector;
-        }
-        let offset = (dev.geometry.ring_offset + record.reservation.ring_offset) as usize;
-        if !bounce.copy_from_region(run_bytes, &dev.region, offset, len) {
-            // Impossible with a valid geometry; never write what we did not copy.
-            pr_err!(
-                "writeback: record {} lies outside the region\n",
-                record.reservation.seq
-            );
-            return Err(GaveUp);
-        }
-        run_bytes += len;
-        records += 1;
+            dev.backing.write(run.sector, bounce, len)
+        })?;
     }
-    if run_bytes > 0 {
-        write_run(run_sector, run_bytes, bounce, errors)?;
-    }
+    let records = batch
+        .iter()
+        .filter(|r| !matches!(r.stage, Stage::Abandoned))
+        .count() as u64;
     retry(dev, errors, stopping, Step::Flush, || dev.backing.flush())?;
     let busy = started.elapsed().as_nanos().max(0) as u64;
 

@@ -34,8 +34,10 @@
 //!
 //! # Writeback protocol
 //!
-//! 1. Write published records to the disk in sequence order (merging
-//!    neighbours), then flush (or FUA).
+//! 1. Write the batch's newest data to the disk: the dirty-extent index's
+//!    extents whose record is in the batch, merged into runs
+//!    ([`writeback_plan`]; older versions of a sector are never written),
+//!    then flush (or FUA).
 //! 2. Advance the durable tail: [`ActiveSuperblock::next_update`] with
 //!    `durable_tail` = first sequence number not written back, encoded into
 //!    the *other* copy with generation + 1.
@@ -82,6 +84,7 @@ pub mod replay;
 pub mod replay_report;
 pub mod ring;
 pub mod superblock;
+pub mod writeback_plan;
 
 #[cfg(feature = "test-helpers")]
 pub mod test_helpers;
@@ -100,3 +103,4 @@ pub use superblock::{
     generation_is_newer, ActiveSuperblock, LoadError, RegionState, Superblock, SuperblockCopy,
     SuperblockError, FORMAT_VERSION,
 };
+pub use writeback_plan::{batch_extents, Run, WritePlan};

@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Writeback planning: which bytes of a batch go to the disk, in how few
+//! writes.
+//!
+//! A database's log rewrites its current page at every commit, so a batch
+//! holds many records for the same sectors. Writing each record in turn
+//! would cost the disk one write per commit, the very thing rapilog takes
+//! off the commit path. Only the newest version of each sector matters, and
+//! the dirty-extent index already knows it: writeback writes the index's
+//! extents whose record is in the batch, in sector order, merging neighbours.
+//!
+//! # Why skipping older versions is safe
+//!
+//! For the batch `durable_tail ..= last`, writeback writes every extent with
+//! `seq <= last`, flushes, then advances `durable_tail` past `last`. Each
+//! sector the batch's records cover ends up in one of two states:
+//!
+//! - its newest live record is in the batch: that version is written, and
+//!   it is the newest acknowledged data for the sector;
+//! - a record after `last` covers it: nothing is written for it now, and
+//!   that record stays in the region (it is past the new durable tail), so
+//!   writeback writes it later and replay after a crash applies it.
+//!
+//! Either way the disk plus the records from `durable_tail` on, applied in
+//! sequence order, give every sector its newest acknowledged data, at any
+//! crash point: before the superblock update the old tail still covers the
+//! whole batch, and replay rewrites it in order. The property tests in
+//! `tests/writeback_plan.rs` check exactly this against a sector model.
+//!
+//! # Runs
+//!
+//! [`WritePlan`] cuts the chosen extents (sorted by sector, from the index)
+//! into [`Run`]s: each run is one disk write of contiguous sectors, at most
+//! `max_sectors` long (the bounce buffer), made of [`Extent`] pieces, each
+//! copied from its record. An extent longer than a run is split.
+
+use super::extent_index::Extent;
+
+/// The extents writeback writes for a batch ending at record `last`: those
+/// of the dirty-extent index whose newest record is in the batch (the index
+/// holds live records only, so `seq <= last` means "in the batch"). Sorted
+/// by sector, as the index keeps them.
+pub fn batch_extents(index_extents: &[Extent], last: u64) -> impl Iterator<Item = Extent> + '_ {
+    index_extents.iter().filter(move |e| e.seq <= last).copied()
+}
+
+/// Cuts extents into disk writes. Iterating yields [`Run`]s in sector order.
+#[derive(Debug, Clone)]
+pub struct WritePlan<'a> {
+    extents: &'a [Extent],
+    max_sectors: u64,
+    /// Next extent to plan, and how many of its sectors earlier runs took.
+    next: usize,
+    taken: u64,
+}
+
+impl<'a> WritePlan<'a> {
+    /// Plans `extents` (sorted by sector, non-overlapping, each at least one
+    /// sector, as [`ExtentIndex::extents`](super::ExtentIndex::extents)
+    /// gives them) into writes of at most `max_sectors` (at least 1).
+    pub fn new(extents: &'a [Extent], max_sectors: u64) -> Self {
+        Self {
+            extents,
+            max_sectors: max_sectors.max(1),
+            next: 0,
+            taken: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for WritePlan<'a> {
+    type Item = Run<'a>;
+
+    fn next(&mut self) -> Option<Run<'a>> {
+        let first = self.extents.get(self.next)?;
+        let mut run = Run {
+            extents: self.extents,
+            first: self.next,
+            skip: self.taken,
+            sector: first.sector + self.taken,
+            sectors: 0,
+        };
+        let mut end = run.sector;
+        while let Some(extent) = self.extents.get(self.next) {
+            let piece_start = extent.sector + self.taken;
+            if piece_start != end {
+                break; // a gap: the run ends here
+            }
+            let left = extent.sectors - self.taken;
+            let room = self.max_sectors - run.sectors;
+            if left > room {
+                // Split: the rest of this extent starts the next run.
+                run.sectors += room;
+                self.taken += room;
+                return Some(run);
+            }
+            run.sectors += left;
+            end = extent.end();
+            self.next += 1;
+            self.taken = 0;
+            if run.sectors == self.max_sectors {
+                break;
+            }
+        }
+        Some(run)
+    }
+}
+
+/// One disk write: `sectors` contiguous sectors from `sector` on.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    extents: &'a [Extent],
+    /// Index of its first extent, and how many sectors of that extent an
+    /// earlier run wrote.
+    first: usize,
+    skip: u64,
+    /// First sector.
+    pub sector: u64,
+    /// Length in sectors, 1 to the plan's `max_sectors`.
+    pub sectors: u64,
+}
+
+impl<'a> Run<'a> {
+    /// The run's pieces in sector order: each an extent clipped to the run
+    /// (`sector`, `sectors` and `record_offset` adjusted), to be copied from
+    /// its record into the write's buffer one after the other.
+    pub fn pieces(&self) -> impl Iterator<Item = Extent> + 'a {
+        let mut skip = self.skip;
+        let mut left = self.sectors;
+        self.extents[self.first..]
+            .iter()
+            .map_while(move |extent| {
+                if left == 0 {
+                    return None;
+                }
+                let sectors = (extent.sectors - skip).min(left);
+                let piece = Extent {
+                    sector: extent.sector + skip,
+                    sectors,
+                    record_offset: extent.record_offset + skip,
+                    ..*extent
+                };
+                skip = 0;
+                left -= sectors;
+                Some(piece)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extent(sector: u64, sectors: u64, seq: u64) -> Extent {
+        Extent {
+            sector,
+            sectors,
+            seq,
+            record: seq * 1000,
+            record_offset: 0,
+        }
+    }
+
+    fn runs(extents: &[Extent], max: u64) -> Vec<(u64, u64, Vec<Extent>)> {
+        WritePlan::new(extents, max)
+            .map(|r| (r.sector, r.sectors, r.pieces().collect()))
+            .collect()
+    }
+
+    #[test]
+    fn no_extents_no_runs() {
+        assert!(runs(&[], 8).is_empty());
+    }
+
+    #[test]
+    fn neighbours_merge_into_one_write() {
+        let e = [extent(0, 4, 1), extent(4, 2, 7), extent(6, 2, 3)];
+        let r = runs(&e, 64);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].0, r[0].1), (0, 8));
+        assert_eq!(r[0].2, e.to_vec());
+    }
+
+    #[test]
+    fn a_gap_ends_a_run() {
+        let e = [extent(0, 4, 1), extent(5, 2, 2)];
+        let r = runs(&e, 64);
+        assert_eq!(
+            r.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+            [(0, 4), (5, 2)]
+        );
+    }
+
+    #[test]
+    fn a_long_extent_is_split_with_its_record_offset() {
+        let e = [extent(10, 10, 1), extent(20, 3, 2)];
+        let r = runs(&e, 4);
+        assert_eq!(
+            r.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+            [(10, 4), (14, 4), (18, 4), (22, 1)]
+        );
+        // The third run: the last 2 sectors of the first extent, the first
+        // 2 of the second.
+        let third = &r[2].2;
+        assert_eq!(third.len(), 2);
+        assert_eq!(
+            (third[0].sector, third[0].sectors, third[0].record_offset),
+            (18, 2, 8)
+        );
+        assert_eq!(
+            (third[1].sector, third[1].sectors, third[1].record_offset),
+            (20, 2, 0)
+        );
+        assert_eq!(
+            (r[3].2[0].sector, r[3].2[0].sectors, r[3].2[0].record_offset),
+            (22, 1, 2)
+        );
+    }
+
+    #[test]
+    fn runs_end_exactly_at_the_limit() {
+        let e = [extent(0, 4, 1), extent(4, 4, 2), extent(8, 4, 3)];
+        let r = runs(&e, 8);
+        assert_eq!(
+            r.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+            [(0, 8), (8, 4)]
+        );
+    }
+}
