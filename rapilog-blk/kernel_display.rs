@@ -31,6 +31,7 @@ forward_display!(
     crate::format::SuperblockError,
     crate::format::ReserveError,
     crate::format::IndexError,
+    crate::format::SkipCounts,
     Errno,
     Escaped<'_>,
     Memmap,

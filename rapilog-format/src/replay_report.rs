@@ -29,6 +29,24 @@ pub struct SkipCounts {
     pub beyond_disk: u32,
 }
 
+/// In words, for logs and reports: `3 empty, 1 torn or bad descriptor, ...`.
+impl core::fmt::Display for SkipCounts {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} empty, {} torn or bad descriptor, {} malformed, {} other epoch, {} stale, \
+             {} bad payload, {} beyond disk",
+            self.empty,
+            self.bad_descriptor_checksum,
+            self.malformed,
+            self.wrong_epoch,
+            self.stale,
+            self.bad_payload_checksum,
+            self.beyond_disk
+        )
+    }
+}
+
 impl SkipCounts {
     /// Skips that point at lost or damaged data, as opposed to slots that
     /// are simply empty, stale, or hold records that were never published.

@@ -189,22 +189,6 @@ fn describe_superblock(active: &ActiveSuperblock) -> String {
     )
 }
 
-/// The skip counts in words, e.g. `16380 empty, 1 torn/bad descriptor, ...`.
-pub fn describe_skips(report: &ReplayReport) -> String {
-    let s = &report.skipped;
-    format!(
-        "{} empty, {} torn or bad descriptor, {} malformed, {} other epoch, {} stale, \
-         {} bad payload, {} beyond disk",
-        s.empty,
-        s.bad_descriptor_checksum,
-        s.malformed,
-        s.wrong_epoch,
-        s.stale,
-        s.bad_payload_checksum,
-        s.beyond_disk
-    )
-}
-
 /// The machine-readable report line (without prefix): `key=value` words.
 pub fn report_fields(outcome: &Outcome) -> String {
     let r = &outcome.report;
@@ -433,7 +417,7 @@ pub fn describe_outcome(outcome: &Outcome) -> Vec<String> {
     lines.push(format!(
         "skipped {} of {visited} slot(s): {}",
         visited - u64::from(r.records_applied),
-        describe_skips(r)
+        r.skipped
     ));
     if r.skipped.alarming() > 0 {
         lines.push(format!(
