@@ -140,10 +140,7 @@ impl Device {
 impl BioHandler for Device {
     fn submit_bio(&self, bio: Bio) {
         // Records are at most max_record_bytes (the queue's max_hw_sectors):
-        // the block layer splits anything larger, and by segment limits.
-        let Some(bio) = bio.split_to_limits() else {
-            return;
-        };
+        // bios arrive split to that, and to the segment limits.
         match bio.op() {
             Op::Write if bio.bytes() == 0 => {
                 // An empty flush: every completed write is in the region.

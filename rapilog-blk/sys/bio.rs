@@ -6,11 +6,16 @@
 //! exactly once: by [`Bio::end`], or by passing it on ([`Bio::remap`],
 //! [`Bio::split_front`]). Dropping one unfinished completes it with an I/O
 //! error, so no path can leave a submitter hanging.
+//!
+//! Each bio with data is counted in the block layer's I/O statistics
+//! (`/sys/block/rapilog0/stat`, iostat) from its arrival to its completion
+//! or hand-over to the log disk. Empty flushes are not: a bio-based driver
+//! has no call that counts them as flushes (device mapper does the same).
 
 use core::ptr::NonNull;
 
 use kernel::bindings;
-use kernel::ffi::c_uint;
+use kernel::ffi::{c_uint, c_ulong};
 
 use super::backing::BackingDisk;
 use super::helpers::*;
@@ -65,26 +70,59 @@ impl Drop for BioSet {
 }
 
 /// One bio to complete.
-pub(crate) struct Bio(NonNull<bindings::bio>);
+pub(crate) struct Bio {
+    raw: NonNull<bindings::bio>,
+    /// When the I/O accounting of the bio started (jiffies, from
+    /// `bio_start_io_acct`), or `None` if it is not counted.
+    accounted_since: Option<c_ulong>,
+}
 
 // SAFETY: A bio may be completed from any thread.
 unsafe impl Send for Bio {}
 
 impl Bio {
-    /// Takes charge of a bio handed to `submit_bio`.
+    /// Takes charge of a bio handed to `submit_bio`: splits it to the queue
+    /// limits (max size, segments; the rest comes back to `submit_bio`
+    /// later) and starts its I/O accounting. `None` if the block layer ended
+    /// the bio instead (an invalid bio).
     ///
     /// # Safety
     ///
-    /// `bio` must be a valid bio that the caller owns and will not complete.
-    pub(super) unsafe fn from_raw(bio: NonNull<bindings::bio>) -> Self {
-        Self(bio)
+    /// `bio` must be a valid bio of our disk that the caller owns and will
+    /// not complete.
+    pub(super) unsafe fn arrived(bio: NonNull<bindings::bio>) -> Option<Self> {
+        // SAFETY: We own the bio (caller's guarantee); the block layer
+        // returns either the front part to handle now (resubmitting the
+        // rest) or NULL after ending it.
+        let raw = NonNull::new(unsafe { bindings::bio_split_to_limits(bio.as_ptr()) })?;
+        let mut bio = Self {
+            raw,
+            accounted_since: None,
+        };
+        if bio.bytes() > 0 {
+            // SAFETY: A valid bio of our disk, not yet counted; every way
+            // it leaves us ends the count (`stop_accounting`).
+            bio.accounted_since = Some(unsafe { bindings::bio_start_io_acct(bio.raw()) });
+        }
+        Some(bio)
     }
 
     fn raw(&self) -> *mut bindings::bio {
-        self.0.as_ptr()
+        self.raw.as_ptr()
     }
 
-    /// Gives the bio up without completing it (it was passed on).
+    /// Ends the bio's I/O accounting: it is complete, or handed over. Must
+    /// come before either, while the bio still addresses our disk.
+    fn stop_accounting(&mut self) {
+        if let Some(since) = self.accounted_since.take() {
+            // SAFETY: We own the bio, still addressed to our disk
+            // (`bi_bdev`), whose count `bio_start_io_acct` started at `since`.
+            unsafe { bindings::bio_end_io_acct_remapped(self.raw(), since, (*self.raw()).bi_bdev) };
+        }
+    }
+
+    /// Gives the bio up without completing it (it was passed on) and
+    /// without ending its accounting (the caller did, or passed it on too).
     fn into_raw(self) -> *mut bindings::bio {
         let raw = self.raw();
         core::mem::forget(self);
@@ -171,14 +209,23 @@ impl Bio {
     }
 
     /// Completes the bio.
-    pub(crate) fn end(self, status: Status) {
-        // SAFETY: We own the bio and complete it exactly once.
-        unsafe { rapilog_bio_end(self.into_raw(), status as c_uint) };
+    pub(crate) fn end(mut self, status: Status) {
+        self.complete(status);
+        let _ = self.into_raw();
+    }
+
+    fn complete(&mut self, status: Status) {
+        self.stop_accounting();
+        // SAFETY: We own the bio and complete it exactly once: `end` gives
+        // up the token right after, `drop` is its last use.
+        unsafe { rapilog_bio_end(self.raw(), status as c_uint) };
     }
 
     /// Passes the bio to the backing disk unchanged (same sectors): it is
     /// issued once our `submit_bio` returns and completes to its submitter.
-    pub(crate) fn remap(self, backing: &BackingDisk) {
+    /// Its time on the log disk is counted there, not here.
+    pub(crate) fn remap(mut self, backing: &BackingDisk) {
+        self.stop_accounting();
         // SAFETY: We own the bio and hand it over; the disk is held open for
         // longer than any bio of ours can be in flight.
         unsafe { rapilog_bio_remap(self.into_raw(), backing.bdev()) };
@@ -195,27 +242,25 @@ impl Bio {
         // every bio of the disk.
         let split = unsafe { rapilog_bio_split_front(self.raw(), sectors, set.0.as_ptr()) };
         match NonNull::new(split) {
-            // The remainder now belongs to the block layer.
+            // The remainder now belongs to the block layer, and comes back
+            // as a new arrival, counted anew; the front carries on the
+            // count started for the whole.
             Some(split) => {
+                let accounted_since = self.accounted_since;
                 let _ = self.into_raw();
-                Ok(Bio(split))
+                Ok(Bio {
+                    raw: split,
+                    accounted_since,
+                })
             }
             None => Err(self),
         }
-    }
-
-    /// Splits the bio to the queue limits (max size, segments); `None` if
-    /// the block layer ended it instead (invalid bio).
-    pub(crate) fn split_to_limits(self) -> Option<Bio> {
-        // SAFETY: We own the bio; the block layer returns either the front
-        // part to handle now (resubmitting the rest) or NULL after ending it.
-        NonNull::new(unsafe { bindings::bio_split_to_limits(self.into_raw()) }).map(Bio)
     }
 }
 
 impl Drop for Bio {
     fn drop(&mut self) {
-        // SAFETY: An unfinished bio: complete it so its submitter does not hang.
-        unsafe { rapilog_bio_end(self.raw(), Status::IoError as c_uint) };
+        // An unfinished bio: complete it so its submitter does not hang.
+        self.complete(Status::IoError);
     }
 }

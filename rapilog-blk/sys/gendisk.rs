@@ -23,7 +23,8 @@ use super::helpers::*;
 
 /// What receives the bios submitted to the disk.
 pub(crate) trait BioHandler: Send + Sync + 'static {
-    /// Handles one bio; may sleep. Must complete it or pass it on.
+    /// Handles one bio, already split to the queue limits; may sleep.
+    /// Must complete it or pass it on.
     fn submit_bio(&self, bio: Bio);
 }
 
@@ -64,7 +65,9 @@ unsafe extern "C" fn submit_bio_trampoline<T: BioHandler>(bio: *mut bindings::bi
     // until after `del_gendisk` returned, i.e. after the last call.
     let handler = unsafe { &*rapilog_bio_disk_private(bio.as_ptr()).cast::<T>() };
     // SAFETY: The bio is ours to complete from here on.
-    handler.submit_bio(unsafe { Bio::from_raw(bio) });
+    if let Some(bio) = unsafe { Bio::arrived(bio) } {
+        handler.submit_bio(bio);
+    }
 }
 
 impl<T: BioHandler> GenDisk<T> {
