@@ -39,8 +39,8 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
 struct Rng(SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0.next()
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
     }
 
     fn below(&mut self, n: usize) -> usize {
@@ -72,7 +72,7 @@ fn interesting(rng: &mut Rng, len: usize) -> u64 {
         0 => VALUES[rng.below(VALUES.len())],
         1 => u64::MAX - rng.below(1024) as u64,
         2 => (len as u64 + rng.below(1100) as u64).wrapping_sub(550),
-        _ => rng.next() % 8192,
+        _ => rng.next_u64() % 8192,
     }
 }
 
@@ -102,7 +102,7 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
             2 => {
                 let at = rng.below(len);
                 if let Some(byte) = input.get_mut(at) {
-                    *byte = rng.next() as u8;
+                    *byte = rng.next_u64() as u8;
                 }
             }
             3 | 4 => {
@@ -129,14 +129,14 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
             }
             _ => {
                 let extra = rng.below(700);
-                input.extend((0..extra).map(|_| rng.next() as u8));
+                input.extend((0..extra).map(|_| rng.next_u64() as u8));
             }
         }
     }
     if let Some(mode) = input.first_mut() {
         // Mostly reseal everything, so mutations reach the deep checks.
         *mode = if rng.below(3) == 0 {
-            rng.next() as u8
+            rng.next_u64() as u8
         } else {
             0x07 | (rng.below(2) as u8) << 3
         };
@@ -187,7 +187,7 @@ fn fuzz(default_seed: u64) {
     for iteration in 0..iterations {
         let mut input = if rng.below(50) == 0 {
             // Now and then, pure noise.
-            (0..rng.below(3000)).map(|_| rng.next() as u8).collect()
+            (0..rng.below(3000)).map(|_| rng.next_u64() as u8).collect()
         } else {
             seeds[rng.below(seeds.len())].clone()
         };

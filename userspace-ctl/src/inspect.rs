@@ -135,72 +135,32 @@ pub struct GeometryReport {
     pub max_record_bytes: u32,
 }
 
-/// Skip counts, named as in the superblock's report.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Skips {
-    /// Never-written slots.
-    pub empty: u32,
-    /// Torn or corrupted descriptors.
-    pub bad_descriptor_checksum: u32,
-    /// Impossible contents.
-    pub malformed: u32,
-    /// Before the last format.
-    pub wrong_epoch: u32,
-    /// Older lap.
-    pub stale: u32,
-    /// Payload corrupted.
-    pub bad_payload_checksum: u32,
-    /// Past the end of the disk.
-    pub beyond_disk: u32,
+/// Serializes the format crate's [`SkipCounts`] (no_std, without serde)
+/// under its field names, the superblock report's.
+#[derive(Serialize)]
+#[serde(remote = "SkipCounts")]
+struct SkipCountsJson {
+    empty: u32,
+    bad_descriptor_checksum: u32,
+    malformed: u32,
+    wrong_epoch: u32,
+    stale: u32,
+    bad_payload_checksum: u32,
+    beyond_disk: u32,
 }
 
-impl From<SkipCounts> for Skips {
-    fn from(s: SkipCounts) -> Self {
-        Self {
-            empty: s.empty,
-            bad_descriptor_checksum: s.bad_descriptor_checksum,
-            malformed: s.malformed,
-            wrong_epoch: s.wrong_epoch,
-            stale: s.stale,
-            bad_payload_checksum: s.bad_payload_checksum,
-            beyond_disk: s.beyond_disk,
-        }
-    }
-}
-
-impl Skips {
-    fn add(&mut self, reason: &str) {
-        let c = match reason {
-            "empty" => &mut self.empty,
-            "bad_descriptor_checksum" => &mut self.bad_descriptor_checksum,
-            "malformed" => &mut self.malformed,
-            "wrong_epoch" => &mut self.wrong_epoch,
-            "stale" => &mut self.stale,
-            "bad_payload_checksum" => &mut self.bad_payload_checksum,
-            _ => &mut self.beyond_disk,
-        };
-        *c += 1;
-    }
-
-    /// Skips that mean lost or damaged acknowledged data.
-    pub fn alarming(&self) -> u32 {
-        self.malformed + self.bad_payload_checksum + self.beyond_disk
-    }
-
-    /// In words.
-    pub fn words(&self) -> String {
-        format!(
-            "{} empty, {} torn or bad descriptor, {} malformed, {} other epoch, {} stale, \
-             {} bad payload, {} beyond disk",
-            self.empty,
-            self.bad_descriptor_checksum,
-            self.malformed,
-            self.wrong_epoch,
-            self.stale,
-            self.bad_payload_checksum,
-            self.beyond_disk
-        )
-    }
+/// Counts one skipped slot under its reason (a [`skip_reason`] name).
+fn count_skip(skips: &mut SkipCounts, reason: &str) {
+    let c = match reason {
+        "empty" => &mut skips.empty,
+        "bad_descriptor_checksum" => &mut skips.bad_descriptor_checksum,
+        "malformed" => &mut skips.malformed,
+        "wrong_epoch" => &mut skips.wrong_epoch,
+        "stale" => &mut skips.stale,
+        "bad_payload_checksum" => &mut skips.bad_payload_checksum,
+        _ => &mut skips.beyond_disk,
+    };
+    *c += 1;
 }
 
 /// A replay report (the superblock's last replay, or a replay's outcome).
@@ -211,7 +171,8 @@ pub struct ReportJson {
     /// Payload bytes applied.
     pub bytes: u64,
     /// Skipped slots by reason.
-    pub skipped: Skips,
+    #[serde(with = "SkipCountsJson")]
+    pub skipped: SkipCounts,
 }
 
 impl From<ReplayReport> for ReportJson {
@@ -219,7 +180,7 @@ impl From<ReplayReport> for ReportJson {
         Self {
             applied: r.records_applied,
             bytes: r.bytes_applied,
-            skipped: r.skipped.into(),
+            skipped: r.skipped,
         }
     }
 }
@@ -321,7 +282,8 @@ pub struct Summary {
     /// Their payload bytes.
     pub apply_bytes: u64,
     /// Skipped slots by reason.
-    pub skipped: Skips,
+    #[serde(with = "SkipCountsJson")]
+    pub skipped: SkipCounts,
     /// Skips that mean damaged acknowledged data (malformed, bad payload, beyond disk).
     pub damaged: u32,
     /// The per-record reasons add up to the replay planner's own report.
@@ -489,7 +451,7 @@ pub fn last_replay_words(r: &LastReplayReport) -> String {
         r.duration_us,
         r.report.applied,
         human(r.report.bytes),
-        r.report.skipped.words()
+        r.report.skipped
     )
 }
 
@@ -592,7 +554,7 @@ pub fn inspect(region: &[u8], source: &str, all: bool) -> Inspection {
         start: window.start,
         end: window.end,
     });
-    let mut skips = Skips::default();
+    let mut skips = SkipCounts::default();
     let mut apply = 0u32;
     let mut apply_bytes = 0u64;
     let mut agrees = true;
@@ -609,7 +571,7 @@ pub fn inspect(region: &[u8], source: &str, all: bool) -> Inspection {
         agrees &= planner_applies == reason.is_none();
         let length = le(&raw, dfields::LENGTH.offset, 4) as u32;
         match reason {
-            Some(r) => skips.add(r),
+            Some(r) => count_skip(&mut skips, r),
             None => {
                 apply += 1;
                 apply_bytes += u64::from(length);
@@ -631,7 +593,7 @@ pub fn inspect(region: &[u8], source: &str, all: bool) -> Inspection {
             reason,
         });
     }
-    let planner: Skips = planner_report.skipped.into();
+    let planner = planner_report.skipped;
     agrees &= planner == skips
         && planner_report.records_applied == apply
         && planner_report.bytes_applied == apply_bytes;
@@ -811,7 +773,7 @@ pub fn render(i: &Inspection) -> String {
             s.apply,
             human(s.apply_bytes),
             s.slots - s.apply,
-            s.skipped.words()
+            s.skipped
         );
         if s.damaged > 0 {
             let _ = writeln!(
