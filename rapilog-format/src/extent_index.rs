@@ -251,6 +251,7 @@ impl<S: DerefMut<Target = [Extent]>> ExtentIndex<S> {
         let inside = |x: &Extent| x.sector >= sector && x.end() <= end;
         let window = self.extents().get(first..last).unwrap_or(&[]);
         let removed = window.iter().filter(|x| older(x) && inside(x)).count();
+        let only_older = window.iter().all(older);
         let mut gaps = 0;
         let mut cursor = sector;
         for x in window.iter().filter(|x| !older(x)) {
@@ -290,6 +291,18 @@ impl<S: DerefMut<Target = [Extent]>> ExtentIndex<S> {
                         ..x
                     },
                 );
+            }
+        }
+
+        // The common case, a rewrite over older data only (a log page
+        // rewritten at every commit): the new piece takes the place of the
+        // first extent it covers whole, so the array shifts once, and only
+        // if more than one goes, instead of out and back in.
+        if removed > 0 && only_older {
+            if let Some(at) = (first..last).find(|&i| self.get(i).is_some_and(|x| inside(&x))) {
+                self.set(at, piece(sector, end));
+                self.retain_range(at + 1, last, |x| !(older(x) && inside(x)));
+                return Ok(());
             }
         }
         let last = self.retain_range(first, last, |x| !(older(x) && inside(x)));
@@ -479,6 +492,26 @@ mod tests {
         index.insert(2, 6, 4, 400).unwrap();
         let (p, n) = pieces(&index, 0, 10);
         assert_eq!(p[..n], [rec(0, 2, 1, 0), rec(2, 6, 4, 0), rec(8, 2, 3, 2)]);
+        assert_eq!(index.len(), 3);
+    }
+
+    #[test]
+    fn rewrites_take_the_place_of_what_they_cover() {
+        // A log page rewritten at every commit, between other extents, at
+        // full capacity: each rewrite replaces, it never needs a free slot.
+        let mut storage = [Extent::default(); 4];
+        let mut index = ExtentIndex::new(&mut storage[..]);
+        index.insert(0, 8, 1, 100).unwrap();
+        index.insert(8, 16, 2, 200).unwrap();
+        index.insert(24, 8, 3, 300).unwrap();
+        index.insert(40, 8, 4, 400).unwrap();
+        for seq in 5..10 {
+            index.insert(8, 16, seq, seq * 100).unwrap();
+        }
+        // Two neighbours at once become one extent.
+        index.insert(24, 24, 10, 1000).unwrap();
+        let (p, n) = pieces(&index, 0, 48);
+        assert_eq!(p[..n], [rec(0, 8, 1, 0), rec(8, 16, 9, 0), rec(24, 24, 10, 0)]);
         assert_eq!(index.len(), 3);
     }
 
