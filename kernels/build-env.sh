@@ -11,7 +11,7 @@
 # and gcc named by the kernel's .config, `make prepare` on the matching
 # linux-source, then copy the artifacts into the stock headers directory.
 # Nothing of the kernel itself is rebuilt; the module links against the stock
-# Module.symvers (checked by tests/check-symbols.sh).
+# Module.symvers (checked by tests/check-module.sh).
 #
 # Stages are stamped under .cache/kbuild/KREL/ so an interrupted run resumes.
 set -euo pipefail

@@ -54,6 +54,88 @@ load_kernel_env() {
     [[ -n ${KPKG_VERSION:-} && -n ${KSUITE:-} ]] || die "$f: KPKG_VERSION and KSUITE are required"
 }
 
+# mounts_under DIR: the mount points at or below DIR in this mount namespace,
+# in the order they were mounted (children after their parents).
+mounts_under() {
+	local dir
+	dir=$(realpath -m "$1")
+	# Field 5 of mountinfo is the mount point, with space, tab, newline and
+	# backslash octal-escaped.
+	awk -v d="$dir" '{ p = $5; gsub(/\\040/, " ", p); gsub(/\\011/, "\t", p)
+		if (p == d || index(p, d "/") == 1) print p }' /proc/self/mountinfo
+}
+
+# release_mounts DIR: unmount everything mounted at or below DIR (a chroot
+# tree), deepest first, and stop with one line naming the mount if anything is
+# left. A chroot stage that leaves /proc, /sys or /dev mounted in the tree
+# (debootstrap's second stage did, once) must not make a later step walk into
+# the host's /proc, or delete the host's /dev through a bind mount.
+#   - Each mount is made private first: a bind of /dev in a tree is a peer of
+#     the host's /dev when / is shared (systemd's default), and unmounting
+#     the tree's /dev/pts would otherwise unmount the host's /dev/pts too.
+#   - Busy mounts are retried (a process of the stage may be exiting), then
+#     detached lazily: gone from the tree at once, freed when unused.
+release_mounts() {
+	local dir=$1 try m left=()
+	for try in 1 2 3 4 5 6; do
+		mapfile -t left < <(mounts_under "$dir" | tac)
+		((${#left[@]})) || return 0
+		for m in "${left[@]}"; do
+			mount --make-private "$m" 2>/dev/null || true
+			if ((try < 6)); then umount "$m" 2>/dev/null || true; else umount -l "$m" 2>/dev/null || true; fi
+		done
+		sleep "0.$try"
+	done
+	mapfile -t left < <(mounts_under "$dir")
+	((${#left[@]} == 0)) ||
+		die "${left[0]} is still mounted inside $dir (${#left[@]} mount(s) in all); unmount it (umount -R ${left[0]}), check with 'findmnt -R $dir', and run again"
+}
+
+# chroot_stage TREE LOG CMD...: run CMD in chroot TREE in a private mount
+# namespace, its output appended to LOG, so that whatever CMD mounts
+# (debootstrap's second stage mounts /proc) dies with it; then check that
+# nothing is left mounted in TREE. Returns CMD's exit status.
+# RAPILOG_FAULT_LEFTOVER_PROC=1 mounts proc in TREE in the caller's namespace
+# after CMD, as a stage that fails to unmount does (tests/host/test_chroot_mounts.py).
+chroot_stage() {
+	local tree=$1 stage_log=$2 rc=0
+	shift 2
+	unshare --mount --propagation private -- \
+		chroot "$tree" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@" \
+		>>"$stage_log" 2>&1 || rc=$?
+	if [[ ${RAPILOG_FAULT_LEFTOVER_PROC:-0} == 1 ]]; then
+		mkdir -p "$tree/proc"
+		mount -t proc proc "$tree/proc"
+		log "fault injection: left proc mounted at $tree/proc"
+	fi
+	release_mounts "$tree"
+	return $rc
+}
+
+# tree_bytes TREE: apparent size of a directory tree, never crossing into
+# another filesystem (a leftover mount must not count, or fail the walk).
+tree_bytes() {
+	du -sbx --apparent-size "$1" | cut -f1
+}
+
+# pack_tree TREE IMAGE LABEL [MIN_BYTES]: an ext4 image of TREE (mkfs.ext4 -d)
+# with half as much free space again plus 256 MiB, at least MIN_BYTES. The
+# tree's mounts are released first: mkfs.ext4 -d copies whatever it finds.
+# Writes IMAGE.tmp.PID and renames it, so IMAGE is complete or absent.
+pack_tree() {
+	local tree=$1 image=$2 label=$3 min=${4:-0} used size tmp
+	release_mounts "$tree"
+	used=$(tree_bytes "$tree")
+	size=$(((used * 3 / 2 + (256 << 20) + (1 << 20) - 1) >> 20 << 20))
+	((size >= min)) || size=$min
+	mkdir -p "$(dirname "$image")"
+	tmp=$image.tmp.$$
+	rm -f "$tmp"
+	truncate -s "$size" "$tmp"
+	mkfs.ext4 -q -F -L "$label" -d "$tree" "$tmp" || { rm -f "$tmp"; die "mkfs.ext4 -d $tree into $tmp failed"; }
+	mv "$tmp" "$image"
+}
+
 # Run a command inside a build chroot with /proc, /sys, /dev (objtool and apt
 # need them) and the repository at /rapilog. A private mount namespace tears
 # every mount down with the process, even on failure.

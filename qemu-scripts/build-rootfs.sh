@@ -104,14 +104,16 @@ if [[ ! -e $tree/.rapilog-debootstrapped ]]; then
     # Two stages, so that dpkg runs with force-unsafe-io: without it, dpkg's
     # fsync of every file makes the install stage several times slower.
     # --cache-dir keeps the .debs for the next package set (and a rebuild).
-    debootstrap --foreign --variant=minbase --merged-usr --include="${pkgs// /,}" --cache-dir="$debs" \
+    unshare --mount --propagation private -- \
+        debootstrap --foreign --variant=minbase --merged-usr --include="${pkgs// /,}" --cache-dir="$debs" \
         "$SUITE" "$tree" "$mirror" >"$dlog" 2>&1 ||
         { tail -n 30 "$dlog" >&2; die "debootstrap (first stage) failed (log: $dlog)"; }
     log "first stage done in $(since "$t0") s"
     mkdir -p "$tree/etc/dpkg/dpkg.cfg.d"
     echo force-unsafe-io >"$tree/etc/dpkg/dpkg.cfg.d/rapilog-unsafe-io"
-    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 chroot "$tree" /debootstrap/debootstrap --second-stage \
-        >>"$dlog" 2>&1 ||
+    # In a private mount namespace (chroot_stage): the /proc the second stage
+    # mounts cannot outlive it, even when its own unmount fails.
+    chroot_stage "$tree" "$dlog" /debootstrap/debootstrap --second-stage ||
         { tail -n 30 "$dlog" >&2; die "debootstrap (second stage) failed (log: $dlog)"; }
     rm -f "$tree/etc/dpkg/dpkg.cfg.d/rapilog-unsafe-io"
     # The mirror's metadata may be past Valid-Until (apt in a chroot of it).
@@ -120,12 +122,14 @@ if [[ ! -e $tree/.rapilog-debootstrapped ]]; then
     rm -rf "$tree"/usr/share/{doc,man,info,locale}/* "$tree"/var/cache/apt/*.bin \
         "$tree"/var/lib/apt/lists/*_Packages "$tree"/var/cache/apt/archives/*.deb
     echo "$pkgs" >"$tree/.rapilog-debootstrapped"
-    log "debootstrap done in $(since "$t0") s ($(du -sh "$tree" | cut -f1))"
+    log "debootstrap done in $(since "$t0") s ($(du -shx "$tree" | cut -f1))"
     sync -f "$tree" # once, instead of dpkg's per-file fsync
 fi
 
 # --- 2. stock modules ---------------------------------------------------------------
 t1=$(date +%s.%N)
+# A tree left mounted by an earlier, interrupted run is released first.
+release_mounts "$tree"
 mkdir -p "$tree/usr/lib/modules"
 rm -rf "$tree/usr/lib/modules/$KREL"
 cp -a "$kdir/root/lib/modules/$KREL" "$tree/usr/lib/modules/$KREL"
@@ -157,17 +161,9 @@ while read -r applet; do
 done < <("$BUSYBOX" --list-full)
 
 # --- 4. pack ------------------------------------------------------------------------------
-used=$(du -sb --apparent-size "$tree" | cut -f1)
-size=$(((used * 3 / 2 + (256 << 20) + (1 << 20) - 1) >> 20 << 20))
-((size >= MIN_SIZE)) || size=$MIN_SIZE
 target=${out:-$img}
-mkdir -p "$(dirname "$target")"
-tmp=$target.tmp.$$
-trap 'rm -f "$tmp"' EXIT
-rm -f "$tmp"
-truncate -s "$size" "$tmp"
-mkfs.ext4 -q -F -L rapilog-root -d "$tree" "$tmp" || die "mkfs.ext4 -d failed"
-mv "$tmp" "$target"
+pack_tree "$tree" "$target" rapilog-root "$MIN_SIZE"
+size=$(stat -c %s "$target")
 if [[ -z $out ]]; then
     # Older images of this package set (other boot files or script version).
     for old in "$base"/rootfs-"$pkgkey"-*.img; do

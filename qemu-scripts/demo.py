@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 
-from guest import Disk, Guest, LOG_ROOT, fetch_kernel, scaled  # noqa: E402
+from guest import CACHE, Disk, Guest, GuestError, LOG_ROOT, build_rootfs, fetch_kernel, scaled  # noqa: E402
 
 KREL = os.environ.get("KREL") or "7.3.4+deb13-amd64"
 REGION_BOOT, REGION_PARAM = "64M$0x60000000", "64M@0x60000000"
@@ -44,10 +44,25 @@ def show(g: Guest, cmd: str, timeout: float | None = None) -> str:
     return out
 
 
+class SetupFailed(Exception):
+    """A setup step failed; the message is the one line a user needs."""
+
+
 def build(*cmd: str) -> str:
     """Runs a build script of the repository; returns the path it prints last."""
     out = subprocess.run([str(REPO / cmd[0]), *cmd[1:]], check=True, stdout=subprocess.PIPE, text=True).stdout
     return out.strip().splitlines()[-1]
+
+
+def setup(what: str, log: str, fix: str, fn, *args):
+    """Runs one setup step; a failure becomes SetupFailed naming the step, the
+    log to read and the likely fix (the step's own error lines come first)."""
+    try:
+        return fn(*args)
+    except (subprocess.CalledProcessError, GuestError, OSError) as e:
+        why = f"exit status {e.returncode}" if isinstance(e, subprocess.CalledProcessError) else \
+            str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SetupFailed(f"demo: setup step '{what}' failed ({why}); log: {log}; likely fix: {fix}") from None
 
 
 def sync_write_rate(g: Guest, dev: str) -> float:
@@ -61,12 +76,24 @@ def sync_write_rate(g: Guest, dev: str) -> float:
 
 
 def main() -> int:
-    subprocess.run([str(REPO / "qemu-scripts/host-deps.sh")], check=True)
+    setup("host packages", "the apt output above", "check that apt reaches the Debian archive (apt-get update)",
+          subprocess.run, [str(REPO / "qemu-scripts/host-deps.sh")], check=True)
     step(f"building rapilog.ko against the stock {KREL} headers, and the crash kernel's rescue initramfs")
-    ko = build("kernels/build-module.sh", KREL)
-    kdir = fetch_kernel(KREL)
-    rescue = build("rapilog-rescue/build-initramfs.sh", "-k", KREL, "-r", str(kdir / "root"))
+    kbuild = CACHE / "kbuild" / KREL
+    ko = setup("module build", f"{kbuild}/*.log",
+               f"if the archive dropped a pinned version, bump kernels/{KREL}.env (kernels/README.md); "
+               f"a broken chroot: rm -r {kbuild} and run again", build, "kernels/build-module.sh", KREL)
+    kdir = setup("stock kernel download", "the lines above",
+                 f"check that the Debian archive serves the kernel pinned in kernels/{KREL}.env",
+                 fetch_kernel, KREL)
+    rescue = setup("rescue initramfs", "the lines above", "run rapilog-rescue/build-initramfs.sh -h",
+                   build, "rapilog-rescue/build-initramfs.sh", "-k", KREL, "-r", str(kdir / "root"))
     print(ko, rescue, sep="\n")
+    step("the guest's Debian userland (debootstrap, cached after the first run)")
+    rootfs = setup("guest rootfs", f"{CACHE}/guest/{KREL}/rootfs/*.debootstrap.log",
+                   "read the error line above; a tree left behind by an interrupted run: "
+                   f"rm -r {CACHE}/guest/{KREL}/rootfs and run again", build_rootfs, KREL)
+    print(rootfs)
 
     work = Path(tempfile.mkdtemp(prefix="rapilog-demo-"))
     log_img = work / "log.img"
@@ -74,11 +101,12 @@ def main() -> int:
              Disk(work / "raw.img", serial="rl-raw", size="64M", iops=200)]
     step(f"booting the unmodified Debian kernel {KREL} (QEMU, TCG) with memmap={REGION_BOOT} crashkernel=256M")
     # The Debian rootfs: coreutils dd (oflag=dsync) and Debian's kexec-tools.
-    with Guest("demo", krel=KREL, memmap=REGION_BOOT, crashkernel="256M", disks=disks, rootfs=True,
+    with Guest("demo", krel=KREL, memmap=REGION_BOOT, crashkernel="256M", disks=disks, rootfs=rootfs,
                log_dir=LOG_ROOT / "demo",
                files={"/lib/modules/KREL/extra/rapilog.ko": ko, "/boot/vmlinuz": kdir / "vmlinuz",
                       "/boot/rescue.cpio.gz": rescue}) as g:
-        g.boot()
+        setup("guest boot", str(LOG_ROOT / "demo" / "console.log"),
+              "read the console log; QEMU must be >= 10 (qemu-scripts/host-deps.sh)", g.boot)
         print(f"booted in {g.ready_times[-1]:.1f} s; console log: {g.log_dir / 'console.log'}")
         show(g, "uname -r")
 
@@ -132,4 +160,13 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SetupFailed as e:
+        print(f"\n{e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except GuestError as e:
+        print(f"\n{e}", file=sys.stderr)
+        print(f"\ndemo: FAILED in the guest ({type(e).__name__}); console log: {LOG_ROOT / 'demo' / 'console.log'}",
+              file=sys.stderr, flush=True)
+        sys.exit(1)

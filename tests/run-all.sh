@@ -2,14 +2,18 @@
 # `make test`: every test rapilog has, in phases, with a timing summary.
 #
 #   host-deps     packages this host needs (QEMU, busybox, debootstrap, ...)
+#   demo          `make demo`, the README's first command, exactly as a
+#                 newcomer runs it: builds what it needs from nothing, and
+#                 fails unless every acknowledged block survives the panic
 #   host-tests    cargo test of the workspace (format crate, rescue, CLI) and
 #                 pytest tests/host (scripts such as kexec-tools-config/rapilog-arm)
 #   module        rapilog.ko for the stock kernel KREL (build chroot made once)
 #   module-check  symbols and vermagic against the stock kernel
 #   qemu-tests    pytest tests/qemu: the stock kernel booted under QEMU (TCG)
 #
-# Stops at the first failing phase. Env: KREL (default 7.3.4+deb13-amd64),
-# PYTEST_ARGS (e.g. "-k boot" to select QEMU tests).
+# Stops at the first failing phase; its last line names the phase, its log
+# (.cache/logs/make-test/PHASE.log) and the likely fix. Env: KREL (default
+# 7.3.4+deb13-amd64), PYTEST_ARGS (e.g. "-k boot" to select QEMU tests).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . kernels/lib.sh
@@ -19,15 +23,37 @@ export KREL RAPILOG_KREL=$KREL
 names=() times=() results=()
 failed=0
 
+logdir=$RAPILOG_CACHE/logs/make-test
+mkdir -p "$logdir"
+failed_phase=
+
+# What to try first when a phase fails (the phase's own last lines say more).
+hint() {
+	case $1 in
+	host-deps) echo "check that apt reaches the Debian archive (apt-get update), then run qemu-scripts/host-deps.sh" ;;
+	demo) echo "read the demo's last lines: a setup step names its own log; guest console logs are under $RAPILOG_CACHE/test-logs/demo" ;;
+	host-tests) echo "cargo test --workspace and the pytest tests/host output above name the failing test" ;;
+	module) echo "read $RAPILOG_CACHE/kbuild/$KREL/*.log; if the archive dropped a pinned version, bump kernels/$KREL.env (kernels/README.md)" ;;
+	module-check) echo "the module does not match the stock kernel's exports: rebuild the chroot (rm -r $RAPILOG_CACHE/kbuild/$KREL) and see kernels/README.md" ;;
+	qemu-tests) echo "each failing test names its guest's console log under $RAPILOG_CACHE/test-logs/" ;;
+	*) echo "read the log" ;;
+	esac
+}
+
 phase() {
 	local name=$1 t0=$SECONDS rc
 	shift
 	echo
 	echo "=== phase $name: $*"
-	"$@"
-	rc=$?
+	"$@" 2>&1 | tee "$logdir/$name.log"
+	rc=${PIPESTATUS[0]}
 	names+=("$name") times+=($((SECONDS - t0)))
-	if [ $rc -eq 0 ]; then results+=(ok); else results+=("FAILED (exit $rc)"); failed=1; fi
+	if [ $rc -eq 0 ]; then
+		results+=(ok)
+	else
+		results+=("FAILED (exit $rc)")
+		failed=1 failed_phase=$name
+	fi
 	return $rc
 }
 
@@ -40,6 +66,9 @@ summary() {
 		[ "${results[$i]}" = ok ] && passed=$((passed + 1))
 	done
 	echo "phases: $passed passed, $failed failed"
+	if [ -n "$failed_phase" ]; then
+		echo "make test: phase '$failed_phase' failed; log: $logdir/$failed_phase.log; likely fix: $(hint "$failed_phase")"
+	fi
 }
 trap summary EXIT
 
@@ -58,6 +87,7 @@ qemu_tests() {
 }
 
 phase host-deps qemu-scripts/host-deps.sh &&
+	phase demo qemu-scripts/demo.py &&
 	phase host-tests host_tests &&
 	phase module build_module &&
 	phase module-check check_module &&

@@ -86,7 +86,7 @@ ROOTFS_BOOT_MEASURED_S = 15.4
 ROOTFS_BOOT_TIMEOUT = scaled(5 * ROOTFS_BOOT_MEASURED_S + 20)  # 97 s at scale 1
 # build-rootfs.sh from scratch (empty cache, kernel already fetched), measured
 # 2026-11-23 with other guests running (load 4-5 on 2 cores): debootstrap
-# 139 s (first stage: 73 MB of .debs from deb.debian.org + extract 66 s;
+# 139 s (first stage: 73 MB of .debs from the Debian archive + extract 66 s;
 # second stage with dpkg force-unsafe-io 73 s), modules + depmod +
 # mkfs.ext4 -d 14 s: 152.8 s (an earlier one-stage run: 135.5 s). In a fresh
 # clone at load ~3 (test_rootfs.py paying it): 84.5 s (debootstrap 73.8 s,
