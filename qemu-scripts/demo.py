@@ -54,11 +54,11 @@ def build(*cmd: str) -> str:
     return out.strip().splitlines()[-1]
 
 
-def setup(what: str, log: str, fix: str, fn, *args):
+def setup(what: str, log: str, fix: str, fn, *args, **kwargs):
     """Runs one setup step; a failure becomes SetupFailed naming the step, the
     log to read and the likely fix (the step's own error lines come first)."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except (subprocess.CalledProcessError, GuestError, OSError) as e:
         why = f"exit status {e.returncode}" if isinstance(e, subprocess.CalledProcessError) else \
             str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
