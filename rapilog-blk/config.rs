@@ -19,6 +19,10 @@ const MAX_HOLDUP_MS: u32 = 10_000;
 /// holds ring space longer without merging noticeably more.
 const MAX_WRITEBACK_DELAY_MS: u32 = 60_000;
 
+/// Range of `stop_drain_ms`: long enough for a slow disk to take a full
+/// ring, short enough that a dead disk cannot stall a reboot for long.
+const STOP_DRAIN_MS: core::ops::RangeInclusive<u32> = 100..=600_000;
+
 /// How the region is protected against stray kernel writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Protect {
@@ -141,6 +145,8 @@ pub(crate) struct Config {
     pub(crate) disk_id: &'static [u8],
     /// Longest time a record waits before writeback starts, in ms.
     pub(crate) writeback_delay_ms: u32,
+    /// Longest time an orderly stop waits for the drain, in ms.
+    pub(crate) stop_drain_ms: u32,
     /// What an unfenced machine means.
     pub(crate) iommu_fence: FencePolicy,
     /// The power-fail path.
@@ -172,6 +178,8 @@ pub(crate) enum ConfigError {
     DiskId(&'static [u8], bool),
     /// `writeback_delay_ms=` is out of range.
     WritebackDelay(u32),
+    /// `stop_drain_ms=` is out of range.
+    StopDrain(u32),
     /// `iommu_fence=` names no known policy.
     IommuFence(&'static [u8]),
     /// `powerfail=` names an unknown signal.
@@ -193,6 +201,7 @@ impl Config {
             params::protect.value(),
             params::disk_id.value(),
             params::writeback_delay_ms.value(),
+            params::stop_drain_ms.value(),
             params::iommu_fence.value(),
             PowerFailParams {
                 signals: params::powerfail.value(),
@@ -210,6 +219,7 @@ impl Config {
         protect: &'static [u8],
         disk_id: &'static [u8],
         writeback_delay_ms: u32,
+        stop_drain_ms: u32,
         iommu_fence: &'static [u8],
         powerfail: PowerFailParams,
         stray_write: u32,
@@ -230,6 +240,9 @@ impl Config {
         if writeback_delay_ms > MAX_WRITEBACK_DELAY_MS {
             return Err(ConfigError::WritebackDelay(writeback_delay_ms));
         }
+        if !STOP_DRAIN_MS.contains(&stop_drain_ms) {
+            return Err(ConfigError::StopDrain(stop_drain_ms));
+        }
         let iommu_fence =
             parse_fence_policy(iommu_fence).ok_or(ConfigError::IommuFence(iommu_fence))?;
         let powerfail = powerfail.parse()?;
@@ -245,6 +258,7 @@ impl Config {
             protect,
             disk_id,
             writeback_delay_ms,
+            stop_drain_ms,
             iommu_fence,
             powerfail,
             stray_write,
@@ -304,6 +318,13 @@ impl fmt::Display for ConfigError {
             Self::StrayWrite(n) => write!(
                 f,
                 "test_stray_write={n} refused: expected 0 (off), 1 (read-only view) or 2 (closed window)"
+            ),
+            Self::StopDrain(ms) => write!(
+                f,
+                "stop_drain_ms={ms} refused: expected {} to {} (how long a reboot, power-off or \
+                 suspend may wait for the region to reach the disk)",
+                STOP_DRAIN_MS.start(),
+                STOP_DRAIN_MS.end()
             ),
             Self::WritebackDelay(ms) => write!(
                 f,

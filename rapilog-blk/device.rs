@@ -17,6 +17,7 @@
 //! ring must be drained within the hold-up time (the power-fail path).
 
 use kernel::prelude::*;
+use kernel::sync::atomic::{Atomic, Relaxed};
 use kernel::sync::{new_condvar, new_mutex, Arc, CondVar, Mutex};
 use kernel::time::{Delta, Instant, Monotonic};
 
@@ -50,8 +51,10 @@ pub(crate) struct Device {
     pub(crate) geometry: Geometry,
     /// The part of it ring accounting needs.
     pub(crate) ring: RingGeometry,
-    /// Epoch of the current format: goes into every descriptor.
-    pub(crate) epoch: u64,
+    /// Epoch of the current format: goes into every descriptor. Changes only
+    /// when the region is formatted afresh while no record is live
+    /// (`lifecycle`), before writes are admitted again under `live`.
+    epoch: Atomic<u64>,
     /// Spare bios for splitting reads at record boundaries.
     pub(crate) splits: BioSet,
     /// Longest time a record waits before writeback starts.
@@ -109,7 +112,7 @@ impl Device {
                 backing: parts.backing,
                 geometry,
                 ring,
-                epoch: sb.epoch,
+                epoch: Atomic::new(sb.epoch),
                 splits,
                 writeback_delay: Delta::from_millis(i64::from(parts.config.writeback_delay_ms)),
                 // An eighth of the ring: writeback starts well before writers
@@ -126,6 +129,18 @@ impl Device {
             }),
             GFP_KERNEL,
         )
+    }
+
+    /// Epoch of the current format.
+    pub(crate) fn epoch(&self) -> u64 {
+        // Relaxed: it changes only while no write is admitted, and writers
+        // are admitted again under the `live` lock, which orders it.
+        self.epoch.load(Relaxed)
+    }
+
+    /// Sets the epoch of a region just formatted afresh (no record live).
+    pub(crate) fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Relaxed);
     }
 
     /// Logs a write-path error, rate limited.

@@ -29,6 +29,18 @@ pub(crate) enum Stage {
     Abandoned,
 }
 
+/// What happens to a new write (see `lifecycle`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Normal service: the write becomes a record in the region.
+    Buffered,
+    /// An orderly stop is draining the ring: the write waits, unacknowledged.
+    Held,
+    /// The ring is drained and the region clean for an orderly stop: the
+    /// write goes straight to the disk.
+    WriteThrough,
+}
+
 /// A live record: reserved and not yet freed.
 #[derive(Clone, Copy)]
 pub(crate) struct Record {
@@ -57,6 +69,8 @@ pub(crate) struct Live {
     pub(crate) drain_to: u64,
     /// Unload has begun: writeback drains everything and stops.
     pub(crate) stopping: bool,
+    /// What happens to new writes.
+    pub(crate) admission: Admission,
 }
 
 impl Live {
@@ -77,7 +91,21 @@ impl Live {
             waiting_writers: 0,
             drain_to: 0,
             stopping: false,
+            admission: Admission::Buffered,
         })
+    }
+
+    /// Empties the state for a region formatted afresh whose first record
+    /// gets sequence number `first_seq`, keeping the allocations. Only while
+    /// no record is live (the ring was drained).
+    pub(crate) fn reset(&mut self, first_seq: u64) {
+        self.ring = RingState::new(first_seq);
+        self.index.retire_through(u64::MAX);
+        for slot in self.records.iter_mut() {
+            *slot = None;
+        }
+        self.dirty_bytes = 0;
+        self.drain_to = 0;
     }
 
     fn slot_mut(&mut self, seq: u64) -> Option<&mut Option<Record>> {

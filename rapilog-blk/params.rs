@@ -27,5 +27,7 @@ module_param!(drain_kib_per_sec: uint = 0,
     "Writeback bandwidth in KiB/s the dirty bound assumes; 0 (default) measures it");
 module_param!(powerfail_action: str(16) = "quiesce",
     "After the power-fail drain: quiesce (default: hold new writes) or poweroff");
+module_param!(stop_drain_ms: uint = 30000,
+    "Longest time an orderly stop (reboot, halt, power-off, kexec, suspend, hibernation) waits for the region to drain to the disk, in ms (100..600000); a suspend or hibernation that cannot drain in time is refused");
 module_param!(writeback_delay_ms: uint = 1000,
     "Longest time a write stays only in the region before writeback starts, in ms (0..60000)");

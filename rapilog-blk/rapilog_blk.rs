@@ -18,7 +18,9 @@
 //! 5. [`device`]: the shared state; [`writeback`] starts; `/dev/rapilog0`
 //!    appears. Bios go through [`write_path`] and [`read_path`].
 //! 6. [`control`]: `/dev/rapilog-ctl` appears (status, drain, fence check,
-//!    region snapshot); the [`powerfail`] signals are armed.
+//!    region snapshot); the [`powerfail`] signals are armed; the
+//!    [`lifecycle`] events (reboot, power-off, kexec, suspend, hibernation)
+//!    drain the region before the machine stops.
 //!
 //! Unloading (refused while `/dev/rapilog0` or `/dev/rapilog-ctl` is open):
 //! the control device and the disk go away, writeback drains every record
@@ -38,6 +40,7 @@ mod control;
 mod device;
 mod iommu_fence;
 mod kernel_display;
+mod lifecycle;
 mod live;
 mod metadata;
 mod params;
@@ -57,12 +60,12 @@ mod writeback;
 mod format;
 
 use device::{Device, Parts};
-use format::RegionState;
 use sys::backing::MAX_IO_BYTES;
 use sys::bounce::BounceBuffer;
 use sys::control_device::ControlDevice;
 use sys::gendisk::{DiskParams, GenDisk};
 use sys::kthread::Kthread;
+use sys::lifecycle_events::LifecycleEvents;
 use sys::powerfail_signals::ArmedSignals;
 
 module! {
@@ -83,6 +86,8 @@ const CONTROL_NAME: &CStr = c"rapilog-ctl";
 /// The loaded module.
 struct RapiLog {
     config: config::Config,
+    /// Unregistered first: no stop drains during unload (which drains).
+    lifecycle: Option<LifecycleEvents<Device>>,
     /// Disarmed first: no drain starts during unload.
     powerfail: Option<ArmedSignals<Device>>,
     /// Dropped first: no ioctl arrives after it is gone (open files keep
@@ -168,11 +173,13 @@ impl kernel::Module for RapiLog {
                 Some(armed)
             }
         };
+        let lifecycle = LifecycleEvents::register(device.clone())?;
         if let Some(kind) = config.stray_write {
             stray_write::run(&device.region, kind);
         }
         Ok(Self {
             config,
+            lifecycle: Some(lifecycle),
             powerfail,
             control: Some(control),
             disk: Some(disk),
@@ -184,6 +191,7 @@ impl kernel::Module for RapiLog {
 
 impl Drop for RapiLog {
     fn drop(&mut self) {
+        drop(self.lifecycle.take());
         drop(self.powerfail.take());
         drop(self.control.take());
         drop(self.disk.take());
@@ -191,19 +199,10 @@ impl Drop for RapiLog {
         self.device.work.notify_all();
         drop(self.writeback.take());
         let dev = &self.device;
-        let mut wb = dev.writeback.lock();
-        let live = dev.live.lock();
-        let left = live.ring.live_records();
+        let left = dev.live.lock().ring.live_records();
         if left == 0 {
-            let mut clean = wb.superblock.next_update();
-            clean.superblock.state = RegionState::Clean;
-            clean.superblock.durable_tail = live.ring.next_seq();
-            clean.superblock.head_hint = live.ring.next_seq();
-            match metadata::write_superblock(&dev.region, &clean) {
-                Ok(()) => wb.superblock = clean,
-                Err(_) => pr_err!(
-                    "could not mark the region clean; the next load replays nothing anyway\n"
-                ),
+            if lifecycle::mark_clean(dev).is_err() {
+                pr_err!("could not mark the region clean; the next load replays nothing anyway\n");
             }
         } else {
             pr_warn!(

@@ -31,6 +31,7 @@ counters! {
     throttled: "Writes that waited for ring space (back-pressure).",
     reads_region: "Read pieces served from the region.",
     reads_disk: "Read pieces passed to the backing disk.",
+    writes_through: "Write bios passed to the backing disk after an orderly stop's drain.",
     wb_ios: "Disk writes issued by writeback (merged records).",
     wb_bytes: "Bytes written back.",
     wb_records: "Records written back.",
@@ -63,13 +64,15 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} writes ({} KiB), {} flushes absorbed, {} writes throttled, reads {} from region {} from disk; \
-             writeback {} records in {} disk writes ({} KiB), {} disk flushes, {} disk errors",
+             {} writes passed through; writeback {} records in {} disk writes ({} KiB), {} disk flushes, \
+             {} disk errors",
             v(&self.writes),
             v(&self.write_bytes) / 1024,
             v(&self.flushes),
             v(&self.throttled),
             v(&self.reads_region),
             v(&self.reads_disk),
+            v(&self.writes_through),
             v(&self.wb_records),
             v(&self.wb_ios),
             v(&self.wb_bytes) / 1024,

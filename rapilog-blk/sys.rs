@@ -17,6 +17,7 @@
 //! - [`module_param`]: string and integer module parameters.
 //! - [`powerfail_signals`]: the power button and NMI signals, power off,
 //!   panic.
+//! - [`lifecycle_events`]: the reboot and PM notifiers.
 //! - `helpers`: prototypes of `helpers.c`.
 
 pub(crate) mod backing;
@@ -29,6 +30,7 @@ pub(crate) mod gendisk;
 mod helpers;
 pub(crate) mod iommu;
 pub(crate) mod kthread;
+pub(crate) mod lifecycle_events;
 pub(crate) mod module_param;
 pub(crate) mod powerfail_signals;
 pub(crate) mod region;

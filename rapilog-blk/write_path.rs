@@ -4,7 +4,8 @@
 //!
 //! 1. Reserve the record's slot and ring space, in sequence order, under the
 //!    lock; if the ring is full, wait until writeback frees space (never
-//!    drop, never fail).
+//!    drop, never fail). During an orderly stop the write waits for the
+//!    drain instead, and after it goes straight to the disk (`lifecycle`).
 //! 2. Open a write window over the payload and the descriptor, copy the
 //!    bio's data in and checksum what landed in the region.
 //! 3. Publish: write barrier, then the descriptor (FORMAT.md).
@@ -16,11 +17,20 @@ use kernel::sync::barrier::{smp_mb, Write};
 
 use crate::device::Device;
 use crate::format::{Reservation, ReserveError, DESCRIPTOR_BYTES};
+use crate::live::Admission;
 use crate::metadata;
 use crate::stats;
 use crate::sys::bio::{Bio, Status};
 use crate::sys::crc32c::KernelCrc32c;
 use crate::sys::region::Part;
+
+/// What step 1 admitted a write as.
+enum Admitted {
+    /// A record in the region.
+    Record(Reservation),
+    /// A write straight to the disk (after an orderly stop's drain).
+    WriteThrough,
+}
 
 impl Device {
     /// Handles a write bio with data.
@@ -31,7 +41,14 @@ impl Device {
             stats::add(&self.stats.flushes, 1);
         }
         let reservation = match self.reserve(bytes, sector) {
-            Ok(r) => r,
+            Ok(Admitted::Record(r)) => r,
+            Ok(Admitted::WriteThrough) => {
+                // The region is clean and unused until resume: the disk
+                // completes the write, flush and FUA included.
+                stats::add(&self.stats.writes_through, 1);
+                bio.remap(&self.backing);
+                return;
+            }
             Err(e) => {
                 self.write_error(format_args!("{bytes} bytes at sector {sector}: {e}"));
                 bio.end(Status::IoError);
@@ -65,10 +82,18 @@ impl Device {
     /// Step 1: reserves space, waiting for writeback while the ring is full
     /// or over the power-fail dirty bound, and for good after a power-fail
     /// signal.
-    fn reserve(&self, bytes: u32, sector: u64) -> Result<Reservation, ReserveError> {
+    fn reserve(&self, bytes: u32, sector: u64) -> Result<Admitted, ReserveError> {
         let mut live = self.live.lock();
         let mut throttled = false;
         loop {
+            match live.admission {
+                Admission::Buffered => {}
+                Admission::Held => {
+                    self.space_freed.wait(&mut live);
+                    continue;
+                }
+                Admission::WriteThrough => return Ok(Admitted::WriteThrough),
+            }
             if self.powerfail.holds_writes() {
                 // A power-fail signal came: never acknowledged from here on
                 // (the drain may already be complete).
@@ -80,7 +105,7 @@ impl Device {
                 .admits(live.ring.used_bytes(), u64::from(bytes));
             if admitted {
                 match live.reserve(&self.ring, bytes, sector) {
-                    Ok(reservation) => return Ok(reservation),
+                    Ok(reservation) => return Ok(Admitted::Record(reservation)),
                     Err(e) if !e.is_full() => return Err(e),
                     Err(_) => {}
                 }
@@ -116,7 +141,7 @@ impl Device {
         let checksum = window.checksum(Part::First);
         let mut bytes = [0u8; DESCRIPTOR_BYTES];
         reservation
-            .descriptor(self.epoch, sector, checksum)
+            .descriptor(self.epoch(), sector, checksum)
             .encode(&mut bytes, KernelCrc32c);
         // The payload must be visible before any byte of the descriptor
         // (on x86 stores are ordered anyway; this documents and enforces it).

@@ -62,4 +62,15 @@ int rapilog_powerfail_arm(unsigned int sources, void (*fn)(void *ctx, unsigned i
 void rapilog_powerfail_disarm(void);
 void rapilog_power_off(void);
 
+/* Machine-lifecycle notifiers (sys/lifecycle_events.c). */
+#define RAPILOG_STOP_RESTART 1u
+#define RAPILOG_STOP_HALT 2u
+#define RAPILOG_STOP_POWER_OFF 3u
+#define RAPILOG_PM_SUSPEND_PREPARE 1u
+#define RAPILOG_PM_HIBERNATE_PREPARE 2u
+#define RAPILOG_PM_RESUMED 3u
+int rapilog_lifecycle_register(int (*stop)(void *ctx, unsigned int how),
+			       int (*pm)(void *ctx, unsigned int event), void *ctx);
+void rapilog_lifecycle_unregister(void);
+
 #endif

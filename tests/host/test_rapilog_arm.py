@@ -56,3 +56,22 @@ def test_arm_refuses_without_the_rescue_initramfs(tmp_path):
     p = run(tmp_path, conf, "arm")
     assert p.returncode == 1
     assert f"rescue initramfs {tmp_path}/none-7.3.4+deb13-amd64.img not found" in p.stderr
+
+
+def _unit(name: str) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for line in (ARM.parent / name).read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            keys.setdefault(k.strip(), []).append(v.strip())
+    return keys
+
+
+def test_the_crash_kernel_stays_armed_through_shutdown():
+    # Stopping a unit runs its ExecStop early in shutdown, before filesystems
+    # are unmounted and before the kernel drains the region: a panic then
+    # would find no crash kernel. Neither unit may undo itself at stop.
+    for name in ("rapilog-crash.service", "rapilog.service"):
+        unit = _unit(name)
+        assert "ExecStop" not in unit, f"{name} undoes itself at shutdown: {unit['ExecStop']}"
+        assert unit.get("RemainAfterExit") == ["yes"], name

@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Orderly stops: nothing acknowledged may stay only in the region when the
+//! machine goes down in an ordinary way, because nothing guarantees that the
+//! region survives it. A reboot may wipe memory (the firmware's reset-attack
+//! mitigation, ECC scrubbing, a cold boot), a power-off always does, and a
+//! hibernation image does not contain the region.
+//!
+//! # Clean stop
+//!
+//! Reboot, halt, power-off, a non-crash `kexec -e` (the reboot notifier),
+//! suspend and hibernation (the PM notifier) all run the same steps, in the
+//! task that asked for the stop, before devices are shut down or tasks
+//! frozen:
+//! 1. **Hold** new writes: they wait, unacknowledged (the ring must be
+//!    emptied, and a record admitted now would be written back after the
+//!    drain's end).
+//! 2. **Drain**: writeback writes every record to the disk at once (not
+//!    after `writeback_delay_ms`), flushes it and advances the tail; bounded
+//!    by `stop_drain_ms`.
+//! 3. **Mark clean**: the superblock says the region holds nothing to
+//!    replay.
+//! 4. **Write through**: from now on writes are passed to the disk, and
+//!    complete when the disk completes them (flush and FUA with them). The
+//!    region is not used again, so it needs no protection from whatever
+//!    happens to memory next. Holding writes instead would hang a stop in
+//!    which something still writes (another driver's reboot notifier
+//!    flushing onto us, `sync` at the start of a suspend).
+//!
+//! If the drain does not finish in time (a failing disk), the stop is
+//! reported, writes stay held (never acknowledged from a region that may be
+//! lost), and the region is left as the protocol always leaves it:
+//! consistent, dirty, replayable by the crash kernel or the next load. A
+//! reboot or power-off goes on regardless; a suspend or hibernation is
+//! refused instead, and service resumes.
+//!
+//! # Resume
+//!
+//! After a suspend or hibernation (or one that failed), service resumes in
+//! a freshly formatted region: the region's bytes may not be what they were
+//! (a hibernated machine was powered off, and the kernel that booted to
+//! restore the image may have touched it), and the ring is empty, so
+//! nothing in memory may point into the old contents. A new epoch makes
+//! every old descriptor invisible to replay.
+//!
+//! # Lock order
+//!
+//! `Device::writeback` before `Device::live`, as everywhere.
+
+use kernel::prelude::*;
+use kernel::str::BStr;
+use kernel::sync::CondVarTimeoutResult;
+use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic};
+
+use crate::device::Device;
+use crate::format::RegionState;
+use crate::kernel_display::Errno;
+use crate::live::Admission;
+use crate::metadata;
+use crate::stats;
+use crate::sys::clock;
+use crate::sys::lifecycle_events::{LifecycleHandler, Sleep, Stop};
+
+/// What a finished drain did.
+struct Drained {
+    bytes: u64,
+    took: Delta,
+}
+
+/// What an unfinished drain left.
+struct Unfinished {
+    records: u64,
+    bytes: u64,
+    took: Delta,
+}
+
+/// Steps 1 to 4 of a clean stop.
+fn clean_stop(dev: &Device) -> Result<Drained, Unfinished> {
+    let started = Instant::<Monotonic>::now();
+    let bytes_before = stats::get(&dev.stats.wb_bytes);
+    let target = {
+        let mut live = dev.live.lock();
+        live.admission = Admission::Held;
+        let target = live.ring.next_seq();
+        live.drain_to = live.drain_to.max(target);
+        target
+    };
+    dev.work.notify_all();
+    let deadline = Delta::from_millis(i64::from(dev.config.stop_drain_ms));
+    if !wait_for_tail(dev, target, started, deadline) {
+        let live = dev.live.lock();
+        return Err(Unfinished {
+            records: live.ring.live_records(),
+            bytes: live.ring.used_bytes(),
+            took: started.elapsed(),
+        });
+    }
+    let drained = Drained {
+        bytes: stats::get(&dev.stats.wb_bytes) - bytes_before,
+        took: started.elapsed(),
+    };
+    if let Err(e) = mark_clean(dev) {
+        // The records are on the disk; only the superblock says otherwise,
+        // and replaying them again is harmless.
+        pr_warn!(
+            "could not mark region={} clean ({}); a replay of it rewrites data already on the disk\n",
+            dev.config.region,
+            Errno(e)
+        );
+    }
+    dev.live.lock().admission = Admission::WriteThrough;
+    dev.space_freed.notify_all();
+    Ok(drained)
+}
+
+/// Waits until the tail reaches `target` or `deadline` has passed since
+/// `started`. Not interruptible: a stop is not something to abandon because
+/// the stopping task has a signal pending.
+fn wait_for_tail(dev: &Device, target: u64, started: Instant<Monotonic>, deadline: Delta) -> bool {
+    let mut live = dev.live.lock();
+    while live.ring.tail_seq() < target {
+        let left = deadline - started.elapsed();
+        if left <= Delta::ZERO {
+            return false;
+        }
+        let ms = left.as_millis_ceil().clamp(1, 100) as u32;
+        if let CondVarTimeoutResult::Signal { .. } = dev
+            .space_freed
+            .wait_interruptible_timeout(&mut live, msecs_to_jiffies(ms))
+        {
+            // A pending signal ends every wait at once: poll instead.
+            drop(live);
+            fsleep(Delta::from_millis(1));
+            live = dev.live.lock();
+        }
+    }
+    true
+}
+
+/// Records in the superblock that the region holds nothing to replay: every
+/// record up to the head is durable on the disk. Only when the ring is
+/// empty; returns `EBUSY` otherwise.
+pub(crate) fn mark_clean(dev: &Device) -> Result {
+    let mut wb = dev.writeback.lock();
+    let live = dev.live.lock();
+    if live.ring.live_records() != 0 {
+        return Err(EBUSY);
+    }
+    let mut clean = wb.superblock.next_update();
+    clean.superblock.state = RegionState::Clean;
+    clean.superblock.durable_tail = live.ring.next_seq();
+    clean.superblock.head_hint = live.ring.next_seq();
+    metadata::write_superblock(&dev.region, &clean)?;
+    wb.superblock = clean;
+    Ok(())
+}
+
+/// Service in the region again after a write-through period: format it
+/// afresh under a new epoch and reset the ring to it (module docs, Resume).
+fn resume_buffering(dev: &Device) -> Result {
+    let mut wb = dev.writeback.lock();
+    let mut live = dev.live.lock();
+    match live.admission {
+        Admission::Buffered => return Ok(()),
+        // A stop that did not drain: the ring and region are as they were.
+        Admission::Held => {
+            live.admission = Admission::Buffered;
+            drop(live);
+            dev.space_freed.notify_all();
+            return Ok(());
+        }
+        Admission::WriteThrough => {}
+    }
+    let old = wb.superblock.superblock;
+    let epoch = clock::random_u64();
+    let formatted = metadata::format(&dev.region, old.geometry, old.disk, epoch)?;
+    let mut next = formatted.next_update();
+    next.superblock.state = RegionState::Dirty;
+    next.superblock.last_replay = old.last_replay;
+    metadata::write_superblock(&dev.region, &next)?;
+    live.reset(next.superblock.durable_tail);
+    dev.set_epoch(epoch);
+    wb.superblock = next;
+    live.admission = Admission::Buffered;
+    drop(live);
+    drop(wb);
+    dev.space_freed.notify_all();
+    Ok(())
+}
+
+fn ms(d: Delta) -> (i64, i64) {
+    let us = d.as_micros_ceil();
+    (us / 1000, us % 1000)
+}
+
+impl LifecycleHandler for Device {
+    fn stopping(&self, how: Stop) {
+        match clean_stop(self) {
+            Ok(d) => {
+                let (ms, frac) = ms(d.took);
+                pr_info!(
+                    "shutdown drain: {} bytes in {ms}.{frac:03} ms ({}); region={} clean, writes \
+                     from now on go straight to backing={}\n",
+                    d.bytes,
+                    how.name(),
+                    self.config.region,
+                    BStr::from_bytes(self.config.backing)
+                );
+            }
+            Err(u) => {
+                let (ms, frac) = ms(u.took);
+                pr_emerg!(
+                    "shutdown drain incomplete after {ms}.{frac:03} ms ({}): {} records ({} bytes) \
+                     acknowledged but not on backing={} (disk errors: {}); they stay in region={}: \
+                     the crash kernel or the next load replays them if memory survives the {}, \
+                     otherwise the next load reports them lost; new writes are held\n",
+                    how.name(),
+                    u.records,
+                    u.bytes,
+                    BStr::from_bytes(self.config.backing),
+                    stats::get(&self.stats.disk_errors),
+                    self.config.region,
+                    how.name()
+                );
+            }
+        }
+    }
+
+    fn sleep_prepare(&self, what: Sleep) -> Result {
+        match clean_stop(self) {
+            Ok(d) => {
+                let (ms, frac) = ms(d.took);
+                pr_info!(
+                    "{} drain: {} bytes in {ms}.{frac:03} ms; region={} clean, writes go straight to \
+                     backing={} until resume\n",
+                    what.name(),
+                    d.bytes,
+                    self.config.region,
+                    BStr::from_bytes(self.config.backing)
+                );
+                Ok(())
+            }
+            Err(u) => {
+                let (ms, frac) = ms(u.took);
+                pr_err!(
+                    "refusing {}: {} records ({} bytes) could not be written to backing={} in \
+                     {ms}.{frac:03} ms (stop_drain_ms={}); they would not survive it\n",
+                    what.name(),
+                    u.records,
+                    u.bytes,
+                    BStr::from_bytes(self.config.backing),
+                    self.config.stop_drain_ms
+                );
+                self.live.lock().admission = Admission::Buffered;
+                self.space_freed.notify_all();
+                Err(EBUSY)
+            }
+        }
+    }
+
+    fn resumed(&self) {
+        match resume_buffering(self) {
+            Ok(()) => pr_info!(
+                "resumed: region={} formatted afresh (epoch {:#018x}), writes are buffered again\n",
+                self.config.region,
+                self.epoch()
+            ),
+            Err(e) => pr_err!(
+                "resumed, but region={} could not be formatted afresh ({}); writes keep going \
+                 straight to the disk\n",
+                self.config.region,
+                Errno(e)
+            ),
+        }
+    }
+}
