@@ -24,7 +24,7 @@ use kernel::time::{Delta, Instant, Monotonic};
 use crate::config::Config;
 use crate::format::{ActiveSuperblock, Geometry, RingGeometry};
 use crate::iommu_fence::FenceReport;
-use crate::live::Live;
+use crate::live::{Admission, Live};
 use crate::powerfail::PowerFail;
 use crate::ratelimit::RateLimit;
 use crate::stats::{self, Stats};
@@ -158,9 +158,15 @@ impl BioHandler for Device {
         // bios arrive split to that, and to the segment limits.
         match bio.op() {
             Op::Write if bio.bytes() == 0 => {
-                // An empty flush: every completed write is in the region.
                 stats::add(&self.stats.flushes, 1);
-                bio.end(Status::Ok);
+                if self.live.lock().admission == Admission::WriteThrough {
+                    // Writes go to the disk now, into its cache: the flush
+                    // must reach it too.
+                    bio.remap(&self.backing);
+                } else {
+                    // Every completed write is in the region.
+                    bio.end(Status::Ok);
+                }
             }
             Op::Write => self.write(bio),
             Op::Read => self.read(bio),

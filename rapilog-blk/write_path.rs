@@ -70,9 +70,16 @@ impl Device {
                     self.work.notify_one();
                 }
             }
-            // Cannot happen (the index has room for every live record);
-            // the record is still written back, only reads would miss it.
-            Err(e) => self.write_error(format_args!("indexing sector {sector}: {e}")),
+            Err(e) => {
+                // Cannot happen: the index has room for every live record
+                // (`Live::new`). If it did, writeback and reads, which
+                // follow the index, would miss the record: the write must
+                // not be acknowledged. (A replay may still apply it, which
+                // a failed write allows.)
+                self.write_error(format_args!("indexing sector {sector}: {e}"));
+                bio.end(Status::IoError);
+                return;
+            }
         }
         stats::add(&self.stats.writes, 1);
         stats::add(&self.stats.write_bytes, u64::from(bytes));

@@ -91,6 +91,19 @@ impl BackingDisk {
     /// Writes the first `bytes` bytes of `data` at `sector` and waits for
     /// completion (not for durability: see [`Self::flush`]).
     pub(crate) fn write(&self, sector: u64, data: &BounceBuffer, bytes: usize) -> Result {
+        self.transfer(true, sector, data, bytes)
+    }
+
+    /// Reads `bytes` bytes at `sector` into the start of `data` and waits for
+    /// completion.
+    pub(crate) fn read(&self, sector: u64, data: &mut BounceBuffer, bytes: usize) -> Result {
+        self.transfer(false, sector, data, bytes)
+    }
+
+    /// One synchronous bio over the first `bytes` bytes of `data`. A read
+    /// changes the pages behind a shared reference: `read` takes
+    /// `&mut BounceBuffer`, so nothing else can look at them meanwhile.
+    fn transfer(&self, write: bool, sector: u64, data: &BounceBuffer, bytes: usize) -> Result {
         if bytes == 0 || bytes > data.capacity() || bytes > MAX_IO_BYTES {
             return Err(EINVAL);
         }
@@ -98,7 +111,7 @@ impl BackingDisk {
         let nr_vecs = c_ushort::try_from(pages).map_err(|_| EINVAL)?;
         // SAFETY: The device is held open; the bio comes from `fs_bio_set`'s
         // mempool (GFP_NOIO), so the allocation does not fail.
-        let bio = unsafe { rapilog_bio_alloc_write(self.bdev(), nr_vecs) };
+        let bio = unsafe { rapilog_bio_alloc(self.bdev(), nr_vecs, write) };
         let Some(bio) = NonNull::new(bio) else {
             return Err(ENOMEM);
         };

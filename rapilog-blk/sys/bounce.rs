@@ -63,6 +63,33 @@ impl BounceBuffer {
         true
     }
 
+    /// Copies `dst.len()` bytes of the buffer from `at` into `dst`; `false`
+    /// if the range is out of bounds.
+    pub(crate) fn copy_to_slice(&self, at: usize, dst: &mut [u8]) -> bool {
+        if at.checked_add(dst.len()).is_none_or(|end| end > self.capacity()) {
+            return false;
+        }
+        let mut done = 0;
+        while done < dst.len() {
+            let pos = at + done;
+            let in_page = pos % PAGE_SIZE;
+            let n = (PAGE_SIZE - in_page).min(dst.len() - done);
+            let Some(page) = self.pages.get(pos / PAGE_SIZE) else {
+                return false;
+            };
+            let Some(out) = dst.get_mut(done..done + n) else {
+                return false;
+            };
+            // SAFETY: `out` is writable for `n` bytes and is ordinary memory,
+            // not one of our pages; the range lies inside the page.
+            if unsafe { page.read_raw(out.as_mut_ptr(), in_page, n) }.is_err() {
+                return false;
+            }
+            done += n;
+        }
+        true
+    }
+
     /// Copies `src` into the buffer at `at`; `false` if it does not fit.
     pub(crate) fn copy_from_slice(&mut self, at: usize, src: &[u8]) -> bool {
         // SAFETY: A slice is readable for its length and cannot alias the

@@ -49,10 +49,9 @@ unsigned int rapilog_bdev_physical_block_size(struct block_device *bdev)
 }
 
 /* A write bio for writeback and replay; GFP_NOIO: we are in the I/O path. */
-struct bio *rapilog_bio_alloc_write(struct block_device *bdev,
-				    unsigned short nr_vecs)
+struct bio *rapilog_bio_alloc(struct block_device *bdev, unsigned short nr_vecs, bool write)
 {
-	return bio_alloc_bioset(bdev, nr_vecs, REQ_OP_WRITE | REQ_SYNC,
+	return bio_alloc_bioset(bdev, nr_vecs, (write ? REQ_OP_WRITE : REQ_OP_READ) | REQ_SYNC,
 				GFP_NOIO, &fs_bio_set);
 }
 

@@ -18,7 +18,7 @@ extern "C" {
     pub(super) fn rapilog_bdev_nr_sectors(bdev: *mut block_device) -> u64;
     pub(super) fn rapilog_bdev_logical_block_size(bdev: *mut block_device) -> c_uint;
     pub(super) fn rapilog_bdev_physical_block_size(bdev: *mut block_device) -> c_uint;
-    pub(super) fn rapilog_bio_alloc_write(bdev: *mut block_device, nr_vecs: c_ushort) -> *mut bio;
+    pub(super) fn rapilog_bio_alloc(bdev: *mut block_device, nr_vecs: c_ushort, write: bool) -> *mut bio;
 
     // Bios arriving at /dev/rapilog0.
     pub(super) fn rapilog_bio_disk_private(bio: *mut bio) -> *mut c_void;

@@ -39,8 +39,8 @@ def boot(guest_factory, tmp_path, *, kexec: bool = False, **kw):
         overlays.append(_run_script([str(REPO / "rapilog-rescue/fetch-kexec-tools.sh"), kw["krel"]]))
         files["/boot/vmlinuz"] = kw.pop("vmlinuz")
     kw.pop("krel", None)
-    g = guest_factory(memmap=REGION, disks=[Disk(disk, serial=SERIAL, size="64M", iops=200)],
-                      files=files, overlays=overlays, **kw)
+    disks = [Disk(disk, serial=SERIAL, size="64M", iops=200), *kw.pop("extra_disks", [])]
+    g = guest_factory(memmap=REGION, disks=disks, files=files, overlays=overlays, **kw)
     g.boot()
     return g, disk
 
@@ -151,3 +151,46 @@ def test_writes_after_the_drain_go_to_the_disk(guest_factory, tmp_path, module_p
     drain_line(g, mark)
     g.wait_exit(scaled(120))
     assert missing_blocks(disk, 0, 2 * BLOCKS) == []
+
+
+def test_hibernation_drains_before_the_image(guest_factory, tmp_path, module_path):
+    # The region is not part of a hibernation image: it must be drained
+    # before the image is made. Hibernate to a swap disk, then power off.
+    swap = tmp_path / "swap.img"
+    g, disk = boot(guest_factory, tmp_path, module_path=module_path,
+                   extra_disks=[Disk(swap, serial="rl-swap", size="1G")])
+    g.check("mkswap $(disk-by-serial rl-swap) > /dev/null && swapon $(disk-by-serial rl-swap)")
+    load(g)
+    acknowledge(g, disk)
+    mark = g.console_mark()
+    g.send("echo shutdown > /sys/power/disk && echo 0 > /sys/power/image_size && echo disk > /sys/power/state")
+    m = g.wait_console(r"rapilog: hibernation drain: (\d+) bytes in ([0-9.]+) ms", scaled(60), since=mark)
+    assert int(m.group(1)) == BLOCKS * 4096
+    assert missing_blocks(disk) == []
+    g.wait_exit(scaled(600))
+    assert missing_blocks(disk) == []
+
+
+def test_a_drain_that_cannot_finish_is_bounded_and_the_region_replays(guest_factory, tmp_path, module_path):
+    # The log disk slows to 1 request/s at the stop: the drain gives up after
+    # stop_drain_ms, says so, and leaves the region consistent. Guest RAM is
+    # kept in a file (memory that survives, as on a warm reboot): the next
+    # load replays what the drain could not write.
+    g, disk = boot(guest_factory, tmp_path, module_path=module_path, ram_file=True)
+    load(g, "writeback_delay_ms=60000 stop_drain_ms=2000")
+    acknowledge(g, disk)
+    g.set_throttle(SERIAL, 1)
+    mark = g.console_mark()
+    g.send("poweroff -f")
+    m = g.wait_console(r"rapilog: shutdown drain incomplete after ([0-9.]+) ms \(power-off\): (\d+) records", scaled(60),
+                       since=mark)
+    assert float(m.group(1)) >= 2000, m.group(0)  # it waited stop_drain_ms, then gave up
+    assert int(m.group(2)) > 0
+    g.wait_exit(scaled(120))
+    g.start()
+    g.wait_booted(scaled(120))
+    g.set_throttle(SERIAL, 0)
+    log = load(g, "")
+    assert re.search(r"replayed \d+ records", log), log
+    g.check("rmmod rapilog", timeout=scaled(120))
+    assert missing_blocks(disk) == []
