@@ -33,7 +33,7 @@ def missing_blocks(disk, first: int = 0, count: int = BLOCKS) -> list[int]:
 
 def boot(guest_factory, tmp_path, *, kexec: bool = False, **kw):
     disk = tmp_path / "log.img"
-    files = {KO: kw.pop("module_path"), "/usr/bin/rlio": rlio_binary()}
+    files = {KO: kw.pop("module_path"), "/usr/bin/rlio": rlio_binary(), **kw.pop("extra_files", {})}
     overlays = []
     if kexec:
         overlays.append(_run_script([str(REPO / "rapilog-rescue/fetch-kexec-tools.sh"), kw["krel"]]))
@@ -194,3 +194,50 @@ def test_a_drain_that_cannot_finish_is_bounded_and_the_region_replays(guest_fact
     assert re.search(r"replayed \d+ records", log), log
     g.check("rmmod rapilog", timeout=scaled(120))
     assert missing_blocks(disk) == []
+
+
+RESUME_HOOK = """#!/bin/sh
+# Resume from the hibernation image on the swap disk, if there is one: the
+# initramfs loads virtio_blk, so the kernel's own resume= comes too early.
+dev=$(disk-by-serial rl-swap) || exit 0
+cat /sys/block/${dev#/dev/}/dev > /sys/power/resume
+"""
+
+
+def test_hibernate_and_resume(guest_factory, tmp_path, module_path):
+    # Writes before the hibernation are on the disk before the image is
+    # made; after the resume (a reboot that restores the image) the driver
+    # serves from a region formatted afresh: reads return the newest data,
+    # new writes are buffered again and drained by the next stop.
+    swap = tmp_path / "swap.img"
+    hook = tmp_path / "05-resume"
+    hook.write_text(RESUME_HOOK)
+    hook.chmod(0o755)
+    g, disk = boot(guest_factory, tmp_path, module_path=module_path,
+                   extra_disks=[Disk(swap, serial="rl-swap", size="1G")],
+                   extra_files={"/etc/rapilog/init.d/05-resume": hook})
+    g.check("mkswap $(disk-by-serial rl-swap) > /dev/null && swapon $(disk-by-serial rl-swap)")
+    load(g)
+    acknowledge(g, disk)
+    boot_id = g.check("cat /proc/sys/kernel/random/boot_id").strip()
+    mark = g.console_mark()
+    rid = g.send("echo reboot > /sys/power/disk && echo 0 > /sys/power/image_size && echo disk > /sys/power/state")
+    m = g.wait_console(r"rapilog: hibernation drain: (\d+) bytes in ([0-9.]+) ms", scaled(60), since=mark)
+    assert int(m.group(1)) == BLOCKS * 4096
+    g.wait_console(r"rapilog: resumed: region=\S+ formatted afresh", scaled(600), since=mark)
+    rc, _ = g.result(rid, scaled(120))
+    assert rc == 0
+    # The same kernel instance, restored from the image.
+    assert g.check("cat /proc/sys/kernel/random/boot_id").strip() == boot_id
+    assert missing_blocks(disk) == []
+    want = lambda first: hashlib.sha256(b"".join(block(n) for n in range(first, first + BLOCKS))).hexdigest()  # noqa: E731
+    read = lambda first: g.check(  # noqa: E731
+        f"dd if=/dev/rapilog0 bs=4096 skip={first} count={BLOCKS} 2>/dev/null | sha256sum").split()[0]
+    assert read(0) == want(0)
+    acknowledge(g, disk, first=BLOCKS, count=BLOCKS)
+    assert read(BLOCKS) == want(BLOCKS)
+    mark = g.console_mark()
+    g.send("poweroff -f")
+    drain_line(g, mark)
+    g.wait_exit(scaled(120))
+    assert missing_blocks(disk, 0, 2 * BLOCKS) == []
