@@ -147,6 +147,8 @@ pub(crate) struct Config {
     pub(crate) writeback_delay_ms: u32,
     /// Longest time an orderly stop waits for the drain, in ms.
     pub(crate) stop_drain_ms: u32,
+    /// Go live over a possible loss the disk's marker reports.
+    pub(crate) accept_loss: bool,
     /// What an unfenced machine means.
     pub(crate) iommu_fence: FencePolicy,
     /// The power-fail path.
@@ -180,6 +182,8 @@ pub(crate) enum ConfigError {
     WritebackDelay(u32),
     /// `stop_drain_ms=` is out of range.
     StopDrain(u32),
+    /// `accept_loss=` is not 0 or 1.
+    AcceptLoss(u32),
     /// `iommu_fence=` names no known policy.
     IommuFence(&'static [u8]),
     /// `powerfail=` names an unknown signal.
@@ -202,6 +206,7 @@ impl Config {
             params::disk_id.value(),
             params::writeback_delay_ms.value(),
             params::stop_drain_ms.value(),
+            params::accept_loss.value(),
             params::iommu_fence.value(),
             PowerFailParams {
                 signals: params::powerfail.value(),
@@ -220,6 +225,7 @@ impl Config {
         disk_id: &'static [u8],
         writeback_delay_ms: u32,
         stop_drain_ms: u32,
+        accept_loss: u32,
         iommu_fence: &'static [u8],
         powerfail: PowerFailParams,
         stray_write: u32,
@@ -243,6 +249,11 @@ impl Config {
         if !STOP_DRAIN_MS.contains(&stop_drain_ms) {
             return Err(ConfigError::StopDrain(stop_drain_ms));
         }
+        let accept_loss = match accept_loss {
+            0 => false,
+            1 => true,
+            n => return Err(ConfigError::AcceptLoss(n)),
+        };
         let iommu_fence =
             parse_fence_policy(iommu_fence).ok_or(ConfigError::IommuFence(iommu_fence))?;
         let powerfail = powerfail.parse()?;
@@ -259,6 +270,7 @@ impl Config {
             disk_id,
             writeback_delay_ms,
             stop_drain_ms,
+            accept_loss,
             iommu_fence,
             powerfail,
             stray_write,
@@ -318,6 +330,11 @@ impl fmt::Display for ConfigError {
             Self::StrayWrite(n) => write!(
                 f,
                 "test_stray_write={n} refused: expected 0 (off), 1 (read-only view) or 2 (closed window)"
+            ),
+            Self::AcceptLoss(n) => write!(
+                f,
+                "accept_loss={n} refused: expected 0 (default: refuse a disk whose marker reports a \
+                 possible loss) or 1 (go live anyway)"
             ),
             Self::StopDrain(ms) => write!(
                 f,

@@ -6,6 +6,8 @@
 //! crate ([`crate::format::control`]), shared with `rapilogctl`; this file
 //! implements them over the device's state.
 
+use core::fmt::Write;
+
 use kernel::prelude::*;
 
 use crate::device::Device;
@@ -48,6 +50,35 @@ impl ControlHandler for Device {
             return Ok(0);
         };
         Ok(self.region.snapshot(offset, dst))
+    }
+}
+
+/// Formats into 128 bytes without allocating; what does not fit is dropped.
+struct TextWriter {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl TextWriter {
+    fn new() -> Self {
+        Self { buf: [0; 128], len: 0 }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+}
+
+impl core::fmt::Write for TextWriter {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for &b in s.as_bytes() {
+            let Some(slot) = self.buf.get_mut(self.len) else {
+                break;
+            };
+            *slot = b;
+            self.len += 1;
+        }
+        Ok(())
     }
 }
 
@@ -103,6 +134,14 @@ impl Device {
             superblock: self.current_superblock(),
             ..Status::default()
         };
+        (status.marker_state, status.marker_epoch) = self.marker_gauge.get();
+        if let Some(reason) = self.accepted_loss {
+            status.loss_accepted = 1;
+            let mut text = TextWriter::new();
+            // Cut at 128 bytes, which the writer does itself.
+            let _ = write!(text, "{}", reason.brief());
+            status.loss_reason = Text::new(text.as_bytes());
+        }
         if self.powerfail.holds_writes() {
             status.flags |= flags::WRITES_HELD;
         }

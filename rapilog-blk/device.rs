@@ -22,7 +22,8 @@ use kernel::sync::{new_condvar, new_mutex, Arc, CondVar, Mutex};
 use kernel::time::{Delta, Instant, Monotonic};
 
 use crate::config::Config;
-use crate::format::{ActiveSuperblock, Geometry, RingGeometry};
+use crate::disk_marker::{Marker, MarkerGauge};
+use crate::format::{ActiveSuperblock, Geometry, LossReason, RingGeometry};
 use crate::iommu_fence::FenceReport;
 use crate::live::{Admission, Live};
 use crate::powerfail::PowerFail;
@@ -83,6 +84,10 @@ pub(crate) struct Device {
     /// The last IOMMU fence check.
     #[pin]
     pub(crate) fence: Mutex<FenceReport>,
+    /// The log disk's loss marker as last written, for the status.
+    pub(crate) marker_gauge: MarkerGauge,
+    /// A possible loss accepted at load (`accept_loss=1`), for the status.
+    pub(crate) accepted_loss: Option<LossReason>,
 }
 
 /// What [`Device::new`] is made of.
@@ -92,6 +97,8 @@ pub(crate) struct Parts {
     pub(crate) region: Region,
     pub(crate) backing: BackingDisk,
     pub(crate) superblock: ActiveSuperblock,
+    pub(crate) marker: Marker,
+    pub(crate) accepted_loss: Option<LossReason>,
     pub(crate) bounce: BounceBuffer,
 }
 
@@ -102,7 +109,8 @@ impl Device {
         let geometry = sb.geometry;
         let ring = RingGeometry::new(&geometry).map_err(|_| EINVAL)?;
         let live = Live::new(&geometry, sb.durable_tail)?;
-        let writeback = Writeback::new(parts.superblock, parts.bounce, &geometry)?;
+        let marker_gauge = MarkerGauge::new(&parts.marker);
+        let writeback = Writeback::new(parts.superblock, parts.marker, parts.bounce, &geometry)?;
         let splits = BioSet::new().ok_or(ENOMEM)?;
         Arc::pin_init(
             pin_init!(Self {
@@ -126,6 +134,8 @@ impl Device {
                 writeback <- new_mutex!(writeback),
                 write_errors <- new_mutex!(RateLimit::new()),
                 fence <- new_mutex!(parts.fence),
+                marker_gauge,
+                accepted_loss: parts.accepted_loss,
             }),
             GFP_KERNEL,
         )

@@ -53,7 +53,7 @@ use kernel::sync::CondVarTimeoutResult;
 use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic};
 
 use crate::device::Device;
-use crate::format::RegionState;
+use crate::format::{MarkerState, MarkerWriter, RegionState};
 use crate::kernel_display::Errno;
 use crate::live::Admission;
 use crate::metadata;
@@ -137,28 +137,41 @@ fn wait_for_tail(dev: &Device, target: u64, started: Instant<Monotonic>, deadlin
     true
 }
 
-/// Records in the superblock that the region holds nothing to replay: every
-/// record up to the head is durable on the disk. Only when the ring is
-/// empty; returns `EBUSY` otherwise.
+/// Records in the superblock, then in the disk's marker, that the region
+/// holds nothing to replay: every record up to the head is durable on the
+/// disk. Only when the ring is empty; returns `EBUSY` otherwise.
 pub(crate) fn mark_clean(dev: &Device) -> Result {
-    let mut wb = dev.writeback.lock();
-    let live = dev.live.lock();
-    if live.ring.live_records() != 0 {
-        return Err(EBUSY);
+    let mut guard = dev.writeback.lock();
+    let wb = &mut *guard;
+    {
+        let live = dev.live.lock();
+        if live.ring.live_records() != 0 {
+            return Err(EBUSY);
+        }
+        let mut clean = wb.superblock.next_update();
+        clean.superblock.state = RegionState::Clean;
+        clean.superblock.durable_tail = live.ring.next_seq();
+        clean.superblock.head_hint = live.ring.next_seq();
+        metadata::write_superblock(&dev.region, &clean)?;
+        wb.superblock = clean;
     }
-    let mut clean = wb.superblock.next_update();
-    clean.superblock.state = RegionState::Clean;
-    clean.superblock.durable_tail = live.ring.next_seq();
-    clean.superblock.head_hint = live.ring.next_seq();
-    metadata::write_superblock(&dev.region, &clean)?;
-    wb.superblock = clean;
-    Ok(())
+    // The `live` lock is not held across disk I/O; writes are held or the
+    // device is going away, so the ring stays empty.
+    wb.marker.write(
+        &dev.backing,
+        &mut wb.bounce,
+        Some(&dev.marker_gauge),
+        MarkerState::Clean,
+        dev.epoch(),
+        MarkerWriter::ModuleDrain,
+    )
 }
 
 /// Service in the region again after a write-through period: format it
 /// afresh under a new epoch and reset the ring to it (module docs, Resume).
 fn resume_buffering(dev: &Device) -> Result {
-    let mut wb = dev.writeback.lock();
+    let mut guard = dev.writeback.lock();
+    let wb = &mut *guard;
     let mut live = dev.live.lock();
     match live.admission {
         Admission::Buffered => return Ok(()),
@@ -181,9 +194,20 @@ fn resume_buffering(dev: &Device) -> Result {
     live.reset(next.superblock.durable_tail);
     dev.set_epoch(epoch);
     wb.superblock = next;
-    live.admission = Admission::Buffered;
+    // Writes pass through meanwhile (the `live` lock is not held across
+    // disk I/O); none is buffered until the marker says `Live`.
     drop(live);
-    drop(wb);
+    let wb = &mut *wb;
+    wb.marker.write(
+        &dev.backing,
+        &mut wb.bounce,
+        Some(&dev.marker_gauge),
+        MarkerState::Live,
+        epoch,
+        MarkerWriter::Module,
+    )?;
+    dev.live.lock().admission = Admission::Buffered;
+    drop(guard);
     dev.space_freed.notify_all();
     Ok(())
 }

@@ -29,5 +29,7 @@ module_param!(powerfail_action: str(16) = "quiesce",
     "After the power-fail drain: quiesce (default: hold new writes) or poweroff");
 module_param!(stop_drain_ms: uint = 30000,
     "Longest time an orderly stop (reboot, halt, power-off, kexec, suspend, hibernation) waits for the region to drain to the disk, in ms (100..600000); a suspend or hibernation that cannot drain in time is refused");
+module_param!(accept_loss: uint = 0,
+    "1: go live even though the log disk's marker says acknowledged writes may have been lost (a region that was neither drained nor replayed is gone); 0 (default) refuses to load");
 module_param!(writeback_delay_ms: uint = 1000,
     "Longest time a write stays only in the region before writeback starts, in ms (0..60000)");

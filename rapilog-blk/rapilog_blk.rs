@@ -38,6 +38,7 @@ mod backing;
 mod config;
 mod control;
 mod device;
+mod disk_marker;
 mod iommu_fence;
 mod kernel_display;
 mod lifecycle;
@@ -124,7 +125,7 @@ impl kernel::Module for RapiLog {
         let mut region = region::claim(&config)?;
         let geometry = region::geometry(&config, region.len(), identity.block_bytes)?;
         let mut bounce = BounceBuffer::new(MAX_IO_BYTES)?;
-        let superblock = recovery::bring_up(
+        let up = recovery::bring_up(
             &config,
             &mut region,
             &backing,
@@ -132,18 +133,22 @@ impl kernel::Module for RapiLog {
             geometry,
             &mut bounce,
         )?;
+        // The marker area at the disk's end is not the device's.
+        let data_sectors = up.marker.data_sectors();
         let device = Device::new(Parts {
             config,
             fence,
             region,
             backing,
-            superblock,
+            superblock: up.superblock,
+            marker: up.marker,
+            accepted_loss: up.accepted_loss,
             bounce,
         })?;
         let writeback = Kthread::spawn(c"rapilog-wb", device.clone())?;
         let params = DiskParams {
             name: DISK_NAME,
-            sectors: identity.sectors,
+            sectors: data_sectors,
             logical_block_size: identity.block_bytes,
             physical_block_size: device
                 .backing
@@ -154,7 +159,7 @@ impl kernel::Module for RapiLog {
         let disk = GenDisk::add(&params, device.clone())?;
         pr_info!(
             "/dev/{DISK_NAME}: {} KiB in {}-byte blocks over backing={}, writeback after {} ms\n",
-            identity.sectors / 2,
+            data_sectors / 2,
             identity.block_bytes,
             BStr::from_bytes(config.backing),
             config.writeback_delay_ms

@@ -9,17 +9,25 @@
 //!    window onto the disk (what a warm reboot without the crash kernel
 //!    left behind), flush the disk, and record the replay in the superblock,
 //!    exactly as rapilog-rescue would.
-//! 3. Format the region afresh for this disk (new epoch, the layout for the
+//! 3. Read the log disk's loss marker (`disk_marker`): if it says a region
+//!    fronted the disk with records that were neither drained nor replayed,
+//!    and this region holds none of them (memory wiped, a cold boot, another
+//!    machine), refuse loudly unless `accept_loss=1`: acknowledged writes
+//!    may be gone, and formatting over that in silence would hide it.
+//! 4. Format the region afresh for this disk (new epoch, the layout for the
 //!    current `region=` size), keeping the last replay report, and mark it
-//!    dirty: the driver always starts from an empty ring.
+//!    dirty: the driver always starts from an empty ring. Then write the
+//!    marker `Live` for the new epoch, before the device exists.
 
 use kernel::prelude::*;
 use kernel::str::BStr;
 use kernel::time::{Instant, Monotonic};
 
 use crate::config::Config;
+use crate::disk_marker::Marker;
 use crate::format::{
-    plan_replay, ActiveSuperblock, DiskIdentity, Geometry, LastReplay, LoadError, RegionState,
+    check_marker, plan_replay, ActiveSuperblock, DiskIdentity, Geometry, LastReplay, LoadError,
+    LossReason, MarkerState, MarkerVerdict, MarkerWriter, RegionEvidence, RegionState,
     ReplayRefusal, Replayer, SuperblockError, SECTOR_BYTES,
 };
 use crate::kernel_display::{Errno, Escaped};
@@ -40,7 +48,17 @@ enum Found {
     Ours,
 }
 
-/// Brings the region up and returns its live superblock (written, dirty).
+/// The region and the disk, ready for service.
+pub(crate) struct BroughtUp {
+    /// The live superblock (written, dirty).
+    pub(crate) superblock: ActiveSuperblock,
+    /// The disk's marker (written `Live` for the new epoch).
+    pub(crate) marker: Marker,
+    /// A possible loss the administrator accepted with `accept_loss=1`.
+    pub(crate) accepted_loss: Option<LossReason>,
+}
+
+/// Brings the region up.
 pub(crate) fn bring_up(
     config: &Config,
     region: &mut Region,
@@ -48,10 +66,11 @@ pub(crate) fn bring_up(
     identity: &DiskIdentity,
     geometry: Geometry,
     bounce: &mut BounceBuffer,
-) -> Result<ActiveSuperblock> {
+) -> Result<BroughtUp> {
     let spec = config.region;
     let path = BStr::from_bytes(config.backing);
     let found = inspect(config, region, identity)?;
+    let (mut marker, accepted_loss) = check_loss(config, region, disk, identity, bounce)?;
 
     // Nothing has been written so far. From here on the region is ours.
     let carried = match &found {
@@ -72,6 +91,17 @@ pub(crate) fn bring_up(
     live.superblock.state = RegionState::Dirty;
     live.superblock.last_replay = carried;
     metadata::write_superblock(region, &live)?;
+    let writer = match accepted_loss {
+        Some(_) => MarkerWriter::AcceptedLoss,
+        None => MarkerWriter::Module,
+    };
+    if let Err(e) = marker.write(disk, bounce, None, MarkerState::Live, epoch, writer) {
+        pr_err!(
+            "backing={path}: writing its loss marker failed ({}); not loading\n",
+            Errno(e)
+        );
+        return Err(e);
+    }
     pr_info!(
         "region={spec}: formatted for disk_id \"{}\" (epoch {epoch:#018x}): {} record slots, \
          ring {} KiB, records up to {} KiB, protect={}\n",
@@ -81,7 +111,49 @@ pub(crate) fn bring_up(
         geometry.max_record_bytes / 1024,
         config.protect.name()
     );
-    Ok(live)
+    Ok(BroughtUp {
+        superblock: live,
+        marker,
+        accepted_loss,
+    })
+}
+
+/// Step 3: reads the disk's marker and decides, before anything is written.
+fn check_loss(
+    config: &Config,
+    region: &mut Region,
+    disk: &BackingDisk,
+    identity: &DiskIdentity,
+    bounce: &mut BounceBuffer,
+) -> Result<(Marker, Option<LossReason>)> {
+    let spec = config.region;
+    let path = BStr::from_bytes(config.backing);
+    let (marker, on_disk) = Marker::read(config, disk, identity, bounce).map_err(|e| {
+        pr_err!(
+            "backing={path} refused: reading its loss marker (the last 4 KiB) failed ({})\n",
+            Errno(e)
+        );
+        e
+    })?;
+    let evidence = RegionEvidence::of_region(region.quiescent(), identity, KernelCrc32c);
+    match check_marker(on_disk, evidence) {
+        MarkerVerdict::Proceed => Ok((marker, None)),
+        MarkerVerdict::PossibleLoss { reason } if config.accept_loss => {
+            pr_warn!(
+                "backing={path}: {reason}; accepted (accept_loss=1): going live over region={spec}, \
+                 rapilogctl status reports it until the next load\n"
+            );
+            Ok((marker, Some(reason)))
+        }
+        MarkerVerdict::PossibleLoss { reason } => {
+            pr_err!(
+                "backing={path} refused: {reason}. Check the data on the disk (e.g. the \
+                 database's recovery), then load with accept_loss=1 to go on, or see `rapilogctl \
+                 marker {path}`\n"
+            );
+            Err(EUCLEAN)
+        }
+    }
 }
 
 /// Step 1: classifies the region's contents; refusals are logged here.

@@ -34,6 +34,7 @@ use kernel::prelude::*;
 use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic};
 
 use crate::device::Device;
+use crate::disk_marker::Marker;
 use crate::format::dirty_bound::BandwidthEstimate;
 use crate::format::{batch_extents, ActiveSuperblock, Extent, Geometry, WritePlan, SECTOR_BYTES};
 use crate::kernel_display::Errno;
@@ -64,8 +65,11 @@ const MAX_BACKOFF_MS: i64 = 5000;
 pub(crate) struct Writeback {
     /// The current superblock, as last written.
     pub(crate) superblock: ActiveSuperblock,
+    /// The log disk's loss marker, as last written (`lifecycle` writes it
+    /// while holding this state, with `bounce` as scratch space).
+    pub(crate) marker: Marker,
     /// Pages records are copied into for the disk (one disk write's worth).
-    bounce: BounceBuffer,
+    pub(crate) bounce: BounceBuffer,
     /// Records of the batch in progress.
     batch: KVec<Record>,
     /// What of the batch goes to the disk: its extents in the dirty-extent
@@ -109,11 +113,13 @@ impl Writeback {
     /// Writeback state for a region brought up with `superblock`.
     pub(crate) fn new(
         superblock: ActiveSuperblock,
+        marker: Marker,
         bounce: BounceBuffer,
         geometry: &Geometry,
     ) -> Result<Self> {
         Ok(Self {
             superblock,
+            marker,
             bounce,
             batch: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
             extents: KVVec::with_capacity(

@@ -11,6 +11,7 @@ console tail and the log directory are reported when the test fails.
 Kernel: $RAPILOG_KREL (default 7.3.4+deb13-amd64).
 """
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -47,6 +48,19 @@ def test_image_tool() -> str:
     meta = json.loads(subprocess.run(["cargo", "metadata", "--format-version=1", "--no-deps"],
                                      cwd=guestlib.REPO, check=True, stdout=subprocess.PIPE).stdout)
     return f"{meta['target_directory']}/debug/examples/make-test-image"
+
+
+@pytest.fixture(scope="session")
+def ctl_bin() -> str:
+    """rapilogctl linked statically (the guest's initramfs has no libc), in
+    its own target directory like rapilog-rescue/build-static.sh."""
+    triple = "x86_64-unknown-linux-gnu"
+    target_dir = guestlib.REPO / "target" / "static"
+    env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols")
+    subprocess.run(["cargo", "build", "--quiet", "--locked", "--release", "-p", "rapilogctl",
+                    "--bin", "rapilogctl", "--target", triple, "--target-dir", str(target_dir)],
+                   cwd=guestlib.REPO, check=True, env=env)
+    return str(target_dir / triple / "release" / "rapilogctl")
 
 
 def _test_name(node) -> str:

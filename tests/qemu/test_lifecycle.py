@@ -241,3 +241,37 @@ def test_hibernate_and_resume(guest_factory, tmp_path, module_path):
     drain_line(g, mark)
     g.wait_exit(scaled(120))
     assert missing_blocks(disk, 0, 2 * BLOCKS) == []
+
+
+def test_a_wiped_region_is_a_loss_that_is_never_silent(guest_factory, tmp_path, module_path, ctl_bin):
+    # Records acknowledged, then a stop that neither drains nor replays
+    # (sysrq-b: an immediate reset, no notifiers), and the memory wiped
+    # before the next load (the host zeroes the region in the guest's RAM
+    # file, as a firmware scrub would). The disk's marker still says `Live`.
+    g, disk = boot(guest_factory, tmp_path, module_path=module_path, ram_file=True,
+                   extra_files={"/bin/rapilogctl": ctl_bin})
+    load(g)
+    acknowledge(g, disk)
+    g.send("echo b > /proc/sysrq-trigger")
+    g.wait_booted(scaled(120))
+    start, size = 0x60000000, 64 << 20
+    g.write_phys(start, bytes(size))
+    before = disk.read_bytes()
+    g.check("dmesg -c > /dev/null")
+    rc, out = g.run(f"{INSMOD} region={REGION_PARAM} backing=$(disk-by-serial {SERIAL}) disk_id=serial:{SERIAL}",
+                    timeout=scaled(120))
+    log = out + g.check("dmesg")
+    assert rc != 0, log
+    assert re.search(r"rapilog: backing=\S+ refused: the log disk's marker says .* acknowledged writes may have "
+                     r"been lost", log), log
+    assert disk.read_bytes() == before, "a refused load wrote to the disk"
+    # The administrator accepts it: the device goes live, and says so.
+    log = load(g, "accept_loss=1")
+    assert "accepted (accept_loss=1)" in log, log
+    out = g.check("rapilogctl status")
+    print(out)
+    assert re.search(r"(?i)possible loss", out), out
+    g.check("rmmod rapilog", timeout=scaled(120))
+    # A clean unload clears it: the next load goes live without a word.
+    log = load(g, "")
+    assert "refused" not in log and "accept_loss" not in log, log

@@ -24,7 +24,6 @@ kernel via rapilog-arm) and powerfail=nmi the verdict is PROTECTED.
 """
 import hashlib
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -39,19 +38,6 @@ REGION_START, REGION_SIZE = parse_memmap(REGION)
 REGION_PARAM = "64M@0x60000000"
 MiB = 1 << 20
 MODULE = "/lib/modules/$(uname -r)/extra/rapilog.ko"
-
-
-@pytest.fixture(scope="module")
-def ctl_bin() -> str:
-    """rapilogctl linked statically (the guest's initramfs has no libc), in
-    its own target directory like rapilog-rescue/build-static.sh."""
-    triple = "x86_64-unknown-linux-gnu"
-    target_dir = REPO / "target" / "static"
-    env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols")
-    subprocess.run(["cargo", "build", "--quiet", "--locked", "--release", "-p", "rapilogctl",
-                    "--bin", "rapilogctl", "--target", triple, "--target-dir", str(target_dir)],
-                   cwd=REPO, check=True, env=env)
-    return str(target_dir / triple / "release" / "rapilogctl")
 
 
 @pytest.fixture(scope="module")
