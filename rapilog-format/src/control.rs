@@ -11,7 +11,7 @@
 //!
 //! | ioctl | number | who | what |
 //! |---|---|---|---|
-//! | [`IOCTL_STATUS`] | `_IOR('R', 1, [u8; 1024])` | anyone who can open | fills the status block |
+//! | [`IOCTL_STATUS`] | `_IOR('R', 1, [u8; 1536])` | anyone who can open | fills the status block |
 //! | [`IOCTL_DRAIN`] | `_IO('R', 2)` | `CAP_SYS_ADMIN` | writes back everything written before the call; returns when it is durable on the disk (interruptible) |
 //! | [`IOCTL_CHECK_FENCE`] | `_IO('R', 3)` | `CAP_SYS_ADMIN` | checks the IOMMU fence again; the result is in the status |
 //!
@@ -26,14 +26,17 @@ use super::{Crc32c, SuperblockError, SUPERBLOCK_BYTES};
 /// Name of the control device under `/dev`.
 pub const CONTROL_DEVICE: &str = "rapilog-ctl";
 
-/// Size of the status block.
-pub const STATUS_BYTES: usize = 1024;
+/// Size of the status block. It is part of the ioctl number
+/// ([`IOCTL_STATUS`]), so a reader and a driver of different sizes do not
+/// even agree on the request: `ENOTTY`.
+pub const STATUS_BYTES: usize = 1536;
 
 /// First bytes of a status block.
 pub const STATUS_MAGIC: [u8; 8] = *b"RLSTATUS";
 
-/// Version of the status block this code writes and reads.
-pub const STATUS_VERSION: u32 = 1;
+/// Version of the status block this code writes and reads. Version 2 added
+/// the disk marker fields (and grew the block from 1024 bytes).
+pub const STATUS_VERSION: u32 = 2;
 
 /// `_IOC` as in `include/uapi/asm-generic/ioctl.h`.
 const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
@@ -140,6 +143,16 @@ pub mod fields {
     pub const BACKING: Field = f("backing", 384, 128);
     /// The region's current superblock, as in the region.
     pub const SUPERBLOCK: Field = f("superblock", 512, 512);
+    /// The log disk's marker at load: 0 none or unknown, 1 live, 2 clean.
+    pub const MARKER_STATE: Field = f("marker_state", 1024, 4);
+    /// 1 when the module went live with `accept_loss=1` over a possible loss.
+    pub const LOSS_ACCEPTED: Field = f("loss_accepted", 1028, 4);
+    /// The region epoch the marker names.
+    pub const MARKER_EPOCH: Field = f("marker_epoch", 1032, 8);
+    /// Why a loss was possible (the verdict's reason, brief), zero padded.
+    pub const LOSS_REASON: Field = f("loss_reason", 1040, 128);
+    /// Zero.
+    pub const RESERVED_2: Field = f("reserved_2", 1168, 368);
 
     /// All fields in order; they tile the status block exactly.
     pub const ALL: &[Field] = &[
@@ -185,6 +198,11 @@ pub mod fields {
         UNFENCED_LIST,
         BACKING,
         SUPERBLOCK,
+        MARKER_STATE,
+        LOSS_ACCEPTED,
+        MARKER_EPOCH,
+        LOSS_REASON,
+        RESERVED_2,
     ];
 }
 
@@ -308,10 +326,47 @@ impl<const N: usize> Text<N> {
         Self(out)
     }
 
+    /// `value` formatted, cut to `N` bytes like [`Text::new`]; without
+    /// allocating (the driver fills `loss_reason` from a `Display`).
+    pub fn from_display<D: core::fmt::Display + ?Sized>(value: &D) -> Self {
+        let mut writer = TextWriter {
+            out: [0u8; N],
+            len: 0,
+            cut: false,
+        };
+        // TextWriter never fails; a Display that does leaves what it wrote.
+        let _ = core::fmt::write(&mut writer, format_args!("{value}"));
+        if writer.cut {
+            let dots = N.min(3);
+            writer.out[N - dots..].fill(b'.');
+        }
+        Self(writer.out)
+    }
+
     /// The text without its padding.
     pub fn as_bytes(&self) -> &[u8] {
         let end = self.0.iter().position(|&b| b == 0).unwrap_or(N);
         &self.0[..end]
+    }
+}
+
+/// Collects formatted text into `N` bytes, noting whether some was cut.
+struct TextWriter<const N: usize> {
+    out: [u8; N],
+    len: usize,
+    cut: bool,
+}
+
+impl<const N: usize> core::fmt::Write for TextWriter<N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = N - self.len;
+        let take = s.len().min(room);
+        self.out[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        if take < s.len() {
+            self.cut = true;
+        }
+        Ok(())
     }
 }
 
@@ -394,6 +449,17 @@ pub struct Status {
     pub backing: Text<128>,
     /// The region's current superblock, encoded.
     pub superblock: [u8; SUPERBLOCK_BYTES],
+    /// The log disk's marker as the module found it at load: 0 none or
+    /// unknown, 1 live, 2 clean (`disk_marker::MarkerState::code`).
+    pub marker_state: u32,
+    /// The region epoch that marker names.
+    pub marker_epoch: u64,
+    /// 1 when the module went live with `accept_loss=1` over a
+    /// `PossibleLoss` verdict, else 0.
+    pub loss_accepted: u32,
+    /// The verdict's reason when a loss was accepted
+    /// (`LossReason::brief`), empty otherwise.
+    pub loss_reason: Text<128>,
 }
 
 impl Default for Status {
@@ -437,6 +503,10 @@ impl Default for Status {
             unfenced_list: Text::default(),
             backing: Text::default(),
             superblock: [0; SUPERBLOCK_BYTES],
+            marker_state: 0,
+            marker_epoch: 0,
+            loss_accepted: 0,
+            loss_reason: Text::default(),
         }
     }
 }
@@ -501,6 +571,7 @@ impl Status {
             (WRITE_ERRORS, self.write_errors),
             (WB_BUSY_US, self.wb_busy_us),
             (UPTIME_US, self.uptime_us),
+            (MARKER_EPOCH, self.marker_epoch),
         ];
         for (f, v) in u64s {
             field::write_u64(out, f, v);
@@ -517,6 +588,8 @@ impl Status {
             (FENCE_UNFENCED, self.fence_unfenced),
             (POWERFAIL_SIGNALS, self.powerfail_signals),
             (POWERFAIL_STATE, self.powerfail_state.code()),
+            (MARKER_STATE, self.marker_state),
+            (LOSS_ACCEPTED, self.loss_accepted),
         ];
         for (f, v) in u32s {
             field::write_u32(out, f, v);
@@ -524,6 +597,7 @@ impl Status {
         field::write_bytes(out, UNFENCED_LIST, &self.unfenced_list.0);
         field::write_bytes(out, BACKING, &self.backing.0);
         field::write_bytes(out, SUPERBLOCK, &self.superblock);
+        field::write_bytes(out, LOSS_REASON, &self.loss_reason.0);
     }
 
     /// Decodes a status block. Fields this version does not know are
@@ -586,6 +660,10 @@ impl Status {
             unfenced_list: Text(field::read_bytes(bytes, UNFENCED_LIST)),
             backing: Text(field::read_bytes(bytes, BACKING)),
             superblock: field::read_bytes(bytes, SUPERBLOCK),
+            marker_state: u32(MARKER_STATE),
+            marker_epoch: u64(MARKER_EPOCH),
+            loss_accepted: u32(LOSS_ACCEPTED),
+            loss_reason: Text(field::read_bytes(bytes, LOSS_REASON)),
         })
     }
 
@@ -601,8 +679,8 @@ mod tests {
 
     #[test]
     fn ioctl_numbers_match_the_kernel_macros() {
-        // _IOR('R', 1, char[1024]) and _IO('R', n) as computed by C.
-        assert_eq!(IOCTL_STATUS, 0x8400_5201);
+        // _IOR('R', 1, char[1536]) and _IO('R', n) as computed by C.
+        assert_eq!(IOCTL_STATUS, 0x8600_5201);
         assert_eq!(IOCTL_DRAIN, 0x5202);
         assert_eq!(IOCTL_CHECK_FENCE, 0x5203);
     }
@@ -658,6 +736,10 @@ mod tests {
             unfenced_list: Text::new(b"0000:00:02.0 0000:00:03.0"),
             backing: Text::new(b"/dev/disk/by-id/virtio-log"),
             superblock: [7; SUPERBLOCK_BYTES],
+            marker_state: 1,
+            marker_epoch: 0x9BB1_D511_32C5_F77D,
+            loss_accepted: 1,
+            loss_reason: Text::new(b"marker live for epoch 0x1; region holds no records"),
         }
     }
 
@@ -671,15 +753,20 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_is_not_a_v1_block() {
+    fn refuses_what_is_not_a_v2_block() {
         let mut bytes = [0u8; STATUS_BYTES];
         sample().encode(&mut bytes);
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
         assert_eq!(Status::decode(&bytes[..100]), Err(StatusError::Short(100)));
+        assert_eq!(
+            Status::decode(&bytes[..1024]),
+            Err(StatusError::Short(1024))
+        );
         let mut other = bytes;
-        other[8] = 2;
+        other[8] = 1;
         assert_eq!(
             Status::decode(&other),
-            Err(StatusError::UnsupportedVersion(2))
+            Err(StatusError::UnsupportedVersion(1))
         );
         other = bytes;
         other[0] = b'X';
@@ -691,6 +778,26 @@ mod tests {
         let t = Text::<8>::new(b"0123456789");
         assert_eq!(t.as_bytes(), b"01234...");
         assert_eq!(Text::<8>::new(b"abc").as_bytes(), b"abc");
+    }
+
+    #[test]
+    fn text_from_display_cuts_like_new() {
+        assert_eq!(Text::<8>::from_display(&"abc").as_bytes(), b"abc");
+        assert_eq!(Text::<8>::from_display(&"01234567").as_bytes(), b"01234567");
+        assert_eq!(
+            Text::<8>::from_display(&format_args!("{}{}", "0123", 456789)).as_bytes(),
+            b"01234..."
+        );
+        assert_eq!(Text::<2>::from_display(&"abc").as_bytes(), b"..");
+        let reason = super::super::LossReason::LiveRegionMissing { epoch: u64::MAX };
+        let text = Text::<128>::from_display(&reason.brief());
+        assert!(text
+            .as_bytes()
+            .starts_with(b"marker live for epoch 0xffffffffffffffff"));
+        assert!(
+            !text.as_bytes().ends_with(b"..."),
+            "the brief reason was cut"
+        );
     }
 
     #[test]

@@ -53,6 +53,17 @@
 //! order, with its payload checksum verified. After applying and flushing
 //! them, the replayer records the outcome with
 //! [`ReplayPlan::replayed_superblock`]. Replaying again is harmless.
+//! Records only ever target the disk's data area: a record reaching into
+//! the marker area is skipped as beyond the disk.
+//!
+//! # Loss marker
+//!
+//! The last `max(4096, block)` bytes of the log disk ([`marker_area`]) hold
+//! a [`DiskMarker`]: `Live` (a region may hold acknowledged records the disk
+//! lacks) or `Clean`. The module writes `Live` with its new epoch before the
+//! device goes live and `Clean` after a clean drain; the replayers write
+//! `Clean` after a replay. At load, [`check_marker`] tells a warm reboot
+//! (region still there: proceed) from a wiped region (possible loss).
 //!
 //! # Kernel build
 //!
@@ -75,6 +86,7 @@ pub mod crc32c_test_vectors;
 pub mod descriptor;
 pub mod dirty_bound;
 pub mod disk;
+pub mod disk_marker;
 pub mod extent_index;
 pub mod field;
 pub mod format_region;
@@ -92,6 +104,10 @@ pub mod test_helpers;
 pub use crc32c::{Crc32c, SoftwareCrc32c};
 pub use descriptor::{Descriptor, DescriptorError};
 pub use disk::{DiskId, DiskIdentity, DISK_ID_BYTES, SECTOR_BYTES};
+pub use disk_marker::{
+    check_marker, marker_area, DiskMarker, LossBrief, LossReason, MarkerArea, MarkerError,
+    MarkerState, MarkerVerdict, MarkerWriter, RegionEvidence, MARKER_BYTES,
+};
 pub use extent_index::{Extent, ExtentIndex, IndexError, Lookup, Piece};
 pub use format_region::{format_metadata, format_region, FormatError};
 pub use geometry::{Geometry, GeometryError, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES, UNIT_BYTES};

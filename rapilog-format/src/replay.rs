@@ -13,8 +13,10 @@
 //! 3. Apply a slot's record only if its descriptor checksum holds, its epoch
 //!    is the superblock's, its `seq` is exactly the one visited, its length
 //!    and ring offset fit the geometry, it is aligned to the disk's logical
-//!    blocks and lies inside the disk, and its payload matches the payload
-//!    checksum. Anything else is skipped and counted by reason.
+//!    blocks and lies inside the disk's data area (the disk minus its marker
+//!    area, [`super::disk_marker`]: replay never writes the marker), and its
+//!    payload matches the payload checksum. Anything else is skipped and
+//!    counted by reason (a record past the data area as beyond the disk).
 //!
 //! Writes come out in sequence order, so where records overlap the newest
 //! wins, exactly as when they were written. Nothing is written for a slot
@@ -30,6 +32,7 @@ use core::ops::Range;
 use super::crc32c::Crc32c;
 use super::descriptor::{Descriptor, DescriptorError};
 use super::disk::{DiskIdentity, SECTOR_BYTES};
+use super::disk_marker::marker_area;
 use super::geometry::{DESCRIPTOR_BYTES, UNIT_BYTES};
 use super::replay_report::{LastReplay, ReplayReport, Replayer};
 use super::superblock::{ActiveSuperblock, LoadError, RegionState};
@@ -56,6 +59,14 @@ pub enum ReplayRefusal {
         /// Block size of the target.
         target: u32,
     },
+    /// The disk is smaller than twice its marker area, so it has no data
+    /// area records could target ([`super::disk_marker::marker_area`]).
+    DiskTooSmall {
+        /// Sectors of the disk.
+        sectors: u64,
+        /// Its logical block size.
+        block_bytes: u32,
+    },
 }
 
 impl core::fmt::Display for ReplayRefusal {
@@ -72,6 +83,14 @@ impl core::fmt::Display for ReplayRefusal {
                     "region's disk has {region}-byte blocks, target has {target}"
                 )
             }
+            Self::DiskTooSmall {
+                sectors,
+                block_bytes,
+            } => write!(
+                f,
+                "disk of {sectors} sectors ({block_bytes}-byte blocks) is too small for a data \
+                 area and the marker area at its end (at least twice the marker area is needed)"
+            ),
         }
     }
 }
@@ -92,7 +111,7 @@ pub struct ReplayWrite<'r> {
     /// Target sector (512-byte units), aligned to the disk's logical block.
     pub sector: u64,
     /// The payload, checksum verified: a non-zero whole number of logical
-    /// blocks, inside the disk.
+    /// blocks, inside the disk's data area.
     pub data: &'r [u8],
 }
 
@@ -135,9 +154,16 @@ pub fn plan_replay<'r, C: Crc32c>(
             target: target.block_bytes,
         });
     }
+    let data_sectors = marker_area(disk)
+        .ok_or(ReplayRefusal::DiskTooSmall {
+            sectors: disk.sectors,
+            block_bytes: disk.block_bytes,
+        })?
+        .data_sectors();
     Ok(ReplayPlan {
         region,
         active,
+        data_sectors,
         crc,
         visited: 0,
         report: ReplayReport::default(),
@@ -153,6 +179,8 @@ pub fn plan_replay<'r, C: Crc32c>(
 pub struct ReplayPlan<'r, C> {
     region: &'r [u8],
     active: ActiveSuperblock,
+    /// Records must end at or before this sector: the data area's end.
+    data_sectors: u64,
     crc: C,
     /// Slots of the window visited so far.
     visited: u32,
@@ -163,6 +191,12 @@ impl<'r, C: Crc32c> ReplayPlan<'r, C> {
     /// The superblock the plan is based on.
     pub fn superblock(&self) -> &ActiveSuperblock {
         &self.active
+    }
+
+    /// Size of the disk's data area in 512-byte sectors: records ending
+    /// after it are skipped as beyond the disk.
+    pub fn data_sectors(&self) -> u64 {
+        self.data_sectors
     }
 
     /// The sequence numbers examined: the live window.
@@ -255,7 +289,9 @@ impl<'r, C: Crc32c> ReplayPlan<'r, C> {
             .sector
             .checked_add(sectors)
             .ok_or(Skip::BeyondDisk)?;
-        if end > disk.sectors {
+        // The marker area is never a record's target: writing it would
+        // overwrite the disk's loss marker.
+        if end > self.data_sectors {
             return Err(Skip::BeyondDisk);
         }
         let data = geometry

@@ -25,7 +25,8 @@ pub struct SkipCounts {
     /// Descriptor fine but the payload does not match its checksum: the
     /// payload was corrupted after publication.
     pub bad_payload_checksum: u32,
-    /// The record would write past the end of the disk.
+    /// The record would write past the end of the disk's data area (into
+    /// the marker area, or past the end of the disk).
     pub beyond_disk: u32,
 }
 

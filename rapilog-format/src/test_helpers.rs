@@ -15,6 +15,7 @@ use std::vec::Vec;
 use super::crc32c::{Crc32c, SoftwareCrc32c};
 use super::descriptor::{fields as descriptor_fields, Descriptor};
 use super::disk::{DiskId, DiskIdentity, SECTOR_BYTES};
+use super::disk_marker::{check_marker, DiskMarker, MarkerState, MarkerVerdict, RegionEvidence};
 use super::field;
 use super::format_region::format_region;
 use super::geometry::{Geometry, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES};
@@ -119,7 +120,8 @@ impl RegionImage {
     }
 
     /// A 4-slot, 2 KiB-ring region (records up to 1 KiB) for a 64-sector,
-    /// 512-byte-block disk named "test-disk": 3.5 KiB in all.
+    /// 512-byte-block disk named "test-disk" (data area: sectors 0..56,
+    /// marker area 56..64): 3.5 KiB in all.
     pub fn small() -> Self {
         Self::new(
             compact_geometry(4, 2048, 1024),
@@ -340,7 +342,8 @@ fn reseal_descriptors(region: &mut [u8], geometry: &Geometry, payloads: bool) {
 }
 
 /// Fuzz entry point: parses and plans `input` and asserts the planner's
-/// guarantees. Panics only if a guarantee is broken.
+/// guarantees, then decodes it as a disk marker and decides on it. Panics
+/// only if a guarantee is broken.
 ///
 /// The first byte selects helpers that get past checksums, which random
 /// mutation alone almost never does: bit 0 reseals the superblocks, bit 1
@@ -368,6 +371,16 @@ pub fn fuzz_region(input: &[u8]) {
         target.sectors = target.sectors.wrapping_add(1);
     }
     check_plan(&region, &target);
+    // The same bytes as a disk's marker area, and the load decision on
+    // them: neither may panic.
+    let marker = DiskMarker::decode(image, SoftwareCrc32c);
+    let evidence = RegionEvidence::of_region(&region, &target, SoftwareCrc32c);
+    let verdict = check_marker(marker, evidence);
+    if let Ok(Some(m)) = marker {
+        if m.state == MarkerState::Live && evidence == RegionEvidence::NoRegionRecords {
+            assert_ne!(verdict, MarkerVerdict::Proceed, "a live marker passed");
+        }
+    }
 }
 
 /// Asserts every guarantee of one plan and that planning again gives the
@@ -380,6 +393,7 @@ pub fn check_plan(region: &[u8], target: &DiskIdentity) {
     assert_eq!(sb.disk, *target, "planned for another disk");
     let window = plan.window();
     let slots = u64::from(sb.geometry.descriptor_slots);
+    let data_sectors = plan.data_sectors();
     let mut writes = Vec::new();
     let mut previous: Option<u64> = None;
     for write in plan.by_ref() {
@@ -402,6 +416,7 @@ pub fn check_plan(region: &[u8], target: &DiskIdentity) {
             .checked_add(len / 512)
             .expect("sector overflow");
         assert!(end <= target.sectors, "write beyond the end of the disk");
+        assert!(end <= data_sectors, "write into the marker area");
         let slot = sb
             .geometry
             .descriptor_range(sb.geometry.slot_of(write.seq))
@@ -447,7 +462,8 @@ pub fn seed_images() -> Vec<(&'static str, Vec<u8>)> {
     let mut image = RegionImage::small();
     image.append(0, &pattern(1, 1024)).expect("append");
     image.append(1, &pattern(2, 512)).expect("append");
-    image.append(63, &pattern(3, 512)).expect("append");
+    // The last sector of the data area.
+    image.append(55, &pattern(3, 512)).expect("append");
     images.push(("three-records", image.into_bytes()));
 
     let mut image = RegionImage::small();

@@ -31,7 +31,11 @@ use rapilog_format::{
     Reservation, RingGeometry, RingState, SoftwareCrc32c, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES,
 };
 
-const DISK_SECTORS: u64 = 32;
+/// The whole disk: a 32-sector data area, then the 8-sector marker area
+/// (4 KiB), which no record targets and replay must leave as it was (the
+/// checks below compare every sector of the disk).
+const DISK_SECTORS: u64 = 40;
+const DATA_SECTORS: u64 = 32;
 const SECTOR: usize = 512;
 
 #[derive(Debug, Clone)]
@@ -169,7 +173,7 @@ impl<'a> Sim<'a> {
                     return false;
                 };
                 let sectors = op.sectors.min(self.scenario.max_units);
-                let sector = op.sector.min(DISK_SECTORS - sectors);
+                let sector = op.sector.min(DATA_SECTORS - sectors);
                 let data = self.data_for(w, next, sectors);
                 let Ok(reservation) = self.ring.reserve(&self.ring_geometry, data.len() as u32)
                 else {
@@ -471,7 +475,7 @@ fn scenario(max_flips: usize) -> impl Strategy<Value = Scenario> {
             (Just(slots), Just(ring_units), max_units)
         })
         .prop_flat_map(move |(slots, ring_units, max_units)| {
-            let op = (0..DISK_SECTORS, 1..=max_units)
+            let op = (0..DATA_SECTORS, 1..=max_units)
                 .prop_map(|(sector, sectors)| WriteOp { sector, sectors });
             (
                 Just(slots),

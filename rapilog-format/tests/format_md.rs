@@ -6,6 +6,7 @@
 
 use rapilog_format::control::{fields as status, STATUS_BYTES};
 use rapilog_format::descriptor::fields as descriptor;
+use rapilog_format::disk_marker::{fields as marker, MARKER_BYTES};
 use rapilog_format::field::Field;
 use rapilog_format::geometry::{DESCRIPTOR_BYTES, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSETS};
 use rapilog_format::superblock::fields as superblock;
@@ -79,6 +80,15 @@ fn parser_sees_every_row() {
     assert_eq!(rows("superblock"), superblock::ALL.len());
     assert_eq!(rows("descriptor"), descriptor::ALL.len());
     assert_eq!(rows("region"), SUPERBLOCK_OFFSETS.len());
+    assert_eq!(rows("marker"), marker::ALL.len());
+    assert_eq!(rows("status"), status::ALL.len());
+}
+
+#[test]
+fn marker_table_matches_code() {
+    assert_eq!(table("marker"), code_table(marker::ALL));
+    let last = marker::ALL.last().unwrap();
+    assert_eq!(last.offset + last.size, MARKER_BYTES);
 }
 
 #[test]

@@ -7,9 +7,9 @@ use rapilog_format::test_helpers::{
     compact_geometry, disk, model_disk, pattern, replay_into, RegionImage,
 };
 use rapilog_format::{
-    plan_replay, ActiveSuperblock, Crc32c, LoadError, ReplayRefusal, ReplayWrite, Replayer,
-    SkipCounts, SoftwareCrc32c, SuperblockCopy, SuperblockError, DESCRIPTOR_BYTES,
-    SUPERBLOCK_BYTES,
+    marker_area, plan_replay, ActiveSuperblock, Crc32c, DiskMarker, LoadError, MarkerState,
+    MarkerWriter, ReplayRefusal, ReplayWrite, Replayer, SkipCounts, SoftwareCrc32c, SuperblockCopy,
+    SuperblockError, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES,
 };
 
 fn writes(region: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
@@ -232,13 +232,76 @@ fn bad_magic_version_and_truncation_are_refused() {
 
 #[test]
 fn record_past_the_end_of_the_disk_is_skipped() {
+    // The small image's disk: 64 sectors, data area 0..56.
     let mut image = RegionImage::small();
     image.append(63, &pattern(1, 1024)).unwrap();
-    image.append(62, &pattern(2, 1024)).unwrap();
-    assert_eq!(writes(image.bytes()), vec![(1, 62, pattern(2, 1024))]);
+    image.append(54, &pattern(2, 1024)).unwrap(); // ends exactly at the data area's end
+    assert_eq!(writes(image.bytes()), vec![(1, 54, pattern(2, 1024))]);
     assert_eq!(skipped(image.bytes()).beyond_disk, 1);
     forge_descriptor(&mut image, 1, descriptor_fields::SECTOR, u64::MAX - 1);
     assert_eq!(skipped(image.bytes()).beyond_disk, 2);
+}
+
+#[test]
+fn replay_never_writes_into_the_marker_area() {
+    let mut image = RegionImage::new(
+        compact_geometry(8, 8192, 2048),
+        disk("test-disk", 64, 512),
+        0x3A7,
+    );
+    let target = image.disk();
+    let area = marker_area(&target).unwrap();
+    assert_eq!((area.first_sector, area.sectors), (56, 8));
+    // Acknowledged records that reach into the marker area (as an older,
+    // marker-less writer could have made them): straddling its start, on
+    // the marker record itself, on the last sector of the disk.
+    image.append(55, &pattern(1, 1024)).unwrap();
+    image.append(56, &pattern(2, 512)).unwrap();
+    image.append(60, &pattern(3, 2048)).unwrap();
+    image.append(63, &pattern(4, 512)).unwrap();
+    // The last sector of the data area is applied.
+    image.append(55, &pattern(5, 512)).unwrap();
+    let mut disk_bytes = model_disk(64);
+    let marker = DiskMarker {
+        state: MarkerState::Live,
+        epoch: image.active().superblock.epoch,
+        region_phys: 0x6000_0000,
+        region_bytes: image.bytes().len() as u64,
+        generation: 3,
+        written_at_unix_secs: 1_800_000_000,
+        writer: MarkerWriter::Module,
+    };
+    marker.encode_area(&mut disk_bytes[56 * 512..], SoftwareCrc32c);
+    let before = disk_bytes.clone();
+    let report = replay_into(image.bytes(), &target, &mut disk_bytes).unwrap();
+    assert_eq!(report.records_applied, 1);
+    assert_eq!(report.skipped.beyond_disk, 4, "{:?}", report.skipped);
+    assert_eq!(disk_bytes[55 * 512..56 * 512], pattern(5, 512)[..]);
+    assert!(
+        disk_bytes[56 * 512..] == before[56 * 512..],
+        "replay wrote into the marker area"
+    );
+    assert_eq!(
+        DiskMarker::decode(&disk_bytes[56 * 512..], SoftwareCrc32c),
+        Ok(Some(marker))
+    );
+    assert_eq!(disk_bytes[..55 * 512], before[..55 * 512]);
+}
+
+#[test]
+fn disk_without_room_for_the_marker_area_is_refused() {
+    // 15 sectors: less than twice the 8-sector marker area.
+    let image = RegionImage::new(compact_geometry(4, 2048, 1024), disk("tiny", 15, 512), 9);
+    assert_eq!(
+        plan_replay(image.bytes(), &image.disk(), SoftwareCrc32c).err(),
+        Some(ReplayRefusal::DiskTooSmall {
+            sectors: 15,
+            block_bytes: 512
+        })
+    );
+    let image = RegionImage::new(compact_geometry(4, 2048, 1024), disk("min", 16, 512), 9);
+    let plan = plan_replay(image.bytes(), &image.disk(), SoftwareCrc32c).unwrap();
+    assert_eq!(plan.data_sectors(), 8);
 }
 
 #[test]
