@@ -106,12 +106,13 @@ pub struct Done {
 }
 
 impl Done {
-    /// Exit code: the rescue program's (0, or 1 when damaged records were skipped).
+    /// Exit code: the rescue program's (0; 1 when damaged records were
+    /// skipped; 9 when the disk's marker says writes may have been lost).
     pub fn code(&self) -> Code {
-        if self.outcome.exit_code() == 0 {
-            Code::Ok
-        } else {
-            Code::Failed
+        match self.outcome.exit_code() {
+            0 => Code::Ok,
+            9 => Code::PossibleLoss,
+            _ => Code::Failed,
         }
     }
 
@@ -187,6 +188,10 @@ impl<T> Progress<T> {
 }
 
 impl<T: BlockTarget> BlockTarget for Progress<T> {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+
     fn write_at(&mut self, data: &[u8], offset: u64) -> std::io::Result<()> {
         self.inner.write_at(data, offset)?;
         self.done += data.len() as u64;
