@@ -11,6 +11,8 @@
 //!   also the `--json` document.
 //! - [`replay`]: `rapilogctl replay`, through the rescue program's own
 //!   replay engine ([`rapilog_rescue::engine::replay`]).
+//! - [`marker`]: `rapilogctl marker DISK [--clear]`, the log disk's loss
+//!   marker, read offline and cleared after a possible loss is dealt with.
 //! - [`plan`]: boot parameters (`memmap=`, `crashkernel=`) and a region
 //!   size from the machine's memory map and the log disk's bandwidth.
 //! - [`arm`]: `rapilog-arm arm|disarm`, the script the systemd unit uses.
@@ -26,6 +28,7 @@
 pub mod arm;
 pub mod inspect;
 pub mod live;
+pub mod marker;
 pub mod plan;
 pub mod replay;
 pub mod status;
