@@ -405,13 +405,13 @@ impl DiskMarker {
 }
 
 /// `live marker, generation 3: region epoch 0x..., 67108864 bytes at
-/// 0x60000000, written by the module at load at Unix time 1795452425`.
+/// 0x60000000, written by the module at load (Unix time 1795452425)`.
 impl core::fmt::Display for DiskMarker {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
-            "{} marker, generation {}: region epoch {:#x}, {} bytes at {:#x}, written by {} at \
-             Unix time {}",
+            "{} marker, generation {}: region epoch {:#x}, {} bytes at {:#x}, written by {} \
+             (Unix time {})",
             self.state,
             self.generation,
             self.epoch,
