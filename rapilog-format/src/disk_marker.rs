@@ -111,13 +111,15 @@ impl MarkerArea {
     }
 
     /// Byte offset of the area (and of the marker record) on the disk.
+    /// (Saturating: an identity read from a damaged region must not make
+    /// the kernel's overflow checks panic.)
     pub const fn byte_offset(&self) -> u64 {
-        self.first_sector * SECTOR_BYTES as u64
+        self.first_sector.saturating_mul(SECTOR_BYTES as u64)
     }
 
     /// Size of the area in bytes (a multiple of the logical block size).
     pub const fn bytes(&self) -> u64 {
-        self.sectors * SECTOR_BYTES as u64
+        self.sectors.saturating_mul(SECTOR_BYTES as u64)
     }
 }
 
@@ -403,13 +405,13 @@ impl DiskMarker {
 }
 
 /// `live marker, generation 3: region epoch 0x..., 67108864 bytes at
-/// 0x60000000, written by the module at load at Unix time 1795452425`.
+/// 0x60000000, written by the module at load (Unix time 1795452425)`.
 impl core::fmt::Display for DiskMarker {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
-            "{} marker, generation {}: region epoch {:#x}, {} bytes at {:#x}, written by {} at \
-             Unix time {}",
+            "{} marker, generation {}: region epoch {:#x}, {} bytes at {:#x}, written by {} \
+             (Unix time {})",
             self.state,
             self.generation,
             self.epoch,
@@ -780,7 +782,9 @@ mod tests {
         }
         assert_eq!(marker_area(&identity(32768, 1000)), None);
         assert_eq!(marker_area(&identity(0, 512)), None);
-        assert_eq!(marker_area(&identity(u64::MAX, 512)).unwrap().sectors, 8);
+        let huge = marker_area(&identity(u64::MAX, 512)).unwrap();
+        assert_eq!((huge.sectors, huge.bytes()), (8, 4096));
+        assert_eq!(huge.byte_offset(), u64::MAX, "saturates, no overflow");
     }
 
     fn live(epoch: u64) -> Result<Option<DiskMarker>, MarkerError> {

@@ -70,25 +70,29 @@ fn region() -> impl Strategy<Value = RegionEvidence> {
 /// codes for state and writer, and sometimes a checksum that holds, so that
 /// every check of the decoder is reached.
 fn record() -> impl Strategy<Value = Vec<u8>> {
-    (prop::collection::vec(any::<u8>(), MARKER_BYTES), any::<u8>()).prop_map(|(mut b, mode)| {
-        if mode & 1 != 0 {
-            b[..8].copy_from_slice(b"RLMARKER");
-        }
-        if mode & 2 != 0 {
-            b[8..12].copy_from_slice(&1u32.to_le_bytes());
-        }
-        if mode & 4 != 0 {
-            let state = 1 + u32::from(b[100] & 1);
-            let writer = 1 + u32::from(b[101] % 5);
-            b[fields::STATE.range()].copy_from_slice(&state.to_le_bytes());
-            b[fields::WRITER.range()].copy_from_slice(&writer.to_le_bytes());
-        }
-        if mode & 8 != 0 {
-            let crc = SoftwareCrc32c.checksum(&b[..fields::CHECKSUM.offset]);
-            b[fields::CHECKSUM.range()].copy_from_slice(&crc.to_le_bytes());
-        }
-        b
-    })
+    (
+        prop::collection::vec(any::<u8>(), MARKER_BYTES),
+        any::<u8>(),
+    )
+        .prop_map(|(mut b, mode)| {
+            if mode & 1 != 0 {
+                b[..8].copy_from_slice(b"RLMARKER");
+            }
+            if mode & 2 != 0 {
+                b[8..12].copy_from_slice(&1u32.to_le_bytes());
+            }
+            if mode & 4 != 0 {
+                let state = 1 + u32::from(b[100] & 1);
+                let writer = 1 + u32::from(b[101] % 5);
+                b[fields::STATE.range()].copy_from_slice(&state.to_le_bytes());
+                b[fields::WRITER.range()].copy_from_slice(&writer.to_le_bytes());
+            }
+            if mode & 8 != 0 {
+                let crc = SoftwareCrc32c.checksum(&b[..fields::CHECKSUM.offset]);
+                b[fields::CHECKSUM.range()].copy_from_slice(&crc.to_le_bytes());
+            }
+            b
+        })
 }
 
 proptest! {

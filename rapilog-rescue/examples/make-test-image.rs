@@ -26,6 +26,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use rapilog_format::geometry::Geometry;
+use rapilog_format::marker_area;
 use rapilog_format::region_spec::parse_memsize;
 use rapilog_format::test_helpers::{disk, model_disk, pattern, RegionImage, SplitMix64};
 
@@ -96,6 +97,9 @@ fn main() {
     let block_sectors = u64::from(a.block_bytes / 512);
     let geometry = Geometry::standard(a.region_bytes, 128 << 10).expect("geometry");
     let identity = disk(&a.disk_id, sectors, a.block_bytes);
+    let data_sectors = marker_area(&identity)
+        .expect("--disk-bytes too small for the marker area")
+        .data_sectors();
     let mut image = RegionImage::new(geometry, identity, 0xC0FFEE ^ a.seed);
     let mut rng = SplitMix64(a.seed);
     let mut disk_before = model_disk(sectors);
@@ -114,10 +118,11 @@ fn main() {
             .div_ceil(a.block_bytes as usize)
             * a.block_bytes as usize;
         let len_sectors = (len / 512) as u64;
-        // Mostly in the first 4 MiB, so records overlap; one at the very end.
-        let span = (8192u64).min(sectors) - len_sectors;
+        // Mostly in the first 4 MiB, so records overlap; one at the very end
+        // of the data area (the marker area after it is never a target).
+        let span = (8192u64).min(data_sectors) - len_sectors;
         let mut sector = if i == total - 1 {
-            sectors - len_sectors
+            data_sectors - len_sectors
         } else {
             rng.below(span + 1)
         };

@@ -139,7 +139,9 @@ Without --region/--image the kernel command line configures the run:
 
 exit codes: 0 replayed (or nothing to do), 1 replayed but damaged records
 skipped, 2 usage, 3 region refused, 4 disk refused or not found,
-5 disk write/flush failed, 6 report not recorded in the region";
+5 disk write/flush failed, 6 report not recorded in the region,
+9 POSSIBLE LOSS: the log disk's marker says a region held acknowledged
+writes that neither this region nor the disk has (marker left as it is)";
 
 fn usage(message: impl Into<String>) -> Failure {
     Failure::new(FailureKind::Usage, message)

@@ -9,28 +9,44 @@
 //! 1. Load the current superblock. Refused: nothing written anywhere.
 //! 2. If the caller names the disk it expects, the region must name the same
 //!    one. Refused: nothing written.
-//! 3. Plan against the region's own disk: if no record would be applied, no
-//!    disk is needed at all (an idle rapilog at the crash).
-//! 4. Otherwise find and open the disk (the caller's closure: by identity,
-//!    or a forced path) and plan against it: [`plan_replay`] refuses
-//!    another id, size or block size. Refused: nothing written.
-//! 5. Write every verified record in sequence order, then flush the disk.
+//!
+//!    In both refusals the region holds no records of the expected disk
+//!    (when one is named): that disk's loss marker is read, and if it says
+//!    `live` ([`check_marker`]: possible loss) the refusal becomes the
+//!    louder [`FailureKind::PossibleLoss`] (exit 9). Still nothing written.
+//! 3. Plan against the region's own disk (how many records to apply).
+//! 4. Find and open the disk (the caller's closure: by identity, or a
+//!    forced path) and plan against it: [`plan_replay`] refuses another id,
+//!    size or block size. Refused: nothing written. The disk is needed even
+//!    when no record is to be applied, for its loss marker; if it cannot be
+//!    opened then, the replay goes on without it ([`MarkerOutcome::NotChecked`]).
+//! 5. Read the disk's loss marker and decide ([`check_marker`] with the
+//!    region as evidence of this disk's epoch).
+//! 6. Write every verified record in sequence order, then flush the disk.
 //!    An I/O error stops here: the region is untouched, so the replay can
 //!    simply run again (replay is idempotent).
-//! 6. Only then record the replay in the older superblock copy
+//! 7. If the decision is "proceed" and the marker is `live`: write it
+//!    `clean` (same epoch, generation + 1), then flush. An I/O error stops
+//!    here as in step 6. On a possible loss the marker is left as it is
+//!    (the evidence stays for the module and the administrator) and the
+//!    outcome says so (exit 9); a disk without a marker is left without one.
+//! 8. Only then record the replay in the older superblock copy
 //!    ([`rapilog_format::ReplayPlan::replayed_superblock`]): tail past the
 //!    window, state clean, report. Read it back and check it.
 //!
 //! Nothing that fails a check ever reaches the disk: the planner yields only
-//! records whose descriptor and payload checksums hold.
+//! records whose descriptor and payload checksums hold, inside the disk's
+//! data area.
 
 use std::fmt;
 use std::ops::Range;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rapilog_format::{
-    plan_replay, ActiveSuperblock, DiskId, DiskIdentity, RegionState, ReplayReport, Replayer,
-    SoftwareCrc32c, Superblock, SUPERBLOCK_BYTES,
+    check_marker, marker_area, plan_replay, ActiveSuperblock, DiskId, DiskIdentity, DiskMarker,
+    LossReason, MarkerError, MarkerState, MarkerVerdict, MarkerWriter, RegionEvidence, RegionState,
+    ReplayReport, Replayer, SoftwareCrc32c, Superblock, MARKER_BYTES, SECTOR_BYTES,
+    SUPERBLOCK_BYTES,
 };
 
 use crate::idtext::{show, IdText};
@@ -51,6 +67,9 @@ pub enum FailureKind {
     /// The disk is replayed and durable, but the report could not be
     /// recorded in the region (exit 6).
     Report,
+    /// The disk's loss marker says acknowledged writes may have been lost,
+    /// and the region holds no records of the disk (exit 9).
+    PossibleLoss,
 }
 
 impl FailureKind {
@@ -62,6 +81,7 @@ impl FailureKind {
             Self::Disk => 4,
             Self::DiskIo => 5,
             Self::Report => 6,
+            Self::PossibleLoss => 9,
         }
     }
 }
@@ -131,6 +151,171 @@ pub enum ReportWrite {
     AlreadyClean,
 }
 
+/// What became of the log disk's loss marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkerOutcome {
+    /// The disk could not be opened, and no record needed it: the marker
+    /// was neither read nor updated.
+    NotChecked {
+        /// Why the disk could not be opened.
+        why: String,
+    },
+    /// The disk has no marker (fronted by a module without one, or never):
+    /// left without one.
+    Absent,
+    /// Already clean: left as it was.
+    AlreadyClean(DiskMarker),
+    /// It was `live` for the region's epoch; now `clean`, written and
+    /// flushed after the replay's writes.
+    Cleaned {
+        /// The marker found.
+        before: DiskMarker,
+        /// The marker written.
+        after: DiskMarker,
+    },
+    /// Dry run: the marker would have been written `clean`.
+    WouldClean(DiskMarker),
+    /// Acknowledged writes may have been lost: the marker is left as it is.
+    PossibleLoss {
+        /// The marker as decoded.
+        marker: Result<Option<DiskMarker>, MarkerError>,
+        /// Why.
+        reason: LossReason,
+    },
+}
+
+impl MarkerOutcome {
+    /// One word for the report line: `not-checked`, `none`, `clean`,
+    /// `cleaned`, `would-clean` or `possible-loss`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::NotChecked { .. } => "not-checked",
+            Self::Absent => "none",
+            Self::AlreadyClean(_) => "clean",
+            Self::Cleaned { .. } => "cleaned",
+            Self::WouldClean(_) => "would-clean",
+            Self::PossibleLoss { .. } => "possible-loss",
+        }
+    }
+}
+
+/// A decoded marker (or why it is none or damaged), for messages.
+pub fn marker_words(marker: &Result<Option<DiskMarker>, MarkerError>) -> String {
+    match marker {
+        Ok(Some(m)) => m.to_string(),
+        Ok(None) => "no marker".into(),
+        Err(e) => format!("damaged marker: {e}"),
+    }
+}
+
+/// The marker writer recorded for `replayer`.
+fn marker_writer(replayer: Replayer) -> MarkerWriter {
+    match replayer {
+        Replayer::Rescue => MarkerWriter::Rescue,
+        Replayer::Module => MarkerWriter::Module,
+        Replayer::Tool | Replayer::Never => MarkerWriter::Tool,
+    }
+}
+
+/// Reads and decodes the marker of a disk of `sectors` and `block_bytes`.
+/// `Ok(None)` when the disk has no marker area (too small to be fronted).
+fn read_marker<T: BlockTarget>(
+    disk: &mut T,
+    identity: &DiskIdentity,
+) -> std::io::Result<Option<Result<Option<DiskMarker>, MarkerError>>> {
+    let Some(area) = marker_area(identity) else {
+        return Ok(None);
+    };
+    let mut record = [0u8; MARKER_BYTES];
+    disk.read_at(&mut record, area.byte_offset())?;
+    Ok(Some(DiskMarker::decode(&record, SoftwareCrc32c)))
+}
+
+/// Writes `marker` over the whole marker area of `identity`, then flushes.
+fn write_marker<T: BlockTarget>(
+    disk: &mut T,
+    identity: &DiskIdentity,
+    marker: &DiskMarker,
+) -> std::io::Result<()> {
+    let area = marker_area(identity)
+        .ok_or_else(|| std::io::Error::other("the disk has no marker area"))?;
+    let len = usize::try_from(area.bytes()).map_err(std::io::Error::other)?;
+    let mut bytes = vec![0u8; len];
+    marker.encode_area(&mut bytes, SoftwareCrc32c);
+    disk.write_at(&bytes, area.byte_offset())?;
+    disk.flush()
+}
+
+/// The region was refused for `expected`'s sake (no valid superblock, or
+/// another disk's): the region holds no records of that disk, so if that
+/// disk's marker is `live`, acknowledged writes may have been lost. Reads
+/// the marker (nothing is written) and returns the failure to report:
+/// [`FailureKind::PossibleLoss`] then, else `refusal` as it was.
+fn refused_region<T, F>(
+    refusal: Failure,
+    expected: Option<DiskId>,
+    open_target: F,
+    log: &mut dyn FnMut(&str),
+) -> Failure
+where
+    T: BlockTarget,
+    F: FnOnce(&DiskIdentity, &mut dyn FnMut(&str)) -> Result<OpenedTarget<T>, Failure>,
+{
+    let Some(id) = expected else {
+        return refusal;
+    };
+    // Only the id is known; size and block size come from the disk itself.
+    let wanted = DiskIdentity {
+        id,
+        sectors: 0,
+        block_bytes: SECTOR_BYTES,
+    };
+    let mut opened = match open_target(&wanted, log) {
+        Ok(opened) => opened,
+        Err(f) => {
+            log(&format!(
+                "log disk {} not checked for a loss marker: {}",
+                show(&id),
+                f.message
+            ));
+            return refusal;
+        }
+    };
+    let identity = DiskIdentity {
+        id,
+        sectors: opened.sectors,
+        block_bytes: opened.block_bytes,
+    };
+    let marker = match read_marker(&mut opened.disk, &identity) {
+        Ok(Some(marker)) => marker,
+        Ok(None) => return refusal,
+        Err(e) => {
+            log(&format!(
+                "reading the loss marker of {} failed: {e}",
+                opened.description
+            ));
+            return refusal;
+        }
+    };
+    log(&format!(
+        "log disk {}: {}",
+        opened.description,
+        marker_words(&marker)
+    ));
+    match check_marker(marker, RegionEvidence::NoRegionRecords) {
+        MarkerVerdict::Proceed => refusal,
+        MarkerVerdict::PossibleLoss { reason } => Failure::new(
+            FailureKind::PossibleLoss,
+            format!(
+                "POSSIBLE LOSS OF ACKNOWLEDGED WRITES: {reason}. {}; the marker of {} is left \
+                 as it is: once the loss is dealt with, clear it with `rapilogctl marker DISK \
+                 --clear`",
+                refusal.message, opened.description
+            ),
+        ),
+    }
+}
+
 /// A finished replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -146,14 +331,19 @@ pub struct Outcome {
     pub duration_us: u64,
     /// What happened to the report.
     pub report_write: ReportWrite,
+    /// What became of the log disk's loss marker.
+    pub marker: MarkerOutcome,
 }
 
 impl Outcome {
-    /// 0, or 1 when records were damaged (malformed, bad payload, beyond
-    /// the disk): the replay did all it could, but acknowledged data may be
-    /// lost.
+    /// 9 when the disk's marker says acknowledged writes may have been lost
+    /// ([`MarkerOutcome::PossibleLoss`]); else 1 when records were damaged
+    /// (malformed, bad payload, beyond the disk): the replay did all it
+    /// could, but acknowledged data may be lost; else 0.
     pub fn exit_code(&self) -> i32 {
-        if self.report.skipped.alarming() > 0 {
+        if matches!(self.marker, MarkerOutcome::PossibleLoss { .. }) {
+            FailureKind::PossibleLoss.exit_code()
+        } else if self.report.skipped.alarming() > 0 {
             1
         } else {
             0
@@ -200,7 +390,7 @@ pub fn report_fields(outcome: &Outcome) -> String {
     };
     format!(
         "applied={} bytes={} empty={} bad_descriptor={} malformed={} wrong_epoch={} stale={} \
-         bad_payload={} beyond_disk={} from_seq={} duration_us={} region={} exit={}",
+         bad_payload={} beyond_disk={} from_seq={} duration_us={} marker={} region={} exit={}",
         r.records_applied,
         r.bytes_applied,
         s.empty,
@@ -212,6 +402,7 @@ pub fn report_fields(outcome: &Outcome) -> String {
         s.beyond_disk,
         outcome.window.start,
         outcome.duration_us,
+        outcome.marker.word(),
         written,
         outcome.exit_code()
     )
@@ -233,12 +424,21 @@ where
     let crc = SoftwareCrc32c;
     let where_ = region.describe();
     // 1. The superblock.
-    let active = ActiveSuperblock::load(region.bytes(), crc).map_err(|e| {
-        Failure::new(
-            FailureKind::Region,
-            format!("region {where_} refused: {e}; nothing written"),
-        )
-    })?;
+    let active = match ActiveSuperblock::load(region.bytes(), crc) {
+        Ok(active) => active,
+        Err(e) => {
+            let refusal = Failure::new(
+                FailureKind::Region,
+                format!("region {where_} refused: {e}; nothing written"),
+            );
+            return Err(refused_region(
+                refusal,
+                options.expected_id,
+                open_target,
+                log,
+            ));
+        }
+    };
     let sb: Superblock = active.superblock;
     log(&format!(
         "region {where_}: {}",
@@ -248,7 +448,7 @@ where
     // 2. The disk the caller expects.
     if let Some(expected) = options.expected_id {
         if expected != sb.disk.id {
-            return Err(Failure::new(
+            let refusal = Failure::new(
                 FailureKind::Disk,
                 format!(
                     "region {where_} belongs to disk {} but the configuration names disk {}; \
@@ -256,11 +456,12 @@ where
                     show(&sb.disk.id),
                     show(&expected)
                 ),
-            ));
+            );
+            return Err(refused_region(refusal, Some(expected), open_target, log));
         }
     }
 
-    // 3. Anything to do at all?
+    // 3. Anything to apply?
     let mut dry = plan_replay(region.bytes(), &sb.disk, crc).map_err(|e| {
         Failure::new(
             FailureKind::Region,
@@ -275,64 +476,189 @@ where
         window.start, window.end, pre_report.records_applied, pre_report.bytes_applied
     ));
 
-    let (report, duration_us, target, finished) = if pre_report.records_applied == 0 {
-        (pre_report, 0, None, dry)
-    } else {
-        // 4. The disk.
-        let opened = open_target(&sb.disk, log)?;
-        let target_identity = DiskIdentity {
-            id: sb.disk.id,
-            sectors: opened.sectors,
-            block_bytes: opened.block_bytes,
-        };
-        let mut plan = plan_replay(region.bytes(), &target_identity, crc).map_err(|e| {
+    // 4. The disk: for the records, and for its loss marker.
+    let mut opened = match open_target(&sb.disk, log) {
+        Ok(opened) => opened,
+        Err(f) if pre_report.records_applied == 0 => {
+            log(&format!(
+                "no record to apply; the log disk's loss marker is not checked: {}",
+                f.message
+            ));
+            let marker = MarkerOutcome::NotChecked { why: f.message };
+            let finished = Finished::of(&dry, options, 0);
+            return record_report(region, options, &active, finished, pre_report, None, marker);
+        }
+        Err(f) => return Err(f),
+    };
+    let target_identity = DiskIdentity {
+        id: sb.disk.id,
+        sectors: opened.sectors,
+        block_bytes: opened.block_bytes,
+    };
+    let mut plan = plan_replay(region.bytes(), &target_identity, crc).map_err(|e| {
+        Failure::new(
+            FailureKind::Disk,
+            format!(
+                "{} refused as log disk: {e}; nothing written",
+                opened.description
+            ),
+        )
+    })?;
+    log(&format!("log disk {}", opened.description));
+
+    // 5. The loss marker and the decision.
+    let marker = read_marker(&mut opened.disk, &target_identity)
+        .map_err(|e| {
             Failure::new(
-                FailureKind::Disk,
+                FailureKind::DiskIo,
                 format!(
-                    "{} refused as log disk: {e}; nothing written",
+                    "reading the loss marker of {} failed: {e}; nothing written",
                     opened.description
                 ),
             )
-        })?;
-        log(&format!("log disk {}", opened.description));
-        if options.dry_run {
-            plan.by_ref().for_each(drop);
-            (plan.report(), 0, Some(opened.description), plan)
-        } else {
-            // 5. Writes, then flush.
-            let mut disk = opened.disk;
-            let start = Instant::now();
-            for write in plan.by_ref() {
-                let offset = write.sector * 512;
-                disk.write_at(write.data, offset).map_err(|e| {
-                    Failure::new(
-                        FailureKind::DiskIo,
-                        format!(
-                            "writing record {} ({} bytes at sector {}) to {} failed: {e}; \
-                             region left as it was, replay again",
-                            write.seq,
-                            write.data.len(),
-                            write.sector,
-                            opened.description
-                        ),
-                    )
-                })?;
+        })?
+        .unwrap_or(Ok(None)); // no marker area: plan_replay refused that already
+    log(&format!("log disk marker: {}", marker_words(&marker)));
+    let verdict = check_marker(marker, RegionEvidence::Ours { epoch: sb.epoch });
+    let to_clean = match (verdict, marker) {
+        (MarkerVerdict::Proceed, Ok(Some(m))) if m.state == MarkerState::Live => Some(m),
+        _ => None,
+    };
+
+    let description = opened.description;
+    let mut disk = opened.disk;
+    if options.dry_run {
+        plan.by_ref().for_each(drop);
+        let marker = match (verdict, marker) {
+            (MarkerVerdict::PossibleLoss { reason }, _) => {
+                MarkerOutcome::PossibleLoss { marker, reason }
             }
-            disk.flush().map_err(|e| {
+            (_, Ok(Some(m))) if to_clean.is_some() => MarkerOutcome::WouldClean(m),
+            (_, Ok(Some(m))) => MarkerOutcome::AlreadyClean(m),
+            _ => MarkerOutcome::Absent,
+        };
+        let finished = Finished::of(&plan, options, 0);
+        let report = plan.report();
+        return record_report(
+            region,
+            options,
+            &active,
+            finished,
+            report,
+            Some(description),
+            marker,
+        );
+    }
+
+    // 6. Writes, then flush.
+    let start = Instant::now();
+    if pre_report.records_applied > 0 {
+        for write in plan.by_ref() {
+            let offset = write.sector * 512;
+            disk.write_at(write.data, offset).map_err(|e| {
                 Failure::new(
                     FailureKind::DiskIo,
                     format!(
-                        "flushing {} failed: {e}; region left as it was, replay again",
-                        opened.description
+                        "writing record {} ({} bytes at sector {}) to {description} failed: {e}; \
+                         region left as it was, replay again",
+                        write.seq,
+                        write.data.len(),
+                        write.sector,
                     ),
                 )
             })?;
-            let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-            (plan.report(), us, Some(opened.description), plan)
         }
-    };
+        disk.flush().map_err(|e| {
+            Failure::new(
+                FailureKind::DiskIo,
+                format!("flushing {description} failed: {e}; region left as it was, replay again"),
+            )
+        })?;
+    } else {
+        plan.by_ref().for_each(drop);
+    }
+    let duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
 
-    // 6. The report.
+    // 7. The marker: clean now that everything is on the disk.
+    let marker = match (verdict, marker, to_clean) {
+        (MarkerVerdict::PossibleLoss { reason }, _, _) => {
+            log(&format!("POSSIBLE LOSS: {reason}"));
+            MarkerOutcome::PossibleLoss { marker, reason }
+        }
+        (_, _, Some(before)) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let after = before.cleaned(marker_writer(options.replayer), now);
+            write_marker(&mut disk, &target_identity, &after).map_err(|e| {
+                Failure::new(
+                    FailureKind::DiskIo,
+                    format!(
+                        "writing the clean loss marker to {description} failed: {e}; \
+                         region left as it was, replay again"
+                    ),
+                )
+            })?;
+            MarkerOutcome::Cleaned { before, after }
+        }
+        (_, Ok(Some(m)), None) => MarkerOutcome::AlreadyClean(m),
+        _ => MarkerOutcome::Absent,
+    };
+    let finished = Finished::of(&plan, options, duration_us);
+    let report = plan.report();
+    record_report(
+        region,
+        options,
+        &active,
+        finished,
+        report,
+        Some(description),
+        marker,
+    )
+}
+
+/// What a finished plan leaves for the report: its window and the
+/// superblock update that records it.
+struct Finished {
+    window: Range<u64>,
+    next: Option<ActiveSuperblock>,
+    duration_us: u64,
+}
+
+impl Finished {
+    fn of<C: rapilog_format::Crc32c>(
+        plan: &rapilog_format::ReplayPlan<'_, C>,
+        options: &ReplayOptions,
+        duration_us: u64,
+    ) -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Self {
+            window: plan.window(),
+            next: plan.replayed_superblock(options.replayer, now, duration_us),
+            duration_us,
+        }
+    }
+}
+
+/// Step 8: records the replay in the region (unless a dry run, or a clean
+/// region with nothing applied) and builds the outcome.
+fn record_report(
+    region: &mut dyn RegionStore,
+    options: &ReplayOptions,
+    active: &ActiveSuperblock,
+    finished: Finished,
+    report: ReplayReport,
+    target: Option<String>,
+    marker: MarkerOutcome,
+) -> Result<Outcome, Failure> {
+    let sb = &active.superblock;
+    let Finished {
+        window,
+        next,
+        duration_us,
+    } = finished;
     let report_write = if options.dry_run {
         ReportWrite::DryRun
     } else if sb.state == RegionState::Clean
@@ -341,14 +667,10 @@ where
     {
         ReportWrite::AlreadyClean
     } else {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let next = finished
-            .replayed_superblock(options.replayer, now, duration_us)
-            .ok_or_else(|| {
-                Failure::new(FailureKind::Report, "internal: replay plan not finished")
-            })?;
+        let next = next.ok_or_else(|| {
+            Failure::new(FailureKind::Report, "internal: replay plan not finished")
+        })?;
+        let where_ = region.describe();
         write_superblock(region, &next).map_err(|e| {
             Failure::new(
                 FailureKind::Report,
@@ -361,12 +683,13 @@ where
         ReportWrite::Written(next)
     };
     Ok(Outcome {
-        before: active,
+        before: *active,
         target,
         window,
         report,
         duration_us,
         report_write,
+        marker,
     })
 }
 
@@ -429,6 +752,7 @@ pub fn describe_outcome(outcome: &Outcome) -> Vec<String> {
             r.skipped.beyond_disk
         ));
     }
+    lines.extend(describe_marker(&outcome.marker));
     match outcome.report_write {
         ReportWrite::Written(next) => lines.push(format!(
             "report recorded in superblock copy {} (generation {}): region clean, durable tail {}",
@@ -451,6 +775,42 @@ pub fn describe_outcome(outcome: &Outcome) -> Vec<String> {
         }
     }
     lines
+}
+
+/// Lines saying what became of the log disk's loss marker.
+pub fn describe_marker(marker: &MarkerOutcome) -> Vec<String> {
+    match marker {
+        MarkerOutcome::NotChecked { why } => vec![format!(
+            "WARNING: the log disk's loss marker was not checked ({why}); if it says live and \
+             memory is wiped before rapilog.ko loads again, the module will report a possible \
+             loss: check it with `rapilogctl marker DISK`"
+        )],
+        MarkerOutcome::Absent => {
+            vec![
+                "log disk has no loss marker (never fronted by a rapilog.ko that writes one): \
+                  left as it is"
+                    .into(),
+            ]
+        }
+        MarkerOutcome::AlreadyClean(m) => vec![format!("log disk marker already clean: {m}")],
+        MarkerOutcome::Cleaned { before, after } => vec![format!(
+            "log disk marker: live for region epoch {:#x} -> clean (generation {}), written and \
+             flushed",
+            before.epoch, after.generation
+        )],
+        MarkerOutcome::WouldClean(m) => vec![format!(
+            "dry run: the log disk's live marker would be written clean ({m})"
+        )],
+        MarkerOutcome::PossibleLoss { marker, reason } => vec![
+            format!("POSSIBLE LOSS OF ACKNOWLEDGED WRITES: {reason}"),
+            format!(
+                "the log disk's marker ({}) is left as it is: rapilog.ko will not load over it \
+                 without accept_loss=1; once the loss is dealt with, clear it with `rapilogctl \
+                 marker DISK --clear`",
+                marker_words(marker)
+            ),
+        ],
+    }
 }
 
 /// Shows an id (for callers that only have bytes).

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 use crate::sys;
 
-/// What replay needs from a disk: positioned writes and a flush that makes
-/// them durable.
+/// What replay needs from a disk: positioned reads (of the loss marker),
+/// positioned writes and a flush that makes them durable.
 pub trait BlockTarget {
+    /// Fills `buf` from byte `offset`.
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes `data` at byte `offset`.
     fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()>;
     /// Makes every write so far durable (written through the disk's cache).
@@ -69,6 +71,10 @@ impl TargetDisk {
 }
 
 impl BlockTarget for TargetDisk {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
     fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
         self.file.write_all_at(data, offset)
     }
@@ -93,9 +99,24 @@ pub struct MemoryDisk {
     pub fail_write: Option<usize>,
     /// Flushes fail with EIO.
     pub fail_flush: bool,
+    /// Reads fail with EIO.
+    pub fail_read: bool,
 }
 
 impl BlockTarget for MemoryDisk {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if self.fail_read {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let src = self
+            .bytes
+            .get(start..start + buf.len())
+            .ok_or_else(|| io::Error::other("read beyond the disk"))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
     fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
         if self.fail_write == Some(self.writes.len()) {
             return Err(io::Error::from_raw_os_error(libc::EIO));

@@ -14,7 +14,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{mixed, FakeSysfs, Scenario, TempDir, DISK_ID, DISK_SECTORS};
-use rapilog_format::{ActiveSuperblock, RegionState, Replayer, SoftwareCrc32c};
+use rapilog_format::{
+    ActiveSuperblock, DiskMarker, MarkerState, MarkerWriter, RegionState, Replayer, SoftwareCrc32c,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rapilog-rescue");
 
@@ -132,8 +134,99 @@ fn replays_an_image_onto_a_forced_target() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("no disk needed"), "{}", run.stdout);
+    assert!(run.stdout.contains("applied 0 record(s)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("log disk has no loss marker"),
+        "{}",
+        run.stdout
+    );
     assert_same(&std::fs::read(&image).unwrap(), &region, "region");
+    assert_same(&std::fs::read(&disk).unwrap(), &s.expected, "disk");
+}
+
+/// A live marker for the scenario's region, in the disk's last 8 sectors.
+fn live_marker(s: &Scenario, disk: &mut [u8]) -> DiskMarker {
+    let marker = DiskMarker {
+        state: MarkerState::Live,
+        epoch: s.image.active().superblock.epoch,
+        region_phys: PHYS,
+        region_bytes: s.image.bytes().len() as u64,
+        generation: 5,
+        written_at_unix_secs: 1_800_000_000,
+        writer: MarkerWriter::Module,
+    };
+    marker.encode_area(&mut disk[MARKER_AT..], SoftwareCrc32c);
+    marker
+}
+
+const MARKER_AT: usize = (DISK_SECTORS as usize - 8) * 512;
+
+#[test]
+fn replay_writes_the_live_marker_clean() {
+    let (s, _) = mixed();
+    let dir = TempDir::new("cli-marker");
+    let (image, disk) = files(&s, &dir);
+    let mut before = s.disk_before.clone();
+    let live = live_marker(&s, &mut before);
+    std::fs::write(&disk, &before).unwrap();
+    let run = rescue(&["--image", p(&image), "--target", p(&disk)]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("log disk marker: live marker, generation 5"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("-> clean (generation 6), written and flushed"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(" marker=cleaned region=written exit=0"),
+        "{}",
+        run.stdout
+    );
+    let after = std::fs::read(&disk).unwrap();
+    let clean = DiskMarker::decode(&after[MARKER_AT..], SoftwareCrc32c)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (clean.state, clean.writer),
+        (MarkerState::Clean, MarkerWriter::Rescue)
+    );
+    assert_eq!((clean.epoch, clean.generation), (live.epoch, 6));
+    assert_same(&after[..MARKER_AT], &s.expected[..MARKER_AT], "data area");
+}
+
+#[test]
+fn wiped_region_over_a_live_marker_exits_9_and_writes_nothing() {
+    let (s, _) = mixed();
+    let mut wiped = Scenario::new(512);
+    wiped.image.bytes_mut().fill(0);
+    let m = Machine::new(&wiped, "rl-log");
+    let mut before = s.disk_before.clone();
+    let live = live_marker(&s, &mut before);
+    std::fs::write(m.dir.join("dev/vda"), &before).unwrap();
+    let run = m.run(&format!("rapilog.disk={DISK_ID}"), &[]);
+    assert_failed(&run, 9, "POSSIBLE LOSS OF ACKNOWLEDGED WRITES: ");
+    let line = run.stderr.trim_end();
+    assert!(
+        line.contains(&format!(
+            "region epoch {:#x} that was neither drained nor replayed",
+            live.epoch
+        )),
+        "{line}"
+    );
+    assert!(line.contains("no valid superblock"), "{line}");
+    assert!(line.contains("nothing written"), "{line}");
+    assert!(run.stdout.contains("log disk "), "{}", run.stdout);
+    assert_same(&m.disk("vda"), &before, "vda");
+    assert_same(&m.disk("vdb"), &wiped.disk_before, "vdb");
+    // Without rapilog.disk= there is no telling which disk: exit 3 as ever.
+    let run = m.run("", &[]);
+    assert_failed(&run, 3, "no valid superblock");
 }
 
 #[test]

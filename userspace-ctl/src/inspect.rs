@@ -16,9 +16,9 @@ use std::path::PathBuf;
 use rapilog_format::descriptor::fields as dfields;
 use rapilog_format::superblock::fields as sfields;
 use rapilog_format::{
-    plan_replay, ActiveSuperblock, Crc32c, Descriptor, DescriptorError, LoadError, RegionSpec,
-    RegionState, ReplayReport, Replayer, SkipCounts, SoftwareCrc32c, Superblock, SuperblockCopy,
-    DESCRIPTOR_BYTES, SECTOR_BYTES, SUPERBLOCK_BYTES, UNIT_BYTES,
+    marker_area, plan_replay, ActiveSuperblock, Crc32c, Descriptor, DescriptorError, LoadError,
+    RegionSpec, RegionState, ReplayReport, Replayer, SkipCounts, SoftwareCrc32c, Superblock,
+    SuperblockCopy, DESCRIPTOR_BYTES, SECTOR_BYTES, SUPERBLOCK_BYTES, UNIT_BYTES,
 };
 use rapilog_rescue::idtext::IdText;
 use rapilog_rescue::region::{FileRegion, MemAccess, RegionStore};
@@ -496,8 +496,10 @@ fn skip_reason(
     if d.sector % block != 0 || sectors % block != 0 {
         return skip("malformed");
     }
+    // Records end inside the disk's data area, before its loss marker.
+    let data_sectors = marker_area(&sb.disk).map_or(0, |a| a.data_sectors());
     match d.sector.checked_add(sectors) {
-        Some(end) if end <= sb.disk.sectors => {}
+        Some(end) if end <= data_sectors => {}
         _ => return skip("beyond_disk"),
     }
     let Some(payload) = g
@@ -544,7 +546,8 @@ pub fn inspect(region: &[u8], source: &str, all: bool) -> Inspection {
                 (seqs, plan.report())
             }
             Err(e) => {
-                // Cannot happen after a successful load; say so if it does.
+                // After a successful load only a disk too small for its
+                // marker area is refused.
                 inspection.error = Some(e.to_string());
                 return inspection;
             }

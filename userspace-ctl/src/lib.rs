@@ -11,6 +11,8 @@
 //!   also the `--json` document.
 //! - [`replay`]: `rapilogctl replay`, through the rescue program's own
 //!   replay engine ([`rapilog_rescue::engine::replay`]).
+//! - [`marker`]: `rapilogctl marker DISK [--clear]`, the log disk's loss
+//!   marker, read offline and cleared after a possible loss is dealt with.
 //! - [`plan`]: boot parameters (`memmap=`, `crashkernel=`) and a region
 //!   size from the machine's memory map and the log disk's bandwidth.
 //! - [`arm`]: `rapilog-arm arm|disarm`, the script the systemd unit uses.
@@ -26,6 +28,7 @@
 pub mod arm;
 pub mod inspect;
 pub mod live;
+pub mod marker;
 pub mod plan;
 pub mod replay;
 pub mod status;
@@ -36,8 +39,8 @@ use std::fmt;
 
 /// Process exit codes, as documented in `rapilogctl --help` and README.md.
 ///
-/// 0..=6 mean the same as `rapilog-rescue`'s exit codes, so a replay gives
-/// the same code whichever of the two ran it.
+/// 0..=6 and 9 mean the same as `rapilog-rescue`'s exit codes, so a replay
+/// gives the same code whichever of the two ran it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     /// 0: done.
@@ -63,6 +66,9 @@ pub enum Code {
     /// 8: the control interface (`/dev/rapilog-ctl`) is missing or of
     /// another version.
     Unsupported = 8,
+    /// 9: the log disk's loss marker says acknowledged writes may have been
+    /// lost (a `live` marker whose region is gone, or a damaged marker).
+    PossibleLoss = 9,
     /// 77: needs root.
     NotRoot = 77,
     /// 130: interrupted (SIGINT/SIGTERM) while waiting; nothing is lost.
@@ -88,9 +94,10 @@ Exit codes:
    6  replay: disk replayed, but the report could not be recorded in the region
    7  the rapilog module is not loaded, or no such rapilog device
    8  the control interface (/dev/rapilog-ctl) is missing or of another version
+   9  POSSIBLE LOSS: the log disk's marker says acknowledged writes may have been lost
   77  needs root (/dev/mem, kexec, block devices, CAP_SYS_ADMIN on the control device)
  130  interrupted (Ctrl-C) while waiting; nothing is lost
-0..6 mean the same as rapilog-rescue's exit codes.";
+0..6 and 9 mean the same as rapilog-rescue's exit codes.";
 
 /// A failure: its exit code and one line saying what happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +145,7 @@ impl From<rapilog_rescue::Failure> for Error {
             K::Disk => Code::Disk,
             K::DiskIo => Code::DiskIo,
             K::Report => Code::Report,
+            K::PossibleLoss => Code::PossibleLoss,
         };
         Self::new(code, f.message)
     }

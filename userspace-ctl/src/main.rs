@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use rapilogctl::{arm, inspect, live, plan, replay, status, Code, Error, EXIT_CODES};
+use rapilogctl::{arm, inspect, live, marker, plan, replay, status, Code, Error, EXIT_CODES};
 
 const ABOUT: &str = "Inspect and operate rapilog: the write-back log buffer in crash-safe memory";
 
@@ -18,8 +18,9 @@ the background; after a panic a kexec crash kernel replays the region.
 
 Offline commands work on any machine: `inspect` decodes a region image (from
 `dump`, or a crashed machine's memory), `replay` writes an image's records
-onto the log disk with the rescue program's own code, `plan` computes the
-boot parameters. Live commands (`status`, `flush`, `dump`, `inspect --live`,
+onto the log disk with the rescue program's own code, `marker` shows (and
+after a possible loss clears) the log disk's loss marker, `plan` computes
+the boot parameters. Live commands (`status`, `flush`, `dump`, `inspect --live`,
 `fence`) talk to the loaded driver through its control device
 /dev/rapilog-ctl: exit 7 if the module is not loaded, 8 if the control
 device is missing or of another version.
@@ -51,7 +52,7 @@ struct JsonFlag {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Live state of a rapilog device, with a one-line verdict (PROTECTED, DEGRADED, AT RISK)
+    /// Live state of a rapilog device, with a one-line verdict (PROTECTED, DEGRADED, AT RISK, POSSIBLE LOSS)
     #[command(long_about = "\
 Live state of a rapilog device, read from its control device
 /dev/rapilog-ctl (any user who can open it; the driver fills a versioned
@@ -60,9 +61,14 @@ size, protection mode, used and dirty bytes, records, head and tail, durable
 tail, writeback (bytes, writes, average size, bandwidth while busy, rate
 since load), flushes absorbed, throttled writes, errors, IOMMU fence with
 the unfenced PCI devices, power-fail path (signals, hold-up, dirty bound),
-crash kernel armed or not (/sys/kernel/kexec_crash_loaded), last replay.
+crash kernel armed or not (/sys/kernel/kexec_crash_loaded), the log disk's
+loss marker, last replay.
 
 Verdict, worst first:
+  POSSIBLE LOSS  the module went live over a possible loss of acknowledged
+             writes that an administrator accepted (accept_loss=1): the
+             disk's marker said a region held writes that the region no
+             longer had; the line gives the reason
   AT RISK    the crash kernel is not armed, or the power-fail drain failed:
              a likely event loses acknowledged writes
   DEGRADED   safe from a panic, but a protection is missing or the disk is
@@ -176,6 +182,38 @@ flush failed, 6 report not recorded in the image, 77 needs root.")]
         /// Verify and report; write nothing
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show the log disk's loss marker (--clear: mark it clean after a possible loss)
+    #[command(long_about = "\
+Show the loss marker at the end of a log disk (a block device or a disk
+image): the last max(4096, block size) bytes, which /dev/rapilog0 never
+shows. `live` means a region may hold acknowledged writes that are not on
+the disk: rapilog.ko writes it before the device goes live, and `clean`
+after a clean drain; rapilog-rescue and `rapilogctl replay` write `clean`
+after replaying. rapilog.ko refuses to load over a live marker whose region
+is gone (memory wiped at boot, a cold boot, another machine) or a damaged
+one, unless accept_loss=1: acknowledged writes may have been lost.
+
+--clear, once the possible loss is dealt with (the database checked or
+restored), writes the marker `clean` (writer tool, generation + 1), flushes
+and reads it back. It refuses a busy block device (mounted, or held by
+rapilog.ko or another driver), and writes nothing to a disk without a
+marker or with a clean one. Reading needs no exclusive access.
+
+Exit: 0 shown (or cleared, or nothing to clear), 1 reading or writing
+failed, 2 bad arguments, 4 cannot open DISK or it is busy, 9 the marker is
+damaged (not cleared), 77 needs root.")]
+    Marker {
+        /// The log disk: a block device, or an image file of one
+        disk: PathBuf,
+        /// Logical block size of an image file (default 512)
+        #[arg(long, value_name = "BYTES")]
+        block_bytes: Option<u32>,
+        /// Write the marker clean (after dealing with a possible loss)
+        #[arg(long)]
+        clear: bool,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -443,6 +481,25 @@ fn run(cli: Cli) -> Result<Code, (Error, bool)> {
                 }
             }
             Ok(done.code())
+        }
+        Command::Marker {
+            disk,
+            block_bytes,
+            clear,
+            json,
+        } => {
+            let report = marker::run(&marker::Request {
+                disk,
+                block_bytes,
+                clear,
+            })
+            .map_err(|e| (e, json.json))?;
+            if json.json {
+                print_json(&report);
+            } else {
+                print!("{}", report.lines());
+            }
+            Ok(report.code())
         }
         Command::Plan {
             hold_up_ms,

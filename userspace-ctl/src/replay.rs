@@ -16,6 +16,10 @@
 //! - size and logical block size must be the region's (the planner's check).
 //!
 //! `--dry-run` opens the image and the disk read-only: nothing is written.
+//!
+//! Like the rescue program, a replay writes the disk's loss marker `clean`
+//! once the records are flushed (when it was `live` for the region's epoch),
+//! and on a possible loss leaves it as it is and exits 9.
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -27,7 +31,8 @@ use rapilog_format::{
 };
 use rapilog_rescue::discover;
 use rapilog_rescue::engine::{
-    self, describe_outcome, report_fields, OpenedTarget, Outcome, ReplayOptions, ReportWrite,
+    self, describe_outcome, report_fields, MarkerOutcome, OpenedTarget, Outcome, ReplayOptions,
+    ReportWrite,
 };
 use rapilog_rescue::idtext::{self, IdText};
 use rapilog_rescue::region::{FileRegion, RegionStore};
@@ -35,6 +40,7 @@ use rapilog_rescue::target::{BlockTarget, TargetDisk};
 use serde::Serialize;
 
 use crate::inspect::ReportJson;
+use crate::marker::MarkerJson;
 use crate::units::human;
 use crate::{Code, Error};
 
@@ -85,12 +91,63 @@ pub struct ReplayJson {
     pub duration_us: u64,
     /// `written`, `dry-run` or `already-clean`: what happened to the region's report.
     pub region_update: &'static str,
+    /// What became of the log disk's loss marker.
+    pub marker: MarkerUpdateJson,
     /// The rescue program's report line (`key=value` words).
     pub report_line: String,
     /// Progress lines of the engine.
     pub log: Vec<String>,
-    /// The exit code.
+    /// The exit code: 0, 1 when damaged records were skipped, 9 on a
+    /// possible loss.
     pub exit_code: i32,
+}
+
+/// What a replay did with the log disk's loss marker.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarkerUpdateJson {
+    /// `cleaned`, `clean` (already), `none` (no marker), `would-clean`
+    /// (dry run), `possible-loss`, or `not-checked`.
+    pub outcome: &'static str,
+    /// The marker found (null: none, damaged or not checked).
+    pub found: Option<MarkerJson>,
+    /// The marker written (null unless `cleaned`).
+    pub written: Option<MarkerJson>,
+    /// The possible loss in words (null unless `possible-loss`).
+    pub possible_loss: Option<String>,
+    /// Why the disk's marker was not checked, or why it is damaged.
+    pub error: Option<String>,
+}
+
+impl From<&MarkerOutcome> for MarkerUpdateJson {
+    fn from(m: &MarkerOutcome) -> Self {
+        let mut json = Self {
+            outcome: m.word(),
+            found: None,
+            written: None,
+            possible_loss: None,
+            error: None,
+        };
+        match m {
+            MarkerOutcome::NotChecked { why } => json.error = Some(why.clone()),
+            MarkerOutcome::Absent => {}
+            MarkerOutcome::AlreadyClean(found) | MarkerOutcome::WouldClean(found) => {
+                json.found = Some(found.into())
+            }
+            MarkerOutcome::Cleaned { before, after } => {
+                json.found = Some(before.into());
+                json.written = Some(after.into());
+            }
+            MarkerOutcome::PossibleLoss { marker, reason } => {
+                json.possible_loss = Some(reason.to_string());
+                match marker {
+                    Ok(Some(found)) => json.found = Some(found.into()),
+                    Ok(None) => {}
+                    Err(e) => json.error = Some(e.to_string()),
+                }
+            }
+        }
+        json
+    }
 }
 
 /// A finished replay: the outcome and the engine's log.
@@ -106,12 +163,13 @@ pub struct Done {
 }
 
 impl Done {
-    /// Exit code: the rescue program's (0, or 1 when damaged records were skipped).
+    /// Exit code: the rescue program's (0; 1 when damaged records were
+    /// skipped; 9 when the disk's marker says writes may have been lost).
     pub fn code(&self) -> Code {
-        if self.outcome.exit_code() == 0 {
-            Code::Ok
-        } else {
-            Code::Failed
+        match self.outcome.exit_code() {
+            0 => Code::Ok,
+            9 => Code::PossibleLoss,
+            _ => Code::Failed,
         }
     }
 
@@ -144,6 +202,7 @@ impl Done {
                 ReportWrite::DryRun => "dry-run",
                 ReportWrite::AlreadyClean => "already-clean",
             },
+            marker: (&o.marker).into(),
             report_line: report_fields(o),
             log: self.log.clone(),
             exit_code: self.code().value(),
@@ -187,6 +246,10 @@ impl<T> Progress<T> {
 }
 
 impl<T: BlockTarget> BlockTarget for Progress<T> {
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+
     fn write_at(&mut self, data: &[u8], offset: u64) -> std::io::Result<()> {
         self.inner.write_at(data, offset)?;
         self.done += data.len() as u64;

@@ -8,6 +8,11 @@
 //!
 //! One line, worst level first:
 //!
+//! - **POSSIBLE LOSS**: the module went live over a possible loss that an
+//!   administrator accepted (`accept_loss=1`): the log disk's marker said a
+//!   region held acknowledged writes that were neither drained nor
+//!   replayed, and the region did not have them. Whatever else holds, writes
+//!   acknowledged before this load may be missing; the line says why.
 //! - **AT RISK**: a likely event loses acknowledged writes: the crash kernel
 //!   is not armed (a panic then relies on RAM surviving the reboot until
 //!   the module's replay at the next load, which firmware need not allow),
@@ -28,7 +33,7 @@ use std::fmt::Write as _;
 use rapilog_format::control::{
     flags, FencePolicy, FenceState, PowerFailState, ProtectMode, Status,
 };
-use rapilog_format::SoftwareCrc32c;
+use rapilog_format::{MarkerState, SoftwareCrc32c};
 use serde::Serialize;
 
 use crate::inspect::{superblock_fields, SuperblockFields};
@@ -79,6 +84,8 @@ pub enum Level {
     Degraded,
     /// A likely event loses acknowledged writes.
     AtRisk,
+    /// Acknowledged writes may already have been lost (accepted at load).
+    PossibleLoss,
 }
 
 impl Level {
@@ -88,6 +95,7 @@ impl Level {
             Self::Protected => "PROTECTED",
             Self::Degraded => "DEGRADED",
             Self::AtRisk => "AT RISK",
+            Self::PossibleLoss => "POSSIBLE LOSS",
         }
     }
 }
@@ -136,8 +144,25 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// The possible loss accepted at load, in words (`None`: none accepted).
+pub fn accepted_loss_words(s: &Status) -> Option<String> {
+    (s.loss_accepted != 0).then(|| {
+        let reason = String::from_utf8_lossy(s.loss_reason.as_bytes());
+        format!(
+            "acknowledged writes may have been lost before this load, accepted with \
+             accept_loss=1 ({})",
+            if reason.is_empty() {
+                "no reason given".into()
+            } else {
+                reason
+            }
+        )
+    })
+}
+
 /// The verdict for `s` (rules in the module docs).
 pub fn verdict(s: &Status, crash: CrashKernel) -> Verdict {
+    let loss: Vec<String> = accepted_loss_words(s).into_iter().collect();
     let mut at_risk = Vec::new();
     let mut degraded = Vec::new();
     match crash {
@@ -180,14 +205,17 @@ pub fn verdict(s: &Status, crash: CrashKernel) -> Verdict {
     if s.decode_superblock(SoftwareCrc32c).is_err() {
         degraded.push("region superblock unreadable".into());
     }
-    let level = if !at_risk.is_empty() {
+    let level = if !loss.is_empty() {
+        Level::PossibleLoss
+    } else if !at_risk.is_empty() {
         Level::AtRisk
     } else if !degraded.is_empty() {
         Level::Degraded
     } else {
         Level::Protected
     };
-    let mut problems = at_risk;
+    let mut problems = loss;
+    problems.extend(at_risk);
     problems.extend(degraded);
     let line = if problems.is_empty() {
         format!(
@@ -338,6 +366,35 @@ pub struct PowerFailJson {
     pub writeback_bandwidth: u64,
 }
 
+/// The log disk's loss marker, as the module found it at load.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarkerStatusJson {
+    /// `live`, `clean` or `none` (no marker, or a module that does not say).
+    pub state: &'static str,
+    /// The region epoch the marker names, `0x` hex (null for `none`).
+    pub epoch: Option<String>,
+    /// The module went live over a possible loss (`accept_loss=1`).
+    pub loss_accepted: bool,
+    /// Why the loss was possible (null unless `loss_accepted`).
+    pub loss_reason: Option<String>,
+}
+
+/// The marker part of `s`.
+pub fn marker_json(s: &Status) -> MarkerStatusJson {
+    let state = match MarkerState::from_code(s.marker_state) {
+        Some(MarkerState::Live) => "live",
+        Some(MarkerState::Clean) => "clean",
+        None => "none",
+    };
+    MarkerStatusJson {
+        state,
+        epoch: (state != "none").then(|| format!("{:#x}", s.marker_epoch)),
+        loss_accepted: s.loss_accepted != 0,
+        loss_reason: (s.loss_accepted != 0)
+            .then(|| String::from_utf8_lossy(s.loss_reason.as_bytes()).into_owned()),
+    }
+}
+
 /// The crash kernel.
 #[derive(Debug, Clone, Serialize)]
 pub struct CrashKernelJson {
@@ -384,6 +441,8 @@ pub struct Report {
     pub power_fail: PowerFailJson,
     /// Crash kernel.
     pub crash_kernel: CrashKernelJson,
+    /// The log disk's loss marker, and a possible loss accepted at load.
+    pub marker: MarkerStatusJson,
     /// The region's current superblock (as `rapilogctl.inspect` shows it, without `copy`).
     pub superblock: Option<SuperblockFields>,
     /// Why the superblock could not be decoded (null when it could).
@@ -529,6 +588,7 @@ pub fn report(s: &Status, device: &str, control: &str, crash: CrashKernel) -> Re
             state: crash.name(),
             armed: crash == CrashKernel::Armed,
         },
+        marker: marker_json(s),
         superblock,
         superblock_error,
     }
@@ -636,7 +696,7 @@ pub fn render(r: &Report, color: bool) -> String {
     let code = match r.verdict.level {
         Level::Protected => "1;32",
         Level::Degraded => "1;33",
-        Level::AtRisk => "1;31",
+        Level::AtRisk | Level::PossibleLoss => "1;31",
     };
     let _ = writeln!(out, "{}", paint(&r.verdict.line, code, color));
     let mut rows: Vec<(&str, String)> = Vec::new();
@@ -812,6 +872,33 @@ pub fn render(r: &Report, color: bool) -> String {
             ),
         },
     ));
+    let m = &r.marker;
+    rows.push((
+        "disk marker",
+        match m.state {
+            "live" => format!(
+                "live for region epoch {} (the log disk says this region may hold writes it \
+                 lacks, until a clean drain)",
+                m.epoch.as_deref().unwrap_or("?")
+            ),
+            "clean" => format!("clean (region epoch {})", m.epoch.as_deref().unwrap_or("?")),
+            _ => "none reported by the module".into(),
+        },
+    ));
+    if m.loss_accepted {
+        rows.push((
+            "loss",
+            paint(
+                &format!(
+                    "accepted at load (accept_loss=1): {}; the disk may lack acknowledged \
+                     writes from before this load",
+                    m.loss_reason.as_deref().unwrap_or("no reason given")
+                ),
+                "1;31",
+                color,
+            ),
+        ));
+    }
     rows.push((
         "superblock",
         match (&r.superblock, &r.superblock_error) {

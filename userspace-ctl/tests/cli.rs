@@ -12,7 +12,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rapilog_format::test_helpers::{compact_geometry, disk, model_disk, pattern, RegionImage};
-use rapilog_format::{Crc32c, SoftwareCrc32c, SUPERBLOCK_BYTES};
+use rapilog_format::{
+    Crc32c, DiskMarker, MarkerState, MarkerWriter, SoftwareCrc32c, SUPERBLOCK_BYTES,
+};
 use serde_json::Value;
 
 const DISK_ID: &str = "serial:rl-log";
@@ -99,7 +101,7 @@ fn help_documents_every_command_and_exit_code() {
     assert_eq!(code(&o), 0);
     let text = stdout(&o);
     for cmd in [
-        "status", "inspect", "flush", "replay", "dump", "fence", "plan", "arm", "disarm",
+        "status", "inspect", "flush", "replay", "marker", "dump", "fence", "plan", "arm", "disarm",
     ] {
         assert!(
             text.contains(&format!("\n  {cmd} ")),
@@ -114,6 +116,7 @@ fn help_documents_every_command_and_exit_code() {
         "3  not a rapilog region",
         "4  refused",
         "7  the rapilog module is not loaded",
+        "9  POSSIBLE LOSS",
         "77  needs root",
         "130  interrupted",
     ] {
@@ -1057,4 +1060,230 @@ fn replay_checks_a_block_devices_identity_in_sysfs() {
     assert_eq!(code(&o), 4);
     assert!(stderr(&o).contains("is not in"), "{}", stderr(&o));
     assert_eq!(fs::read(&t.image).unwrap(), t.region_before);
+}
+
+/// The marker area of the 64-sector test disk: sectors 56..64.
+const MARKER_AT: usize = 56 * 512;
+
+fn live_marker(epoch: u64) -> DiskMarker {
+    DiskMarker {
+        state: MarkerState::Live,
+        epoch,
+        region_phys: 0x6000_0000,
+        region_bytes: 64 << 20,
+        generation: 7,
+        written_at_unix_secs: 1_800_000_000,
+        writer: MarkerWriter::Module,
+    }
+}
+
+fn marker_of(disk: &[u8], at: usize) -> DiskMarker {
+    DiskMarker::decode(&disk[at..], SoftwareCrc32c)
+        .unwrap()
+        .expect("no marker")
+}
+
+#[test]
+fn marker_shows_a_disk_images_marker_and_clears_it() {
+    let dir = TempDir::new("marker");
+    let mut bytes = model_disk(SECTORS);
+    let live = live_marker(0xE90C);
+    live.encode_area(&mut bytes[MARKER_AT..], SoftwareCrc32c);
+    let disk = write(&dir, "disk.img", &bytes);
+
+    let o = ctl(&["marker", s(&disk)]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    for needle in [
+        "disk         ",
+        "(64 sectors, 32.0 KiB, 512-byte blocks)",
+        "marker area  sectors 56..64 (4.0 KiB); data area 56 sectors (28.0 KiB)",
+        "marker       live, generation 7: region epoch 0xe90c (64.0 MiB at 0x60000000), written by module at 2027-01-15 08:00:00 UTC",
+        "meaning      a region may hold acknowledged writes that are not on this disk",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    let v = json(&ctl(&["marker", s(&disk), "--json"]));
+    assert_eq!(v["schema"], "rapilogctl.marker");
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["state"], "live");
+    assert_eq!(v["area"]["first_sector"], 56);
+    assert_eq!(v["data_sectors"], 56);
+    assert_eq!(
+        v["marker"],
+        serde_json::json!({"state": "live", "epoch": "0xe90c", "region_phys": 0x6000_0000u64,
+            "region_bytes": 64u64 << 20, "generation": 7, "written_at_unix": 1_800_000_000u64,
+            "writer": "module"})
+    );
+    assert_eq!(v["clear"], Value::Null);
+    assert_eq!(fs::read(&disk).unwrap(), bytes, "reading wrote");
+
+    // --clear: clean, by the tool, generation + 1, same epoch and region.
+    let o = ctl(&["marker", s(&disk), "--clear", "--json"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["clear"], "cleared");
+    assert_eq!(v["written"]["state"], "clean");
+    assert_eq!(v["written"]["writer"], "tool");
+    let after = fs::read(&disk).unwrap();
+    let clean = marker_of(&after, MARKER_AT);
+    assert_eq!(clean.state, MarkerState::Clean);
+    assert_eq!((clean.epoch, clean.generation), (live.epoch, 8));
+    assert_eq!(clean.writer, MarkerWriter::Tool);
+    assert!(after[MARKER_AT + 512..].iter().all(|&b| b == 0));
+    assert_eq!(after[..MARKER_AT], bytes[..MARKER_AT], "data area changed");
+    // Again: already clean, nothing written.
+    let o = ctl(&["marker", s(&disk), "--clear"]);
+    assert_eq!(code(&o), 0);
+    assert!(
+        stdout(&o).contains("already clean: nothing written"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(fs::read(&disk).unwrap(), after);
+}
+
+#[test]
+fn marker_damaged_exits_9_until_cleared_and_no_marker_is_left_alone() {
+    let dir = TempDir::new("marker-damaged");
+    let mut bytes = model_disk(SECTORS);
+    live_marker(5).encode_area(&mut bytes[MARKER_AT..], SoftwareCrc32c);
+    bytes[MARKER_AT + 30] ^= 0x40;
+    let disk = write(&dir, "disk.img", &bytes);
+    let o = ctl(&["marker", s(&disk)]);
+    assert_eq!(code(&o), 9, "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("marker       DAMAGED: checksum mismatch"),
+        "{text}"
+    );
+    assert!(text.contains("POSSIBLE LOSS"), "{text}");
+    assert_eq!(
+        json(&ctl(&["marker", s(&disk), "--json"]))["state"],
+        "damaged"
+    );
+    let o = ctl(&["marker", s(&disk), "--clear"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let clean = marker_of(&fs::read(&disk).unwrap(), MARKER_AT);
+    assert_eq!(
+        (clean.state, clean.epoch, clean.generation),
+        (MarkerState::Clean, 0, 1)
+    );
+
+    // No marker (filler, as a disk never fronted): nothing to clear.
+    let plain = write(&dir, "plain.img", &model_disk(SECTORS));
+    let o = ctl(&["marker", s(&plain), "--clear", "--json"]);
+    assert_eq!(code(&o), 0);
+    let v = json(&o);
+    assert_eq!(
+        (v["state"].as_str(), v["clear"].as_str()),
+        (Some("none"), Some("nothing-to-clear"))
+    );
+    assert_eq!(fs::read(&plain).unwrap(), model_disk(SECTORS));
+
+    // 4 KiB blocks: the same 8 sectors; 64 KiB blocks: the last block.
+    let big = write(&dir, "big.img", &vec![0u8; 1 << 20]);
+    let v = json(&ctl(&[
+        "marker",
+        s(&big),
+        "--block-bytes",
+        "4096",
+        "--json",
+    ]));
+    assert_eq!(
+        (
+            v["area"]["first_sector"].as_u64(),
+            v["area"]["sectors"].as_u64()
+        ),
+        (Some(2040), Some(8))
+    );
+    let v = json(&ctl(&[
+        "marker",
+        s(&big),
+        "--block-bytes",
+        "65536",
+        "--json",
+    ]));
+    assert_eq!(
+        (
+            v["area"]["first_sector"].as_u64(),
+            v["area"]["sectors"].as_u64()
+        ),
+        (Some(1920), Some(128))
+    );
+    // Too small for an area; a bad block size; a missing disk.
+    let tiny = write(&dir, "tiny.img", &[0u8; 4096]);
+    let v = json(&ctl(&["marker", s(&tiny), "--json"]));
+    assert_eq!(
+        (v["state"].as_str(), &v["area"]),
+        (Some("no-area"), &Value::Null)
+    );
+    assert_eq!(code(&ctl(&["marker", s(&big), "--block-bytes", "1000"])), 2);
+    let o = ctl(&["marker", s(&dir.join("missing.img")), "--json"]);
+    assert_eq!(code(&o), 4);
+    assert_eq!(json(&o)["schema"], "rapilogctl.error");
+}
+
+#[test]
+fn replay_writes_a_live_marker_clean_and_leaves_one_of_another_epoch() {
+    // scenario(): region epoch 0xE90C for DISK_ID, 64 sectors.
+    let t = replay_setup("replay-marker", scenario());
+    let mut bytes = t.disk_before.clone();
+    live_marker(0xE90C).encode_area(&mut bytes[MARKER_AT..], SoftwareCrc32c);
+    fs::write(&t.disk, &bytes).unwrap();
+    let args = [
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(&t.disk),
+        "--disk-id",
+        DISK_ID,
+    ];
+    let o = ctl(&[&args[..], &["--json"]].concat());
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["marker"]["outcome"], "cleaned");
+    assert_eq!(v["marker"]["found"]["state"], "live");
+    assert_eq!(v["marker"]["written"]["writer"], "tool");
+    assert!(v["report_line"]
+        .as_str()
+        .unwrap()
+        .contains("marker=cleaned"));
+    let after = fs::read(&t.disk).unwrap();
+    let clean = marker_of(&after, MARKER_AT);
+    assert_eq!(
+        (clean.state, clean.writer, clean.generation),
+        (MarkerState::Clean, MarkerWriter::Tool, 8)
+    );
+    assert_eq!(sector(&after, 10, 1), &pattern(3, 512)[..]);
+
+    // A live marker of another epoch: the records are replayed, the marker
+    // is left, exit 9.
+    let t = replay_setup("replay-marker-other", scenario());
+    let mut bytes = t.disk_before.clone();
+    live_marker(0x1234).encode_area(&mut bytes[MARKER_AT..], SoftwareCrc32c);
+    fs::write(&t.disk, &bytes).unwrap();
+    let args = [
+        "replay",
+        "--image",
+        s(&t.image),
+        "--disk",
+        s(&t.disk),
+        "--disk-id",
+        DISK_ID,
+    ];
+    let o = ctl(&args);
+    assert_eq!(code(&o), 9, "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("POSSIBLE LOSS OF ACKNOWLEDGED WRITES: the log disk's marker says it was fronted by region epoch 0x1234"), "{text}");
+    assert!(
+        text.contains("marker=possible-loss region=written exit=9"),
+        "{text}"
+    );
+    let after = fs::read(&t.disk).unwrap();
+    assert_eq!(after[MARKER_AT..], bytes[MARKER_AT..], "marker touched");
+    assert_eq!(sector(&after, 10, 1), &pattern(3, 512)[..]);
+    let v = json(&ctl(&["marker", s(&t.disk), "--json"]));
+    assert_eq!(v["marker"]["epoch"], "0x1234");
 }

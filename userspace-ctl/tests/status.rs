@@ -8,7 +8,7 @@ use rapilog_format::control::{
     flags, FencePolicy, FenceState, PowerFailState, ProtectMode, Status, Text, STATUS_BYTES,
 };
 use rapilog_format::test_helpers::{compact_geometry, disk, pattern, RegionImage};
-use rapilog_format::SUPERBLOCK_BYTES;
+use rapilog_format::{LossReason, MarkerState, SUPERBLOCK_BYTES};
 use rapilogctl::status::{render, report, verdict, CrashKernel, Level};
 use serde_json::Value;
 
@@ -59,8 +59,19 @@ fn healthy() -> Status {
         powerfail_state: PowerFailState::Armed,
         backing: Text::new(b"/dev/disk/by-id/virtio-rl-log"),
         superblock,
+        marker_state: MarkerState::Live.code(),
+        marker_epoch: 0xC0FFEE,
         ..Status::default()
     }
+}
+
+/// `s` as the module reports it after loading with `accept_loss=1` over a
+/// wiped region.
+fn accepted_loss(mut s: Status) -> Status {
+    let reason = LossReason::LiveRegionMissing { epoch: 0xBEEF };
+    s.loss_accepted = 1;
+    s.loss_reason = Text::from_display(&reason.brief());
+    s
 }
 
 /// Through the bytes, as from the ioctl.
@@ -230,6 +241,7 @@ fn table_shows_every_aspect() {
         "iommu fence   UNFENCED: 2 of 5 PCI devices can DMA into the region: 0000:00:02.0 0000:00:03.0 (policy warn)",
         "power-fail    armed on power_button, nmi; hold-up 50 ms, dirty bound 4.0 MiB, writeback bandwidth 95.4 MiB/s",
         "crash kernel  armed: a panic boots it and it replays the region",
+        "disk marker   live for region epoch 0xc0ffee (the log disk says this region may hold writes it lacks, until a clean drain)",
         "last replay   never (nothing replayed since the region was formatted)",
     ] {
         assert!(lines.contains(&want), "missing {want:?} in\n{text}");
@@ -270,6 +282,7 @@ fn json_document_has_the_documented_schema() {
         "fence",
         "power_fail",
         "crash_kernel",
+        "marker",
         "superblock",
         "superblock_error",
     ];
@@ -307,6 +320,10 @@ fn json_document_has_the_documented_schema() {
         serde_json::json!({"state": "armed", "armed": true})
     );
     assert_eq!(v["flags"]["draining"], false);
+    assert_eq!(
+        v["marker"],
+        serde_json::json!({"state": "live", "epoch": "0xc0ffee", "loss_accepted": false, "loss_reason": null})
+    );
     let sb = &v["superblock"];
     assert_eq!(sb["disk"]["id"], "serial:rl-log");
     assert_eq!(sb["epoch"], "0xc0ffee");
@@ -374,4 +391,55 @@ fn unfenced_list_and_crash_kernel_file() {
     assert_eq!(v["crash_kernel"]["state"], "not_armed");
     assert_eq!(CrashKernel::from_sysfs(Some("1\n")), CrashKernel::Armed);
     assert_eq!(CrashKernel::from_sysfs(None), CrashKernel::Unsupported);
+}
+
+#[test]
+fn a_possible_loss_accepted_at_load_is_the_worst_verdict_and_says_why() {
+    // Every protection in place: still not PROTECTED.
+    let s = wire(&accepted_loss(healthy()));
+    let v = verdict(&s, CrashKernel::Armed);
+    assert_eq!(v.level, Level::PossibleLoss);
+    assert_eq!(
+        v.line,
+        "POSSIBLE LOSS: acknowledged writes may have been lost before this load, accepted with \
+         accept_loss=1 (marker live for epoch 0xbeef; region holds no records of this disk \
+         (wiped, cold boot or other machine)) (3.0 MiB dirty of 4.0 MiB bound)"
+    );
+    // Worse than AT RISK, and named before the other problems.
+    let v = verdict(&s, CrashKernel::NotArmed);
+    assert_eq!(v.level, Level::PossibleLoss);
+    assert!(v.problems[0].starts_with("acknowledged writes may have been lost"));
+    assert_eq!(v.problems[1], "crash kernel not armed");
+    assert!(Level::PossibleLoss > Level::AtRisk);
+
+    let r = report(&s, "rapilog0", "/dev/rapilog-ctl", CrashKernel::Armed);
+    let text = render(&r, false);
+    assert!(text.starts_with("POSSIBLE LOSS: "), "{text}");
+    assert!(
+        text.contains(
+            "\nloss          accepted at load (accept_loss=1): marker live for epoch 0xbeef"
+        ),
+        "{text}"
+    );
+    assert!(render(&r, true).starts_with("\x1b[1;31mPOSSIBLE LOSS"));
+    let v = doc(&s, CrashKernel::Armed);
+    assert_eq!(v["verdict"]["level"], "possible_loss");
+    assert_eq!(v["marker"]["loss_accepted"], true);
+    assert_eq!(
+        v["marker"]["loss_reason"],
+        "marker live for epoch 0xbeef; region holds no records of this disk (wiped, cold boot or \
+         other machine)"
+    );
+    // A module that reports no marker: no alarm, the row says so.
+    let mut none = healthy();
+    none.marker_state = 0;
+    let r = report(
+        &wire(&none),
+        "rapilog0",
+        "/dev/rapilog-ctl",
+        CrashKernel::Armed,
+    );
+    assert_eq!(r.verdict.level, Level::Protected);
+    assert!(render(&r, false).contains("disk marker   none reported by the module"));
+    assert_eq!(r.marker.epoch, None);
 }

@@ -130,9 +130,11 @@ pub fn mixed() -> (Scenario, Vec<(u64, usize)>) {
     s.write(6, 512, 3); // overlaps the previous one: newer wins
     s.torn(20, 1024, 4, 40);
     s.write(30, 512, 5);
-    s.write(255, 512, 6); // last sector of the disk
-                          // (sector, bytes) ranges the replay writes
-    (s, vec![(4, 2048), (6, 512), (30, 512), (255, 512)])
+    // The last sector of the data area: the disk's last 8 sectors are its
+    // marker area.
+    s.write(247, 512, 6);
+    // (sector, bytes) ranges the replay writes
+    (s, vec![(4, 2048), (6, 512), (30, 512), (247, 512)])
 }
 
 /// A fake sysfs tree under a temporary directory.
