@@ -96,6 +96,20 @@ impl Marker {
         Ok((marker, found))
     }
 
+    /// Whether the marker on the disk says `Live`.
+    pub(crate) fn is_live(&self) -> bool {
+        self.last.is_some_and(|m| m.state == MarkerState::Live)
+    }
+
+    /// Clears a `Live` marker once its region's records are on the disk:
+    /// `Clean` for the same epoch (at load, after replay).
+    pub(crate) fn write_clean(&mut self, disk: &BackingDisk, bounce: &mut BounceBuffer) -> Result {
+        let Some(last) = self.last else {
+            return Ok(());
+        };
+        self.write(disk, bounce, None, MarkerState::Clean, last.epoch, MarkerWriter::Module)
+    }
+
     /// The disk's sectors before the marker area: all `/dev/rapilog0` shows.
     pub(crate) fn data_sectors(&self) -> u64 {
         self.area.data_sectors()

@@ -32,6 +32,8 @@ forward_display!(
     crate::format::ReserveError,
     crate::format::IndexError,
     crate::format::SkipCounts,
+    crate::format::LossReason,
+    crate::format::LossBrief,
     Errno,
     Escaped<'_>,
     Memmap,

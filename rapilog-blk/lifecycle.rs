@@ -43,9 +43,13 @@
 //! nothing in memory may point into the old contents. A new epoch makes
 //! every old descriptor invisible to replay.
 //!
-//! # Lock order
+//! # Who does what
 //!
-//! `Device::writeback` before `Device::live`, as everywhere.
+//! The writeback thread owns the superblock and the marker (it holds
+//! `Device::writeback` for as long as it runs), so marking clean and
+//! formatting afresh are chores it runs on request ([`Chore`]); the task
+//! that stops the machine waits for them. Lock order: `Device::writeback`
+//! before `Device::live`, as everywhere; neither is held across the wait.
 
 use kernel::prelude::*;
 use kernel::str::BStr;
@@ -55,16 +59,19 @@ use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic};
 use crate::device::Device;
 use crate::format::{MarkerState, MarkerWriter, RegionState};
 use crate::kernel_display::Errno;
-use crate::live::Admission;
+use crate::live::{Admission, Chore, Live};
 use crate::metadata;
 use crate::stats;
 use crate::sys::clock;
 use crate::sys::lifecycle_events::{LifecycleHandler, Sleep, Stop};
+use crate::writeback::Writeback;
 
 /// What a finished drain did.
 struct Drained {
     bytes: u64,
     took: Delta,
+    /// Whether the region and the disk's marker say clean now.
+    marked_clean: bool,
 }
 
 /// What an unfinished drain left.
@@ -77,6 +84,7 @@ struct Unfinished {
 /// Steps 1 to 4 of a clean stop.
 fn clean_stop(dev: &Device) -> Result<Drained, Unfinished> {
     let started = Instant::<Monotonic>::now();
+    let deadline = Delta::from_millis(i64::from(dev.config.stop_drain_ms));
     let bytes_before = stats::get(&dev.stats.wb_bytes);
     let target = {
         let mut live = dev.live.lock();
@@ -86,8 +94,8 @@ fn clean_stop(dev: &Device) -> Result<Drained, Unfinished> {
         target
     };
     dev.work.notify_all();
-    let deadline = Delta::from_millis(i64::from(dev.config.stop_drain_ms));
-    if !wait_for_tail(dev, target, started, deadline) {
+    let drained = wait_until(dev, started, deadline, |live| live.ring.tail_seq() >= target);
+    if !drained {
         let live = dev.live.lock();
         return Err(Unfinished {
             records: live.ring.live_records(),
@@ -95,16 +103,20 @@ fn clean_stop(dev: &Device) -> Result<Drained, Unfinished> {
             took: started.elapsed(),
         });
     }
-    let drained = Drained {
+    let mut drained = Drained {
         bytes: stats::get(&dev.stats.wb_bytes) - bytes_before,
         took: started.elapsed(),
+        marked_clean: true,
     };
-    if let Err(e) = mark_clean(dev) {
-        // The records are on the disk; only the superblock says otherwise,
-        // and replaying them again is harmless.
+    if let Err(e) = run_chore(dev, Chore::MarkClean, started, deadline) {
+        drained.marked_clean = false;
+        // The records are on the disk; only the superblock or the marker
+        // says otherwise: a replay rewrites what is there, and a wiped
+        // region is reported as a possible loss that is not one.
         pr_warn!(
-            "could not mark region={} clean ({}); a replay of it rewrites data already on the disk\n",
+            "could not mark region={} and backing={} clean ({})\n",
             dev.config.region,
+            BStr::from_bytes(dev.config.backing),
             Errno(e)
         );
     }
@@ -113,12 +125,17 @@ fn clean_stop(dev: &Device) -> Result<Drained, Unfinished> {
     Ok(drained)
 }
 
-/// Waits until the tail reaches `target` or `deadline` has passed since
-/// `started`. Not interruptible: a stop is not something to abandon because
-/// the stopping task has a signal pending.
-fn wait_for_tail(dev: &Device, target: u64, started: Instant<Monotonic>, deadline: Delta) -> bool {
+/// Waits until `done` holds or `deadline` has passed since `started`
+/// (woken by `space_freed`). Not interruptible: a stop is not something to
+/// abandon because the stopping task has a signal pending.
+fn wait_until(
+    dev: &Device,
+    started: Instant<Monotonic>,
+    deadline: Delta,
+    mut done: impl FnMut(&mut Live) -> bool,
+) -> bool {
     let mut live = dev.live.lock();
-    while live.ring.tail_seq() < target {
+    while !done(&mut live) {
         let left = deadline - started.elapsed();
         if left <= Delta::ZERO {
             return false;
@@ -137,12 +154,40 @@ fn wait_for_tail(dev: &Device, target: u64, started: Instant<Monotonic>, deadlin
     true
 }
 
+/// Has the writeback thread do `chore` and waits for its outcome.
+fn run_chore(dev: &Device, chore: Chore, started: Instant<Monotonic>, deadline: Delta) -> Result {
+    {
+        let mut live = dev.live.lock();
+        live.chore_done = None;
+        live.chore = Some(chore);
+    }
+    dev.work.notify_all();
+    let mut outcome = None;
+    let done = wait_until(dev, started, deadline, |live| {
+        outcome = live.chore_done.take();
+        outcome.is_some()
+    });
+    if !done {
+        // Not taken yet: withdraw it. (Taken: its outcome is dropped.)
+        dev.live.lock().chore = None;
+        return Err(ETIMEDOUT);
+    }
+    outcome.unwrap_or(Err(EINVAL))
+}
+
+/// Runs a chore in the writeback thread, which owns `wb`.
+pub(crate) fn perform(dev: &Device, wb: &mut Writeback, chore: Chore) -> Result {
+    match chore {
+        Chore::MarkClean => mark_clean(dev, wb),
+        Chore::Restart => restart(dev, wb),
+    }
+}
+
 /// Records in the superblock, then in the disk's marker, that the region
 /// holds nothing to replay: every record up to the head is durable on the
-/// disk. Only when the ring is empty; returns `EBUSY` otherwise.
-pub(crate) fn mark_clean(dev: &Device) -> Result {
-    let mut guard = dev.writeback.lock();
-    let wb = &mut *guard;
+/// disk. Only when the ring is empty; returns `EBUSY` otherwise. Called by
+/// the writeback thread, or at unload once it has stopped.
+pub(crate) fn mark_clean(dev: &Device, wb: &mut Writeback) -> Result {
     {
         let live = dev.live.lock();
         if live.ring.live_records() != 0 {
@@ -155,7 +200,7 @@ pub(crate) fn mark_clean(dev: &Device) -> Result {
         metadata::write_superblock(&dev.region, &clean)?;
         wb.superblock = clean;
     }
-    // The `live` lock is not held across disk I/O; writes are held or the
+    // Not under `live` (disk I/O): writes are held or pass through, or the
     // device is going away, so the ring stays empty.
     wb.marker.write(
         &dev.backing,
@@ -168,22 +213,9 @@ pub(crate) fn mark_clean(dev: &Device) -> Result {
 }
 
 /// Service in the region again after a write-through period: format it
-/// afresh under a new epoch and reset the ring to it (module docs, Resume).
-fn resume_buffering(dev: &Device) -> Result {
-    let mut guard = dev.writeback.lock();
-    let wb = &mut *guard;
-    let mut live = dev.live.lock();
-    match live.admission {
-        Admission::Buffered => return Ok(()),
-        // A stop that did not drain: the ring and region are as they were.
-        Admission::Held => {
-            live.admission = Admission::Buffered;
-            drop(live);
-            dev.space_freed.notify_all();
-            return Ok(());
-        }
-        Admission::WriteThrough => {}
-    }
+/// afresh under a new epoch, reset the ring to it, mark the disk `Live`,
+/// then buffer writes again (module docs, Resume).
+fn restart(dev: &Device, wb: &mut Writeback) -> Result {
     let old = wb.superblock.superblock;
     let epoch = clock::random_u64();
     let formatted = metadata::format(&dev.region, old.geometry, old.disk, epoch)?;
@@ -191,13 +223,17 @@ fn resume_buffering(dev: &Device) -> Result {
     next.superblock.state = RegionState::Dirty;
     next.superblock.last_replay = old.last_replay;
     metadata::write_superblock(&dev.region, &next)?;
-    live.reset(next.superblock.durable_tail);
+    {
+        let mut live = dev.live.lock();
+        if live.ring.live_records() != 0 {
+            return Err(EBUSY);
+        }
+        live.reset(next.superblock.durable_tail);
+    }
     dev.set_epoch(epoch);
     wb.superblock = next;
-    // Writes pass through meanwhile (the `live` lock is not held across
-    // disk I/O); none is buffered until the marker says `Live`.
-    drop(live);
-    let wb = &mut *wb;
+    // Writes still pass through (not under `live`: disk I/O); none is
+    // buffered until the marker says `Live` for the new epoch.
     wb.marker.write(
         &dev.backing,
         &mut wb.bounce,
@@ -207,9 +243,29 @@ fn resume_buffering(dev: &Device) -> Result {
         MarkerWriter::Module,
     )?;
     dev.live.lock().admission = Admission::Buffered;
-    drop(guard);
     dev.space_freed.notify_all();
     Ok(())
+}
+
+/// Buffers writes again after a sleep; `Ok(false)` if they already were.
+fn resume_buffering(dev: &Device) -> Result<bool> {
+    {
+        let mut live = dev.live.lock();
+        match live.admission {
+            Admission::Buffered => return Ok(false),
+            // A stop that did not drain: the ring and region are as they were.
+            Admission::Held => {
+                live.admission = Admission::Buffered;
+                drop(live);
+                dev.space_freed.notify_all();
+                return Ok(false);
+            }
+            Admission::WriteThrough => {}
+        }
+    }
+    let deadline = Delta::from_millis(i64::from(dev.config.stop_drain_ms));
+    run_chore(dev, Chore::Restart, Instant::<Monotonic>::now(), deadline)?;
+    Ok(true)
 }
 
 fn ms(d: Delta) -> (i64, i64) {
@@ -223,12 +279,12 @@ impl LifecycleHandler for Device {
             Ok(d) => {
                 let (ms, frac) = ms(d.took);
                 pr_info!(
-                    "shutdown drain: {} bytes in {ms}.{frac:03} ms ({}); region={} clean, writes \
-                     from now on go straight to backing={}\n",
+                    "shutdown drain: {} bytes in {ms}.{frac:03} ms ({}); every acknowledged write \
+                     is on backing={}{}; writes from now on go straight to it\n",
                     d.bytes,
                     how.name(),
-                    self.config.region,
-                    BStr::from_bytes(self.config.backing)
+                    BStr::from_bytes(self.config.backing),
+                    if d.marked_clean { ", region clean" } else { "" }
                 );
             }
             Err(u) => {
@@ -255,12 +311,12 @@ impl LifecycleHandler for Device {
             Ok(d) => {
                 let (ms, frac) = ms(d.took);
                 pr_info!(
-                    "{} drain: {} bytes in {ms}.{frac:03} ms; region={} clean, writes go straight to \
-                     backing={} until resume\n",
+                    "{} drain: {} bytes in {ms}.{frac:03} ms; every acknowledged write is on \
+                     backing={}{}; writes go straight to it until resume\n",
                     what.name(),
                     d.bytes,
-                    self.config.region,
-                    BStr::from_bytes(self.config.backing)
+                    BStr::from_bytes(self.config.backing),
+                    if d.marked_clean { ", region clean" } else { "" }
                 );
                 Ok(())
             }
@@ -284,7 +340,8 @@ impl LifecycleHandler for Device {
 
     fn resumed(&self) {
         match resume_buffering(self) {
-            Ok(()) => pr_info!(
+            Ok(false) => {}
+            Ok(true) => pr_info!(
                 "resumed: region={} formatted afresh (epoch {:#018x}), writes are buffered again\n",
                 self.config.region,
                 self.epoch()

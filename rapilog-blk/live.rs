@@ -41,6 +41,18 @@ pub(crate) enum Admission {
     WriteThrough,
 }
 
+/// A change of the region's metadata that only the writeback thread makes,
+/// because it owns the superblock and the marker (`Writeback`), asked for
+/// by `lifecycle` and answered in [`Live::chore_done`].
+#[derive(Clone, Copy)]
+pub(crate) enum Chore {
+    /// The ring is drained: mark the region, then the disk's marker, clean.
+    MarkClean,
+    /// Service resumes: format the region afresh, mark the disk `Live`,
+    /// buffer writes again.
+    Restart,
+}
+
 /// A live record: reserved and not yet freed.
 #[derive(Clone, Copy)]
 pub(crate) struct Record {
@@ -71,6 +83,10 @@ pub(crate) struct Live {
     pub(crate) stopping: bool,
     /// What happens to new writes.
     pub(crate) admission: Admission,
+    /// A chore for the writeback thread, until it takes it.
+    pub(crate) chore: Option<Chore>,
+    /// The outcome of the last chore taken.
+    pub(crate) chore_done: Option<Result>,
 }
 
 impl Live {
@@ -92,6 +108,8 @@ impl Live {
             drain_to: 0,
             stopping: false,
             admission: Admission::Buffered,
+            chore: None,
+            chore_done: None,
         })
     }
 

@@ -206,7 +206,8 @@ impl Drop for RapiLog {
         let dev = &self.device;
         let left = dev.live.lock().ring.live_records();
         if left == 0 {
-            if lifecycle::mark_clean(dev).is_err() {
+            // The writeback thread has stopped: its state is free.
+            if lifecycle::mark_clean(dev, &mut dev.writeback.lock()).is_err() {
                 pr_err!("could not mark the region clean; the next load replays nothing anyway\n");
             }
         } else {

@@ -73,6 +73,11 @@ pub(crate) fn bring_up(
     let (mut marker, accepted_loss) = check_loss(config, region, disk, identity, bounce)?;
 
     // Nothing has been written so far. From here on the region is ours.
+    // A `Live` marker of the region found here is cleared once its records
+    // are on the disk (replayed), before the region is formatted over:
+    // a crash between the format and the new `Live` must not look like a
+    // lost epoch.
+    let clear_old = marker.is_live();
     let carried = match &found {
         Found::Fresh => {
             pr_info!("region={spec}: no rapilog superblock, formatting it for backing={path}\n");
@@ -85,6 +90,12 @@ pub(crate) fn bring_up(
         Found::Ours => replay(config, region, disk, identity, bounce)?,
     };
 
+    if clear_old {
+        marker.write_clean(disk, bounce).map_err(|e| {
+            pr_err!("backing={path}: writing its loss marker failed ({}); not loading\n", Errno(e));
+            e
+        })?;
+    }
     let epoch = clock::random_u64();
     let formatted = metadata::format(region, geometry, *identity, epoch)?;
     let mut live = formatted.next_update();
@@ -129,10 +140,14 @@ fn check_loss(
     let spec = config.region;
     let path = BStr::from_bytes(config.backing);
     let (marker, on_disk) = Marker::read(config, disk, identity, bounce).map_err(|e| {
-        pr_err!(
-            "backing={path} refused: reading its loss marker (the last 4 KiB) failed ({})\n",
-            Errno(e)
-        );
+        if e == ENOSPC {
+            pr_err!("backing={path} refused: too small to keep a loss marker at its end\n");
+        } else {
+            pr_err!(
+                "backing={path} refused: reading its loss marker (its last 4 KiB) failed ({})\n",
+                Errno(e)
+            );
+        }
         e
     })?;
     let evidence = RegionEvidence::of_region(region.quiescent(), identity, KernelCrc32c);
@@ -192,6 +207,7 @@ fn inspect(config: &Config, region: &mut Region, identity: &DiskIdentity) -> Res
             let theirs = &active.superblock.disk;
             let why = match refusal {
                 ReplayRefusal::DiskIdMismatch => "another disk",
+                ReplayRefusal::DiskTooSmall { .. } => "a disk too small for its loss marker",
                 _ => "a disk of another size or block size",
             };
             pr_err!(

@@ -38,7 +38,8 @@ use crate::disk_marker::Marker;
 use crate::format::dirty_bound::BandwidthEstimate;
 use crate::format::{batch_extents, ActiveSuperblock, Extent, Geometry, WritePlan, SECTOR_BYTES};
 use crate::kernel_display::Errno;
-use crate::live::{Live, Record, Stage};
+use crate::lifecycle;
+use crate::live::{Chore, Live, Record, Stage};
 use crate::metadata;
 use crate::powerfail;
 use crate::ratelimit::RateLimit;
@@ -141,6 +142,11 @@ pub(crate) fn run(dev: &Device) {
         match next_batch(dev, wb) {
             Next::Stop => break,
             Next::Drained => powerfail::drained(dev),
+            Next::Chore(chore) => {
+                let outcome = lifecycle::perform(dev, wb, chore);
+                dev.live.lock().chore_done = Some(outcome);
+                dev.space_freed.notify_all();
+            }
             Next::Batch {
                 stopping,
                 head_hint,
@@ -162,6 +168,8 @@ enum Next {
     Stop,
     /// A power-fail drain found the ring empty: it is complete.
     Drained,
+    /// `lifecycle` asked for a chore.
+    Chore(Chore),
 }
 
 /// Whether writeback is due (step 1).
@@ -190,6 +198,9 @@ fn sleep_for(dev: &Device, live: &Live) -> Delta {
 fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
     let mut live = dev.live.lock();
     loop {
+        if let Some(chore) = live.chore.take() {
+            return Next::Chore(chore);
+        }
         let stopping = live.stopping || should_stop();
         if stopping || due(dev, &live) {
             let draining = dev.powerfail.draining();
