@@ -25,7 +25,7 @@ def test_example_config_gives_the_documented_command(tmp_path):
         "kexec -p /boot/vmlinuz-7.3.4+deb13-amd64 "
         "--initrd=/var/lib/rapilog/rescue-initrd-7.3.4+deb13-amd64.img "
         '--append="console=tty0 console=ttyS0,115200 nr_cpus=1 irqpoll reset_devices panic=10 '
-        'rapilog.region=64M@0x60000000"\n')
+        'rapilog.region=64M@0x60000000 rapilog.disk=/dev/disk/by-id/nvme-EXAMPLE-SERIAL"\n')
 
 
 def test_console_and_extra_arguments_from_config(tmp_path):
@@ -34,7 +34,8 @@ def test_console_and_extra_arguments_from_config(tmp_path):
     p = run(tmp_path, conf, "command")
     assert p.returncode == 0, p.stderr
     assert '--append="console=ttyS1 nr_cpus=1 irqpoll reset_devices panic=10 ' \
-           'rapilog.region=64M@0x60000000 rapilog.wait=60"' in p.stdout
+           'rapilog.region=64M@0x60000000 rapilog.disk=/dev/disk/by-id/nvme-EXAMPLE-SERIAL rapilog.wait=60"' \
+           in p.stdout
 
 
 def test_bad_region_is_a_configuration_error(tmp_path):
@@ -75,3 +76,14 @@ def test_the_crash_kernel_stays_armed_through_shutdown():
         unit = _unit(name)
         assert "ExecStop" not in unit, f"{name} undoes itself at shutdown: {unit['ExecStop']}"
         assert unit.get("RemainAfterExit") == ["yes"], name
+
+
+def test_the_crash_kernel_is_told_the_disk_identity_the_module_records(tmp_path):
+    # rapilog-rescue's rapilog.disk= lets it check a wiped region against the
+    # disk's loss marker; a kernel name (/dev/sdb) cannot be found again.
+    with_id = EXAMPLE.replace('MODULE_OPTIONS=""', 'MODULE_OPTIONS="iommu_fence=require disk_id=serial:S3EV"')
+    assert " rapilog.disk=serial:S3EV" in run(tmp_path, with_id, "command").stdout
+    kernel_name = EXAMPLE.replace("BACKING=/dev/disk/by-id/nvme-EXAMPLE-SERIAL", "BACKING=/dev/sdb")
+    p = run(tmp_path, kernel_name, "command")
+    assert p.returncode == 0, p.stderr
+    assert "rapilog.disk=" not in p.stdout
