@@ -137,8 +137,9 @@ fn source_name(sources: u32) -> &'static str {
     }
 }
 
-/// Writeback found the ring empty after a signal: the drain is complete.
-pub(crate) fn drained(dev: &Device) {
+/// Writeback found the ring empty after a signal: the drain is complete;
+/// `marked_clean` says whether the region and the disk's marker say so.
+pub(crate) fn drained(dev: &Device, marked_clean: Result) {
     let pf = &dev.powerfail;
     let took_ns = dev.loaded_at.elapsed().as_nanos() - pf.signalled_at_ns.load(Relaxed);
     let bytes = stats::get(&dev.stats.wb_bytes) - pf.wb_bytes_at_signal.load(Relaxed);
@@ -146,11 +147,15 @@ pub(crate) fn drained(dev: &Device) {
     let poweroff = pf.config.action == PowerFailAction::PowerOff;
     pr_emerg!(
         "power-fail drain complete: {bytes} bytes written back and durable in {}.{:03} ms \
-         (signal: {}, hold-up window {} ms); new writes are held{}\n",
+         (signal: {}, hold-up window {} ms); {}; new writes are held{}\n",
         took_ns / 1_000_000,
         (took_ns / 1000) % 1000,
         source_name(pf.sources.load(Relaxed)),
         pf.config.holdup_ms,
+        match marked_clean {
+            Ok(()) => "region and disk marker clean",
+            Err(_) => "could not mark the disk clean: a load after power returns reports a possible loss",
+        },
         if poweroff { ", powering off" } else { "" }
     );
     if poweroff {

@@ -141,7 +141,14 @@ pub(crate) fn run(dev: &Device) {
     loop {
         match next_batch(dev, wb) {
             Next::Stop => break,
-            Next::Drained => powerfail::drained(dev),
+            Next::Drained => {
+                // Everything is on the disk: say so on the disk too, or a
+                // machine whose memory dies with the power would find a
+                // `Live` marker and no region, and report a loss that is
+                // not one. After the data's flush: never clean too early.
+                let clean = lifecycle::mark_clean(dev, wb);
+                powerfail::drained(dev, clean);
+            }
             Next::Chore(chore) => {
                 let outcome = lifecycle::perform(dev, wb, chore);
                 dev.live.lock().chore_done = Some(outcome);

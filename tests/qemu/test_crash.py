@@ -35,7 +35,7 @@ REGION = "4M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
 REGION_PARAM = "4M@0x60000000"
 SERIAL = "rl-log"
-SLOTS = 8192  # 4 KiB blocks on the 32 MiB log disk; the writer wraps over them
+SLOTS = 8191  # 4 KiB blocks of the 32 MiB log disk before its loss marker; the writer wraps over them
 DISK_IOPS = 300
 # The writer runs this long (seconds, uniform) after its first acknowledged
 # write before the panic: from before the first writeback to well into
@@ -196,7 +196,10 @@ def test_record_corrupted_after_the_panic_is_skipped_and_never_written(guest_fac
     for n in range(count):
         want = bytes(BLOCK) if n == victim else block(n)
         assert data[n * BLOCK:(n + 1) * BLOCK] == want, f"slot {n}"
-    assert data[count * BLOCK:] == bytes(len(data) - count * BLOCK), "written outside the acknowledged blocks"
+    # The data area ends where the loss marker's 4 KiB begin (FORMAT.md).
+    data_end = len(data) - 4096
+    assert data[count * BLOCK:data_end] == bytes(data_end - count * BLOCK), "written outside the acknowledged blocks"
+    assert data[data_end:data_end + 8] == b"RLMARKER", "no loss marker at the end of the disk"
     # The driver finds the region replayed (the damaged record is not
     # replayed again) and reports the damage.
     log = rig.load_and_arm()
