@@ -814,7 +814,8 @@ CRASH_KERNEL=/boot/vmlinuz-%r\nRESCUE_INITRD=/var/lib/rapilog/rescue-initrd-%r.i
     assert_eq!(
         stdout(&o).trim(),
         "kexec -p /boot/vmlinuz-7.3.4+deb13-amd64 --initrd=/var/lib/rapilog/rescue-initrd-7.3.4+deb13-amd64.img \
---append=\"console=ttyS0,115200 nr_cpus=1 irqpoll reset_devices panic=10 rapilog.region=64M@0x60000000\""
+--append=\"console=ttyS0,115200 nr_cpus=1 irqpoll reset_devices panic=10 rapilog.region=64M@0x60000000 \
+rapilog.disk=/dev/disk/by-id/virtio-rl-log\""
     );
 }
 
