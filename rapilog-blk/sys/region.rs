@@ -350,7 +350,10 @@ impl Slots {
         match self.slots.get(cpu) {
             Some(slot) if !slot.busy.load(Relaxed) => {
                 slot.busy.store(true, Relaxed);
-                Ok(SlotHold { slot })
+                Ok(SlotHold {
+                    slot,
+                    flags: self.flags,
+                })
             }
             _ => {
                 // SAFETY: Undoes the disable above.
@@ -364,6 +367,24 @@ impl Slots {
 /// This CPU's slot, held with preemption disabled.
 struct SlotHold<'a> {
     slot: &'a Slot,
+    /// Attributes of a window PTE ([`Slots::flags`]).
+    flags: bindings::pteval_t,
+}
+
+impl SlotHold<'_> {
+    /// Points slot pages `at..at + count` at region pages from `page` on.
+    ///
+    /// # Safety
+    ///
+    /// `at + count <= SLOT_PAGES` and the pages lie inside the region that
+    /// `base_pfn` starts.
+    unsafe fn map(&self, at: usize, base_pfn: c_ulong, page: usize, count: usize) {
+        // SAFETY: We hold the slot; the rest is the caller's promise.
+        unsafe {
+            self.slot
+                .map(at, base_pfn + page as c_ulong, count, self.flags)
+        };
+    }
 }
 
 impl Drop for SlotHold<'_> {
@@ -745,20 +766,15 @@ impl Region {
             });
         }
         let base = pfn(self.phys);
-        // SAFETY: We hold the slot; `total <= SLOT_PAGES`; both page spans
-        // lie inside the region (`check`).
+        // SAFETY: `total <= SLOT_PAGES`; both page spans lie inside the
+        // region (`check`).
         unsafe {
-            hold.slot.map(
-                0,
-                base + first_pages.start as c_ulong,
+            hold.map(0, base, first_pages.start, first_pages.len());
+            hold.map(
                 first_pages.len(),
-                slots.flags,
-            );
-            hold.slot.map(
-                first_pages.len(),
-                base + second_pages.start as c_ulong,
+                base,
+                second_pages.start,
                 second_pages.len(),
-                slots.flags,
             );
         }
         let at = |page: usize, r: &Range<usize>| {
@@ -781,12 +797,11 @@ impl Region {
     }
 
     /// Calls `f(dst, done, n)` for consecutive pieces of region bytes
-    /// `range`, each mapped writable in `slot` at `dst` for `n` bytes while
+    /// `range`, each mapped writable in the held slot at `dst` for `n` bytes while
     /// `f` runs; `done` counts the bytes before the piece.
     fn stream(
         &self,
         hold: &SlotHold<'_>,
-        flags: bindings::pteval_t,
         range: Range<usize>,
         mut f: impl FnMut(*mut u8, usize, usize),
     ) {
@@ -795,12 +810,9 @@ impl Region {
             let page = pos / PAGE_SIZE;
             let end = ((page + SLOT_PAGES) * PAGE_SIZE).min(range.end);
             let count = (end - 1) / PAGE_SIZE + 1 - page;
-            // SAFETY: We hold the slot; `count <= SLOT_PAGES`; the pages lie
-            // inside the region (the window's range was checked).
-            unsafe {
-                hold.slot
-                    .map(0, pfn(self.phys) + page as c_ulong, count, flags)
-            };
+            // SAFETY: `count <= SLOT_PAGES`; the pages lie inside the region
+            // (the window's range was checked).
+            unsafe { hold.map(0, pfn(self.phys), page, count) };
             f(
                 (hold.slot.page_addr(0) + pos % PAGE_SIZE) as *mut u8,
                 pos - range.start,
@@ -910,10 +922,7 @@ impl WriteWindow<'_> {
             }
             // SAFETY: The part is mapped from `addrs` on for its length.
             Access::Mapped { addrs, .. } => f(unsafe { addrs[part.index()].add(offset) }, 0, len),
-            Access::Streamed(hold) => {
-                let flags = self.region.slots.as_ref().map_or(0, |s| s.flags);
-                self.region.stream(hold, flags, start..start + len, f);
-            }
+            Access::Streamed(hold) => self.region.stream(hold, start..start + len, f),
         }
         true
     }
