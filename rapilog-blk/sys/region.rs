@@ -797,8 +797,8 @@ impl Region {
     }
 
     /// Calls `f(dst, done, n)` for consecutive pieces of region bytes
-    /// `range`, each mapped writable in the held slot at `dst` for `n` bytes while
-    /// `f` runs; `done` counts the bytes before the piece.
+    /// `range`, each mapped writable in the held slot at `dst` for `n`
+    /// bytes while `f` runs; `done` counts the bytes before the piece.
     fn stream(
         &self,
         hold: &SlotHold<'_>,
