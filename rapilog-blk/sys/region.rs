@@ -728,7 +728,7 @@ impl Region {
     /// written. With `protect=window` the window is this CPU's slot, mapped
     /// writable: **do not sleep until it is dropped** (preemption is
     /// disabled). Ranges may not overlap; two ranges together may span at
-    /// most [`SLOT_PAGES`] pages.
+    /// most [`SLOT_PAGES`] pages (with `protect=window`).
     pub(crate) fn open_window(
         &self,
         first: Range<usize>,
@@ -742,13 +742,7 @@ impl Region {
                 return Err(WindowError::Overlap);
             }
         }
-        let page_span = |r: &Range<usize>| (r.start / PAGE_SIZE)..((r.end - 1) / PAGE_SIZE + 1);
-        let first_pages = page_span(&first);
-        let second_pages = second.as_ref().map_or(0..0, page_span);
-        let total = first_pages.len() + second_pages.len();
-        if second.is_some() && total > SLOT_PAGES {
-            return Err(WindowError::TooManyPages);
-        }
+        let two_parts = second.is_some();
         let ranges = [first, second.unwrap_or(0..0)];
         let Some(slots) = &self.slots else {
             return Ok(WriteWindow {
@@ -757,6 +751,19 @@ impl Region {
                 access: Access::View,
             });
         };
+        let page_span = |r: &Range<usize>| {
+            if r.is_empty() {
+                0..0
+            } else {
+                (r.start / PAGE_SIZE)..((r.end - 1) / PAGE_SIZE + 1)
+            }
+        };
+        let first_pages = page_span(&ranges[0]);
+        let second_pages = page_span(&ranges[1]);
+        let total = first_pages.len() + second_pages.len();
+        if two_parts && total > SLOT_PAGES {
+            return Err(WindowError::TooManyPages);
+        }
         let hold = slots.hold()?;
         if total > SLOT_PAGES {
             return Ok(WriteWindow {
