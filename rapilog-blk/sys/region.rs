@@ -45,7 +45,7 @@
 //! Why no CPU can hold a writable translation of the view: memremap()
 //! takes vmalloc space that is free, and the kernel purges freed vmalloc
 //! space from every TLB before handing it out again; until the leaves are
-//! read-only only this function knows the address and nothing reads or
+//! read-only only `Region::claim` knows the address, and nothing reads or
 //! writes through it; and the guard page vmalloc leaves after each area
 //! keeps a neighbour's next-page prefetch out. As defence in depth every
 //! online CPU then invalidates each leaf of the view (and the dummy
