@@ -83,10 +83,9 @@ P = dict(
     fio_qd32_span="8M" if QUICK else "16M",
     pg_test_fsync_s=1 if QUICK else 2,
 )
-# The region straddles two 128 MiB memory sections that also hold RAM: the
-# driver needs struct pages for it (pfn_valid), and a section with no RAM in
-# it at all has none. The pmem region is a section of its own (fsdax creates
-# its memmap).
+# The region straddles two 128 MiB memory sections that also hold RAM (the
+# driver maps any reserved range, with or without struct pages). The pmem
+# region is a section of its own (fsdax creates its memmap).
 REGION_BOOT, REGION_PARAM = "128M$0x64000000", "128M@0x64000000"
 PMEM_BOOT = "128M!0x70000000"
 DISK_BPS = 150 * 1000 * 1000

@@ -7,29 +7,23 @@ use core::ops::Range;
 
 use kernel::alloc::{flags::GFP_KERNEL, KVVec};
 use kernel::prelude::*;
-use kernel::time::{delay::fsleep, Delta};
 
 use crate::format::{
     format_metadata, ActiveSuperblock, DiskIdentity, FormatError, Geometry, SuperblockCopy,
     SUPERBLOCK_BYTES,
 };
 use crate::sys::crc32c::KernelCrc32c;
-use crate::sys::region::{Part, Region, WindowError, WriteWindow};
+use crate::sys::region::{Part, Region, WriteWindow};
 
-/// Opens a window over `range`, waiting out transient lack of vmalloc
-/// space (the write must happen: there is nothing to fail back to).
+/// Opens a window over `range` (and `second`). Opening allocates nothing,
+/// so it fails only on a bug (ranges outside the region, or a window
+/// already open on this CPU).
 pub(crate) fn window(
     region: &Region,
     range: Range<usize>,
     second: Option<Range<usize>>,
 ) -> Result<WriteWindow<'_>> {
-    loop {
-        match region.open_window(range.clone(), second.clone()) {
-            Ok(w) => return Ok(w),
-            Err(WindowError::NoMemory) => fsleep(Delta::from_millis(1)),
-            Err(_) => return Err(EINVAL),
-        }
-    }
+    region.open_window(range, second).map_err(|_| EINVAL)
 }
 
 /// Writes `sb` into its copy (`sb.copy`). The caller made it with

@@ -11,9 +11,9 @@ use crate::kernel_display::Memmap;
 use crate::sys::region::{ClaimError, Region};
 
 /// Largest record, hence largest bio the device accepts (bigger ones are
-/// split by the block layer). 128 KiB keeps a record's write window within
-/// `vm_map_ram()`'s per-CPU fast path; writeback merges records into larger
-/// disk writes anyway.
+/// split by the block layer). 128 KiB keeps a record and its descriptor
+/// within one CPU's write-window slot (`sys::region`); writeback merges
+/// records into larger disk writes anyway.
 const MAX_RECORD_BYTES: u64 = 128 * 1024;
 
 /// Records are page multiples so that a 4 KiB-aligned write stays aligned.
@@ -28,19 +28,26 @@ pub(crate) fn claim(config: &Config) -> Result<Region> {
                 "region={spec} refused: that range is usable RAM; reserve it at boot with {}\n",
                 Memmap(spec)
             ),
-            ClaimError::NoStructPage { phys } => pr_err!(
-                "region={spec} refused: there is no memory at {phys:#x}; the region must be RAM \
-                 reserved at boot with memmap=SIZE$PHYS\n"
-            ),
             ClaimError::Claimed => pr_err!(
                 "region={spec} refused: it overlaps a range claimed by someone else \
                  (see /proc/iomem); is another rapilog or pmem using it?\n"
             ),
+            ClaimError::NotReserved { phys } => pr_err!(
+                "region={spec} refused: {phys:#x} is not reserved memory (no \"Reserved\" range \
+                 of /proc/iomem covers it); reserve the region at boot with {}\n",
+                Memmap(spec)
+            ),
+            ClaimError::DirectMapped { phys } => pr_err!(
+                "region={spec} refused: the kernel's direct map maps {phys:#x}, a writable alias \
+                 that cannot be protected; reserve the region at boot with {}\n",
+                Memmap(spec)
+            ),
             ClaimError::NoMemory => pr_err!("region={spec}: cannot map it (out of memory)\n"),
+            ClaimError::Map(why) => pr_err!("region={spec}: cannot map it: {why}\n"),
         }
         match e {
             ClaimError::Claimed => EBUSY,
-            ClaimError::NoMemory => ENOMEM,
+            ClaimError::NoMemory | ClaimError::Map(_) => ENOMEM,
             _ => EINVAL,
         }
     })

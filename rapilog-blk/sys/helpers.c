@@ -170,20 +170,96 @@ blk_features_t rapilog_cache_features(void)
 }
 
 /* --- the region ----------------------------------------------------------- */
+/*
+ * sys/region.rs maps the region with memremap() and owns the page-table
+ * entries of that mapping and of its per-CPU window slots; these are the
+ * x86 page-table accessors it needs (all static inline). The argument for
+ * what they are used for is in sys/region.rs.
+ */
 
-bool rapilog_pfn_valid(unsigned long pfn)
+/* Direct-map address of @phys (__va), to check that nothing maps it there. */
+unsigned long rapilog_direct_map_addr(phys_addr_t phys)
 {
-	return pfn_valid(pfn);
+	return (unsigned long)__va(phys);
 }
 
-struct page *rapilog_pfn_to_page(unsigned long pfn)
+/* Bytes one page-table entry at @level (enum pg_level) maps. */
+unsigned long rapilog_page_level_size(unsigned int level)
 {
-	return pfn_to_page(pfn);
+	return page_level_size(level);
 }
 
-void *rapilog_vmap(struct page **pages, unsigned int count, bool writable)
+/* Whether a kernel page-table entry of any level maps something. */
+bool rapilog_entry_present(pte_t *entry)
 {
-	return vmap(pages, count, VM_MAP, writable ? PAGE_KERNEL : PAGE_KERNEL_RO);
+	return pte_flags(*entry) & _PAGE_PRESENT;
+}
+
+/* First page frame a leaf entry at @level (4K, 2M or 1G) maps. */
+unsigned long rapilog_leaf_pfn(pte_t *leaf, unsigned int level)
+{
+	switch (level) {
+	case PG_LEVEL_4K:
+		return pte_pfn(*leaf);
+	case PG_LEVEL_2M:
+		return pmd_pfn(*(pmd_t *)leaf);
+	default:
+		return pud_pfn(*(pud_t *)leaf);
+	}
+}
+
+/*
+ * The attributes of a leaf entry at @level as a 4 KiB PTE's (a large
+ * page's PAT bit sits elsewhere: pgprot_large_2_4k), writable (RW and Dirty,
+ * as PAGE_KERNEL has them) or not (neither, as PAGE_KERNEL_RO: Dirty without
+ * RW would mean a shadow-stack page).
+ */
+pteval_t rapilog_leaf_flags_4k(pte_t *leaf, unsigned int level, bool writable)
+{
+	pteval_t flags;
+
+	switch (level) {
+	case PG_LEVEL_4K:
+		flags = pte_flags(*leaf);
+		break;
+	case PG_LEVEL_2M:
+		flags = pgprot_val(pgprot_large_2_4k(__pgprot(pmd_flags(*(pmd_t *)leaf))));
+		break;
+	default:
+		flags = pgprot_val(pgprot_large_2_4k(__pgprot(pud_flags(*(pud_t *)leaf))));
+		break;
+	}
+	if (writable)
+		return flags | _PAGE_RW | _PAGE_DIRTY;
+	return flags & ~(_PAGE_RW | _PAGE_DIRTY);
+}
+
+/*
+ * Makes a kernel leaf entry of any level read-only: RW and Dirty are the
+ * same bits at every level, and change_page_attr() writes large leaves with
+ * set_pte_atomic() too. The caller flushes the TLBs.
+ */
+void rapilog_leaf_wrprotect(pte_t *leaf)
+{
+	set_pte_atomic(leaf, pte_clear_flags(*leaf, _PAGE_RW | _PAGE_DIRTY));
+}
+
+/* Points the kernel PTE @ptep at @pfn with 4 KiB attributes @flags. */
+void rapilog_pte_set(pte_t *ptep, unsigned long pfn, pteval_t flags)
+{
+	set_pte(ptep, pfn_pte(pfn, __pgprot(flags)));
+}
+
+/* Clears a kernel PTE (pte_clear() wants init_mm, which is not exported). */
+void rapilog_pte_clear(pte_t *ptep)
+{
+	set_pte(ptep, __pte(0));
+}
+
+/* @count times @page, read-only: a stretch of vmalloc space we own. */
+void *rapilog_vmap_ro(struct page **pages, unsigned int count)
+{
+	return vmap(pages, count, VM_MAP, PAGE_KERNEL_RO);
 }
 
 void rapilog_vunmap(const void *addr)
@@ -191,14 +267,9 @@ void rapilog_vunmap(const void *addr)
 	vunmap(addr);
 }
 
-void *rapilog_vm_map_ram(struct page **pages, unsigned int count)
+unsigned int rapilog_this_cpu(void)
 {
-	return vm_map_ram(pages, count, NUMA_NO_NODE);
-}
-
-void rapilog_vm_unmap_ram(const void *mem, unsigned int count)
-{
-	vm_unmap_ram(mem, count);
+	return smp_processor_id();
 }
 
 void rapilog_preempt_disable(void)
@@ -209,16 +280,6 @@ void rapilog_preempt_disable(void)
 void rapilog_preempt_enable(void)
 {
 	preempt_enable();
-}
-
-unsigned int rapilog_memalloc_noio_save(void)
-{
-	return memalloc_noio_save();
-}
-
-void rapilog_memalloc_noio_restore(unsigned int flags)
-{
-	memalloc_noio_restore(flags);
 }
 
 /* --- threads --------------------------------------------------------------- */

@@ -5,6 +5,7 @@
 
 #include <linux/blkdev.h>
 #include <linux/types.h>
+#include <asm/pgtable_types.h>
 
 struct bio;
 struct bio_set;
@@ -30,16 +31,19 @@ struct bio *rapilog_bio_split_front(struct bio *bio, unsigned int sectors, struc
 struct bio_set *rapilog_bioset_create(void);
 void rapilog_bioset_destroy(struct bio_set *bs);
 blk_features_t rapilog_cache_features(void);
-bool rapilog_pfn_valid(unsigned long pfn);
-struct page *rapilog_pfn_to_page(unsigned long pfn);
-void *rapilog_vmap(struct page **pages, unsigned int count, bool writable);
+unsigned long rapilog_direct_map_addr(phys_addr_t phys);
+unsigned long rapilog_page_level_size(unsigned int level);
+bool rapilog_entry_present(pte_t *entry);
+unsigned long rapilog_leaf_pfn(pte_t *leaf, unsigned int level);
+pteval_t rapilog_leaf_flags_4k(pte_t *leaf, unsigned int level, bool writable);
+void rapilog_leaf_wrprotect(pte_t *leaf);
+void rapilog_pte_set(pte_t *ptep, unsigned long pfn, pteval_t flags);
+void rapilog_pte_clear(pte_t *ptep);
+void *rapilog_vmap_ro(struct page **pages, unsigned int count);
 void rapilog_vunmap(const void *addr);
-void *rapilog_vm_map_ram(struct page **pages, unsigned int count);
-void rapilog_vm_unmap_ram(const void *mem, unsigned int count);
+unsigned int rapilog_this_cpu(void);
 void rapilog_preempt_disable(void);
 void rapilog_preempt_enable(void);
-unsigned int rapilog_memalloc_noio_save(void);
-void rapilog_memalloc_noio_restore(unsigned int flags);
 void rapilog_get_task_struct(struct task_struct *t);
 void rapilog_put_task_struct(struct task_struct *t);
 

@@ -5,7 +5,7 @@
 //! with `helpers.h`.
 
 use kernel::bindings::{
-    bio, bio_set, blk_features_t, block_device, file, page, pci_dev, task_struct,
+    bio, bio_set, blk_features_t, block_device, file, page, pci_dev, pte_t, pteval_t, task_struct,
 };
 use kernel::ffi::{c_char, c_int, c_uint, c_ulong, c_ushort, c_void};
 
@@ -46,17 +46,23 @@ extern "C" {
     pub(super) fn rapilog_cache_features() -> blk_features_t;
 
     // The region.
-    pub(super) fn rapilog_pfn_valid(pfn: c_ulong) -> bool;
-    pub(super) fn rapilog_pfn_to_page(pfn: c_ulong) -> *mut page;
-    pub(super) fn rapilog_vmap(pages: *mut *mut page, count: c_uint, writable: bool)
-        -> *mut c_void;
+    pub(super) fn rapilog_direct_map_addr(phys: u64) -> c_ulong;
+    pub(super) fn rapilog_page_level_size(level: c_uint) -> c_ulong;
+    pub(super) fn rapilog_entry_present(entry: *mut pte_t) -> bool;
+    pub(super) fn rapilog_leaf_pfn(leaf: *mut pte_t, level: c_uint) -> c_ulong;
+    pub(super) fn rapilog_leaf_flags_4k(
+        leaf: *mut pte_t,
+        level: c_uint,
+        writable: bool,
+    ) -> pteval_t;
+    pub(super) fn rapilog_leaf_wrprotect(leaf: *mut pte_t);
+    pub(super) fn rapilog_pte_set(ptep: *mut pte_t, pfn: c_ulong, flags: pteval_t);
+    pub(super) fn rapilog_pte_clear(ptep: *mut pte_t);
+    pub(super) fn rapilog_vmap_ro(pages: *mut *mut page, count: c_uint) -> *mut c_void;
     pub(super) fn rapilog_vunmap(addr: *const c_void);
-    pub(super) fn rapilog_vm_map_ram(pages: *mut *mut page, count: c_uint) -> *mut c_void;
-    pub(super) fn rapilog_vm_unmap_ram(mem: *const c_void, count: c_uint);
+    pub(super) fn rapilog_this_cpu() -> c_uint;
     pub(super) fn rapilog_preempt_disable();
     pub(super) fn rapilog_preempt_enable();
-    pub(super) fn rapilog_memalloc_noio_save() -> c_uint;
-    pub(super) fn rapilog_memalloc_noio_restore(flags: c_uint);
 
     // Threads.
     pub(super) fn rapilog_get_task_struct(t: *mut task_struct);

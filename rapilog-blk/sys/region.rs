@@ -3,31 +3,101 @@
 //! The reserved physical region: checked, claimed, mapped read-only, and
 //! written only through short-lived write windows.
 //!
+//! # What the region is
+//!
+//! The region is reserved at boot (`memmap=SIZE$PHYS`): an e820 "Reserved"
+//! range, neither System RAM nor in the kernel's direct map. Whether its
+//! page frames have a `struct page` depends on where it lies: a 128 MiB
+//! memory section gets a memory map only if part of it is RAM, so a region
+//! that covers a whole section (any region of 256 MiB or more) has frames
+//! without one, and a region across a section boundary may have both kinds.
+//! Nothing here uses `struct page` for region frames: they are mapped by
+//! page frame number through page-table entries this module writes itself,
+//! so every region size and position is handled the same way.
+//!
+//! [`Region::claim`] checks that no part is System RAM, claims the range in
+//! `iomem_resource`, then checks that the whole range is reserved memory
+//! (covered by "Reserved" resources) and that the direct map has no entry
+//! for any of it (verified, not assumed: a direct-map alias would be a
+//! writable mapping this module cannot protect).
+//!
 //! # Protection scheme (`protect=window`, the default)
 //!
-//! The region is reserved at boot (`memmap=SIZE$PHYS`), so it is neither
-//! System RAM nor in the kernel's direct map, yet its page frames have
-//! `struct page`s. The driver maps it twice over:
+//! The driver maps the region twice over:
 //!
-//! - once, permanently, **read-only** (`vmap(..., PAGE_KERNEL_RO)`): reads,
-//!   writeback and recovery use this view. A stray kernel write through it
-//!   faults instead of changing a byte.
-//! - for each write, a **write window**: a writable alias of just the pages
-//!   being written, made with `vm_map_ram()` on one CPU with migration
-//!   disabled, used with preemption disabled, and torn down before the
-//!   bio completes. Tearing down clears the PTEs (`vm_unmap_ram()`, whose TLB
-//!   flush is lazy) and invalidates the alias's TLB entries on this CPU with
-//!   `invlpg` - before and after the unmap. No other CPU ever touched the
-//!   alias, and with preemption disabled while it is in use no other address
-//!   space on this CPU did either, so once the window is closed no TLB
-//!   anywhere still maps the region writable.
+//! - once, permanently, **read-only**: `memremap(MEMREMAP_WB)` maps the
+//!   region in vmalloc space (the kernel's `ioremap` path, which needs no
+//!   `struct page`, records the cache mode with PAT, and uses 2 MiB or 1 GiB
+//!   entries where alignment allows). Before the address leaves
+//!   [`Region::claim`], every leaf entry of that mapping (found with
+//!   `lookup_address()`) is checked to map the expected frames and made
+//!   read-only. Reads, writeback and recovery use this view; a stray kernel
+//!   write through it faults instead of changing a byte.
+//! - for each write, a **write window** in a per-CPU slot: each possible
+//!   CPU owns [`SLOT_PAGES`] pages of vmalloc space, obtained once with
+//!   `vmap()` of a dummy page; their PTE pointers are looked up once and
+//!   the PTEs cleared. Opening a window disables preemption, takes this
+//!   CPU's slot and points its PTEs at the region frames being written,
+//!   with the view's attributes plus write access. Closing clears those
+//!   PTEs, then invalidates this CPU's TLB entries for them with `invlpg`,
+//!   and only then enables preemption again.
 //!
-//! `set_memory_ro()`, `flush_tlb_kernel_range()` and `apply_to_page_range()`
-//! (which needs `init_mm`) are not available to modules, and x86
-//! `ioremap_prot()` drops the write-protect bit; hence this scheme.
+//! Why no CPU can hold a writable translation of the view: memremap()
+//! takes vmalloc space that is free, and the kernel purges freed vmalloc
+//! space from every TLB before handing it out again; until the leaves are
+//! read-only only `Region::claim` knows the address, and nothing reads or
+//! writes through it; and the guard page vmalloc leaves after each area
+//! keeps a neighbour's next-page prefetch out. As defence in depth every
+//! online CPU then invalidates each leaf of the view (and the dummy
+//! translations of its own slot) with `invlpg` through
+//! `on_each_cpu_cond_mask()`: that drops global entries and those of the
+//! current PCID (`__flush_tlb_all()`, which would reach other PCIDs under
+//! page-table isolation too, is exported to KVM only).
 //!
-//! `protect=off` maps the region writable once and writes through that
-//! mapping: the same data path without the window's cost, to measure it.
+//! Why no writable TLB entry is left anywhere once a window closes:
+//!
+//! 1. Only the owning CPU sets a slot's PTEs, and only with preemption
+//!    disabled, so the window is used on that CPU alone and in one address
+//!    space (no context switch while it is open; interrupts do not switch
+//!    page tables when they arrive in kernel mode).
+//! 2. No other CPU is ever given a slot's address, so no other CPU's TLB
+//!    holds a translation for it (the same assumption the `vm_map_ram()`
+//!    scheme this replaces made for its per-CPU aliases).
+//! 3. On close the PTEs are cleared first, then `invlpg` drops this CPU's
+//!    entries (global ones, and those of the PCID the window was used in,
+//!    the only one). A not-present PTE is never cached, so nothing can
+//!    bring the translation back; the next window on this CPU starts from
+//!    empty PTEs.
+//!
+//! This is how x86-32 `kmap_local()` uses its per-CPU fixmap slots, with a
+//! vmalloc area the module owns instead of the fixmap. Per write it costs a
+//! few PTE stores and one `invlpg` per page, with no allocation and no lock
+//! (`vm_map_ram()` allocated from per-CPU vmap blocks under a spinlock,
+//! needed `struct page`s, and its lazy unmap needed an extra `invlpg` per
+//! page).
+//!
+//! A window larger than the slot (only formatting opens those: the
+//! descriptor table) is *streamed*: each write or zeroing maps a slot's
+//! worth of pages, copies, and unmaps before moving on. Such a window has
+//! no single address ([`WriteWindow::raw`] returns an empty part).
+//!
+//! Cached PTE pointers stay valid for the slots' lifetime: the kernel frees
+//! a kernel PTE table only when a new huge mapping replaces the whole 2 MiB
+//! range it covers (`vmap_try_huge_pmd()`), which cannot include an area
+//! someone else holds.
+//!
+//! `set_memory_ro()`, `flush_tlb_kernel_range()`, `get_vm_area()`,
+//! `apply_to_page_range()` with `init_mm` and `__flush_tlb_all()` are not
+//! available to modules, `vmap()`/`vm_map_ram()` need `struct page`s,
+//! `vmap_pfn()` refuses frames that have them, and x86 `ioremap_prot()`
+//! drops the write-protect bit; hence this scheme. It relies on the
+//! exported `memremap`, `memunmap`, `lookup_address` (GPL), `vmap`,
+//! `vunmap`, `on_each_cpu_cond_mask`, `walk_iomem_res_desc` (GPL) and
+//! `region_intersects` (GPL), and on x86-64 (its page-table entry layout,
+//! through the static inline accessors in `helpers.c`, and `invlpg`).
+//!
+//! `protect=off` keeps the view writable and writes through it: the same
+//! data path without the windows' cost, to measure it.
 //!
 //! # No references into the region
 //!
@@ -42,33 +112,44 @@
 use core::ops::Range;
 use core::ptr::{self, NonNull};
 
-use kernel::alloc::{flags::GFP_KERNEL, KVVec};
+use kernel::alloc::{flags::__GFP_ZERO, flags::GFP_KERNEL, KVVec};
 use kernel::bindings;
 use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
-use kernel::page::PAGE_SIZE;
+use kernel::page::{Page, PAGE_SIZE};
+use kernel::sync::atomic::{Atomic, Relaxed};
 
 use super::helpers::*;
 use crate::config::Protect;
 
-/// Most pages one two-part write window maps: a record of the largest size
-/// the driver uses (128 KiB, 33 pages when unaligned) plus its descriptor's
-/// page, within `vm_map_ram()`'s per-CPU fast path (64 pages on 64-bit).
-const TWO_PART_MAX_PAGES: usize = 64;
+/// Pages of one CPU's write-window slot: the most a window maps at once. A
+/// record of the largest size the driver uses (128 KiB, 33 pages when
+/// unaligned) plus its descriptor's page fits a two-part window.
+const SLOT_PAGES: usize = 64;
 
 /// Why a region could not be claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClaimError {
     /// Part of the range is System RAM (not reserved at boot).
     SystemRam,
-    /// A page frame of the range has no `struct page` (not memory at all).
-    NoStructPage {
-        /// Physical address of the first such page.
-        phys: u64,
-    },
     /// Another driver or the firmware already claimed part of the range.
     Claimed,
-    /// The page array or the mapping could not be allocated.
+    /// Part of the range is not reserved memory: no "Reserved" resource
+    /// covers it (a hole, a device, ACPI or persistent memory).
+    NotReserved {
+        /// Physical address of the first such byte.
+        phys: u64,
+    },
+    /// The kernel's direct map maps part of the range: a writable alias
+    /// that cannot be protected.
+    DirectMapped {
+        /// Physical address of the first mapped page.
+        phys: u64,
+    },
+    /// Memory for the bookkeeping or vmalloc space could not be allocated.
     NoMemory,
+    /// `memremap()` failed, or mapped the range in a way this module does
+    /// not handle (the text says what).
+    Map(&'static str),
 }
 
 /// Why a write window could not be opened.
@@ -78,10 +159,12 @@ pub(crate) enum WindowError {
     OutOfRange,
     /// The two ranges overlap.
     Overlap,
-    /// The two ranges span more than [`TWO_PART_MAX_PAGES`] pages.
+    /// The two ranges span more than [`SLOT_PAGES`] pages.
     TooManyPages,
-    /// `vm_map_ram()` failed (out of vmalloc space or memory); retry later.
-    NoMemory,
+    /// This CPU's slot is in use: a window was opened while another one
+    /// was open on this CPU (from an interrupt, or nested), which the data
+    /// path never does.
+    Busy,
 }
 
 /// Which range of a [`WriteWindow`].
@@ -91,6 +174,15 @@ pub(crate) enum Part {
     First,
     /// The second range.
     Second,
+}
+
+impl Part {
+    fn index(self) -> usize {
+        match self {
+            Part::First => 0,
+            Part::Second => 1,
+        }
+    }
 }
 
 /// The region claimed in `iomem_resource` as "rapilog".
@@ -109,36 +201,348 @@ impl Drop for Claim {
     }
 }
 
-/// A `vmap()` mapping of the whole region.
-struct Mapping(NonNull<u8>);
+/// The `memremap()` mapping of the whole region: the view.
+struct View(NonNull<u8>);
 
-impl Drop for Mapping {
+impl Drop for View {
     fn drop(&mut self) {
-        // SAFETY: The address came from `vmap()` and is unmapped only here;
-        // no copy of it outlives the `Region` that owns this mapping.
-        unsafe { rapilog_vunmap(self.0.as_ptr().cast()) };
+        // The leaves may be read-only: `memunmap` clears them whatever
+        // their bits, and no TLB entry of the view is writable.
+        // SAFETY: The address came from `memremap()` and is unmapped only
+        // here; no copy of it outlives the `Region` that owns this view.
+        unsafe { bindings::memunmap(self.0.as_ptr().cast()) };
     }
+}
+
+/// One CPU's write-window slot: [`SLOT_PAGES`] pages of vmalloc space whose
+/// PTEs this module sets and clears.
+struct Slot {
+    base: NonNull<u8>,
+    /// The PTE of each page of the slot (see the module docs for why the
+    /// pointers stay valid). Every PTE is clear unless a window is open.
+    ptes: [*mut bindings::pte_t; SLOT_PAGES],
+    /// A window uses the slot. Only its CPU touches it, with preemption
+    /// disabled; an interrupt's window on the same CPU would begin and end
+    /// between two instructions of the interrupted code, so plain loads and
+    /// stores suffice.
+    busy: Atomic<bool>,
+}
+
+impl Slot {
+    fn page_addr(&self, i: usize) -> usize {
+        self.base.as_ptr() as usize + i * PAGE_SIZE
+    }
+
+    /// Points slot pages `at..at + count` at the page frames from `pfn` on.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the slot (`busy`, on its CPU with preemption
+    /// disabled), `at + count <= SLOT_PAGES`, and the frames are region
+    /// frames.
+    unsafe fn map(&self, at: usize, pfn: c_ulong, count: usize, flags: bindings::pteval_t) {
+        let ptes = self.ptes.get(at..at + count).unwrap_or(&[]);
+        for (i, pte) in ptes.iter().enumerate() {
+            // SAFETY: `pte` is the slot's own PTE (invariant of `ptes`),
+            // written only by the slot's holder, which the caller is.
+            unsafe { rapilog_pte_set(*pte, pfn + i as c_ulong, flags) };
+        }
+    }
+
+    /// Clears slot pages `0..count` and drops this CPU's TLB entries for
+    /// them.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Slot::map`]; no pointer into those pages is used afterwards.
+    unsafe fn unmap(&self, count: usize) {
+        let ptes = self.ptes.get(..count).unwrap_or(&[]);
+        for pte in ptes {
+            // SAFETY: See `map`.
+            unsafe { rapilog_pte_clear(*pte) };
+        }
+        // After the PTEs are clear (the calls above are compiler barriers,
+        // and stores are not reordered with a later `invlpg`).
+        for i in 0..ptes.len() {
+            invalidate_local(self.page_addr(i));
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // SAFETY: `base` came from `vmap()` and is unmapped only here; its
+        // PTEs are clear or still map the dummy page, both of which
+        // `vunmap` handles.
+        unsafe { rapilog_vunmap(self.base.as_ptr().cast()) };
+    }
+}
+
+/// Drops this CPU's TLB entry for the page at `addr`.
+#[cfg(target_arch = "x86_64")]
+fn invalidate_local(addr: usize) {
+    // SAFETY: `invlpg` only drops a TLB entry of this CPU: it reads and
+    // writes no memory and cannot fault.
+    unsafe { core::arch::asm!("invlpg [{}]", in(reg) addr, options(nostack, preserves_flags)) };
+}
+
+/// The per-CPU write-window slots (`protect=window`).
+struct Slots {
+    /// Indexed by CPU number (`0..nr_cpu_ids`).
+    slots: KVVec<Slot>,
+    /// The page the slots were first mapped to; freed after them.
+    _dummy: Page,
+    /// Attributes of a window PTE: the view's, in 4 KiB form, writable.
+    flags: bindings::pteval_t,
+}
+
+impl Slots {
+    /// One slot per possible CPU, every PTE clear. Before a slot is used,
+    /// its CPU drops any TLB entry of the dummy page it was first mapped to
+    /// (`invalidate_everywhere`).
+    fn new(flags: bindings::pteval_t) -> Result<Self, ClaimError> {
+        let dummy = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).map_err(|_| ClaimError::NoMemory)?;
+        // SAFETY: `nr_cpu_ids` is set during boot and constant afterwards.
+        let cpus = unsafe { bindings::nr_cpu_ids } as usize;
+        let mut slots = KVVec::with_capacity(cpus, GFP_KERNEL).map_err(|_| ClaimError::NoMemory)?;
+        let mut pages = [dummy.as_ptr(); SLOT_PAGES];
+        for _ in 0..cpus {
+            // SAFETY: `pages` holds `SLOT_PAGES` pointers to the page we
+            // allocated; `vmap` reads the array and does not keep it.
+            let base = unsafe { rapilog_vmap_ro(pages.as_mut_ptr(), SLOT_PAGES as c_uint) };
+            let base = NonNull::new(base.cast::<u8>()).ok_or(ClaimError::NoMemory)?;
+            let mut slot = Slot {
+                base,
+                ptes: [ptr::null_mut(); SLOT_PAGES],
+                busy: Atomic::new(false),
+            };
+            for i in 0..SLOT_PAGES {
+                let (pte, level) = lookup(slot.page_addr(i));
+                if pte.is_null() || level != bindings::pg_level_PG_LEVEL_4K {
+                    return Err(ClaimError::Map(
+                        "vmap() did not map a window slot with 4 KiB pages",
+                    ));
+                }
+                slot.ptes[i] = pte;
+            }
+            for pte in &slot.ptes {
+                // SAFETY: The PTE maps our own `vmap()` area, which nobody
+                // else knows about yet.
+                unsafe { rapilog_pte_clear(*pte) };
+            }
+            slots
+                .push(slot, GFP_KERNEL)
+                .map_err(|_| ClaimError::NoMemory)?;
+        }
+        Ok(Self {
+            slots,
+            _dummy: dummy,
+            flags,
+        })
+    }
+
+    /// Disables preemption and takes this CPU's slot.
+    fn hold(&self) -> Result<SlotHold<'_>, WindowError> {
+        // SAFETY: Paired with `preempt_enable` in `SlotHold::drop` or below.
+        unsafe { rapilog_preempt_disable() };
+        // SAFETY: Preemption is disabled: the CPU number stays ours.
+        let cpu = unsafe { rapilog_this_cpu() } as usize;
+        match self.slots.get(cpu) {
+            Some(slot) if !slot.busy.load(Relaxed) => {
+                slot.busy.store(true, Relaxed);
+                Ok(SlotHold {
+                    slot,
+                    flags: self.flags,
+                })
+            }
+            _ => {
+                // SAFETY: Undoes the disable above.
+                unsafe { rapilog_preempt_enable() };
+                Err(WindowError::Busy)
+            }
+        }
+    }
+}
+
+/// This CPU's slot, held with preemption disabled.
+struct SlotHold<'a> {
+    slot: &'a Slot,
+    /// Attributes of a window PTE ([`Slots::flags`]).
+    flags: bindings::pteval_t,
+}
+
+impl SlotHold<'_> {
+    /// Points slot pages `at..at + count` at region pages from `page` on.
+    ///
+    /// # Safety
+    ///
+    /// `at + count <= SLOT_PAGES` and the pages lie inside the region that
+    /// `base_pfn` starts.
+    unsafe fn map(&self, at: usize, base_pfn: c_ulong, page: usize, count: usize) {
+        // SAFETY: We hold the slot; the rest is the caller's promise.
+        unsafe {
+            self.slot
+                .map(at, base_pfn + page as c_ulong, count, self.flags)
+        };
+    }
+}
+
+impl Drop for SlotHold<'_> {
+    fn drop(&mut self) {
+        self.slot.busy.store(false, Relaxed);
+        // SAFETY: Pairs with the disable in `Slots::hold`.
+        unsafe { rapilog_preempt_enable() };
+    }
+}
+
+/// `lookup_address()`: the page-table entry for kernel address `addr` and
+/// its level, or null (then the level says how much is unmapped).
+fn lookup(addr: usize) -> (*mut bindings::pte_t, c_uint) {
+    let mut level: c_uint = 0;
+    // SAFETY: `lookup_address` walks the kernel page tables (init_mm's,
+    // which are never freed above the PTE level) and writes `level`.
+    let entry = unsafe { bindings::lookup_address(addr as c_ulong, &mut level) };
+    (entry, level)
+}
+
+/// Bytes a page-table entry at `level` maps (at least a page).
+fn level_size(level: c_uint) -> usize {
+    // SAFETY: A pure computation on its argument.
+    (unsafe { rapilog_page_level_size(level) } as usize).max(PAGE_SIZE)
+}
+
+/// Most bytes of the view one round of [`invalidate_everywhere`] covers:
+/// at most 4096 `invlpg`s with interrupts disabled on each CPU.
+const INVALIDATE_CHUNK: usize = 4096 * PAGE_SIZE;
+
+/// Drops this CPU's TLB entries for the kernel mapping `[start, start +
+/// len)`: one `invlpg` per leaf entry, which drops every entry of a large
+/// page (Intel SDM, INVLPG).
+fn invalidate_mapping_local(start: usize, len: usize) {
+    let mut pos = 0;
+    while pos < len {
+        let va = start + pos;
+        let (_, level) = lookup(va);
+        invalidate_local(va);
+        let size = level_size(level);
+        pos += size - va % size;
+    }
+}
+
+/// Makes every online CPU drop its TLB entries for the view's pages and
+/// for its own window slot's pages (module docs: defence in depth).
+fn invalidate_everywhere(view: &View, len: usize, slots: &Slots) {
+    unsafe extern "C" fn view_chunk(info: *mut c_void) {
+        // SAFETY: `info` is the `Range` below, alive until every CPU is done.
+        let range = unsafe { &*info.cast::<Range<usize>>() };
+        invalidate_mapping_local(range.start, range.end - range.start);
+    }
+    unsafe extern "C" fn own_slot(info: *mut c_void) {
+        // SAFETY: `info` is `slots`, alive until every CPU is done.
+        let slots = unsafe { &*info.cast::<Slots>() };
+        // SAFETY: Runs with interrupts disabled: the CPU number stays ours.
+        let cpu = unsafe { rapilog_this_cpu() } as usize;
+        if let Some(slot) = slots.slots.get(cpu) {
+            invalidate_mapping_local(slot.page_addr(0), SLOT_PAGES * PAGE_SIZE);
+        }
+    }
+    let start = view.0.as_ptr() as usize;
+    let mut pos = 0;
+    while pos < len {
+        let mut chunk = (start + pos)..(start + (pos + INVALIDATE_CHUNK).min(len));
+        on_each_cpu(view_chunk, (&raw mut chunk).cast());
+        pos += INVALIDATE_CHUNK;
+    }
+    on_each_cpu(own_slot, ptr::from_ref(slots).cast_mut().cast());
+}
+
+/// Runs `func(info)` on every online CPU with interrupts disabled, and
+/// returns when all have.
+fn on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void) {
+    // SAFETY: Process context with interrupts enabled (module load); `wait`
+    // is true, so `info` only has to outlive this call, which the callers'
+    // borrows guarantee; `func` only reads `info`.
+    unsafe {
+        bindings::on_each_cpu_cond_mask(
+            None,
+            Some(func),
+            info,
+            true,
+            &raw const bindings::__cpu_online_mask,
+        )
+    };
+}
+
+/// Checks that `[phys, phys + len)` is covered by "Reserved" resources;
+/// returns the first address that is not.
+fn first_unreserved(phys: u64, len: u64) -> Option<u64> {
+    unsafe extern "C" fn covered(res: *mut bindings::resource, arg: *mut c_void) -> c_int {
+        // SAFETY: `walk_iomem_res_desc` passes a resource it copied (the
+        // match clipped to the range asked about) and our `arg`: the cursor.
+        let (res, cursor) = unsafe { (&*res, &mut *arg.cast::<u64>()) };
+        if res.start > *cursor {
+            return 1; // A gap before this resource: stop.
+        }
+        *cursor = (*cursor).max(res.end.saturating_add(1));
+        0
+    }
+    let end = phys + len - 1;
+    let mut cursor = phys;
+    // SAFETY: The walk holds the resource lock and calls `covered` with a
+    // pointer to `cursor`, which outlives the call.
+    unsafe {
+        bindings::walk_iomem_res_desc(
+            bindings::IORES_DESC_RESERVED as c_ulong,
+            bindings::IORESOURCE_MEM as c_ulong,
+            phys,
+            end,
+            (&raw mut cursor).cast(),
+            Some(covered),
+        )
+    };
+    (cursor <= end).then_some(cursor)
+}
+
+/// Finds the first page of `[phys, phys + len)` that the direct map maps.
+fn first_direct_mapped(phys: u64, len: u64) -> Option<u64> {
+    let mut pos = 0u64;
+    while pos < len {
+        // SAFETY: Address arithmetic only (`__va`).
+        let va = unsafe { rapilog_direct_map_addr(phys + pos) } as usize;
+        let (entry, level) = lookup(va);
+        // SAFETY: A non-null entry points into the kernel page tables.
+        if !entry.is_null() && unsafe { rapilog_entry_present(entry) } {
+            return Some(phys + pos);
+        }
+        // Nothing mapped up to the end of what this entry (or its absence)
+        // covers.
+        let size = level_size(level);
+        pos += (size - va % size) as u64;
+    }
+    None
 }
 
 /// The claimed and mapped region.
 pub(crate) struct Region {
+    phys: u64,
     len: usize,
-    protect: Protect,
-    /// `struct page` of every page frame, in order: write windows map these.
-    pages: KVVec<*mut bindings::page>,
     /// Read-only (`protect=window`) or writable (`protect=off`) view.
-    view: Mapping,
-    // Released last: after the mapping is gone.
+    view: View,
+    /// `protect=window`: the write-window slots; `None` writes through the
+    /// view.
+    slots: Option<Slots>,
+    // Released last: after the mappings are gone.
     _claim: Claim,
 }
 
-// Every access through the page pointers and the mapping is a copy whose
-// exclusivity is the caller's protocol (module docs).
+// Every access through the view and the slots is a copy whose exclusivity
+// is the caller's protocol (module docs); slot PTEs are written only by the
+// CPU holding the slot.
 // SAFETY: Plain addresses of memory this object owns for its whole life: it
 // can be used and dropped from any thread.
 unsafe impl Send for Region {}
-// SAFETY: `&Region` methods only read the view or map their own aliases;
-// see `Send`.
+// SAFETY: `&Region` methods only read the view or map their own CPU's
+// slot; see `Send`.
 unsafe impl Sync for Region {}
 
 fn pfn(phys: u64) -> c_ulong {
@@ -149,11 +553,10 @@ fn pfn(phys: u64) -> c_ulong {
 impl Region {
     /// Checks that `[phys, phys + len)` is reserved memory nobody else
     /// claimed, claims it and maps it. `phys` and `len` are page aligned
-    /// (`RegionSpec` guarantees it). Nothing is written.
+    /// and `len` is not zero (`RegionSpec` guarantees it). Nothing is
+    /// written to the region.
     pub(crate) fn claim(phys: u64, len: u64, protect: Protect) -> Result<Self, ClaimError> {
         let bytes = usize::try_from(len).map_err(|_| ClaimError::NoMemory)?;
-        let count = bytes / PAGE_SIZE;
-        let page_count = c_uint::try_from(count).map_err(|_| ClaimError::NoMemory)?;
         // SAFETY: `region_intersects` only walks the resource tree under its
         // own lock.
         let ram = unsafe {
@@ -184,34 +587,91 @@ impl Region {
         }
         let claim = Claim { start: phys, len };
         // Only now: an MMIO range someone claimed is reported as claimed.
-        for i in 0..count as u64 {
-            let frame = phys + i * PAGE_SIZE as u64;
-            // SAFETY: `pfn_valid` only looks the frame up in the memory map.
-            if !unsafe { rapilog_pfn_valid(pfn(frame)) } {
-                return Err(ClaimError::NoStructPage { phys: frame });
+        if let Some(at) = first_unreserved(phys, len) {
+            return Err(ClaimError::NotReserved { phys: at });
+        }
+        if let Some(at) = first_direct_mapped(phys, len) {
+            return Err(ClaimError::DirectMapped { phys: at });
+        }
+        // SAFETY: The range is reserved memory we claimed, not RAM the
+        // kernel uses (checked above); `memremap` maps it in vmalloc space.
+        let view = unsafe { bindings::memremap(phys, bytes, bindings::MEMREMAP_WB as c_ulong) };
+        let view = View(NonNull::new(view.cast::<u8>()).ok_or(ClaimError::Map(
+            "memremap() failed (the kernel log above may say why)",
+        ))?);
+        let flags = Self::check_view(&view, phys, bytes, protect)?;
+        let slots = match protect {
+            Protect::Off => None,
+            Protect::Window => {
+                let slots = Slots::new(flags)?;
+                invalidate_everywhere(&view, bytes, &slots);
+                Some(slots)
             }
-        }
-        let mut pages =
-            KVVec::with_capacity(count, GFP_KERNEL).map_err(|_| ClaimError::NoMemory)?;
-        let first = pfn(phys);
-        for i in 0..count as c_ulong {
-            // SAFETY: Every frame of the range was checked with `pfn_valid`.
-            let page = unsafe { rapilog_pfn_to_page(first + i) };
-            pages
-                .push(page, GFP_KERNEL)
-                .map_err(|_| ClaimError::NoMemory)?;
-        }
-        // SAFETY: `pages` holds `page_count` valid `struct page` pointers of
-        // frames we claimed; `vmap` copies the array, it does not keep it.
-        let view = unsafe { rapilog_vmap(pages.as_mut_ptr(), page_count, protect == Protect::Off) };
-        let view = NonNull::new(view.cast::<u8>()).ok_or(ClaimError::NoMemory)?;
+        };
         Ok(Self {
+            phys,
             len: bytes,
-            protect,
-            pages,
-            view: Mapping(view),
+            view,
+            slots,
             _claim: claim,
         })
+    }
+
+    /// Walks the view's leaf entries: each must map the expected frames
+    /// with the same attributes; with `protect=window` each is made
+    /// read-only (the caller invalidates the TLBs). Returns the attributes of a
+    /// writable 4 KiB PTE of the region.
+    fn check_view(
+        view: &View,
+        phys: u64,
+        len: usize,
+        protect: Protect,
+    ) -> Result<bindings::pteval_t, ClaimError> {
+        let start = view.0.as_ptr() as usize;
+        let mut flags = None;
+        let mut pos = 0;
+        while pos < len {
+            let va = start + pos;
+            let (leaf, level) = lookup(va);
+            // SAFETY: A non-null entry points into the kernel page tables.
+            if leaf.is_null() || !unsafe { rapilog_entry_present(leaf) } {
+                return Err(ClaimError::Map(
+                    "memremap() left part of the region unmapped",
+                ));
+            }
+            if ![
+                bindings::pg_level_PG_LEVEL_4K,
+                bindings::pg_level_PG_LEVEL_2M,
+                bindings::pg_level_PG_LEVEL_1G,
+            ]
+            .contains(&level)
+            {
+                return Err(ClaimError::Map("memremap() used an unknown page size"));
+            }
+            let size = level_size(level);
+            let leaf_start = va - va % size;
+            if leaf_start < start || leaf_start - start + size > len {
+                return Err(ClaimError::Map("memremap() mapped beyond the region"));
+            }
+            // SAFETY: `leaf` is a present leaf entry at `level`.
+            let first = unsafe { rapilog_leaf_pfn(leaf, level) };
+            if first + ((va - leaf_start) / PAGE_SIZE) as c_ulong != pfn(phys + pos as u64) {
+                return Err(ClaimError::Map("memremap() mapped other memory"));
+            }
+            // SAFETY: As above.
+            let leaf_flags = unsafe { rapilog_leaf_flags_4k(leaf, level, true) };
+            if flags.is_some_and(|f| f != leaf_flags) {
+                return Err(ClaimError::Map("memremap() mapped parts differently"));
+            }
+            flags = Some(leaf_flags);
+            if protect == Protect::Window {
+                // SAFETY: The leaf belongs to our own mapping, which nothing
+                // else knows yet; the caller invalidates the TLBs.
+                unsafe { rapilog_leaf_wrprotect(leaf) };
+            }
+            pos = leaf_start + size - start;
+        }
+        flags.ok_or(ClaimError::Map("empty region"))
     }
 
     /// Size in bytes.
@@ -265,9 +725,10 @@ impl Region {
     }
 
     /// Opens a window through which `first` (and `second`, if given) can be
-    /// written. With `protect=window` the window is a fresh writable alias
-    /// of their pages on this CPU: **do not sleep until it is dropped**
-    /// (preemption is disabled). Ranges may not overlap.
+    /// written. With `protect=window` the window is this CPU's slot, mapped
+    /// writable: **do not sleep until it is dropped** (preemption is
+    /// disabled). Ranges may not overlap; two ranges together may span at
+    /// most [`SLOT_PAGES`] pages (with `protect=window`).
     pub(crate) fn open_window(
         &self,
         first: Range<usize>,
@@ -281,103 +742,93 @@ impl Region {
                 return Err(WindowError::Overlap);
             }
         }
-        match self.protect {
-            Protect::Off => {
-                let at = |r: &Range<usize>| {
-                    // SAFETY: `check` put the range inside the mapping.
-                    let p = unsafe { self.view.0.as_ptr().add(r.start) };
-                    (p, r.end - r.start)
-                };
-                let first_part = at(&first);
-                let second_part = second.as_ref().map_or((ptr::null_mut(), 0), at);
-                Ok(WriteWindow {
-                    _region: self,
-                    alias: None,
-                    parts: [first_part, second_part],
-                })
+        let two_parts = second.is_some();
+        let ranges = [first, second.unwrap_or(0..0)];
+        let Some(slots) = &self.slots else {
+            return Ok(WriteWindow {
+                region: self,
+                ranges,
+                access: Access::View,
+            });
+        };
+        let page_span = |r: &Range<usize>| {
+            if r.is_empty() {
+                0..0
+            } else {
+                (r.start / PAGE_SIZE)..((r.end - 1) / PAGE_SIZE + 1)
             }
-            Protect::Window => self.open_alias(first, second),
+        };
+        let first_pages = page_span(&ranges[0]);
+        let second_pages = page_span(&ranges[1]);
+        let total = first_pages.len() + second_pages.len();
+        if two_parts && total > SLOT_PAGES {
+            return Err(WindowError::TooManyPages);
         }
+        let hold = slots.hold()?;
+        if total > SLOT_PAGES {
+            return Ok(WriteWindow {
+                region: self,
+                ranges,
+                access: Access::Streamed(hold),
+            });
+        }
+        let base = pfn(self.phys);
+        // SAFETY: `total <= SLOT_PAGES`; both page spans lie inside the
+        // region (`check`).
+        unsafe {
+            hold.map(0, base, first_pages.start, first_pages.len());
+            hold.map(
+                first_pages.len(),
+                base,
+                second_pages.start,
+                second_pages.len(),
+            );
+        }
+        let at = |page: usize, r: &Range<usize>| {
+            if r.is_empty() {
+                ptr::null_mut()
+            } else {
+                (hold.slot.page_addr(page) + r.start % PAGE_SIZE) as *mut u8
+            }
+        };
+        let addrs = [at(0, &ranges[0]), at(first_pages.len(), &ranges[1])];
+        Ok(WriteWindow {
+            region: self,
+            ranges,
+            access: Access::Mapped {
+                hold,
+                pages: total,
+                addrs,
+            },
+        })
     }
 
-    fn open_alias(
+    /// Calls `f(dst, done, n)` for consecutive pieces of region bytes
+    /// `range`, each mapped writable in the held slot at `dst` for `n`
+    /// bytes while `f` runs; `done` counts the bytes before the piece.
+    fn stream(
         &self,
-        first: Range<usize>,
-        second: Option<Range<usize>>,
-    ) -> Result<WriteWindow<'_>, WindowError> {
-        let page_span = |r: &Range<usize>| (r.start / PAGE_SIZE)..((r.end - 1) / PAGE_SIZE + 1);
-        let first_pages = page_span(&first);
-        let first_count = first_pages.end - first_pages.start;
-        let mut local = [ptr::null_mut::<bindings::page>(); TWO_PART_MAX_PAGES];
-        let (array, count): (*mut *mut bindings::page, usize) = match &second {
-            // One range: its pages are consecutive in our own array.
-            None => {
-                let slice = self
-                    .pages
-                    .get(first_pages.clone())
-                    .ok_or(WindowError::OutOfRange)?;
-                (slice.as_ptr().cast_mut(), first_count)
-            }
-            Some(s) => {
-                let second_pages = page_span(s);
-                let first_slice = self.pages.get(first_pages).ok_or(WindowError::OutOfRange)?;
-                let second_slice = self
-                    .pages
-                    .get(second_pages)
-                    .ok_or(WindowError::OutOfRange)?;
-                let count = first_slice.len() + second_slice.len();
-                let dst = local.get_mut(..count).ok_or(WindowError::TooManyPages)?;
-                for (d, s) in dst.iter_mut().zip(first_slice.iter().chain(second_slice)) {
-                    *d = *s;
-                }
-                (local.as_mut_ptr(), count)
-            }
-        };
-        let count_c = c_uint::try_from(count).map_err(|_| WindowError::TooManyPages)?;
-        // Mapping may allocate page tables and vmap blocks: in the I/O path
-        // that must not recurse into I/O.
-        // SAFETY: Paired with the restore in `WriteWindow::drop` or below.
-        let noio = unsafe { rapilog_memalloc_noio_save() };
-        // SAFETY: Paired with `migrate_enable` in `WriteWindow::drop` or below.
-        unsafe { bindings::migrate_disable() };
-        // SAFETY: `array` holds `count` valid `struct page` pointers of the
-        // claimed region; `vm_map_ram` reads the array and does not keep it.
-        let addr = unsafe { rapilog_vm_map_ram(array, count_c) };
-        let Some(addr) = NonNull::new(addr.cast::<u8>()) else {
-            // SAFETY: Undoes the two calls above, in reverse order.
-            unsafe {
-                bindings::migrate_enable();
-                rapilog_memalloc_noio_restore(noio);
-            }
-            return Err(WindowError::NoMemory);
-        };
-        // SAFETY: Paired with `preempt_enable` in `WriteWindow::drop`; the
-        // window's user does not sleep (documented on `open_window`).
-        unsafe { rapilog_preempt_disable() };
-        let base = addr.as_ptr();
-        // SAFETY: The alias maps `count` whole pages starting at `base`; each
-        // range starts inside its first page.
-        let first_part = (
-            unsafe { base.add(first.start % PAGE_SIZE) },
-            first.end - first.start,
-        );
-        let second_part = match &second {
-            // SAFETY: As above; the second range's pages follow the first's.
-            Some(s) => (
-                unsafe { base.add(first_count * PAGE_SIZE + s.start % PAGE_SIZE) },
-                s.end - s.start,
-            ),
-            None => (ptr::null_mut(), 0),
-        };
-        Ok(WriteWindow {
-            _region: self,
-            alias: Some(Alias {
-                addr,
-                pages: count_c,
-                noio,
-            }),
-            parts: [first_part, second_part],
-        })
+        hold: &SlotHold<'_>,
+        range: Range<usize>,
+        mut f: impl FnMut(*mut u8, usize, usize),
+    ) {
+        let mut pos = range.start;
+        while pos < range.end {
+            let page = pos / PAGE_SIZE;
+            let end = ((page + SLOT_PAGES) * PAGE_SIZE).min(range.end);
+            let count = (end - 1) / PAGE_SIZE + 1 - page;
+            // SAFETY: `count <= SLOT_PAGES`; the pages lie inside the region
+            // (the window's range was checked).
+            unsafe { hold.map(0, pfn(self.phys), page, count) };
+            f(
+                (hold.slot.page_addr(0) + pos % PAGE_SIZE) as *mut u8,
+                pos - range.start,
+                end - pos,
+            );
+            // SAFETY: As above; `f` has returned and kept no pointer.
+            unsafe { hold.slot.unmap(count) };
+            pos = end;
+        }
     }
 }
 
@@ -410,96 +861,118 @@ impl Region {
     }
 }
 
-/// The writable alias behind a window in `protect=window` mode.
-struct Alias {
-    addr: NonNull<u8>,
-    pages: c_uint,
-    noio: c_uint,
-}
-
-/// Drops this CPU's TLB entries for the alias's pages.
-#[cfg(target_arch = "x86_64")]
-fn invalidate_local(addr: NonNull<u8>, pages: c_uint) {
-    for i in 0..pages as usize {
-        let page = addr.as_ptr() as usize + i * PAGE_SIZE;
-        // SAFETY: `invlpg` only drops a TLB entry of this CPU: it reads and
-        // writes no memory and cannot fault.
-        unsafe { core::arch::asm!("invlpg [{}]", in(reg) page, options(nostack, preserves_flags)) };
-    }
+/// How a [`WriteWindow`] reaches its bytes.
+enum Access<'a> {
+    /// `protect=off`: through the writable view.
+    View,
+    /// Both parts mapped in this CPU's slot, `pages` pages, at `addrs`.
+    Mapped {
+        hold: SlotHold<'a>,
+        pages: usize,
+        addrs: [*mut u8; 2],
+    },
+    /// Larger than the slot: each access maps its pieces in turn.
+    Streamed(SlotHold<'a>),
 }
 
 /// One or two byte ranges of the region, writable until dropped.
 pub(crate) struct WriteWindow<'a> {
-    _region: &'a Region,
-    alias: Option<Alias>,
-    /// Start and length of each part (the second may be empty).
-    parts: [(*mut u8, usize); 2],
+    region: &'a Region,
+    /// Region offsets of each part (the second may be empty).
+    ranges: [Range<usize>; 2],
+    access: Access<'a>,
 }
 
 impl WriteWindow<'_> {
-    fn part(&self, part: Part) -> (*mut u8, usize) {
-        match part {
-            Part::First => self.parts[0],
-            Part::Second => self.parts[1],
+    /// Address and length of a part for sibling modules that copy into it
+    /// (bios); the window stays open while `self` is borrowed. A streamed
+    /// window (larger than a slot: formatting only) has no single address:
+    /// its parts come back empty.
+    pub(super) fn raw(&mut self, part: Part) -> (*mut u8, usize) {
+        let range = &self.ranges[part.index()];
+        if range.is_empty() {
+            return (ptr::null_mut(), 0);
+        }
+        match &self.access {
+            Access::View => (
+                // SAFETY: `open_window` checked the range against the region.
+                unsafe { self.region.view.0.as_ptr().add(range.start) },
+                range.len(),
+            ),
+            Access::Mapped { addrs, .. } => (addrs[part.index()], range.len()),
+            Access::Streamed(_) => (ptr::null_mut(), 0),
         }
     }
 
-    /// Address and length of a part for sibling modules that copy into it
-    /// (bios); the window stays open while `self` is borrowed.
-    pub(super) fn raw(&mut self, part: Part) -> (*mut u8, usize) {
-        self.part(part)
+    /// Calls `f(dst, done, n)` for pieces of `len` bytes from `offset` in a
+    /// part, each writable at `dst` for `n` bytes while `f` runs; `false`
+    /// (and no call) if they do not fit.
+    fn pieces(
+        &self,
+        part: Part,
+        offset: usize,
+        len: usize,
+        mut f: impl FnMut(*mut u8, usize, usize),
+    ) -> bool {
+        let range = &self.ranges[part.index()];
+        if offset.checked_add(len).is_none_or(|end| end > range.len()) {
+            return false;
+        }
+        if len == 0 {
+            return true;
+        }
+        let start = range.start + offset;
+        match &self.access {
+            Access::View => {
+                // SAFETY: Inside the region (checked above and at open).
+                f(unsafe { self.region.view.0.as_ptr().add(start) }, 0, len)
+            }
+            // SAFETY: The part is mapped from `addrs` on for its length.
+            Access::Mapped { addrs, .. } => f(unsafe { addrs[part.index()].add(offset) }, 0, len),
+            Access::Streamed(hold) => self.region.stream(hold, start..start + len, f),
+        }
+        true
     }
 
     /// Copies `src` to `offset` in a part; `false` if it does not fit.
     pub(crate) fn write(&mut self, part: Part, offset: usize, src: &[u8]) -> bool {
-        let (base, len) = self.part(part);
-        if offset.checked_add(src.len()).is_none_or(|end| end > len) {
-            return false;
-        }
-        // SAFETY: The part is mapped writable for `len` bytes while the
-        // window is open; `src` is ordinary memory, not region memory.
-        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), base.add(offset), src.len()) };
-        true
+        self.pieces(part, offset, src.len(), |dst, done, n| {
+            // SAFETY: `dst` is writable for `n` bytes while this runs
+            // (`pieces`), and `done + n <= src.len()`; `src` is ordinary
+            // memory, not region memory.
+            unsafe { ptr::copy_nonoverlapping(src.as_ptr().add(done), dst, n) }
+        })
     }
 
     /// Zeroes a whole part.
     pub(crate) fn zero(&mut self, part: Part) {
-        let (base, len) = self.part(part);
-        if len > 0 {
-            // SAFETY: As in `write`.
-            unsafe { ptr::write_bytes(base, 0, len) };
-        }
+        let len = self.ranges[part.index()].len();
+        self.pieces(part, 0, len, |dst, _, n| {
+            // SAFETY: `dst` is writable for `n` bytes while this runs.
+            unsafe { ptr::write_bytes(dst, 0, n) }
+        });
     }
 
-    /// CRC-32C (standard form) of a part's current contents.
+    /// CRC-32C (standard form) of a part's current contents, read through
+    /// the view (same frames, same cache mode: it sees this CPU's writes
+    /// through the window).
     pub(crate) fn checksum(&self, part: Part) -> u32 {
-        let (base, len) = self.part(part);
-        // SAFETY: The part is mapped for `len` bytes while the window is open.
-        unsafe { super::crc32c::checksum_raw(base.cast_const(), len) }
+        let range = &self.ranges[part.index()];
+        match self.region.view_ptr(range.start, range.len()) {
+            // SAFETY: `view_ptr` checked that the view maps the part.
+            Some(src) => unsafe { super::crc32c::checksum_raw(src, range.len()) },
+            None => 0,
+        }
     }
 }
 
 impl Drop for WriteWindow<'_> {
     fn drop(&mut self) {
-        let Some(alias) = self.alias.take() else {
-            return;
-        };
-        // Still on the CPU (and in the address space) that used the alias.
-        invalidate_local(alias.addr, alias.pages);
-        // Undo `open_alias` in reverse order: preemption on, alias unmapped
-        // (PTEs cleared now, TLB flush lazy), this CPU's TLB entries dropped
-        // once more, migration allowed again, allocation scope restored.
-        // SAFETY: Pairs with the calls in `open_alias`; `addr` and `pages`
-        // are what `vm_map_ram` returned and was given.
-        unsafe {
-            rapilog_preempt_enable();
-            rapilog_vm_unmap_ram(alias.addr.as_ptr().cast::<c_void>(), alias.pages);
+        if let Access::Mapped { hold, pages, .. } = &self.access {
+            // SAFETY: We hold the slot and mapped `pages` pages of it at
+            // open; no pointer into them outlives the window.
+            unsafe { hold.slot.unmap(*pages) };
         }
-        invalidate_local(alias.addr, alias.pages);
-        // SAFETY: See above.
-        unsafe {
-            bindings::migrate_enable();
-            rapilog_memalloc_noio_restore(alias.noio);
-        }
+        // Then the hold (if any) is dropped: slot released, preemption on.
     }
 }
