@@ -330,9 +330,7 @@ impl Live {
             return None;
         }
         record.stage = Stage::Skipped;
-        self.dirty_bytes = self
-            .dirty_bytes
-            .saturating_sub(u64::from(held.length));
+        self.dirty_bytes = self.dirty_bytes.saturating_sub(u64::from(held.length));
         // Every record below `seq` is freed, so these are its extents only.
         self.index.retire_through(seq);
         self.held = None;

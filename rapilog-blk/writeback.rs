@@ -489,9 +489,10 @@ fn write_batch(
     } = wb;
     let started = Instant::<Monotonic>::now();
     let (mut ios, mut bytes, mut records) = (0u64, 0u64, 0u64);
-    let handled = batch.first().zip(batch.last()).map(|(first, last)| {
-        (first.reservation.seq, last.reservation.seq + 1)
-    });
+    let handled = batch
+        .first()
+        .zip(batch.last())
+        .map(|(first, last)| (first.reservation.seq, last.reservation.seq + 1));
     if let Some((from, mut end)) = handled {
         // Step 3: every record, before anything of the batch is written.
         bad.clear();

@@ -803,8 +803,9 @@ impl Status {
         if self.flags & flags::WRITEBACK_HELD == 0 && self.bad_reason == 0 {
             return None;
         }
-        let fault = RecordFault::from_code(self.bad_reason, self.bad_expected_crc, self.bad_found_crc)
-            .unwrap_or(RecordFault::DescriptorMismatch);
+        let fault =
+            RecordFault::from_code(self.bad_reason, self.bad_expected_crc, self.bad_found_crc)
+                .unwrap_or(RecordFault::DescriptorMismatch);
         Some(HeldRecord {
             seq: self.bad_seq,
             sector: self.bad_sector,

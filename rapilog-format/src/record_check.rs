@@ -297,7 +297,11 @@ mod tests {
         for (i, change) in changes.iter().enumerate() {
             let mut f = fixture();
             change(&mut f.expected);
-            assert_eq!(check(&f), Err(RecordFault::DescriptorMismatch), "change {i}");
+            assert_eq!(
+                check(&f),
+                Err(RecordFault::DescriptorMismatch),
+                "change {i}"
+            );
         }
         // Valid checksum over a wrong magic.
         let mut f = fixture();
@@ -307,7 +311,13 @@ mod tests {
         assert_eq!(check(&f), Err(RecordFault::DescriptorMismatch));
         // A payload the caller cannot read.
         let f = fixture();
-        let r = check_record(&GEOMETRY, &f.descriptor, &f.expected, SoftwareCrc32c, |_| None);
+        let r = check_record(
+            &GEOMETRY,
+            &f.descriptor,
+            &f.expected,
+            SoftwareCrc32c,
+            |_| None,
+        );
         assert_eq!(r, Err(RecordFault::DescriptorMismatch));
     }
 
