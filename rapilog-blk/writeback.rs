@@ -392,11 +392,18 @@ fn found_bad(dev: &Device, lines: &mut RateLimit, record: &Record, fault: Record
     let region = dev.config.region;
     match held {
         Some(h) if h.seq != seq => pr_err!(
-            "writeback: record seq {seq} (sectors {first}..{end} of backing={backing}) failed its              check: {fault}; it is not written to the disk and stays in region={region} behind bad              record seq {}; reads of its sectors fail with EIO ({suppressed} similar lines              suppressed)\n",
+            "writeback: record seq {seq} (sectors {first}..{end} of backing={backing}) failed its \
+             check: {fault}; it is not written to the disk and stays in region={region} behind bad \
+             record seq {}; reads of its sectors fail with EIO ({suppressed} similar lines \
+             suppressed)\n",
             h.seq
         ),
         _ => pr_err!(
-            "writeback: record seq {seq} (sectors {first}..{end} of backing={backing}) failed its              check: {fault}; it is not written to the disk: writeback holds at it, so the ring              fills behind it, and keeps it in region={region} (`rapilogctl dump` saves it); reads              of its sectors fail with EIO; `rapilogctl skip-bad-record {seq}` drops it              ({suppressed} similar lines suppressed)\n"
+            "writeback: record seq {seq} (sectors {first}..{end} of backing={backing}) failed its \
+             check: {fault}; it is not written to the disk: writeback holds at it, so the ring \
+             fills behind it, and keeps it in region={region} (`rapilogctl dump` saves it); reads \
+             of its sectors fail with EIO; `rapilogctl skip-bad-record {seq}` drops it \
+             ({suppressed} similar lines suppressed)\n"
         ),
     }
 }
@@ -411,7 +418,9 @@ fn skip(dev: &Device, live: &mut Live, seq: u64) {
     let end = first + u64::from(skipped.length) / u64::from(SECTOR_BYTES);
     let backing = BStr::from_bytes(dev.config.backing);
     pr_warn!(
-        "writeback: bad record seq {seq} (sectors {first}..{end} of backing={backing}) skipped by          an administrator: dropped without being written; its sectors keep what the disk and          newer records hold; writeback continues\n"
+        "writeback: bad record seq {seq} (sectors {first}..{end} of backing={backing}) skipped by \
+         an administrator: dropped without being written; its sectors keep what the disk and \
+         newer records hold; writeback continues\n"
     );
     if let Some(next) = live.held {
         pr_warn!(
