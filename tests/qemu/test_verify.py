@@ -21,9 +21,10 @@ host flips one byte of one record's payload in guest RAM
   the tail is at it, nothing after it is written, until it is skipped.
 
 Control run: with the module of a tree without the check
-(`RAPILOG_KO=... pytest tests/qemu/test_verify.py`), the first test fails
-at the disk check, because the drain copies the corrupted block onto the
-disk.
+(`RAPILOG_KO=... pytest tests/qemu/test_verify.py`), both tests fail at
+their disk check ("the corrupted record reached the log disk"), which comes
+before anything that reads the status block: the drain, and ordinary
+writeback, copy the corrupted block onto the disk.
 """
 import hashlib
 import json
@@ -104,15 +105,20 @@ def bad_lines(g, seq: int) -> list[str]:
     return re.findall(rf"writeback: record seq {seq} \(sectors [^\n]*failed its check[^\n]*", g.check("dmesg"))
 
 
-def wait_status(g, what: str, pred, timeout: float = 120) -> dict:
+def wait_for(g, what: str, probe, pred, timeout: float = 120):
+    """Polls probe() until pred(value) holds; returns the value."""
     deadline = time.monotonic() + scaled(timeout)
     while True:
-        s = status(g)
-        if pred(s):
-            return s
+        value = probe()
+        if pred(value):
+            return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s: {s}\n{g.check('dmesg')}")
+            raise AssertionError(f"{what}: not within {timeout} s: {value}\n{g.check('dmesg')}")
         time.sleep(0.5)
+
+
+def wait_status(g, what: str, pred, timeout: float = 120) -> dict:
+    return wait_for(g, what, lambda: status(g), pred, timeout)
 
 
 def test_a_corrupted_record_is_never_written_reported_and_held_until_skipped(g):
@@ -219,6 +225,11 @@ def test_ordinary_writeback_stops_just_before_a_bad_record_and_holds(g):
     # 4096.. (16 MiB on), far from the first ones.
     more, first_more = 2048, 4096
     g.check(f"rlio numbered /dev/rapilog0 {first_more} {first_more + more} {more}", timeout=scaled(300))
+    # Slots 0..31 are one contiguous run: without the check, block 20
+    # (corrupted) would go to the disk in the same write as block 19.
+    wait_for(g, "writeback writes what precedes the bad record", lambda: disk_slot(g, VICTIM - 1),
+             lambda got: got == block(VICTIM - 1))
+    assert disk_slot(g, VICTIM) != g.corrupted, "the corrupted record reached the log disk"
     s = wait_status(g, "writeback stops at the bad record", lambda s: s["ring"]["tail_seq"] == seq)
     assert s["bad_record"]["seq"] == seq and s["ring"]["durable_tail"] == seq, s
     assert not s["flags"]["draining"], s["flags"]
