@@ -109,11 +109,8 @@ fn clean_stop(dev: &Device) -> Result<Drained, Unfinished> {
         target
     };
     dev.work.notify_all();
-    // Every record written back or found bad; with no bad record, the
-    // tail follows at once.
-    let drained = wait_until(dev, started, deadline, |live| {
-        live.written_to >= target && (live.held.is_some() || live.ring.tail_seq() >= target)
-    });
+    // Every record written back or found bad, the tail as far as it goes.
+    let drained = wait_until(dev, started, deadline, |live| live.drained_to(target));
     {
         let live = dev.live.lock();
         if !drained || live.held.is_some() {

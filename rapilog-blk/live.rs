@@ -315,6 +315,15 @@ impl Live {
         last
     }
 
+    /// Whether a drain up to `target` (exclusive) is over: every record
+    /// below it is written back or bad, and the tail has followed as far
+    /// as it can (to `target`, or to the held record if that is older), so
+    /// the superblock says so too.
+    pub(crate) fn drained_to(&self, target: u64) -> bool {
+        let tail_can_reach = self.held.map_or(target, |h| h.seq.min(target));
+        self.written_to >= target && self.ring.tail_seq() >= tail_can_reach
+    }
+
     /// Skips the held record if it is `seq` and the tail has reached it
     /// (between batches, always): it is never written, its data is dropped
     /// from reads (its sectors read what the disk and newer records hold),

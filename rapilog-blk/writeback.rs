@@ -604,7 +604,7 @@ pub(crate) fn drain_and_wait(dev: &Device) -> Result {
     let target = live.ring.next_seq();
     live.drain_to = live.drain_to.max(target);
     dev.work.notify_all();
-    while live.written_to < target {
+    while !live.drained_to(target) {
         if live.stopping {
             return Err(ENODEV);
         }
