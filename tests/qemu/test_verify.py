@@ -19,6 +19,8 @@ host flips one byte of one record's payload in guest RAM
 - Ordinary writeback (started by the dirty threshold, not a drain) stops
   its batch just before the bad record: what precedes it is on the disk,
   the tail is at it, nothing after it is written, until it is skipped.
+- An orderly power-off and the power-fail (NMI) drain each write every
+  block but the bad one and name it, and the machine goes down.
 
 Control run: with the module of a tree without the check
 (`RAPILOG_KO=... pytest tests/qemu/test_verify.py`), both tests fail at
@@ -101,8 +103,12 @@ def corrupt_victim(g) -> tuple[int, int, int]:
     return seq, crc32c(block(VICTIM)), crc32c(corrupted)
 
 
+def bad_lines_in(text: str, seq: int) -> list[str]:
+    return re.findall(rf"writeback: record seq {seq} \(sectors [^\n]*failed its check[^\n]*", text)
+
+
 def bad_lines(g, seq: int) -> list[str]:
-    return re.findall(rf"writeback: record seq {seq} \(sectors [^\n]*failed its check[^\n]*", g.check("dmesg"))
+    return bad_lines_in(g.check("dmesg"), seq)
 
 
 def wait_for(g, what: str, probe, pred, timeout: float = 120):
@@ -252,3 +258,57 @@ def test_ordinary_writeback_stops_just_before_a_bad_record_and_holds(g):
         want = bytes(BLOCK) if n == VICTIM else block(n)
         assert disk_slot(g, n) == want, f"slot {n}"
     assert s["writeback"]["records"] == COUNT - 1 + more, s["writeback"]
+
+
+def held_stop_guest(g, options: str = "") -> tuple[int, int]:
+    """Loads, acknowledges blocks 0..COUNT-1 (only in the region) and
+    corrupts block VICTIM's record; returns (its seq, sector)."""
+    g.check("echo on > /proc/sys/kernel/printk_devkmsg && dmesg -c > /dev/null")
+    g.check(f"{INSMOD} region={REGION_PARAM} backing={g.dev} writeback_delay_ms=60000 {options}",
+            timeout=scaled(120))
+    g.check(f"rlio numbered /dev/rapilog0 0 {SLOTS} {COUNT}", timeout=scaled(60))
+    assert all(disk_slot(g, n) == bytes(BLOCK) for n in range(COUNT)), "written back before the stop"
+    seq, _, _ = corrupt_victim(g)
+    return seq, VICTIM * BLOCK // 512
+
+
+def every_block_but_the_victim(g) -> None:
+    for n in range(COUNT):
+        got = disk_slot(g, n)
+        assert got != g.corrupted, "the corrupted record reached the log disk"
+        assert got == (bytes(BLOCK) if n == VICTIM else block(n)), f"slot {n}"
+
+
+def test_power_off_with_a_bad_record_writes_everything_else_and_names_it(g):
+    """An orderly stop cannot finish while a record is bad: it writes every
+    other record past it, says so, and the machine goes down."""
+    seq, sector = held_stop_guest(g)
+    mark = g.console_mark()
+    g.send("poweroff -f")
+    m = g.wait_console(r"rapilog: shutdown drain \(power-off\) done in [0-9.]+ ms except bad record seq (\d+) "
+                       r"\(sectors (\d+)\.\.(\d+)\)[^\n]*not marked clean[^\n]*new writes are held",
+                       scaled(60), since=mark)
+    print(m.group(0))
+    assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (seq, sector, sector + 8), m.group(0)
+    assert len(bad_lines_in(g.console_text(mark), seq)) == 1
+    g.wait_exit(scaled(120))
+    every_block_but_the_victim(g)
+
+
+def test_power_fail_drain_writes_everything_else_and_completes(g):
+    """The power-fail drain has milliseconds: it does not stop at a bad
+    record (handing over to the crash kernel would lose every record after
+    it); it writes the others, names the bad one and completes."""
+    # A generous bandwidth, so that the dirty bound admits the blocks
+    # without writeback (they must all be only in the region).
+    seq, sector = held_stop_guest(g, "powerfail=nmi drain_kib_per_sec=1000000")
+    mark = g.console_mark()
+    g.inject_nmi()
+    g.wait_console(r"power-fail drain complete: \d+ bytes written back", scaled(60), since=mark)
+    console = g.console_text(mark)
+    g.kill()  # the power is gone
+    m = re.search(rf"power-fail drain: bad record seq {seq} \(sectors {sector}\.\.{sector + 8}\) failed its check "
+                  rf"and is not on backing={g.dev}; every other acknowledged write is[^\n]*", console)
+    assert m, console[-3000:]
+    assert len(bad_lines_in(console, seq)) == 1, console[-3000:]
+    every_block_but_the_victim(g)
