@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The control interface, `/dev/rapilog-ctl`: status, drain-and-wait, the
-//! IOMMU fence check and a raw read of the region, for `rapilogctl` and
-//! monitoring. The ioctls and the status block are defined in the format
+//! IOMMU fence check, skipping a bad record writeback holds at, and a raw
+//! read of the region, for `rapilogctl` and monitoring. The ioctls and the status block are defined in the format
 //! crate ([`crate::format::control`]), shared with `rapilogctl`; this file
 //! implements them over the device's state.
 
@@ -12,7 +12,8 @@ use kernel::prelude::*;
 
 use crate::device::Device;
 use crate::format::control::{
-    flags, Status, Text, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_STATUS, STATUS_BYTES,
+    flags, Status, Text, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_SKIP_BAD_RECORD, IOCTL_STATUS,
+    STATUS_BYTES,
 };
 use crate::format::{ActiveSuperblock, SUPERBLOCK_BYTES};
 use crate::iommu_fence;
@@ -38,6 +39,10 @@ impl ControlHandler for Device {
                 let policy = self.fence.lock().policy;
                 let report = iommu_fence::check(policy);
                 *self.fence.lock() = report;
+            }
+            IOCTL_SKIP_BAD_RECORD => {
+                require_admin()?;
+                writeback::skip_bad_record(self, arg.read_u64()?)?;
             }
             _ => return Err(ENOTTY),
         }
@@ -114,6 +119,8 @@ impl Device {
             disk_errors: stats::get(&s.disk_errors),
             write_errors: stats::get(&s.write_errors),
             wb_busy_us: stats::get(&s.wb_busy_ns) / 1000,
+            bad_records: stats::get(&s.bad_records),
+            bad_skipped: stats::get(&s.bad_skipped),
             uptime_us: self.loaded_at.elapsed().as_micros_ceil().max(0) as u64,
             last_disk_errno: stats::get(&s.last_disk_errno) as u32,
             fence_state: fence.state,
@@ -154,7 +161,8 @@ impl Device {
         status.live_records = live.ring.live_records();
         status.used_bytes = live.ring.used_bytes();
         status.dirty_bytes = live.dirty_bytes;
-        if live.drain_to > status.tail_seq {
+        status.set_held_record(live.held);
+        if live.drain_to > live.written_to {
             status.flags |= flags::DRAINING;
         }
         if live.stopping {

@@ -34,6 +34,7 @@ forward_display!(
     crate::format::SkipCounts,
     crate::format::LossReason,
     crate::format::LossBrief,
+    crate::format::RecordFault,
     Errno,
     Escaped<'_>,
     Memmap,

@@ -34,6 +34,17 @@
 //! reboot or power-off goes on regardless; a suspend or hibernation is
 //! refused instead, and service resumes.
 //!
+//! A **bad record** (one that failed writeback's check) makes the drain
+//! unfinished too, but not slow: the drain writes every other record past
+//! it (`writeback`), so nothing that can be verified stays only in the
+//! region, and ends as soon as they are on the disk. The bad record is
+//! never written, so the region cannot be marked clean: it keeps the bad
+//! record and those after it (already on the disk; a replay writes them
+//! again). Writes stay held, not written through: the crash kernel or the
+//! next load would replay those records over anything written through
+//! after them. The line names the record; a suspend or hibernation is
+//! refused until an administrator skips it (`rapilogctl skip-bad-record`).
+//!
 //! # Resume
 //!
 //! After a suspend or hibernation (or one that failed), service resumes in
@@ -57,6 +68,7 @@ use kernel::sync::CondVarTimeoutResult;
 use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic};
 
 use crate::device::Device;
+use crate::format::control::HeldRecord;
 use crate::format::{MarkerState, MarkerWriter, RegionState};
 use crate::kernel_display::Errno;
 use crate::live::{Admission, Chore, Live};
@@ -79,6 +91,9 @@ struct Unfinished {
     records: u64,
     bytes: u64,
     took: Delta,
+    /// The bad record writeback holds at, if that is why (every other
+    /// record is then on the disk).
+    held: Option<HeldRecord>,
 }
 
 /// Steps 1 to 4 of a clean stop.
@@ -94,14 +109,18 @@ fn clean_stop(dev: &Device) -> Result<Drained, Unfinished> {
         target
     };
     dev.work.notify_all();
-    let drained = wait_until(dev, started, deadline, |live| live.ring.tail_seq() >= target);
-    if !drained {
+    // Every record written back or found bad, the tail as far as it goes.
+    let drained = wait_until(dev, started, deadline, |live| live.drained_to(target));
+    {
         let live = dev.live.lock();
-        return Err(Unfinished {
-            records: live.ring.live_records(),
-            bytes: live.ring.used_bytes(),
-            took: started.elapsed(),
-        });
+        if !drained || live.held.is_some() {
+            return Err(Unfinished {
+                records: live.ring.live_records(),
+                bytes: live.ring.used_bytes(),
+                took: started.elapsed(),
+                held: live.held,
+            });
+        }
     }
     let mut drained = Drained {
         bytes: stats::get(&dev.stats.wb_bytes) - bytes_before,
@@ -287,6 +306,28 @@ impl LifecycleHandler for Device {
                     if d.marked_clean { ", region clean" } else { "" }
                 );
             }
+            Err(Unfinished {
+                records,
+                took,
+                held: Some(h),
+                ..
+            }) => {
+                let (ms, frac) = ms(took);
+                pr_emerg!(
+                    "shutdown drain ({}) done in {ms}.{frac:03} ms except bad record seq {} \
+                     (sectors {}..{}): it failed its check and is never written; every other \
+                     acknowledged write is on backing={}; region={} keeps it and {} records in all \
+                     (not marked clean): the crash kernel or the next load replays them and skips \
+                     it; new writes are held\n",
+                    how.name(),
+                    h.seq,
+                    h.sector,
+                    h.sector + u64::from(h.length) / 512,
+                    BStr::from_bytes(self.config.backing),
+                    self.config.region,
+                    records
+                );
+            }
             Err(u) => {
                 let (ms, frac) = ms(u.took);
                 pr_emerg!(
@@ -319,6 +360,25 @@ impl LifecycleHandler for Device {
                     if d.marked_clean { ", region clean" } else { "" }
                 );
                 Ok(())
+            }
+            Err(Unfinished {
+                held: Some(h),
+                ..
+            }) => {
+                pr_err!(
+                    "refusing {}: writeback holds at bad record seq {} (it failed its check and \
+                     is never written; every other acknowledged write is on backing={}), and \
+                     only an empty region is left behind for a {}: `rapilogctl skip-bad-record \
+                     {}` drops it\n",
+                    what.name(),
+                    h.seq,
+                    BStr::from_bytes(self.config.backing),
+                    what.name(),
+                    h.seq
+                );
+                self.live.lock().admission = Admission::Buffered;
+                self.space_freed.notify_all();
+                Err(EBUSY)
             }
             Err(u) => {
                 let (ms, frac) = ms(u.took);

@@ -7,14 +7,28 @@
 //! release) and for copying record bytes into a read; never while a
 //! record's payload is copied in, so writers on several CPUs fill their
 //! records concurrently.
+//!
+//! # Where writeback is
+//!
+//! Writeback handles records in sequence order from [`Live::written_to`]
+//! on: it checks each one (`format::check_record`) and writes those that
+//! pass ([`Stage::Written`]); one that fails is [`Stage::Bad`] and is never
+//! written. The tail (`ring.tail_seq()`) follows only over handled records
+//! that need nothing more (written, skipped, abandoned), so it stops at the
+//! oldest bad record: that is the record writeback holds at
+//! ([`Live::held`]), kept in the region with everything after it until an
+//! administrator skips it ([`Live::skip_held`]). Records between the tail
+//! and `written_to` other than bad ones are already durable on the disk:
+//! a drain wrote them past the held record.
 
 use kernel::alloc::{flags::GFP_KERNEL, KVVec};
 use kernel::prelude::*;
 use kernel::time::{Delta, Instant, Monotonic};
 
+use crate::format::control::HeldRecord;
 use crate::format::{
-    Extent, ExtentIndex, Geometry, IndexError, Reservation, ReserveError, RingGeometry, RingState,
-    SECTOR_BYTES,
+    Extent, ExtentIndex, Geometry, IndexError, RecordFault, Reservation, ReserveError,
+    RingGeometry, RingState, SECTOR_BYTES,
 };
 
 /// Where a live record is in its life.
@@ -24,9 +38,26 @@ pub(crate) enum Stage {
     Filling,
     /// Descriptor written and indexed: readable, and due for writeback.
     Published(Instant<Monotonic>),
+    /// Checked, written back and flushed; kept only because the tail is
+    /// held at an older bad record (a drain writes past it).
+    Written,
+    /// Failed writeback's check: never written to the disk, reads of the
+    /// sectors it is newest for fail, and the tail stops at it until an
+    /// administrator skips it. With when it was found, µs since load.
+    Bad(RecordFault, u64),
+    /// A bad record an administrator skipped: nothing to write; freed with
+    /// the next batch.
+    Skipped,
     /// The writer gave up on it (cannot happen with a valid geometry): no
     /// descriptor, nothing to write back, but its space must be freed.
     Abandoned,
+}
+
+impl Stage {
+    /// Nothing is left to do for the record but free its space.
+    fn releasable(self) -> bool {
+        matches!(self, Self::Written | Self::Skipped | Self::Abandoned)
+    }
 }
 
 /// What happens to a new write (see `lifecycle`).
@@ -77,8 +108,17 @@ pub(crate) struct Live {
     pub(crate) dirty_bytes: u64,
     /// Writers waiting for space.
     pub(crate) waiting_writers: u32,
-    /// A drain was requested: writeback is due until the tail reaches this.
+    /// A drain was requested: writeback is due until `written_to` reaches this.
     pub(crate) drain_to: u64,
+    /// Writeback has handled (checked, and written or found bad) every
+    /// record below this; the next batch starts here. `tail <= written_to
+    /// <= head`.
+    pub(crate) written_to: u64,
+    /// The oldest bad record: writeback holds at it (module docs).
+    pub(crate) held: Option<HeldRecord>,
+    /// An administrator asked to skip the held record with this sequence
+    /// number; the writeback thread does it between batches.
+    pub(crate) skip_request: Option<u64>,
     /// Unload has begun: writeback drains everything and stops.
     pub(crate) stopping: bool,
     /// What happens to new writes.
@@ -106,6 +146,9 @@ impl Live {
             dirty_bytes: 0,
             waiting_writers: 0,
             drain_to: 0,
+            written_to: first_seq,
+            held: None,
+            skip_request: None,
             stopping: false,
             admission: Admission::Buffered,
             chore: None,
@@ -124,6 +167,9 @@ impl Live {
         }
         self.dirty_bytes = 0;
         self.drain_to = 0;
+        self.written_to = first_seq;
+        self.held = None;
+        self.skip_request = None;
     }
 
     fn slot_mut(&mut self, seq: u64) -> Option<&mut Option<Record>> {
@@ -187,20 +233,131 @@ impl Live {
         }
     }
 
-    /// The oldest live record, if any.
-    pub(crate) fn oldest(&self) -> Option<&Record> {
-        if self.ring.live_records() == 0 {
+    /// The oldest record writeback has not handled yet, if any.
+    pub(crate) fn oldest_unhandled(&self) -> Option<&Record> {
+        if self.written_to >= self.ring.next_seq() {
             return None;
         }
-        self.record(self.ring.tail_seq())
+        self.record(self.written_to)
     }
 
-    /// How long the oldest published record has waited for writeback.
+    /// How long the oldest record writeback has not handled yet has waited
+    /// (`None` if there is none, or it is still being filled).
     pub(crate) fn oldest_age(&self) -> Option<Delta> {
-        match self.oldest()?.stage {
+        match self.oldest_unhandled()?.stage {
             Stage::Published(at) => Some(at.elapsed()),
             _ => None,
         }
+    }
+
+    /// Whether the newest data of a sector, in record `seq`, is a bad
+    /// record's (reads must not return it).
+    pub(crate) fn is_bad(&self, seq: u64) -> bool {
+        self.record(seq)
+            .is_some_and(|r| matches!(r.stage, Stage::Bad(..)))
+    }
+
+    /// Marks `record` bad (it failed writeback's check) and makes it the
+    /// held record if it is the oldest bad one. Returns the held record.
+    pub(crate) fn mark_bad(
+        &mut self,
+        record: &Record,
+        fault: RecordFault,
+        found_at_us: u64,
+    ) -> Option<HeldRecord> {
+        let seq = record.reservation.seq;
+        if let Some(Some(r)) = self.slot_mut(seq) {
+            r.stage = Stage::Bad(fault, found_at_us);
+        }
+        if self.held.is_none_or(|h| seq < h.seq) {
+            self.held = Some(HeldRecord {
+                seq,
+                sector: record.sector,
+                length: record.reservation.length,
+                fault,
+                found_at_us,
+            });
+        }
+        self.held
+    }
+
+    /// Marks the published records of `from..to` written back (they are
+    /// durable on the disk); returns how many.
+    pub(crate) fn mark_written(&mut self, from: u64, to: u64) -> u64 {
+        let (mut count, mut bytes) = (0, 0);
+        for seq in from..to {
+            if let Some(Some(r)) = self.slot_mut(seq) {
+                if r.reservation.seq == seq && matches!(r.stage, Stage::Published(_)) {
+                    r.stage = Stage::Written;
+                    bytes += u64::from(r.reservation.length);
+                    count += 1;
+                }
+            }
+        }
+        self.dirty_bytes = self.dirty_bytes.saturating_sub(bytes);
+        self.written_to = self.written_to.max(to);
+        count
+    }
+
+    /// The last record the tail may pass now: the one before the first
+    /// record from the tail on that still needs something (not handled
+    /// yet, or bad). `None` if that is the tail itself.
+    pub(crate) fn releasable(&self) -> Option<Reservation> {
+        let mut seq = self.ring.tail_seq();
+        let mut last = None;
+        while seq < self.written_to {
+            match self.record(seq) {
+                Some(r) if r.stage.releasable() => last = Some(r.reservation),
+                _ => break,
+            }
+            seq += 1;
+        }
+        last
+    }
+
+    /// Whether a drain up to `target` (exclusive) is over: every record
+    /// below it is written back or bad, and the tail has followed as far
+    /// as it can (to `target`, or to the held record if that is older), so
+    /// the superblock says so too.
+    pub(crate) fn drained_to(&self, target: u64) -> bool {
+        let tail_can_reach = self.held.map_or(target, |h| h.seq.min(target));
+        self.written_to >= target && self.ring.tail_seq() >= tail_can_reach
+    }
+
+    /// Skips the held record if it is `seq` and the tail has reached it
+    /// (between batches, always): it is never written, its data is dropped
+    /// from reads (its sectors read what the disk and newer records hold),
+    /// and the next bad record, if any, becomes the held one. Returns the
+    /// skipped record.
+    pub(crate) fn skip_held(&mut self, seq: u64) -> Option<HeldRecord> {
+        let held = self.held.filter(|h| h.seq == seq)?;
+        if self.ring.tail_seq() != seq {
+            return None;
+        }
+        let record = self.slot_mut(seq)?.as_mut()?;
+        if record.reservation.seq != seq || !matches!(record.stage, Stage::Bad(..)) {
+            return None;
+        }
+        record.stage = Stage::Skipped;
+        self.dirty_bytes = self.dirty_bytes.saturating_sub(u64::from(held.length));
+        // Every record below `seq` is freed, so these are its extents only.
+        self.index.retire_through(seq);
+        self.held = None;
+        for next in seq + 1..self.written_to {
+            if let Some(r) = self.record(next) {
+                if let Stage::Bad(fault, found_at_us) = r.stage {
+                    self.held = Some(HeldRecord {
+                        seq: next,
+                        sector: r.sector,
+                        length: r.reservation.length,
+                        fault,
+                        found_at_us,
+                    });
+                    break;
+                }
+            }
+        }
+        Some(held)
     }
 
     /// Frees every record up to and including `last` once writeback made

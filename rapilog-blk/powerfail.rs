@@ -14,12 +14,19 @@
 //!   and takes the whole ring per batch (maximal merging); when the ring is
 //!   empty it logs the bytes and time and stays quiescent or powers off
 //!   (`powerfail_action=`). A disk error during the drain panics, so the
-//!   crash kernel replays the region instead.
+//!   crash kernel replays the region instead. A bad record (one that failed
+//!   writeback's check) does not stop the drain: it is written past, like
+//!   any drain does (`writeback`), so everything that can be verified is
+//!   on the disk within the window, and the drain completes with a line
+//!   naming the record left behind in the region. Handing over to the crash
+//!   kernel instead would lose every record after it: the crash kernel
+//!   needs seconds, the hold-up window is milliseconds.
 //! - **Dirty bound** (`holdup_ms=`, `drain_kib_per_sec=`): writers wait
 //!   while the ring holds more than [`crate::format::dirty_bound`] allows
 //!   for the measured (or given) writeback bandwidth.
 
 use kernel::prelude::*;
+use kernel::str::BStr;
 use kernel::sync::atomic::{Atomic, Relaxed};
 
 use crate::config::{PowerFailAction, PowerFailConfig};
@@ -145,6 +152,23 @@ pub(crate) fn drained(dev: &Device, marked_clean: Result) {
     let bytes = stats::get(&dev.stats.wb_bytes) - pf.wb_bytes_at_signal.load(Relaxed);
     pf.state.store(PowerFailState::Drained.code(), Relaxed);
     let poweroff = pf.config.action == PowerFailAction::PowerOff;
+    let (held, left) = {
+        let live = dev.live.lock();
+        (live.held, live.ring.live_records())
+    };
+    if let Some(h) = held {
+        pr_emerg!(
+            "power-fail drain: bad record seq {} (sectors {}..{}) failed its check and is not on \
+             backing={}; every other acknowledged write is; region={} keeps it and {} records in \
+             all\n",
+            h.seq,
+            h.sector,
+            h.sector + u64::from(h.length) / 512,
+            BStr::from_bytes(dev.config.backing),
+            dev.config.region,
+            left
+        );
+    }
     pr_emerg!(
         "power-fail drain complete: {bytes} bytes written back and durable in {}.{:03} ms \
          (signal: {}, hold-up window {} ms); {}; new writes are held{}\n",

@@ -24,7 +24,11 @@
 //!
 //! Unloading (refused while `/dev/rapilog0` or `/dev/rapilog-ctl` is open):
 //! the control device and the disk go away, writeback drains every record
-//! to the disk, and the region is marked clean.
+//! to the disk, and the region is marked clean. If writeback holds at a bad
+//! record (one that failed its check), the drain writes every other record
+//! and the region keeps the bad one and those after it, not marked clean:
+//! the next load replays them, skipping the bad one (its replay report
+//! counts it), so nothing verified is lost and nothing unverified written.
 //!
 //! Also: [`live`] (ring, index and records under one lock), [`metadata`]
 //! (superblock and format writes), [`stats`], [`ratelimit`],
@@ -204,8 +208,23 @@ impl Drop for RapiLog {
         self.device.work.notify_all();
         drop(self.writeback.take());
         let dev = &self.device;
-        let left = dev.live.lock().ring.live_records();
-        if left == 0 {
+        let (left, held) = {
+            let live = dev.live.lock();
+            (live.ring.live_records(), live.held)
+        };
+        if let Some(h) = held {
+            pr_warn!(
+                "bad record seq {} (sectors {}..{}) failed its check and was not written back; it \
+                 stays in region={} with {left} records in all (every other one is on backing={}): \
+                 the next load replays them and skips it; to keep it, save the region first \
+                 (`rapilogctl inspect --mem` or dd from /dev/mem)\n",
+                h.seq,
+                h.sector,
+                h.sector + u64::from(h.length) / 512,
+                self.config.region,
+                BStr::from_bytes(self.config.backing)
+            );
+        } else if left == 0 {
             // The writeback thread has stopped: its state is free.
             if lifecycle::mark_clean(dev, &mut dev.writeback.lock()).is_err() {
                 pr_err!("could not mark the region clean; the next load replays nothing anyway\n");

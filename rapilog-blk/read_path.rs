@@ -15,6 +15,15 @@
 //!   data there: the index dropped those sectors only after writeback made
 //!   them durable, and a write that lands after the lookup is concurrent
 //!   with this read, so either version is a correct answer.
+//! - A piece whose newest data is a **bad record** (one that failed
+//!   writeback's check, held in the region until an administrator skips
+//!   it) fails with EIO. The region holds corrupted bytes there and the
+//!   disk holds an older version; neither is what was acknowledged, so the
+//!   read fails the way a disk's unreadable sector does, rather than hand
+//!   back data that looks valid (a database that finds a bad checksum in
+//!   its log may take it for the log's end and silently drop what follows).
+//!   A newer write to those sectors makes them readable again; once the
+//!   record is skipped they read what the disk holds.
 
 use crate::device::Device;
 use crate::format::{Piece, SECTOR_BYTES};
@@ -36,12 +45,13 @@ impl Device {
             Piece::Disk { sectors, .. } => (sectors, None),
             Piece::Record {
                 sectors,
+                seq,
                 record,
                 record_offset,
                 ..
             } => (
                 sectors,
-                Some(record + record_offset * u64::from(SECTOR_BYTES)),
+                Some((record + record_offset * u64::from(SECTOR_BYTES), seq)),
             ),
         };
         let mut bio = if piece_sectors < sectors {
@@ -63,7 +73,12 @@ impl Device {
                 stats::add(&self.stats.reads_disk, 1);
                 bio.remap(&self.backing);
             }
-            Some(offset) => {
+            Some((_, seq)) if live.is_bad(seq) => {
+                drop(live);
+                stats::add(&self.stats.reads_bad, 1);
+                bio.end(Status::IoError);
+            }
+            Some((offset, _)) => {
                 let len = piece_sectors * u64::from(SECTOR_BYTES);
                 let copied = usize::try_from(offset)
                     .ok()

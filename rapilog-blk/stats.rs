@@ -41,6 +41,9 @@ counters! {
     wb_busy_ns: "Time writeback spent writing and flushing the disk, ns.",
     last_disk_errno: "Gauge: errno of the last failed disk operation (0: none yet).",
     wb_retrying: "Gauge: 1 while writeback retries a failed disk operation.",
+    bad_records: "Records that failed writeback's check (never written).",
+    bad_skipped: "Bad records an administrator skipped (IOCTL_SKIP_BAD_RECORD).",
+    reads_bad: "Read pieces failed with EIO: their newest data is a bad record.",
 }
 
 /// Adds `n` to a counter.
@@ -65,7 +68,7 @@ impl fmt::Display for Stats {
             f,
             "{} writes ({} KiB), {} flushes absorbed, {} writes throttled, reads {} from region {} from disk; \
              {} writes passed through; writeback {} records in {} disk writes ({} KiB), {} disk flushes, \
-             {} disk errors",
+             {} disk errors, {} bad records ({} skipped)",
             v(&self.writes),
             v(&self.write_bytes) / 1024,
             v(&self.flushes),
@@ -77,7 +80,9 @@ impl fmt::Display for Stats {
             v(&self.wb_ios),
             v(&self.wb_bytes) / 1024,
             v(&self.wb_flushes),
-            v(&self.disk_errors)
+            v(&self.disk_errors),
+            v(&self.bad_records),
+            v(&self.bad_skipped)
         )
     }
 }

@@ -1,26 +1,68 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The writeback worker: drains published records to the log disk in
-//! sequence order and frees their space.
+//! The writeback worker: checks published records, drains those that pass
+//! to the log disk in sequence order and frees their space.
 //!
 //! One batch at a time:
-//! 1. Wait until writeback is due: the oldest record has waited
-//!    `writeback_delay_ms`, or an eighth of the ring is dirty, or a writer
-//!    waits for space, or a drain was requested ([`drain_and_wait`]), or
-//!    the module is unloading.
-//! 2. Take the published records from the tail on (up to the first one
-//!    still being filled) and write the batch's newest data: the
-//!    dirty-extent index's extents whose record is in the batch, copied
-//!    into bounce pages and merged into as few writes as they are
-//!    contiguous (`format::writeback_plan`). A sector rewritten by several
-//!    records, like a database log's current page at every commit, goes to
-//!    the disk once per batch, not once per record; one rewritten again
-//!    after the batch waits for that newer record.
-//! 3. Flush the disk's cache: now they are durable there.
-//! 4. Advance the durable tail in the superblock (the other copy,
-//!    generation + 1).
-//! 5. Only then drop them from the index, free their slots and ring space,
+//! 1. Wait until writeback is due: the oldest record not yet written back
+//!    has waited `writeback_delay_ms`, or an eighth of the ring is dirty,
+//!    or a writer waits for space, or a drain was requested
+//!    ([`drain_and_wait`], an orderly stop, the power-fail path), or the
+//!    module is unloading.
+//! 2. Take the published records from where writeback left off
+//!    (`Live::written_to`; up to the first one still being filled) and the
+//!    dirty-extent index's extents of those records.
+//! 3. **Check** every record of the batch before any of it is written
+//!    (`format::check_record`): its descriptor, read back from the
+//!    region's descriptor table, must be the one published for it, and its
+//!    payload must match the CRC-32C that descriptor carries (one pass over
+//!    the payload, the kernel's crc32c). Every record, also those whose
+//!    sectors newer records of the batch overwrite, which the write plan
+//!    writes partly or not at all: a corrupt record is reported whether or
+//!    not its bytes would have reached the disk.
+//! 4. Write the batch's newest data of the records that passed: the
+//!    extents whose record is in the batch, copied into bounce pages and
+//!    merged into as few writes as they are contiguous
+//!    (`format::writeback_plan`). A sector rewritten by several records,
+//!    like a database log's current page at every commit, goes to the
+//!    disk once per batch, not once per record; one rewritten again after
+//!    the batch waits for that newer record.
+//! 5. Flush the disk's cache: now they are durable there.
+//! 6. Advance the durable tail in the superblock (the other copy,
+//!    generation + 1) over the records written back, never past a bad one.
+//! 7. Only then drop them from the index, free their slots and ring space,
 //!    and wake writers waiting for space.
+//!
+//! # A record that fails its check
+//!
+//! It is never written to the disk. It is marked bad, counted, logged once
+//! (rate limited) with its sequence number, target sectors and the
+//! checksums, and the status names it. Ordinary writeback stops its batch
+//! just before it (writes and makes durable what precedes it, advances the
+//! tail to it) and then **holds**: it takes no further batch, so the bad
+//! record stays in the region with everything after it, for `rapilogctl
+//! dump` and `inspect --live`, and the ring fills behind it until writers
+//! wait. Reads of the sectors whose newest data it holds fail with EIO
+//! (`read_path`). The check and the copy into bounce pages are two passes:
+//! a corruption that lands after a record was checked and before its run is
+//! copied (at most one batch's disk writes later) still reaches the disk.
+//!
+//! A **drain** does not stop at a bad record: `rapilogctl flush`
+//! ([`drain_and_wait`]), an orderly stop (`lifecycle`), the power-fail drain
+//! (`powerfail`) and unload each promise that acknowledged writes reach the
+//! disk. They check and write every record past the bad ones (the newest
+//! data of each sector, never a bad record's), flush, and leave the tail at
+//! the oldest bad record: the region keeps it and the records after it,
+//! which are then on the disk too (a replay writes them again,
+//! identically). What each of them then does is in its own module; all of
+//! them say that a bad record was left behind.
+//!
+//! An administrator clears the held record ([`skip_bad_record`],
+//! `rapilogctl skip-bad-record SEQ`): it is dropped unwritten, its sectors
+//! keep what the disk and newer records hold, and writeback goes on (the
+//! next bad record, if the drain found more, is held next). The crash kernel
+//! and the load-time replay check every record anyway and skip a bad one,
+//! counted in the region's replay report.
 //!
 //! A failing disk never loses data: the records stay in the region, the
 //! error is counted and logged (rate limited), and the step is retried with
@@ -31,12 +73,16 @@ use core::fmt;
 
 use kernel::alloc::{flags::GFP_KERNEL, KVVec, KVec};
 use kernel::prelude::*;
+use kernel::str::BStr;
 use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic};
 
 use crate::device::Device;
 use crate::disk_marker::Marker;
 use crate::format::dirty_bound::BandwidthEstimate;
-use crate::format::{batch_extents, ActiveSuperblock, Extent, Geometry, WritePlan, SECTOR_BYTES};
+use crate::format::{
+    batch_extents, check_record, ActiveSuperblock, ExpectedRecord, Extent, Geometry, RecordFault,
+    WritePlan, DESCRIPTOR_BYTES, SECTOR_BYTES,
+};
 use crate::kernel_display::Errno;
 use crate::lifecycle;
 use crate::live::{Chore, Live, Record, Stage};
@@ -46,6 +92,7 @@ use crate::ratelimit::RateLimit;
 use crate::stats;
 use crate::sys::backing::MAX_IO_BYTES;
 use crate::sys::bounce::BounceBuffer;
+use crate::sys::crc32c::KernelCrc32c;
 use crate::sys::kthread::should_stop;
 
 /// Most records one batch takes (one superblock update per batch).
@@ -62,6 +109,10 @@ const ATTEMPTS_AT_UNLOAD: u32 = 3;
 const FIRST_BACKOFF_MS: i64 = 100;
 const MAX_BACKOFF_MS: i64 = 5000;
 
+/// How long writeback sleeps when nothing can wake it but a notification
+/// (idle, or held at a bad record outside a drain).
+const IDLE_MS: i64 = 10_000;
+
 /// Writeback's state, owned by the writeback thread while it runs.
 pub(crate) struct Writeback {
     /// The current superblock, as last written.
@@ -76,12 +127,17 @@ pub(crate) struct Writeback {
     /// What of the batch goes to the disk: its extents in the dirty-extent
     /// index, by sector. Room for the whole index (`2 x slots + 1`).
     extents: KVVec<Extent>,
+    /// Sequence numbers of the batch's records that failed their check,
+    /// ascending. Room for a whole batch.
+    bad: KVec<u64>,
     /// Bytes a batch may take.
     max_batch_bytes: u64,
     /// Bandwidth of the batches so far, for the power-fail dirty bound.
     bandwidth: BandwidthEstimate,
     /// Rate limit of error lines.
     errors: RateLimit,
+    /// Rate limit of bad-record lines.
+    bad_lines: RateLimit,
 }
 
 /// Writeback stopped retrying (unload with a failing disk).
@@ -127,9 +183,11 @@ impl Writeback {
                 2 * geometry.descriptor_slots as usize + 1,
                 GFP_KERNEL,
             )?,
+            bad: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
             max_batch_bytes: MAX_BATCH_BYTES.min(geometry.ring_bytes / 4).max(1),
             bandwidth: BandwidthEstimate::default(),
             errors: RateLimit::new(),
+            bad_lines: RateLimit::new(),
         })
     }
 }
@@ -156,9 +214,10 @@ pub(crate) fn run(dev: &Device) {
             }
             Next::Batch {
                 stopping,
+                drain,
                 head_hint,
             } => {
-                if write_batch(dev, wb, stopping, head_hint).is_err() {
+                if write_batch(dev, wb, stopping, drain, head_hint).is_err() {
                     break;
                 }
             }
@@ -168,22 +227,25 @@ pub(crate) fn run(dev: &Device) {
 
 /// What [`next_batch`] found.
 enum Next {
-    /// A batch is collected; `stopping`: unload has begun; `head_hint`
-    /// for the superblock.
-    Batch { stopping: bool, head_hint: u64 },
+    /// A batch is collected (possibly empty, when only the tail can move);
+    /// `stopping`: unload has begun; `drain`: write past a bad record;
+    /// `head_hint` for the superblock.
+    Batch {
+        stopping: bool,
+        drain: bool,
+        head_hint: u64,
+    },
     /// Unload has begun and nothing is left to write.
     Stop,
-    /// A power-fail drain found the ring empty: it is complete.
+    /// A power-fail drain has handled every record: it is complete.
     Drained,
     /// `lifecycle` asked for a chore.
     Chore(Chore),
 }
 
-/// Whether writeback is due (step 1).
+/// Whether ordinary writeback is due (step 1; drains are asked for).
 fn due(dev: &Device, live: &Live) -> bool {
     live.waiting_writers > 0
-        || dev.powerfail.draining()
-        || live.drain_to > live.ring.tail_seq()
         || live.dirty_bytes >= dev.writeback_threshold
         || live
             .oldest_age()
@@ -191,13 +253,19 @@ fn due(dev: &Device, live: &Live) -> bool {
 }
 
 /// How long to sleep before looking again.
-fn sleep_for(dev: &Device, live: &Live) -> Delta {
+fn sleep_for(dev: &Device, live: &Live, drain: bool) -> Delta {
+    if live.held.is_some() && !drain {
+        // Held at a bad record: only a skip, a drain, a chore or unload
+        // moves writeback on, and each of them wakes it.
+        return Delta::from_millis(IDLE_MS);
+    }
     match live.oldest_age() {
         Some(age) => (dev.writeback_delay - age).max(Delta::from_millis(1)),
-        // The oldest record is being filled: its writer is about to publish.
-        None if live.ring.live_records() > 0 => Delta::from_millis(1),
+        // The oldest unhandled record is being filled: its writer is about
+        // to publish.
+        None if live.written_to < live.ring.next_seq() => Delta::from_millis(1),
         // Idle; a writer wakes us when it publishes into a clean ring.
-        None => Delta::from_millis(10_000),
+        None => Delta::from_millis(IDLE_MS),
     }
 }
 
@@ -208,30 +276,42 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
         if let Some(chore) = live.chore.take() {
             return Next::Chore(chore);
         }
+        if let Some(seq) = live.skip_request.take() {
+            skip(dev, &mut live, seq);
+            dev.space_freed.notify_all();
+            continue;
+        }
         let stopping = live.stopping || should_stop();
-        if stopping || due(dev, &live) {
-            let draining = dev.powerfail.draining();
+        let power_fail = dev.powerfail.draining();
+        let drain = stopping || power_fail || live.drain_to > live.written_to;
+        // A skipped record (or records a drain wrote past it) lets the
+        // tail move without writing anything.
+        let release = live.held.is_none() && live.releasable().is_some();
+        if release || drain || (live.held.is_none() && due(dev, &live)) {
             // A power-fail drain takes the whole ring: fewest, largest writes.
-            let max_bytes = if draining {
+            let max_bytes = if power_fail {
                 u64::MAX
             } else {
                 wb.max_batch_bytes
             };
             collect(&live, &mut wb.batch, &mut wb.extents, max_bytes);
-            if !wb.batch.is_empty() {
+            if !wb.batch.is_empty() || release {
                 return Next::Batch {
                     stopping,
+                    drain,
                     head_hint: live.ring.next_seq(),
                 };
             }
             if stopping {
                 return Next::Stop;
             }
-            if draining && live.ring.live_records() == 0 {
+            if power_fail && live.written_to >= live.ring.next_seq() {
                 return Next::Drained;
             }
         }
-        let ms = sleep_for(dev, &live).as_millis_ceil().clamp(1, 10_000) as u32;
+        let ms = sleep_for(dev, &live, drain)
+            .as_millis_ceil()
+            .clamp(1, IDLE_MS) as u32;
         // A signal cannot reach a kthread; waking early is harmless.
         let _ = dev
             .work
@@ -239,13 +319,14 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
     }
 }
 
-/// Copies the published records from the tail on into `batch`, and the
-/// index's extents of those records into `extents`.
+/// Copies the published records from where writeback left off into
+/// `batch`, and the index's extents of those records into `extents`.
 fn collect(live: &Live, batch: &mut KVec<Record>, extents: &mut KVVec<Extent>, max_bytes: u64) {
     batch.clear();
     extents.clear();
+    let from = live.written_to;
     let mut bytes = 0u64;
-    let mut seq = live.ring.tail_seq();
+    let mut seq = from;
     while seq < live.ring.next_seq() && bytes < max_bytes {
         let Some(record) = live.record(seq) else {
             break;
@@ -262,11 +343,97 @@ fn collect(live: &Live, batch: &mut KVec<Record>, extents: &mut KVVec<Extent>, m
     let Some(last) = batch.last() else {
         return;
     };
-    for extent in batch_extents(live.index.extents(), last.reservation.seq) {
+    // Extents of older records are either on the disk already (written by
+    // a drain past a held record, not yet freed) or a bad record's.
+    let extents_of_batch =
+        batch_extents(live.index.extents(), last.reservation.seq).filter(|e| e.seq >= from);
+    for extent in extents_of_batch {
         // Cannot fail: `extents` has room for the whole index.
         if extents.push_within_capacity(extent).is_err() {
             break;
         }
+    }
+}
+
+/// Step 3 for one record: its descriptor in the table and its payload.
+fn check(dev: &Device, record: &Record) -> Result<(), RecordFault> {
+    let r = &record.reservation;
+    let mut descriptor = [0u8; DESCRIPTOR_BYTES];
+    let copied = dev
+        .geometry
+        .descriptor_range(r.slot)
+        .map_or(0, |range| dev.region.snapshot(range.start, &mut descriptor));
+    if copied != DESCRIPTOR_BYTES {
+        // Impossible with a valid geometry; never write what we cannot check.
+        return Err(RecordFault::DescriptorMismatch);
+    }
+    let expected = ExpectedRecord {
+        seq: r.seq,
+        epoch: dev.epoch(),
+        sector: record.sector,
+        ring_offset: r.ring_offset,
+        length: r.length,
+    };
+    check_record(
+        &dev.geometry,
+        &descriptor,
+        &expected,
+        KernelCrc32c,
+        |payload| dev.region.checksum(payload.start, payload.len()),
+    )
+}
+
+/// A record failed its check: marks it bad (held if it is the oldest),
+/// counts and logs it.
+fn found_bad(dev: &Device, lines: &mut RateLimit, record: &Record, fault: RecordFault) {
+    let seq = record.reservation.seq;
+    let found_at_us = dev.loaded_at.elapsed().as_micros_ceil().max(0) as u64;
+    let held = dev.live.lock().mark_bad(record, fault, found_at_us);
+    stats::add(&dev.stats.bad_records, 1);
+    let Some(suppressed) = lines.allow() else {
+        return;
+    };
+    let first = record.sector;
+    let end = first + u64::from(record.reservation.length) / u64::from(SECTOR_BYTES);
+    let backing = BStr::from_bytes(dev.config.backing);
+    let region = dev.config.region;
+    match held {
+        Some(h) if h.seq != seq => pr_err!(
+            "writeback: record seq {seq} (sectors {first}..{end} of backing={backing}) failed its \
+             check: {fault}; it is not written to the disk and stays in region={region} behind bad \
+             record seq {}; reads of its sectors fail with EIO ({suppressed} similar lines \
+             suppressed)\n",
+            h.seq
+        ),
+        _ => pr_err!(
+            "writeback: record seq {seq} (sectors {first}..{end} of backing={backing}) failed its \
+             check: {fault}; it is not written to the disk: writeback holds at it, so the ring \
+             fills behind it, and keeps it in region={region} (`rapilogctl dump` saves it); reads \
+             of its sectors fail with EIO; `rapilogctl skip-bad-record {seq}` drops it \
+             ({suppressed} similar lines suppressed)\n"
+        ),
+    }
+}
+
+/// Skips the held record `seq` for an administrator ([`skip_bad_record`]).
+fn skip(dev: &Device, live: &mut Live, seq: u64) {
+    let Some(skipped) = live.skip_held(seq) else {
+        return;
+    };
+    stats::add(&dev.stats.bad_skipped, 1);
+    let first = skipped.sector;
+    let end = first + u64::from(skipped.length) / u64::from(SECTOR_BYTES);
+    let backing = BStr::from_bytes(dev.config.backing);
+    pr_warn!(
+        "writeback: bad record seq {seq} (sectors {first}..{end} of backing={backing}) skipped by \
+         an administrator: dropped without being written; its sectors keep what the disk and \
+         newer records hold; writeback continues\n"
+    );
+    if let Some(next) = live.held {
+        pr_warn!(
+            "writeback: holds at the next bad record, seq {} (`rapilogctl status`)\n",
+            next.seq
+        );
     }
 }
 
@@ -317,11 +484,12 @@ fn retry(
     }
 }
 
-/// Steps 2 to 5 for the collected batch.
+/// Steps 3 to 7 for the collected batch; with `drain`, past bad records.
 fn write_batch(
     dev: &Device,
     wb: &mut Writeback,
     stopping: bool,
+    drain: bool,
     head_hint: u64,
 ) -> Result<(), GaveUp> {
     let Writeback {
@@ -329,85 +497,164 @@ fn write_batch(
         bounce,
         batch,
         extents,
+        bad,
         errors,
+        bad_lines,
         bandwidth,
         ..
     } = wb;
-    let Some(last) = batch.last().copied() else {
-        return Ok(());
-    };
     let started = Instant::<Monotonic>::now();
-    let capacity = bounce.capacity().min(MAX_IO_BYTES);
-    let (mut ios, mut bytes) = (0u64, 0u64);
-    for run in WritePlan::new(extents, (capacity / SECTOR_BYTES as usize) as u64) {
-        let mut len = 0usize;
-        for piece in run.pieces() {
-            let piece_bytes = (piece.sectors * u64::from(SECTOR_BYTES)) as usize;
-            // `record` is the payload's offset in the region.
-            let offset = (piece.record + piece.record_offset * u64::from(SECTOR_BYTES)) as usize;
-            if !bounce.copy_from_region(len, &dev.region, offset, piece_bytes) {
-                // Impossible with a valid geometry; never write what we did not copy.
-                pr_err!(
-                    "writeback: record {} lies outside the region\n",
-                    piece.seq
-                );
-                return Err(GaveUp);
+    let (mut ios, mut bytes, mut records) = (0u64, 0u64, 0u64);
+    let handled = batch
+        .first()
+        .zip(batch.last())
+        .map(|(first, last)| (first.reservation.seq, last.reservation.seq + 1));
+    if let Some((from, mut end)) = handled {
+        // Step 3: every record, before anything of the batch is written.
+        bad.clear();
+        for record in batch.iter() {
+            if !matches!(record.stage, Stage::Published(_)) {
+                continue; // abandoned: nothing to check or write
             }
-            len += piece_bytes;
+            let Err(fault) = check(dev, record) else {
+                continue;
+            };
+            found_bad(dev, bad_lines, record, fault);
+            // Cannot fail: room for a whole batch.
+            let _ = bad.push_within_capacity(record.reservation.seq);
+            if !drain {
+                // Stop the batch at it: what precedes it is written and the
+                // tail advances to it; what follows waits.
+                end = record.reservation.seq + 1;
+                break;
+            }
         }
-        ios += 1;
-        bytes += len as u64;
-        let step = Step::Write {
-            sector: run.sector,
-            bytes: len,
-        };
-        retry(dev, errors, stopping, step, || {
-            dev.backing.write(run.sector, bounce, len)
-        })?;
+        extents.retain(|e| e.seq < end && bad.binary_search(&e.seq).is_err());
+
+        // Step 4.
+        let capacity = bounce.capacity().min(MAX_IO_BYTES);
+        for run in WritePlan::new(extents, (capacity / SECTOR_BYTES as usize) as u64) {
+            let mut len = 0usize;
+            for piece in run.pieces() {
+                let piece_bytes = (piece.sectors * u64::from(SECTOR_BYTES)) as usize;
+                // `record` is the payload's offset in the region.
+                let offset =
+                    (piece.record + piece.record_offset * u64::from(SECTOR_BYTES)) as usize;
+                if !bounce.copy_from_region(len, &dev.region, offset, piece_bytes) {
+                    // Impossible with a valid geometry; never write what we did not copy.
+                    pr_err!(
+                        "writeback: record {} lies outside the region\n",
+                        piece.seq
+                    );
+                    return Err(GaveUp);
+                }
+                len += piece_bytes;
+            }
+            ios += 1;
+            bytes += len as u64;
+            let step = Step::Write {
+                sector: run.sector,
+                bytes: len,
+            };
+            retry(dev, errors, stopping, step, || {
+                dev.backing.write(run.sector, bounce, len)
+            })?;
+        }
+        // Step 5 (nothing to flush if nothing was written: each batch
+        // flushes its own writes, and the batch's records that wrote
+        // nothing were overwritten by newer ones).
+        if ios > 0 {
+            retry(dev, errors, stopping, Step::Flush, || dev.backing.flush())?;
+            stats::add(&dev.stats.wb_flushes, 1);
+        }
+        records = dev.live.lock().mark_written(from, end);
+        // Drain waiters watch `written_to`, which may move without the tail.
+        dev.space_freed.notify_all();
     }
-    let records = batch
-        .iter()
-        .filter(|r| !matches!(r.stage, Stage::Abandoned))
-        .count() as u64;
-    retry(dev, errors, stopping, Step::Flush, || dev.backing.flush())?;
     let busy = started.elapsed().as_nanos().max(0) as u64;
 
-    let mut next = superblock.next_update();
-    next.superblock.durable_tail = last.reservation.seq + 1;
-    next.superblock.head_hint = head_hint.max(next.superblock.durable_tail);
-    retry(dev, errors, stopping, Step::Superblock, || {
-        metadata::write_superblock(&dev.region, &next)
-    })?;
-    *superblock = next;
-
-    dev.live.lock().release_through(&last.reservation);
-    dev.space_freed.notify_all();
+    // Step 6: the tail moves over what needs nothing more, never past a
+    // bad record (`Live::releasable`).
+    let release = dev.live.lock().releasable();
+    if let Some(last) = release {
+        let mut next = superblock.next_update();
+        next.superblock.durable_tail = last.seq + 1;
+        next.superblock.head_hint = head_hint.max(next.superblock.durable_tail);
+        retry(dev, errors, stopping, Step::Superblock, || {
+            metadata::write_superblock(&dev.region, &next)
+        })?;
+        *superblock = next;
+        // Step 7.
+        dev.live.lock().release_through(&last);
+        dev.space_freed.notify_all();
+    }
     stats::add(&dev.stats.wb_ios, ios);
     stats::add(&dev.stats.wb_bytes, bytes);
     stats::add(&dev.stats.wb_records, records);
-    stats::add(&dev.stats.wb_flushes, 1);
-    stats::add(&dev.stats.wb_busy_ns, busy);
-    bandwidth.observe(bytes, busy);
-    dev.powerfail
-        .set_measured_bandwidth(bandwidth.bytes_per_sec().unwrap_or(0));
+    if handled.is_some() {
+        stats::add(&dev.stats.wb_busy_ns, busy);
+        bandwidth.observe(bytes, busy);
+        dev.powerfail
+            .set_measured_bandwidth(bandwidth.bytes_per_sec().unwrap_or(0));
+    }
     Ok(())
 }
 
 /// Makes everything written before the call durable on the disk: asks
 /// writeback to drain up to the current head at once (not after
 /// `writeback_delay_ms`) and waits until it has. Interruptible by a signal.
+///
+/// `EIO` if a record it had to write failed its check: everything else
+/// before the head is then on the disk, and the bad record is held.
 pub(crate) fn drain_and_wait(dev: &Device) -> Result {
     let mut live = dev.live.lock();
     let target = live.ring.next_seq();
     live.drain_to = live.drain_to.max(target);
     dev.work.notify_all();
-    while live.ring.tail_seq() < target {
+    while !live.drained_to(target) {
         if live.stopping {
             return Err(ENODEV);
         }
         if dev.space_freed.wait_interruptible(&mut live) {
             return Err(ERESTARTSYS);
         }
+    }
+    if live.held.is_some_and(|h| h.seq < target) {
+        return Err(EIO);
+    }
+    Ok(())
+}
+
+/// Drops the bad record writeback holds at, for an administrator
+/// (`IOCTL_SKIP_BAD_RECORD`): `seq` must name it (`ENOENT` if none is
+/// held, `ESTALE` if another one is), so that a request made from an old
+/// status cannot drop another record. The writeback thread does it between
+/// batches (it owns the batch in flight); this waits until it has.
+/// Interruptible: the request is then withdrawn if not yet taken.
+pub(crate) fn skip_bad_record(dev: &Device, seq: u64) -> Result {
+    let mut live = dev.live.lock();
+    match live.held {
+        None => return Err(ENOENT),
+        Some(h) if h.seq != seq => return Err(ESTALE),
+        Some(_) => {}
+    }
+    live.skip_request = Some(seq);
+    dev.work.notify_all();
+    while live.skip_request == Some(seq) {
+        if live.stopping {
+            return Err(ENODEV);
+        }
+        if dev.space_freed.wait_interruptible(&mut live) {
+            if live.skip_request == Some(seq) {
+                live.skip_request = None;
+            }
+            return Err(ERESTARTSYS);
+        }
+    }
+    if live.held.is_some_and(|h| h.seq == seq) {
+        // Taken but not done: the tail had not reached it (cannot happen
+        // between batches).
+        return Err(EBUSY);
     }
     Ok(())
 }

@@ -31,6 +31,16 @@ pub(crate) trait ControlHandler: Send + Sync + 'static {
 pub(crate) struct UserArg(usize);
 
 impl UserArg {
+    /// Reads the `u64` the argument points to (an `_IOW(..., u64)` ioctl).
+    pub(crate) fn read_u64(&self) -> Result<u64> {
+        let mut bytes = [0u8; 8];
+        UserSlice::new(UserPtr::from_addr(self.0), bytes.len())
+            .reader()
+            .read_slice(&mut bytes)?;
+        // The caller's native order, as the ioctl's C prototype has it.
+        Ok(u64::from_ne_bytes(bytes))
+    }
+
     /// Copies `data` to where the argument points.
     pub(crate) fn write(&self, data: &[u8]) -> Result {
         UserSlice::new(UserPtr::from_addr(self.0), data.len())

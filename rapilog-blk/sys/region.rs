@@ -707,6 +707,25 @@ impl Region {
         len
     }
 
+    /// Standard CRC-32C of the region's bytes `offset..offset + len`, read
+    /// through the permanent view, as writeback checks a record before
+    /// writing it (`None` if the range is not inside the region). One pass,
+    /// no copy: the kernel's `crc32c()` reads the mapping directly.
+    ///
+    /// Writers may be filling *other* records through their windows at the
+    /// same time; the caller's protocol (a published record is not rewritten
+    /// until writeback frees it) keeps these bytes stable, and if something
+    /// else changed them meanwhile (the very corruption this looks for), the
+    /// result is simply a mismatch.
+    pub(crate) fn checksum(&self, offset: usize, len: usize) -> Option<u32> {
+        let src = self.view_ptr(offset, len)?;
+        // SAFETY: `view_ptr` checked that `src..src + len` lies inside the
+        // view, which stays mapped for as long as `self` lives; the bytes
+        // are only read, as raw memory (no reference to region memory is
+        // formed, see the module docs).
+        Some(unsafe { super::crc32c::checksum_raw(src, len) })
+    }
+
     /// Checks that `range` lies inside the region and is not empty.
     fn check(&self, range: &Range<usize>) -> bool {
         range.start < range.end && range.end <= self.len

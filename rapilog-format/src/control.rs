@@ -14,12 +14,14 @@
 //! | [`IOCTL_STATUS`] | `_IOR('R', 1, [u8; 1536])` | anyone who can open | fills the status block |
 //! | [`IOCTL_DRAIN`] | `_IO('R', 2)` | `CAP_SYS_ADMIN` | writes back everything written before the call; returns when it is durable on the disk (interruptible) |
 //! | [`IOCTL_CHECK_FENCE`] | `_IO('R', 3)` | `CAP_SYS_ADMIN` | checks the IOMMU fence again; the result is in the status |
+//! | [`IOCTL_SKIP_BAD_RECORD`] | `_IOW('R', 4, u64)` | `CAP_SYS_ADMIN` | drops the bad record writeback holds at, named by its sequence number; `ENOENT` if none is held, `ESTALE` if another one is |
 //!
 //! `read()` on the device returns the region's raw bytes (`CAP_SYS_ADMIN`,
 //! checked at open): a snapshot for `rapilogctl dump`. Records being copied in
 //! during the read may be torn in the snapshot; their checksums tell.
 
 use super::field::{self, Field};
+use super::record_check::RecordFault;
 use super::superblock::Superblock;
 use super::{Crc32c, SuperblockError, SUPERBLOCK_BYTES};
 
@@ -35,8 +37,12 @@ pub const STATUS_BYTES: usize = 1536;
 pub const STATUS_MAGIC: [u8; 8] = *b"RLSTATUS";
 
 /// Version of the status block this code writes and reads. Version 2 added
-/// the disk marker fields (and grew the block from 1024 bytes).
-pub const STATUS_VERSION: u32 = 2;
+/// the disk marker fields (and grew the block from 1024 bytes). Version 3
+/// added the bad-record fields (writeback's record check) in reserved
+/// bytes: same size, hence the same ioctl number, but a new version, so
+/// that a version-2 reader refuses the block instead of showing a device
+/// whose writeback is held at a bad record as healthy.
+pub const STATUS_VERSION: u32 = 3;
 
 /// `_IOC` as in `include/uapi/asm-generic/ioctl.h`.
 const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
@@ -50,6 +56,10 @@ pub const IOCTL_STATUS: u32 = ioc(2, 1, STATUS_BYTES);
 pub const IOCTL_DRAIN: u32 = ioc(0, 2, 0);
 /// Checks the IOMMU fence again.
 pub const IOCTL_CHECK_FENCE: u32 = ioc(0, 3, 0);
+/// Drops the bad record writeback holds at. The argument is a pointer to
+/// its sequence number (`u64`), so that a request made from a stale status
+/// cannot drop another record.
+pub const IOCTL_SKIP_BAD_RECORD: u32 = ioc(1, 4, 8);
 
 /// Field table of the status block.
 pub mod fields {
@@ -151,8 +161,27 @@ pub mod fields {
     pub const MARKER_EPOCH: Field = f("marker_epoch", 1032, 8);
     /// Why a loss was possible (the verdict's reason, brief), zero padded.
     pub const LOSS_REASON: Field = f("loss_reason", 1040, 128);
+    /// Why the held bad record failed its check (`RecordFault::code`;
+    /// 0: no record held).
+    pub const BAD_REASON: Field = f("bad_reason", 1168, 4);
+    /// Payload bytes of the held bad record.
+    pub const BAD_LENGTH: Field = f("bad_length", 1172, 4);
+    /// Sequence number of the held bad record.
+    pub const BAD_SEQ: Field = f("bad_seq", 1176, 8);
+    /// Its target sector (512-byte units).
+    pub const BAD_SECTOR: Field = f("bad_sector", 1184, 8);
+    /// The checksum its descriptor says (payload or descriptor, by reason).
+    pub const BAD_EXPECTED_CRC: Field = f("bad_expected_crc", 1192, 4);
+    /// The checksum found in the region.
+    pub const BAD_FOUND_CRC: Field = f("bad_found_crc", 1196, 4);
+    /// When writeback found it, microseconds since load.
+    pub const BAD_FOUND_AT_US: Field = f("bad_found_at_us", 1200, 8);
+    /// Records that failed writeback's check since load.
+    pub const BAD_RECORDS: Field = f("bad_records", 1208, 8);
+    /// Of those, dropped by an administrator ([`super::IOCTL_SKIP_BAD_RECORD`]).
+    pub const BAD_SKIPPED: Field = f("bad_skipped", 1216, 8);
     /// Zero.
-    pub const RESERVED_2: Field = f("reserved_2", 1168, 368);
+    pub const RESERVED_2: Field = f("reserved_2", 1224, 312);
 
     /// All fields in order; they tile the status block exactly.
     pub const ALL: &[Field] = &[
@@ -202,6 +231,15 @@ pub mod fields {
         LOSS_ACCEPTED,
         MARKER_EPOCH,
         LOSS_REASON,
+        BAD_REASON,
+        BAD_LENGTH,
+        BAD_SEQ,
+        BAD_SECTOR,
+        BAD_EXPECTED_CRC,
+        BAD_FOUND_CRC,
+        BAD_FOUND_AT_US,
+        BAD_RECORDS,
+        BAD_SKIPPED,
         RESERVED_2,
     ];
 }
@@ -216,6 +254,9 @@ pub mod flags {
     pub const DRAINING: u32 = 1 << 2;
     /// New writes are held back (power-fail drain).
     pub const WRITES_HELD: u32 = 1 << 3;
+    /// Writeback holds at a record that failed its check (the `bad_*`
+    /// fields name it): nothing after it is freed until it is skipped.
+    pub const WRITEBACK_HELD: u32 = 1 << 4;
 }
 
 /// How the region is protected against stray kernel writes.
@@ -460,6 +501,39 @@ pub struct Status {
     /// The verdict's reason when a loss was accepted
     /// (`LossReason::brief`), empty otherwise.
     pub loss_reason: Text<128>,
+    /// Why the held bad record failed (`RecordFault::code`; 0: none held).
+    pub bad_reason: u32,
+    /// Its payload bytes.
+    pub bad_length: u32,
+    /// Its sequence number.
+    pub bad_seq: u64,
+    /// Its target sector.
+    pub bad_sector: u64,
+    /// The checksum its descriptor says.
+    pub bad_expected_crc: u32,
+    /// The checksum found.
+    pub bad_found_crc: u32,
+    /// When it was found, µs since load.
+    pub bad_found_at_us: u64,
+    /// Records that failed writeback's check since load.
+    pub bad_records: u64,
+    /// Of those, skipped by an administrator.
+    pub bad_skipped: u64,
+}
+
+/// The bad record writeback holds at, from a [`Status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldRecord {
+    /// Sequence number (what [`IOCTL_SKIP_BAD_RECORD`] takes).
+    pub seq: u64,
+    /// Target sector (512-byte units).
+    pub sector: u64,
+    /// Payload bytes.
+    pub length: u32,
+    /// What failed.
+    pub fault: RecordFault,
+    /// When writeback found it, µs since load.
+    pub found_at_us: u64,
 }
 
 impl Default for Status {
@@ -507,6 +581,15 @@ impl Default for Status {
             marker_epoch: 0,
             loss_accepted: 0,
             loss_reason: Text::default(),
+            bad_reason: 0,
+            bad_length: 0,
+            bad_seq: 0,
+            bad_sector: 0,
+            bad_expected_crc: 0,
+            bad_found_crc: 0,
+            bad_found_at_us: 0,
+            bad_records: 0,
+            bad_skipped: 0,
         }
     }
 }
@@ -572,6 +655,11 @@ impl Status {
             (WB_BUSY_US, self.wb_busy_us),
             (UPTIME_US, self.uptime_us),
             (MARKER_EPOCH, self.marker_epoch),
+            (BAD_SEQ, self.bad_seq),
+            (BAD_SECTOR, self.bad_sector),
+            (BAD_FOUND_AT_US, self.bad_found_at_us),
+            (BAD_RECORDS, self.bad_records),
+            (BAD_SKIPPED, self.bad_skipped),
         ];
         for (f, v) in u64s {
             field::write_u64(out, f, v);
@@ -590,6 +678,10 @@ impl Status {
             (POWERFAIL_STATE, self.powerfail_state.code()),
             (MARKER_STATE, self.marker_state),
             (LOSS_ACCEPTED, self.loss_accepted),
+            (BAD_REASON, self.bad_reason),
+            (BAD_LENGTH, self.bad_length),
+            (BAD_EXPECTED_CRC, self.bad_expected_crc),
+            (BAD_FOUND_CRC, self.bad_found_crc),
         ];
         for (f, v) in u32s {
             field::write_u32(out, f, v);
@@ -664,6 +756,62 @@ impl Status {
             marker_epoch: u64(MARKER_EPOCH),
             loss_accepted: u32(LOSS_ACCEPTED),
             loss_reason: Text(field::read_bytes(bytes, LOSS_REASON)),
+            bad_reason: u32(BAD_REASON),
+            bad_length: u32(BAD_LENGTH),
+            bad_seq: u64(BAD_SEQ),
+            bad_sector: u64(BAD_SECTOR),
+            bad_expected_crc: u32(BAD_EXPECTED_CRC),
+            bad_found_crc: u32(BAD_FOUND_CRC),
+            bad_found_at_us: u64(BAD_FOUND_AT_US),
+            bad_records: u64(BAD_RECORDS),
+            bad_skipped: u64(BAD_SKIPPED),
+        })
+    }
+
+    /// Records `held` as the bad record writeback holds at (flag and
+    /// fields), or clears both for `None`.
+    pub fn set_held_record(&mut self, held: Option<HeldRecord>) {
+        match held {
+            Some(h) => {
+                let (expected, found) = h.fault.checksums();
+                self.flags |= flags::WRITEBACK_HELD;
+                self.bad_reason = h.fault.code();
+                self.bad_seq = h.seq;
+                self.bad_sector = h.sector;
+                self.bad_length = h.length;
+                self.bad_expected_crc = expected;
+                self.bad_found_crc = found;
+                self.bad_found_at_us = h.found_at_us;
+            }
+            None => {
+                self.flags &= !flags::WRITEBACK_HELD;
+                self.bad_reason = 0;
+                self.bad_seq = 0;
+                self.bad_sector = 0;
+                self.bad_length = 0;
+                self.bad_expected_crc = 0;
+                self.bad_found_crc = 0;
+                self.bad_found_at_us = 0;
+            }
+        }
+    }
+
+    /// The bad record writeback holds at, if any. A block that sets the
+    /// flag with an unknown reason code (a newer driver) still says a
+    /// record is held: as a descriptor mismatch, the least specific fault.
+    pub fn held_record(&self) -> Option<HeldRecord> {
+        if self.flags & flags::WRITEBACK_HELD == 0 && self.bad_reason == 0 {
+            return None;
+        }
+        let fault =
+            RecordFault::from_code(self.bad_reason, self.bad_expected_crc, self.bad_found_crc)
+                .unwrap_or(RecordFault::DescriptorMismatch);
+        Some(HeldRecord {
+            seq: self.bad_seq,
+            sector: self.bad_sector,
+            length: self.bad_length,
+            fault,
+            found_at_us: self.bad_found_at_us,
         })
     }
 
@@ -683,6 +831,8 @@ mod tests {
         assert_eq!(IOCTL_STATUS, 0x8600_5201);
         assert_eq!(IOCTL_DRAIN, 0x5202);
         assert_eq!(IOCTL_CHECK_FENCE, 0x5203);
+        // _IOW('R', 4, __u64).
+        assert_eq!(IOCTL_SKIP_BAD_RECORD, 0x4008_5204);
     }
 
     #[test]
@@ -740,6 +890,15 @@ mod tests {
             marker_epoch: 0x9BB1_D511_32C5_F77D,
             loss_accepted: 1,
             loss_reason: Text::new(b"marker live for epoch 0x1; region holds no records"),
+            bad_reason: 1,
+            bad_length: 4096,
+            bad_seq: 1201,
+            bad_sector: 160,
+            bad_expected_crc: 0xA1B2_C3D4,
+            bad_found_crc: 0x0102_0304,
+            bad_found_at_us: 15,
+            bad_records: 2,
+            bad_skipped: 1,
         }
     }
 
@@ -753,24 +912,60 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_is_not_a_v2_block() {
+    fn refuses_what_is_not_a_v3_block() {
         let mut bytes = [0u8; STATUS_BYTES];
         sample().encode(&mut bytes);
-        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+        assert_eq!(bytes[8..12], 3u32.to_le_bytes());
         assert_eq!(Status::decode(&bytes[..100]), Err(StatusError::Short(100)));
         assert_eq!(
             Status::decode(&bytes[..1024]),
             Err(StatusError::Short(1024))
         );
+        // Version 2 had the same size: refused by version, not by size.
+        for old in [1u8, 2] {
+            let mut other = bytes;
+            other[8] = old;
+            assert_eq!(
+                Status::decode(&other),
+                Err(StatusError::UnsupportedVersion(u32::from(old)))
+            );
+        }
         let mut other = bytes;
-        other[8] = 1;
-        assert_eq!(
-            Status::decode(&other),
-            Err(StatusError::UnsupportedVersion(1))
-        );
-        other = bytes;
         other[0] = b'X';
         assert_eq!(Status::decode(&other), Err(StatusError::BadMagic));
+    }
+
+    #[test]
+    fn held_record_round_trips_through_flag_and_fields() {
+        let mut s = Status::default();
+        assert_eq!(s.held_record(), None);
+        let held = HeldRecord {
+            seq: 77,
+            sector: 4096,
+            length: 8192,
+            fault: RecordFault::PayloadChecksum {
+                expected: 0xDEAD_BEEF,
+                found: 0x1234_5678,
+            },
+            found_at_us: 99,
+        };
+        s.set_held_record(Some(held));
+        assert_ne!(s.flags & flags::WRITEBACK_HELD, 0);
+        let mut bytes = [0u8; STATUS_BYTES];
+        s.encode(&mut bytes);
+        let back = Status::decode(&bytes).unwrap();
+        assert_eq!(back.held_record(), Some(held));
+        assert_eq!(field::read_u64(&bytes, fields::BAD_SEQ), 77);
+        assert_eq!(field::read_u32(&bytes, fields::BAD_FOUND_CRC), 0x1234_5678);
+        s.set_held_record(None);
+        assert_eq!(s, Status::default());
+        // A newer driver's reason code: still a held record.
+        s.flags = flags::WRITEBACK_HELD;
+        s.bad_reason = 42;
+        assert_eq!(
+            s.held_record().map(|h| h.fault),
+            Some(RecordFault::DescriptorMismatch)
+        );
     }
 
     #[test]

@@ -34,6 +34,9 @@
 //!
 //! # Writeback protocol
 //!
+//! 0. Check every record of the batch ([`check_record`]): its descriptor
+//!    in the table and its payload's CRC-32C. A record that fails is never
+//!    written; the tail stops at it (FORMAT.md, "Writeback and space reuse").
 //! 1. Write the batch's newest data to the disk: the dirty-extent index's
 //!    extents whose record is in the batch, merged into runs
 //!    ([`writeback_plan`]; older versions of a sector are never written),
@@ -91,6 +94,7 @@ pub mod extent_index;
 pub mod field;
 pub mod format_region;
 pub mod geometry;
+pub mod record_check;
 pub mod region_spec;
 pub mod replay;
 pub mod replay_report;
@@ -111,6 +115,7 @@ pub use disk_marker::{
 pub use extent_index::{Extent, ExtentIndex, IndexError, Lookup, Piece};
 pub use format_region::{format_metadata, format_region, FormatError};
 pub use geometry::{Geometry, GeometryError, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES, UNIT_BYTES};
+pub use record_check::{check_record, ExpectedRecord, RecordFault};
 pub use region_spec::{RegionSpec, RegionSpecError};
 pub use replay::{plan_replay, ReplayPlan, ReplayRefusal, ReplayWrite};
 pub use replay_report::{LastReplay, ReplayReport, Replayer, SkipCounts};

@@ -163,6 +163,13 @@ def artifacts(krel: str, tmp: Path) -> dict:
 def find_record(g: Guest, region_start: int, sector: int) -> tuple[int, int]:
     """(guest-physical address, length) of the payload of the published
     record that writes `sector` (the newest, if several do)."""
+    _, addr, length = find_record_seq(g, region_start, sector)
+    return addr, length
+
+
+def find_record_seq(g: Guest, region_start: int, sector: int) -> tuple[int, int, int]:
+    """(sequence number, guest-physical address of the payload, length) of
+    the published record that writes `sector` (the newest, if several do)."""
     u32 = lambda b, o: int.from_bytes(b[o:o + 4], "little")  # noqa: E731
     u64 = lambda b, o: int.from_bytes(b[o:o + 8], "little")  # noqa: E731
     sb = g.read_phys(region_start, 512)  # both copies share the geometry
@@ -172,8 +179,8 @@ def find_record(g: Guest, region_start: int, sector: int) -> tuple[int, int]:
     found = [(u64(d, 8), u64(d, 32), u32(d, 40)) for d in (table[i:i + 64] for i in range(0, len(table), 64))
              if d[:4] == b"RLGD" and u64(d, 24) == sector]
     assert found, f"no record for sector {sector} in the region"
-    _, off, length = max(found)
-    return region_start + ring_off + off, length
+    seq, off, length = max(found)
+    return seq, region_start + ring_off + off, length
 
 
 # --- the guest ----------------------------------------------------------------------------

@@ -22,6 +22,14 @@
 //!       K = 1 + N % 13, written, fsync'ed, the directory fsync'ed; then
 //!       `rlfile N CRC` (CRC-32 of the whole file) goes to /dev/kmsg.
 //!
+//!   rlio drain CTL
+//!       The driver's drain ioctl (`_IO('R', 2)`) on its control device CTL
+//!       (/dev/rapilog-ctl): writeback writes everything written so far and
+//!       the call returns when it is durable. Prints `drain: ok` (exit 0) or
+//!       `drain: ERROR` (exit 1). Unlike `rapilogctl flush` it does not read
+//!       the versioned status block, so a test can drive writeback in a
+//!       module of another status version (a control run).
+//!
 //! Block n (4096 bytes): sector j (0..8) is 16 copies of the 32 bytes of
 //! splitmix64 outputs 4j..4j+3 of the stream seeded with n (little-endian);
 //! then bytes 0..32 are replaced by the header `rlblk %016x %08x\n` (n and
@@ -38,7 +46,7 @@ use std::time::Instant;
 const O_DIRECT: i32 = 0o40000;
 
 fn usage() -> ! {
-    eprintln!("usage: rlio sync-writes DEV COUNT BS | numbered DEV FIRST SLOTS [COUNT] | files DIR FIRST [COUNT]");
+    eprintln!("usage: rlio sync-writes DEV COUNT BS | numbered DEV FIRST SLOTS [COUNT] | files DIR FIRST [COUNT] | drain CTL");
     exit(2)
 }
 
@@ -153,6 +161,27 @@ fn files(dir: &str, first: u64, count: Option<u64>) {
     }
 }
 
+/// `_IO('R', 2)`: rapilog's drain ioctl (rapilog-format/src/control.rs).
+const IOCTL_DRAIN: u64 = 0x5202;
+
+extern "C" {
+    // libc's ioctl(2), linked statically with std.
+    fn ioctl(fd: i32, request: u64, ...) -> i32;
+}
+
+fn drain(ctl: &str) {
+    use std::os::fd::AsRawFd;
+    let file = open_or_exit(ctl, OpenOptions::new().read(true));
+    // SAFETY: `file` keeps the descriptor open for the call, and an `_IO`
+    // request takes no argument, so the kernel reads no memory of ours.
+    let rc = unsafe { ioctl(file.as_raw_fd(), IOCTL_DRAIN, 0usize) };
+    if rc < 0 {
+        println!("drain: {}", std::io::Error::last_os_error());
+        exit(1);
+    }
+    println!("drain: ok");
+}
+
 fn sync_writes(dev: &str, count: usize, bs: usize) {
     let file = open_or_exit(dev, OpenOptions::new().write(true).custom_flags(O_DIRECT));
     let buf = aligned_buffer(bs);
@@ -198,6 +227,7 @@ fn main() {
             }
             numbered(dev, first, slots, args.get(5).map(|_| number(args.get(5)) as u64));
         }
+        Some("drain") => drain(args.get(2).unwrap_or_else(|| usage())),
         Some("files") => {
             let dir = args.get(2).unwrap_or_else(|| usage());
             files(dir, number(args.get(3)) as u64, args.get(4).map(|_| number(args.get(4)) as u64));

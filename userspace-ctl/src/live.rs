@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The live commands (`status`, `flush`, `dump`, `inspect --live`, `fence`)
-//! over the driver's control device `/dev/rapilog-ctl`: its ioctls and its
-//! status block are defined in the format crate
+//! The live commands (`status`, `flush`, `dump`, `inspect --live`, `fence`,
+//! `skip-bad-record`) over the driver's control device `/dev/rapilog-ctl`:
+//! its ioctls and its status block are defined in the format crate
 //! ([`rapilog_format::control`]), shared with the driver.
 //!
 //! Failures, in the order they are checked: the module is not loaded (no
 //! `SYSFS/module/rapilog`) or DEV is not one of its devices: exit 7; no
 //! control device, or one that does not answer the status ioctl with a
-//! version-1 block: exit 8; not allowed (`CAP_SYS_ADMIN` for drain, fence
-//! check and reads of the region): exit 77; interrupted: exit 130.
+//! block of this version: exit 8; not allowed (`CAP_SYS_ADMIN` for drain,
+//! fence check, skip and reads of the region): exit 77; interrupted: exit
+//! 130.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Write};
@@ -17,11 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rapilog_format::control::{Status, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_STATUS, STATUS_BYTES};
+use rapilog_format::control::{
+    Status, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_SKIP_BAD_RECORD, IOCTL_STATUS, STATUS_BYTES,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::status::{self, CrashKernel, FenceJson};
+use crate::status::{self, BadRecordJson, CrashKernel, FenceJson};
 use crate::units::human;
 use crate::{sys, Code, Error};
 
@@ -352,6 +355,25 @@ pub fn flush(target: &Target, progress: bool) -> Result<Flushed, Error> {
         if e.raw_os_error() == Some(libc::ENODEV) {
             return Err(control.err(Code::Failed, "the module is unloading (ENODEV)"));
         }
+        if e.raw_os_error() == Some(libc::EIO) {
+            // The driver's answer when a record it had to write back
+            // failed its check: everything else is on the disk.
+            if let Some(b) = after.ok().as_ref().and_then(status::bad_record_json) {
+                return Err(control.err(
+                    Code::Failed,
+                    format!(
+                        "every record written before the flush is on the disk except bad record \
+                         seq {} (sectors {}, {}): it failed its check in the region and is never \
+                         written; writeback holds at it (`rapilogctl status`; \
+                         `rapilogctl skip-bad-record {}` drops it)",
+                        b.seq,
+                        status::sector_range(b.sector, b.length),
+                        b.reason.replace('_', " "),
+                        b.seq
+                    ),
+                ));
+            }
+        }
         return Err(control.admin_error("drain", &e));
     }
     let after = after?;
@@ -615,5 +637,106 @@ pub fn fence(target: &Target, check: bool) -> Result<Fence, Error> {
         device: target.device_name().to_string(),
         checked_now: check,
         fence: status::fence_json(&s),
+    })
+}
+
+/// What `skip-bad-record` did: the `rapilogctl.skip-bad-record` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedRecord {
+    /// `rapilogctl.skip-bad-record`.
+    pub schema: &'static str,
+    /// 1.
+    pub schema_version: u32,
+    /// The rapilog device.
+    pub device: String,
+    /// The record dropped, as the status showed it before.
+    pub skipped: BadRecordJson,
+    /// The bad record writeback holds at now (null: none, writeback goes on).
+    pub now_held: Option<BadRecordJson>,
+}
+
+impl SkippedRecord {
+    /// Human output.
+    pub fn lines(&self) -> String {
+        let k = &self.skipped;
+        let mut out = format!(
+            "skipped bad record seq {} of /dev/{} (sectors {}, {}): dropped without being written; \
+             its sectors keep what the log disk and newer records hold\n",
+            k.seq,
+            self.device,
+            status::sector_range(k.sector, k.length),
+            human(u64::from(k.length))
+        );
+        match &self.now_held {
+            None => out.push_str("writeback continues\n"),
+            Some(n) => out.push_str(&format!(
+                "writeback now holds at the next bad record, seq {} (sectors {}, {}): \
+                 `rapilogctl status`, then `rapilogctl skip-bad-record {}` if it must go too\n",
+                n.seq,
+                status::sector_range(n.sector, n.length),
+                n.reason.replace('_', " "),
+                n.seq
+            )),
+        }
+        out
+    }
+}
+
+/// `rapilogctl skip-bad-record SEQ`: refuses unless writeback holds at bad
+/// record `seq` (so nothing is dropped by a typo or an old status), then
+/// asks the driver to drop it (`IOCTL_SKIP_BAD_RECORD`, which checks the
+/// number again) and reports what is held afterwards.
+pub fn skip_bad_record(target: &Target, seq: u64) -> Result<SkippedRecord, Error> {
+    let control = target.open()?;
+    let before = control.status()?;
+    let Some(held) = status::bad_record_json(&before) else {
+        return Err(control.err(
+            Code::Failed,
+            format!(
+                "refusing: writeback holds at no bad record, so there is nothing to skip \
+                 ({} failed the check since load, {} skipped)",
+                before.bad_records, before.bad_skipped
+            ),
+        ));
+    };
+    if held.seq != seq {
+        return Err(control.err(
+            Code::Failed,
+            format!(
+                "refusing: writeback holds at bad record seq {}, not {seq} (`rapilogctl status` \
+                 names it)",
+                held.seq
+            ),
+        ));
+    }
+    let mut arg = seq.to_ne_bytes();
+    sys::ioctl(&control.file, IOCTL_SKIP_BAD_RECORD, Some(&mut arg)).map_err(|e| {
+        match e.raw_os_error() {
+            Some(libc::ENOENT) => control.err(
+                Code::Failed,
+                format!("refusing: bad record seq {seq} is no longer held"),
+            ),
+            Some(libc::ESTALE) => control.err(
+                Code::Failed,
+                format!("refusing: writeback now holds at another bad record than seq {seq}"),
+            ),
+            Some(libc::ENOTTY) => control.err(
+                Code::Unsupported,
+                format!("{} has no skip ioctl (another version)", control.control()),
+            ),
+            Some(libc::EINTR) => control.err(
+                Code::Interrupted,
+                "interrupted before writeback took the request; nothing was skipped",
+            ),
+            _ => control.admin_error("skipping the bad record", &e),
+        }
+    })?;
+    let after = control.status()?;
+    Ok(SkippedRecord {
+        schema: "rapilogctl.skip-bad-record",
+        schema_version: 1,
+        device: target.device_name().to_string(),
+        skipped: held,
+        now_held: status::bad_record_json(&after),
     })
 }

@@ -21,7 +21,7 @@ Offline commands work on any machine: `inspect` decodes a region image (from
 onto the log disk with the rescue program's own code, `marker` shows (and
 after a possible loss clears) the log disk's loss marker, `plan` computes
 the boot parameters. Live commands (`status`, `flush`, `dump`, `inspect --live`,
-`fence`) talk to the loaded driver through its control device
+`fence`, `skip-bad-record`) talk to the loaded driver through its control device
 /dev/rapilog-ctl: exit 7 if the module is not loaded, 8 if the control
 device is missing or of another version.
 
@@ -69,12 +69,14 @@ Verdict, worst first:
              writes that an administrator accepted (accept_loss=1): the
              disk's marker said a region held writes that the region no
              longer had; the line gives the reason
-  AT RISK    the crash kernel is not armed, or the power-fail drain failed:
-             a likely event loses acknowledged writes
+  AT RISK    the crash kernel is not armed, the power-fail drain failed, or
+             writeback holds at a bad record (it failed its checksum in the
+             region: never written, the ring fills behind it; the line names
+             it): a likely event loses acknowledged writes
   DEGRADED   safe from a panic, but a protection is missing or the disk is
              in trouble: IOMMU fence unfenced or unchecked, write protection
              off, writeback retrying disk errors, failed writes, power-fail
-             path off
+             path off, records that failed writeback's check since load
   PROTECTED  none of the above
 Colour only when stdout is a terminal and NO_COLOR is not set.
 
@@ -140,10 +142,43 @@ disk writes, time, throughput, dirty bytes before and after.
 Ctrl-C (or SIGTERM) stops the wait: exit 130; nothing is lost, the data
 stays in the protected region and writeback goes on in the background.
 
+A record that fails writeback's check (its checksum in the region) is never
+written: flush then writes every other record, and fails (exit 1) naming
+the bad record, which writeback holds at (see `skip-bad-record`).
+
 Exit: 0 flushed, 1 failed, 7 module not loaded or no such DEV, 8 control
 device missing or of another version, 77 needs root (CAP_SYS_ADMIN),
 130 interrupted.")]
     Flush {
+        /// The rapilog device (default: rapilog0)
+        dev: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Drop the bad record writeback holds at (it failed its checksum in the region), so writeback continues
+    #[command(long_about = "\
+Writeback checks every record against its checksums before writing it.
+One that fails (a bit flip or a stray DMA in the region) is never written:
+writeback holds at it, keeps it in the region (save it with `rapilogctl
+dump`, decode it with `inspect --live`), fails reads of its sectors with
+EIO, and the ring fills behind it until writers wait. `rapilogctl status`
+names it (AT RISK) with its sequence number.
+
+skip-bad-record SEQ drops that record: it is never written, and its sectors
+keep what the log disk and newer records hold (an older version of the
+data, or whatever the disk had), which is the administrator's decision to
+make: the acknowledged data of that write is lost. Writeback then continues.
+SEQ must be the held record's sequence number (as `status` shows it), so a
+stale or mistyped request cannot drop another record; refused (exit 1)
+when no bad record is held. If more bad records wait behind it, the next
+one is held and named.
+
+Exit: 0 skipped, 1 refused (no bad record held, or SEQ is not the held
+one), 7 module not loaded or no such DEV, 8 control device missing or of
+another version, 77 needs root (CAP_SYS_ADMIN).")]
+    SkipBadRecord {
+        /// Sequence number of the held bad record (`rapilogctl status`)
+        seq: u64,
         /// The rapilog device (default: rapilog0)
         dev: Option<String>,
         #[command(flatten)]
@@ -384,6 +419,18 @@ fn run(cli: Cli) -> Result<Code, (Error, bool)> {
                 print_json(&done);
             } else {
                 println!("rapilogctl: {}", done.line());
+            }
+            Ok(Code::Ok)
+        }
+        Command::SkipBadRecord { seq, dev, json } => {
+            let done = live::skip_bad_record(&target("skip-bad-record", dev), seq)
+                .map_err(|e| (e, json.json))?;
+            if json.json {
+                print_json(&done);
+            } else {
+                for line in done.lines().lines() {
+                    println!("rapilogctl: {line}");
+                }
             }
             Ok(Code::Ok)
         }

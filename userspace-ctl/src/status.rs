@@ -16,13 +16,17 @@
 //! - **AT RISK**: a likely event loses acknowledged writes: the crash kernel
 //!   is not armed (a panic then relies on RAM surviving the reboot until
 //!   the module's replay at the next load, which firmware need not allow),
-//!   or the power-fail drain failed.
+//!   the power-fail drain failed, or writeback holds at a bad record (one
+//!   that failed its checksum in the region: it is never written, and the
+//!   ring fills behind it until writers wait; the line names it, and
+//!   `rapilogctl skip-bad-record SEQ` drops it).
 //! - **DEGRADED**: acknowledged writes are safe from a panic, but a
 //!   protection is missing or the log disk is in trouble: a PCI device's
 //!   DMA can reach the region (IOMMU fence unfenced or unchecked), write
 //!   protection is off, writeback is retrying a failed disk write, write
-//!   bios failed, or the power-fail path is off (a power loss loses the
-//!   dirty bytes).
+//!   bios failed, the power-fail path is off (a power loss loses the dirty
+//!   bytes), or records failed writeback's check since load (something
+//!   corrupts the region: failing memory or a device's DMA).
 //! - **PROTECTED**: none of the above: crash kernel armed, IOMMU fenced,
 //!   region write-protected, power-fail path armed, writeback healthy.
 //!
@@ -31,9 +35,9 @@
 use std::fmt::Write as _;
 
 use rapilog_format::control::{
-    flags, FencePolicy, FenceState, PowerFailState, ProtectMode, Status,
+    flags, FencePolicy, FenceState, HeldRecord, PowerFailState, ProtectMode, Status,
 };
-use rapilog_format::{MarkerState, SoftwareCrc32c};
+use rapilog_format::{MarkerState, RecordFault, SoftwareCrc32c};
 use serde::Serialize;
 
 use crate::inspect::{superblock_fields, SuperblockFields};
@@ -144,6 +148,29 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// Sectors `first..end` of a record, as the kernel log names them.
+pub fn sector_range(sector: u64, length: u32) -> String {
+    format!("{sector}..{}", sector + u64::from(length) / 512)
+}
+
+/// What failed, briefly.
+pub fn fault_brief(fault: RecordFault) -> &'static str {
+    match fault {
+        RecordFault::PayloadChecksum { .. } => "payload checksum mismatch",
+        RecordFault::DescriptorChecksum { .. } => "descriptor checksum mismatch",
+        RecordFault::DescriptorMismatch => "descriptor is not the one published",
+    }
+}
+
+/// Name of a fault in the JSON document.
+pub fn fault_name(fault: RecordFault) -> &'static str {
+    match fault {
+        RecordFault::PayloadChecksum { .. } => "payload_checksum",
+        RecordFault::DescriptorChecksum { .. } => "descriptor_checksum",
+        RecordFault::DescriptorMismatch => "descriptor_mismatch",
+    }
+}
+
 /// The possible loss accepted at load, in words (`None`: none accepted).
 pub fn accepted_loss_words(s: &Status) -> Option<String> {
     (s.loss_accepted != 0).then(|| {
@@ -174,6 +201,22 @@ pub fn verdict(s: &Status, crash: CrashKernel) -> Verdict {
     }
     if s.powerfail_state == PowerFailState::Failed {
         at_risk.push("power-fail drain failed".into());
+    }
+    if let Some(h) = s.held_record() {
+        at_risk.push(format!(
+            "writeback held at bad record seq {} (sectors {}, {}): never written, the ring fills \
+             behind it; `rapilogctl skip-bad-record {}` drops it",
+            h.seq,
+            sector_range(h.sector, h.length),
+            fault_brief(h.fault),
+            h.seq
+        ));
+    } else if s.bad_records > 0 {
+        degraded.push(format!(
+            "region corruption: {} failed writeback's check since load ({} skipped)",
+            plural(s.bad_records, "record", "records"),
+            s.bad_skipped
+        ));
     }
     match s.fence_state {
         FenceState::Fenced => {}
@@ -258,6 +301,48 @@ pub struct FlagsJson {
     pub draining: bool,
     /// New writes are held back (power-fail drain).
     pub writes_held: bool,
+    /// Writeback holds at a bad record (`bad_record`).
+    pub writeback_held: bool,
+}
+
+/// The bad record writeback holds at.
+#[derive(Debug, Clone, Serialize)]
+pub struct BadRecordJson {
+    /// Sequence number (what `skip-bad-record` takes).
+    pub seq: u64,
+    /// First target sector (512-byte units).
+    pub sector: u64,
+    /// Payload bytes.
+    pub length: u32,
+    /// `payload_checksum`, `descriptor_checksum` or `descriptor_mismatch`.
+    pub reason: &'static str,
+    /// The checksum its descriptor says (null for a mismatch).
+    pub expected_crc: Option<String>,
+    /// The checksum found in the region (null for a mismatch).
+    pub found_crc: Option<String>,
+    /// When writeback found it, µs since load.
+    pub found_at_us: u64,
+    /// How long writeback has held at it.
+    pub held_for_us: u64,
+}
+
+/// The bad record of `s`, for JSON.
+pub fn bad_record_json(s: &Status) -> Option<BadRecordJson> {
+    s.held_record().map(|h: HeldRecord| {
+        let crc =
+            |v: u32| (h.fault != RecordFault::DescriptorMismatch).then(|| format!("{v:#010x}"));
+        let (expected, found) = h.fault.checksums();
+        BadRecordJson {
+            seq: h.seq,
+            sector: h.sector,
+            length: h.length,
+            reason: fault_name(h.fault),
+            expected_crc: crc(expected),
+            found_crc: crc(found),
+            found_at_us: h.found_at_us,
+            held_for_us: s.uptime_us.saturating_sub(h.found_at_us),
+        }
+    })
 }
 
 /// The ring: space and sequence numbers.
@@ -321,6 +406,10 @@ pub struct WritebackJson {
     pub busy_bytes_per_s: Option<u64>,
     /// `bytes / uptime`.
     pub bytes_per_s_since_load: Option<u64>,
+    /// Records that failed writeback's check since load (never written).
+    pub bad_records: u64,
+    /// Of those, skipped by an administrator.
+    pub bad_records_skipped: u64,
 }
 
 /// Errors.
@@ -433,6 +522,8 @@ pub struct Report {
     pub io: IoJson,
     /// Writeback.
     pub writeback: WritebackJson,
+    /// The bad record writeback holds at (null: none).
+    pub bad_record: Option<BadRecordJson>,
     /// Errors.
     pub errors: ErrorsJson,
     /// IOMMU fence.
@@ -534,6 +625,7 @@ pub fn report(s: &Status, device: &str, control: &str, crash: CrashKernel) -> Re
             writeback_retrying: s.flags & flags::WRITEBACK_RETRYING != 0,
             draining: s.flags & flags::DRAINING != 0,
             writes_held: s.flags & flags::WRITES_HELD != 0,
+            writeback_held: s.flags & flags::WRITEBACK_HELD != 0,
         },
         uptime_us: s.uptime_us,
         ring: RingJson {
@@ -565,7 +657,10 @@ pub fn report(s: &Status, device: &str, control: &str, crash: CrashKernel) -> Re
             average_io_bytes: s.wb_bytes.checked_div(s.wb_ios),
             busy_bytes_per_s: rate(s.wb_bytes, s.wb_busy_us),
             bytes_per_s_since_load: rate(s.wb_bytes, s.uptime_us),
+            bad_records: s.bad_records,
+            bad_records_skipped: s.bad_skipped,
         },
+        bad_record: bad_record_json(s),
         errors: ErrorsJson {
             disk_errors: s.disk_errors,
             last_disk_errno: s.last_disk_errno,
@@ -705,6 +800,7 @@ pub fn render(r: &Report, color: bool) -> String {
         (r.flags.draining, "draining"),
         (r.flags.unloading, "unloading"),
         (r.flags.writes_held, "writes held"),
+        (r.flags.writeback_held, "writeback held"),
     ] {
         if on {
             state.push(what.into());
@@ -786,6 +882,41 @@ pub fn render(r: &Report, color: bool) -> String {
             w.delay_ms
         ),
     ));
+    if let Some(b) = &r.bad_record {
+        let crcs = match (&b.expected_crc, &b.found_crc) {
+            (Some(e), Some(f)) => format!(": its descriptor says {e}, the region holds {f}"),
+            _ => String::new(),
+        };
+        rows.push((
+            "bad record",
+            paint(
+                &format!(
+                    "seq {}, sectors {} ({}), {}{crcs}; found {} after load, held for {}: never \
+                     written, reads of its sectors fail (EIO), the ring fills behind it; \
+                     `rapilogctl dump` saves it, `rapilogctl skip-bad-record {}` drops it",
+                    b.seq,
+                    sector_range(b.sector, b.length),
+                    human(u64::from(b.length)),
+                    b.reason.replace('_', " "),
+                    duration_words(b.found_at_us),
+                    duration_words(b.held_for_us),
+                    b.seq
+                ),
+                "1;31",
+                color,
+            ),
+        ));
+    }
+    if w.bad_records > 0 {
+        rows.push((
+            "verification",
+            format!(
+                "{} failed writeback's check since load, {} skipped",
+                plural(w.bad_records, "record", "records"),
+                w.bad_records_skipped
+            ),
+        ));
+    }
     let e = &r.errors;
     rows.push((
         "errors",

@@ -101,7 +101,17 @@ fn help_documents_every_command_and_exit_code() {
     assert_eq!(code(&o), 0);
     let text = stdout(&o);
     for cmd in [
-        "status", "inspect", "flush", "replay", "marker", "dump", "fence", "plan", "arm", "disarm",
+        "status",
+        "inspect",
+        "flush",
+        "replay",
+        "marker",
+        "dump",
+        "fence",
+        "plan",
+        "arm",
+        "disarm",
+        "skip-bad-record",
     ] {
         assert!(
             text.contains(&format!("\n  {cmd} ")),
@@ -650,6 +660,7 @@ fn live_commands_fail_clearly() {
         &["dump", "--out", "x"],
         &["inspect", "--live"],
         &["status", "--json"],
+        &["skip-bad-record", "12"],
     ] {
         let mut all = vec!["--sysfs", s(&sysfs)];
         all.extend_from_slice(args);
@@ -683,6 +694,7 @@ fn live_commands_fail_clearly() {
         &["dump", "--out", "x"],
         &["inspect", "--live"],
         &["fence"],
+        &["skip-bad-record", "12"],
     ] {
         let mut all = vec!["--sysfs", s(&sysfs), "--control", s(&missing)];
         all.extend_from_slice(args);

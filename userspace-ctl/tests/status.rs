@@ -5,10 +5,11 @@
 //! verdict rules, the human table and the `rapilogctl.status` document.
 
 use rapilog_format::control::{
-    flags, FencePolicy, FenceState, PowerFailState, ProtectMode, Status, Text, STATUS_BYTES,
+    flags, FencePolicy, FenceState, HeldRecord, PowerFailState, ProtectMode, Status, Text,
+    STATUS_BYTES,
 };
 use rapilog_format::test_helpers::{compact_geometry, disk, pattern, RegionImage};
-use rapilog_format::{LossReason, MarkerState, SUPERBLOCK_BYTES};
+use rapilog_format::{LossReason, MarkerState, RecordFault, SUPERBLOCK_BYTES};
 use rapilogctl::status::{render, report, verdict, CrashKernel, Level};
 use serde_json::Value;
 
@@ -270,6 +271,7 @@ fn json_document_has_the_documented_schema() {
         "device",
         "control",
         "verdict",
+        "bad_record",
         "backing",
         "region",
         "protect",
@@ -320,6 +322,10 @@ fn json_document_has_the_documented_schema() {
         serde_json::json!({"state": "armed", "armed": true})
     );
     assert_eq!(v["flags"]["draining"], false);
+    assert_eq!(v["flags"]["writeback_held"], false);
+    assert_eq!(v["bad_record"], Value::Null);
+    assert_eq!(v["writeback"]["bad_records"], 0);
+    assert_eq!(v["writeback"]["bad_records_skipped"], 0);
     assert_eq!(
         v["marker"],
         serde_json::json!({"state": "live", "epoch": "0xc0ffee", "loss_accepted": false, "loss_reason": null})
@@ -442,4 +448,100 @@ fn a_possible_loss_accepted_at_load_is_the_worst_verdict_and_says_why() {
     assert_eq!(r.verdict.level, Level::Protected);
     assert!(render(&r, false).contains("disk marker   none reported by the module"));
     assert_eq!(r.marker.epoch, None);
+}
+
+/// `s` with writeback held at record 1201, whose payload failed its check
+/// 4 s after load (the status says 16 s of uptime).
+fn held(mut s: Status) -> Status {
+    s.set_held_record(Some(HeldRecord {
+        seq: 1201,
+        sector: 160,
+        length: 4096,
+        fault: RecordFault::PayloadChecksum {
+            expected: 0xA1B2_C3D4,
+            found: 0x0102_0304,
+        },
+        found_at_us: 4_000_000,
+    }));
+    s.bad_records = 1;
+    s
+}
+
+#[test]
+fn a_held_bad_record_is_at_risk_and_named_everywhere() {
+    // Every protection in place: a held record alone makes it AT RISK.
+    let s = wire(&held(healthy()));
+    let v = verdict(&s, CrashKernel::Armed);
+    assert_eq!(v.level, Level::AtRisk);
+    let problem = "writeback held at bad record seq 1201 (sectors 160..168, payload checksum \
+                   mismatch): never written, the ring fills behind it; `rapilogctl \
+                   skip-bad-record 1201` drops it";
+    assert_eq!(v.problems, vec![problem.to_string()]);
+    assert_eq!(
+        v.line,
+        format!("AT RISK: {problem} (3.0 MiB dirty of 4.0 MiB bound)")
+    );
+    // The table: a state word, a red row with both checksums, the count.
+    let r = report(&s, "rapilog0", "/dev/rapilog-ctl", CrashKernel::Armed);
+    let text = render(&r, false);
+    assert!(
+        text.contains("device        /dev/rapilog0 (/dev/rapilog-ctl), up 16.0 s, writeback held"),
+        "{text}"
+    );
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("bad record "))
+        .unwrap_or_else(|| panic!("no bad record row in\n{text}"));
+    for want in [
+        "seq 1201, sectors 160..168 (4.0 KiB), payload checksum",
+        "its descriptor says 0xa1b2c3d4, the region holds 0x01020304",
+        "found 4.0 s after load, held for 12.0 s",
+        "`rapilogctl skip-bad-record 1201` drops it",
+    ] {
+        assert!(row.contains(want), "{want:?} not in {row:?}");
+    }
+    assert!(text.contains("verification  1 record failed writeback's check since load, 0 skipped"));
+    assert!(render(&r, true).contains("\x1b[1;31mseq 1201"));
+    // JSON.
+    let v = doc(&held(healthy()), CrashKernel::Armed);
+    assert_eq!(v["flags"]["writeback_held"], true);
+    assert_eq!(
+        v["bad_record"],
+        serde_json::json!({
+            "seq": 1201, "sector": 160, "length": 4096, "reason": "payload_checksum",
+            "expected_crc": "0xa1b2c3d4", "found_crc": "0x01020304",
+            "found_at_us": 4_000_000, "held_for_us": 12_000_000,
+        })
+    );
+    assert_eq!(v["writeback"]["bad_records"], 1);
+    // A descriptor that is intact but not the record's has no checksums.
+    let mut s = held(healthy());
+    s.bad_reason = RecordFault::DescriptorMismatch.code();
+    let v = doc(&s, CrashKernel::Armed);
+    assert_eq!(v["bad_record"]["reason"], "descriptor_mismatch");
+    assert_eq!(v["bad_record"]["expected_crc"], Value::Null);
+}
+
+#[test]
+fn bad_records_found_and_skipped_leave_the_verdict_degraded() {
+    let mut s = healthy();
+    s.bad_records = 2;
+    s.bad_skipped = 2;
+    let v = verdict(&wire(&s), CrashKernel::Armed);
+    assert_eq!(v.level, Level::Degraded);
+    assert_eq!(
+        v.problems,
+        vec!["region corruption: 2 records failed writeback's check since load (2 skipped)"]
+    );
+    let text = render(
+        &report(
+            &wire(&s),
+            "rapilog0",
+            "/dev/rapilog-ctl",
+            CrashKernel::Armed,
+        ),
+        false,
+    );
+    assert!(!text.contains("bad record "), "{text}");
+    assert!(text.contains("verification  2 records failed writeback's check since load, 2 skipped"));
 }
