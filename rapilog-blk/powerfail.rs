@@ -15,17 +15,54 @@
 //!   empty it logs the bytes and time and stays quiescent or powers off
 //!   (`powerfail_action=`). A disk error during the drain panics, so the
 //!   crash kernel replays the region instead.
+//! - **False alarm** (`powerfail_resume_ms=`): a machine whose power failed
+//!   is dead `holdup_ms` after the signal. One still running
+//!   `powerfail_resume_ms` (far longer) after the last signal saw a spurious
+//!   NMI or a stray button press: writeback re-arms the path and writers
+//!   are admitted again, buffered as before, and the false alarm is logged
+//!   and counted. 0 never resumes; `powerfail_action=poweroff` never does.
 //! - **Dirty bound** (`holdup_ms=`, `drain_kib_per_sec=`): writers wait
 //!   while the ring holds more than [`crate::format::dirty_bound`] allows
-//!   for the measured (or given) writeback bandwidth.
+//!   for the measured (or given) writeback bandwidth. It holds in every
+//!   state, so the ring is always small enough for the next drain, the one
+//!   after a false alarm included.
+//!
+//! # States
+//!
+//! ```text
+//! Off                                    (no signal armed)
+//! Armed --signal--> Draining --ring empty--> Drained --poweroff--> (off)
+//!   ^                  |                        |
+//!   |                  +--disk error--> Failed (panic)
+//!   +--- resume_ms after the last signal, still running (false alarm)
+//! ```
+//!
+//! Writes are held in `Draining`, `Drained` and `Failed`. A signal in
+//! `Draining` or `Drained` restarts the wait for the resume: if the first
+//! was spurious and the second is real, the power goes `holdup_ms` after
+//! the second, and nothing may be admitted before then.
+//!
+//! # Races
+//!
+//! The signal handler (hard IRQ) moves `Armed -> Draining`; only writeback
+//! moves `Drained -> Armed`, under the `live` lock, so that a writer that
+//! saw writes held is already waiting on `space_freed` when it is woken.
+//! A signal arriving while writeback resumes is never lost: the handler
+//! counts the signal, then tries `Armed -> Draining`; writeback moves
+//! `Drained -> Armed`, then looks whether the count moved. Both steps are
+//! fully ordered, so at least one of the two sees the other (the
+//! store-buffering pattern), and whichever does starts the drain. A write
+//! admitted in between is drained like one admitted just before a signal.
 
 use kernel::prelude::*;
-use kernel::sync::atomic::{Atomic, Relaxed};
+use kernel::sync::atomic::{Acquire, Atomic, Full, Relaxed};
+use kernel::time::Delta;
 
 use crate::config::{PowerFailAction, PowerFailConfig};
 use crate::device::Device;
 use crate::format::control::PowerFailState;
 use crate::format::dirty_bound::{admits, dirty_bound};
+use crate::live::Admission;
 use crate::stats;
 use crate::sys::powerfail_signals::{self, PowerFailHandler, BUTTON, NMI};
 
@@ -35,14 +72,47 @@ pub(crate) struct PowerFail {
     pub(crate) config: PowerFailConfig,
     /// A [`PowerFailState`] code.
     state: Atomic<u32>,
-    /// Signals that came ([`BUTTON`], [`NMI`] bits).
+    /// Signals that came since the last resume ([`BUTTON`], [`NMI`] bits).
     sources: Atomic<u32>,
-    /// When the signal came, ns since load.
+    /// When the signal that started the drain came, ns since load.
     signalled_at_ns: Atomic<i64>,
+    /// When the last signal came, ns since load: the resume waits from it.
+    last_signal_ns: Atomic<i64>,
+    /// Signals handled since load: tells writeback whether one came while
+    /// it resumed (module docs, Races).
+    signals: Atomic<u32>,
     /// Bytes written back before the signal.
     wb_bytes_at_signal: Atomic<u64>,
     /// Measured writeback bandwidth, bytes/s (0: none yet).
     measured_bandwidth: Atomic<u64>,
+    /// Drains after which service resumed.
+    false_alarms: Atomic<u32>,
+}
+
+/// A false alarm writeback just resumed from, for its log line.
+pub(crate) struct FalseAlarm {
+    /// The signals of the episode.
+    sources: u32,
+    /// Since the first and the last of them, when service resumed.
+    since_first: Delta,
+    since_last: Delta,
+    /// False alarms since load, this one included.
+    count: u32,
+    /// What lifecycle does with new writes now (an orderly stop may have
+    /// come during the wait).
+    admission: Admission,
+}
+
+/// Whether a drained power-fail path resumes ([`PowerFail::try_resume`]).
+pub(crate) enum Resume {
+    /// Not drained, or resuming is off: nothing to wait for.
+    No,
+    /// Not yet: look again after this long.
+    After(Delta),
+    /// Resumed: the signal was a false alarm.
+    Resumed(FalseAlarm),
+    /// A signal came as service resumed: a new drain has begun.
+    Redrain,
 }
 
 impl PowerFail {
@@ -57,8 +127,92 @@ impl PowerFail {
             state: Atomic::new(state.code()),
             sources: Atomic::new(0),
             signalled_at_ns: Atomic::new(0),
+            last_signal_ns: Atomic::new(0),
+            signals: Atomic::new(0),
             wb_bytes_at_signal: Atomic::new(0),
             measured_bandwidth: Atomic::new(0),
+            false_alarms: Atomic::new(0),
+        }
+    }
+
+    /// Drains after which service resumed, since load.
+    pub(crate) fn false_alarms(&self) -> u32 {
+        self.false_alarms.load(Relaxed)
+    }
+
+    /// `Armed -> Draining`, once per drain: whoever wins records the start
+    /// (`now_ns`, since load) and wakes writeback. From the signal handler,
+    /// or from writeback for a signal that came as it resumed.
+    fn start_drain(&self, dev: &Device, now_ns: i64) {
+        let armed = PowerFailState::Armed.code();
+        // Full: pairs with `try_resume` (module docs, Races).
+        if self
+            .state
+            .cmpxchg(armed, PowerFailState::Draining.code(), Full)
+            .is_ok()
+        {
+            self.signalled_at_ns.store(now_ns, Relaxed);
+            self.wb_bytes_at_signal
+                .store(stats::get(&dev.stats.wb_bytes), Relaxed);
+            dev.work.notify_all();
+        }
+    }
+
+    /// In the writeback thread, under the `live` lock (so that a writer
+    /// cannot miss the wake-up; `admission` is read there): resumes a
+    /// drained path whose last signal is `resume_ms` old.
+    pub(crate) fn try_resume(&self, dev: &Device, admission: Admission) -> Resume {
+        let resume_ms = self.config.resume_ms;
+        if resume_ms == 0 || self.state() != PowerFailState::Drained {
+            return Resume::No;
+        }
+        // Acquire: a signal stores `last_signal_ns` before it counts.
+        let seen = self.signals.load(Acquire);
+        let now = dev.loaded_at.elapsed().as_nanos();
+        let since_last = Delta::from_nanos(now - self.last_signal_ns.load(Relaxed));
+        let wait = Delta::from_millis(i64::from(resume_ms));
+        if since_last < wait {
+            return Resume::After(wait - since_last);
+        }
+        // The episode's signals, for the log line; a signal from now on
+        // names itself in the next drain's line.
+        let sources = self.sources.xchg(0, Relaxed);
+        let drained = PowerFailState::Drained.code();
+        // Full: pairs with `signalled` (module docs, Races).
+        if self
+            .state
+            .cmpxchg(drained, PowerFailState::Armed.code(), Full)
+            .is_err()
+        {
+            // Only writeback leaves `Drained`; keep the episode as it was.
+            self.add_sources(sources);
+            return Resume::No;
+        }
+        // Relaxed: the successful `Full` cmpxchg above orders this read
+        // after the store of `Armed`, as `signalled` orders its count
+        // before its cmpxchg.
+        if self.signals.load(Relaxed) != seen {
+            // A signal counted after `seen` may have found `Drained` and
+            // left the drain to us: one of us starts it.
+            self.add_sources(sources);
+            self.start_drain(dev, dev.loaded_at.elapsed().as_nanos());
+            return Resume::Redrain;
+        }
+        let count = self.false_alarms.load(Relaxed) + 1;
+        self.false_alarms.store(count, Relaxed);
+        Resume::Resumed(FalseAlarm {
+            sources,
+            since_first: Delta::from_nanos(now - self.signalled_at_ns.load(Relaxed)),
+            since_last,
+            count,
+            admission,
+        })
+    }
+
+    fn add_sources(&self, sources: u32) {
+        let mut seen = self.sources.load(Relaxed);
+        while let Err(now) = self.sources.cmpxchg(seen, seen | sources, Relaxed) {
+            seen = now;
         }
     }
 
@@ -109,22 +263,15 @@ impl PowerFail {
 impl PowerFailHandler for Device {
     fn signalled(&self, sources: u32) {
         let pf = &self.powerfail;
-        let mut seen = pf.sources.load(Relaxed);
-        while let Err(now) = pf.sources.cmpxchg(seen, seen | sources, Relaxed) {
-            seen = now;
-        }
-        let armed = PowerFailState::Armed.code();
-        if pf
-            .state
-            .cmpxchg(armed, PowerFailState::Draining.code(), Relaxed)
-            .is_ok()
-        {
-            pf.signalled_at_ns
-                .store(self.loaded_at.elapsed().as_nanos(), Relaxed);
-            pf.wb_bytes_at_signal
-                .store(stats::get(&self.stats.wb_bytes), Relaxed);
-            self.work.notify_all();
-        }
+        let now = self.loaded_at.elapsed().as_nanos();
+        pf.add_sources(sources);
+        // Every signal, even during a drain or after it, restarts the wait
+        // for the resume (module docs, States).
+        pf.last_signal_ns.store(now, Relaxed);
+        // Full: publishes `last_signal_ns` to `try_resume`, and orders the
+        // count before the `Armed -> Draining` attempt (module docs, Races).
+        pf.signals.fetch_add(1, Full);
+        pf.start_drain(self, now);
     }
 }
 
@@ -145,9 +292,10 @@ pub(crate) fn drained(dev: &Device, marked_clean: Result) {
     let bytes = stats::get(&dev.stats.wb_bytes) - pf.wb_bytes_at_signal.load(Relaxed);
     pf.state.store(PowerFailState::Drained.code(), Relaxed);
     let poweroff = pf.config.action == PowerFailAction::PowerOff;
+    let then = AfterDrain(&pf.config);
     pr_emerg!(
         "power-fail drain complete: {bytes} bytes written back and durable in {}.{:03} ms \
-         (signal: {}, hold-up window {} ms); {}; new writes are held{}\n",
+         (signal: {}, hold-up window {} ms); {}; new writes are held{then}\n",
         took_ns / 1_000_000,
         (took_ns / 1000) % 1000,
         source_name(pf.sources.load(Relaxed)),
@@ -155,12 +303,34 @@ pub(crate) fn drained(dev: &Device, marked_clean: Result) {
         match marked_clean {
             Ok(()) => "region and disk marker clean",
             Err(_) => "could not mark the disk clean: a load after power returns reports a possible loss",
-        },
-        if poweroff { ", powering off" } else { "" }
+        }
     );
     if poweroff {
         powerfail_signals::power_off();
     }
+}
+
+/// Writeback resumed service after a false alarm (writers are woken here).
+pub(crate) fn resumed(dev: &Device, alarm: FalseAlarm) {
+    dev.space_freed.notify_all();
+    let after = Since {
+        first: alarm.since_first,
+        last: alarm.since_last,
+    };
+    let writes = match alarm.admission {
+        Admission::Buffered => "new writes are admitted and buffered again",
+        Admission::Held => "new writes stay held for the orderly stop in progress",
+        Admission::WriteThrough => "new writes go straight to the disk for the orderly stop",
+    };
+    pr_warn!(
+        "power-fail signal ({}) was a false alarm: the machine still runs {after}, far past \
+         the hold-up window of {} ms; service resumed and the power-fail path is armed again, \
+         {writes} (powerfail_resume_ms={}; false alarm {} since load)\n",
+        source_name(alarm.sources),
+        dev.powerfail.config.holdup_ms,
+        dev.powerfail.config.resume_ms,
+        alarm.count
+    );
 }
 
 /// A disk operation failed during the drain: the records are still in the
@@ -172,4 +342,60 @@ pub(crate) fn drain_failed(dev: &Device) -> ! {
     powerfail_signals::panic(
         c"power-fail drain failed (disk error); panicking so the crash kernel replays the region",
     )
+}
+
+/// What the drain-complete line says comes next.
+struct AfterDrain<'a>(&'a PowerFailConfig);
+
+impl kernel::fmt::Display for AfterDrain<'_> {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        match (self.0.action, self.0.resume_ms) {
+            (PowerFailAction::PowerOff, _) => f.write_str(", powering off"),
+            (_, 0) => f.write_str(" until reboot (powerfail_resume_ms=0)"),
+            (_, ms) => write!(
+                f,
+                " until reboot, or until the machine still runs {ms} ms after the last signal \
+                 (powerfail_resume_ms): then it was a false alarm and service resumes"
+            ),
+        }
+    }
+}
+
+/// What happens after a drain, for the line that arms the path.
+pub(crate) struct AfterSignal<'a>(pub(crate) &'a PowerFailConfig);
+
+impl kernel::fmt::Display for AfterSignal<'_> {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        match (self.0.action, self.0.resume_ms) {
+            (PowerFailAction::PowerOff, _) => f.write_str("it powers off"),
+            (_, 0) => f.write_str("writes are held until reboot (powerfail_resume_ms=0)"),
+            (_, ms) => write!(
+                f,
+                "writes are held, and admitted again if the machine still runs \
+                 powerfail_resume_ms={ms} ms after the last signal (a false alarm)"
+            ),
+        }
+    }
+}
+
+/// How long after the signals of a false alarm service resumed.
+struct Since {
+    first: Delta,
+    last: Delta,
+}
+
+impl kernel::fmt::Display for Since {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        let ms = |d: Delta| d.as_millis();
+        if self.first == self.last {
+            write!(f, "{} ms after it", ms(self.last))
+        } else {
+            write!(
+                f,
+                "{} ms after the first signal and {} ms after the last",
+                ms(self.first),
+                ms(self.last)
+            )
+        }
+    }
 }

@@ -149,6 +149,7 @@ pub(crate) fn run(dev: &Device) {
                 let clean = lifecycle::mark_clean(dev, wb);
                 powerfail::drained(dev, clean);
             }
+            Next::Resumed(alarm) => powerfail::resumed(dev, alarm),
             Next::Chore(chore) => {
                 let outcome = lifecycle::perform(dev, wb, chore);
                 dev.live.lock().chore_done = Some(outcome);
@@ -175,6 +176,8 @@ enum Next {
     Stop,
     /// A power-fail drain found the ring empty: it is complete.
     Drained,
+    /// The machine outlived a power-fail signal: service resumed.
+    Resumed(powerfail::FalseAlarm),
     /// `lifecycle` asked for a chore.
     Chore(Chore),
 }
@@ -231,7 +234,16 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
                 return Next::Drained;
             }
         }
-        let ms = sleep_for(dev, &live).as_millis_ceil().clamp(1, 10_000) as u32;
+        let mut sleep = sleep_for(dev, &live);
+        // After a power-fail drain, writeback is the clock that ends the
+        // hold once the machine has outlived the signal (`powerfail`).
+        match dev.powerfail.try_resume(dev, live.admission) {
+            powerfail::Resume::No => {}
+            powerfail::Resume::After(left) => sleep = sleep.min(left),
+            powerfail::Resume::Resumed(alarm) => return Next::Resumed(alarm),
+            powerfail::Resume::Redrain => continue,
+        }
+        let ms = sleep.as_millis_ceil().clamp(1, 10_000) as u32;
         // A signal cannot reach a kthread; waking early is harmless.
         let _ = dev
             .work

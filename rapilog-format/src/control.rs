@@ -9,6 +9,15 @@
 //! reader refuses a version it does not know. Its bytes are documented in
 //! `FORMAT.md` (checked by a test).
 //!
+//! A field may be added in reserved bytes, which are written as zero and
+//! ignored on read, without a new version, when zero there means what a
+//! driver that predates the field does: a reader of the same version then
+//! reads either driver right, and an older reader just does not show it
+//! (`powerfail_false_alarms`, `powerfail_resume_ms`: a driver without them
+//! never resumed after a power-fail drain, and counted no false alarm).
+//! Anything else (a new size, a moved field, a changed meaning, a new code
+//! an older reader would misread) is a new version.
+//!
 //! | ioctl | number | who | what |
 //! |---|---|---|---|
 //! | [`IOCTL_STATUS`] | `_IOR('R', 1, [u8; 1536])` | anyone who can open | fills the status block |
@@ -35,7 +44,9 @@ pub const STATUS_BYTES: usize = 1536;
 pub const STATUS_MAGIC: [u8; 8] = *b"RLSTATUS";
 
 /// Version of the status block this code writes and reads. Version 2 added
-/// the disk marker fields (and grew the block from 1024 bytes).
+/// the disk marker fields (and grew the block from 1024 bytes); the
+/// power-fail false-alarm fields came later in its reserved bytes (module
+/// docs).
 pub const STATUS_VERSION: u32 = 2;
 
 /// `_IOC` as in `include/uapi/asm-generic/ioctl.h`.
@@ -135,8 +146,9 @@ pub mod fields {
     pub const POWERFAIL_SIGNALS: Field = f("powerfail_signals", 244, 4);
     /// [`super::PowerFailState`] code.
     pub const POWERFAIL_STATE: Field = f("powerfail_state", 248, 4);
-    /// Zero.
-    pub const RESERVED: Field = f("reserved", 252, 4);
+    /// Power-fail drains after which the machine kept running and service
+    /// resumed (false alarms), since load.
+    pub const POWERFAIL_FALSE_ALARMS: Field = f("powerfail_false_alarms", 252, 4);
     /// Names of unfenced devices, space separated, zero padded.
     pub const UNFENCED_LIST: Field = f("unfenced_list", 256, 128);
     /// The `backing=` path, zero padded (truncated to 128 bytes).
@@ -151,8 +163,11 @@ pub mod fields {
     pub const MARKER_EPOCH: Field = f("marker_epoch", 1032, 8);
     /// Why a loss was possible (the verdict's reason, brief), zero padded.
     pub const LOSS_REASON: Field = f("loss_reason", 1040, 128);
+    /// After a power-fail drain, service resumes once the machine still
+    /// runs this long after the last signal, ms (0: never).
+    pub const POWERFAIL_RESUME_MS: Field = f("powerfail_resume_ms", 1168, 4);
     /// Zero.
-    pub const RESERVED_2: Field = f("reserved_2", 1168, 368);
+    pub const RESERVED_2: Field = f("reserved_2", 1172, 364);
 
     /// All fields in order; they tile the status block exactly.
     pub const ALL: &[Field] = &[
@@ -194,7 +209,7 @@ pub mod fields {
         FENCE_UNFENCED,
         POWERFAIL_SIGNALS,
         POWERFAIL_STATE,
-        RESERVED,
+        POWERFAIL_FALSE_ALARMS,
         UNFENCED_LIST,
         BACKING,
         SUPERBLOCK,
@@ -202,6 +217,7 @@ pub mod fields {
         LOSS_ACCEPTED,
         MARKER_EPOCH,
         LOSS_REASON,
+        POWERFAIL_RESUME_MS,
         RESERVED_2,
     ];
 }
@@ -264,7 +280,10 @@ pub enum PowerFailState {
     Armed,
     /// A signal came; draining.
     Draining,
-    /// Drained: everything acknowledged is on the disk, writes are held.
+    /// Drained: everything acknowledged is on the disk, writes are held
+    /// (until reboot, or until the machine has outlived the signal by
+    /// `powerfail_resume_ms`: then it was a false alarm, and the path is
+    /// `Armed` again).
     Drained,
     /// The drain failed; the driver panics so the crash kernel replays.
     Failed,
@@ -443,6 +462,12 @@ pub struct Status {
     pub powerfail_signals: u32,
     /// Power-fail path.
     pub powerfail_state: PowerFailState,
+    /// Power-fail drains after which service resumed (false alarms).
+    pub powerfail_false_alarms: u32,
+    /// After a power-fail drain, service resumes once the machine still
+    /// runs this long after the last signal, ms (0: never, which is also
+    /// what a driver without the field does).
+    pub powerfail_resume_ms: u32,
     /// Unfenced device names, space separated.
     pub unfenced_list: Text<128>,
     /// `backing=`.
@@ -500,6 +525,8 @@ impl Default for Status {
             fence_unfenced: 0,
             powerfail_signals: 0,
             powerfail_state: PowerFailState::Off,
+            powerfail_false_alarms: 0,
+            powerfail_resume_ms: 0,
             unfenced_list: Text::default(),
             backing: Text::default(),
             superblock: [0; SUPERBLOCK_BYTES],
@@ -588,6 +615,8 @@ impl Status {
             (FENCE_UNFENCED, self.fence_unfenced),
             (POWERFAIL_SIGNALS, self.powerfail_signals),
             (POWERFAIL_STATE, self.powerfail_state.code()),
+            (POWERFAIL_FALSE_ALARMS, self.powerfail_false_alarms),
+            (POWERFAIL_RESUME_MS, self.powerfail_resume_ms),
             (MARKER_STATE, self.marker_state),
             (LOSS_ACCEPTED, self.loss_accepted),
         ];
@@ -657,6 +686,8 @@ impl Status {
             fence_unfenced: u32(FENCE_UNFENCED),
             powerfail_signals: u32(POWERFAIL_SIGNALS),
             powerfail_state: PowerFailState::from_code(u32(POWERFAIL_STATE)),
+            powerfail_false_alarms: u32(POWERFAIL_FALSE_ALARMS),
+            powerfail_resume_ms: u32(POWERFAIL_RESUME_MS),
             unfenced_list: Text(field::read_bytes(bytes, UNFENCED_LIST)),
             backing: Text(field::read_bytes(bytes, BACKING)),
             superblock: field::read_bytes(bytes, SUPERBLOCK),
@@ -733,6 +764,8 @@ mod tests {
             fence_unfenced: 2,
             powerfail_signals: 3,
             powerfail_state: PowerFailState::Armed,
+            powerfail_false_alarms: 2,
+            powerfail_resume_ms: 5000,
             unfenced_list: Text::new(b"0000:00:02.0 0000:00:03.0"),
             backing: Text::new(b"/dev/disk/by-id/virtio-log"),
             superblock: [7; SUPERBLOCK_BYTES],
@@ -771,6 +804,27 @@ mod tests {
         other = bytes;
         other[0] = b'X';
         assert_eq!(Status::decode(&other), Err(StatusError::BadMagic));
+    }
+
+    #[test]
+    fn false_alarm_fields_live_in_v2_reserved_bytes() {
+        let mut bytes = [0u8; STATUS_BYTES];
+        sample().encode(&mut bytes);
+        assert_eq!(bytes[252..256], 2u32.to_le_bytes());
+        assert_eq!(bytes[1168..1172], 5000u32.to_le_bytes());
+        assert!(bytes[1172..].iter().all(|&b| b == 0), "reserved not zero");
+        // A v2 driver from before them wrote zeros there: no false alarm,
+        // never resumes, which is what it did.
+        bytes[252..256].fill(0);
+        bytes[1168..1172].fill(0);
+        assert_eq!(
+            Status::decode(&bytes),
+            Ok(Status {
+                powerfail_false_alarms: 0,
+                powerfail_resume_ms: 0,
+                ..sample()
+            })
+        );
     }
 
     #[test]
