@@ -453,7 +453,12 @@ fn false_alarms_and_the_resume_are_shown() {
     // before, the row and the document count it.
     let mut s = healthy();
     s.powerfail_false_alarms = 1;
-    let r = report(&wire(&s), "rapilog0", "/dev/rapilog-ctl", CrashKernel::Armed);
+    let r = report(
+        &wire(&s),
+        "rapilog0",
+        "/dev/rapilog-ctl",
+        CrashKernel::Armed,
+    );
     assert_eq!(r.verdict.level, Level::Protected, "{:?}", r.verdict);
     let text = render(&r, false);
     assert!(
@@ -475,7 +480,12 @@ fn false_alarms_and_the_resume_are_shown() {
     s.powerfail_state = PowerFailState::Drained;
     s.flags = flags::WRITES_HELD;
     let text = render(
-        &report(&wire(&s), "rapilog0", "/dev/rapilog-ctl", CrashKernel::Armed),
+        &report(
+            &wire(&s),
+            "rapilog0",
+            "/dev/rapilog-ctl",
+            CrashKernel::Armed,
+        ),
         false,
     );
     assert!(text.contains("up 16.0 s, writes held\n"), "{text}");
@@ -492,7 +502,12 @@ fn false_alarms_and_the_resume_are_shown() {
     s.powerfail_signals = 0;
     s.powerfail_state = PowerFailState::Off;
     let text = render(
-        &report(&wire(&s), "rapilog0", "/dev/rapilog-ctl", CrashKernel::Armed),
+        &report(
+            &wire(&s),
+            "rapilog0",
+            "/dev/rapilog-ctl",
+            CrashKernel::Armed,
+        ),
         false,
     );
     assert!(!text.contains("false alarm"), "{text}");
