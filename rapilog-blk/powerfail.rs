@@ -18,9 +18,11 @@
 //! - **False alarm** (`powerfail_resume_ms=`): a machine whose power failed
 //!   is dead `holdup_ms` after the signal. One still running
 //!   `powerfail_resume_ms` (far longer) after the last signal saw a spurious
-//!   NMI or a stray button press: writeback re-arms the path and writers
-//!   are admitted again, buffered as before, and the false alarm is logged
-//!   and counted. 0 never resumes; `powerfail_action=poweroff` never does.
+//!   NMI or a stray button press: writeback marks the region and the disk's
+//!   marker live again (the drain marked them clean), re-arms the path, and
+//!   writers are admitted again, buffered as before; the false alarm is
+//!   logged and counted. 0 never resumes; `powerfail_action=poweroff` never
+//!   does.
 //! - **Dirty bound** (`holdup_ms=`, `drain_kib_per_sec=`): writers wait
 //!   while the ring holds more than [`crate::format::dirty_bound`] allows
 //!   for the measured (or given) writeback bandwidth. It holds in every
@@ -45,26 +47,40 @@
 //! # Races
 //!
 //! The signal handler (hard IRQ) moves `Armed -> Draining`; only writeback
-//! moves `Drained -> Armed`, under the `live` lock, so that a writer that
-//! saw writes held is already waiting on `space_freed` when it is woken.
-//! A signal arriving while writeback resumes is never lost: the handler
+//! moves `Drained -> Armed`. It first finds the resume due and notes the
+//! signal count ([`PowerFail::resume_due`]), marks the region and the
+//! marker live (disk I/O, writes still held), then flips the state under
+//! the `live` lock ([`resume`]): a writer checks the state under that lock,
+//! so it is either already waiting on `space_freed` when woken, or sees
+//! the new state. A signal from the count on is never lost: the handler
 //! counts the signal, then tries `Armed -> Draining`; writeback moves
-//! `Drained -> Armed`, then looks whether the count moved. Both steps are
-//! fully ordered, so at least one of the two sees the other (the
-//! store-buffering pattern), and whichever does starts the drain. A write
-//! admitted in between is drained like one admitted just before a signal.
+//! `Drained -> Armed`, then looks whether the count moved, and if so starts
+//! a drain itself, still under the lock (no writer sees `Armed`). Both
+//! sides are fully ordered, so at least one sees the other (the
+//! store-buffering pattern), and whichever does starts the drain; that
+//! drain of an empty ring marks the region and the marker clean again.
+//!
+//! An orderly stop (`lifecycle`) owns the region's state while it holds
+//! writes or writes through: a resume then only re-arms, and marks nothing.
 
 use kernel::prelude::*;
 use kernel::sync::atomic::{Acquire, Atomic, Full, Relaxed};
-use kernel::time::Delta;
+use kernel::time::{delay::fsleep, Delta};
 
 use crate::config::{PowerFailAction, PowerFailConfig};
 use crate::device::Device;
 use crate::format::control::PowerFailState;
 use crate::format::dirty_bound::{admits, dirty_bound};
+use crate::kernel_display::Errno;
+use crate::lifecycle;
 use crate::live::Admission;
 use crate::stats;
 use crate::sys::powerfail_signals::{self, PowerFailHandler, BUTTON, NMI};
+use crate::writeback::Writeback;
+
+/// Wait before marking the region live again after that failed (a failing
+/// log disk: writeback is stuck too, and orderly stops wait at most this).
+const RETRY_MARK_LIVE_MS: i64 = 1000;
 
 /// The power-fail path's state, shared by the signal handler (IRQ context),
 /// writers and writeback: atomics only.
@@ -103,16 +119,20 @@ pub(crate) struct FalseAlarm {
     admission: Admission,
 }
 
-/// Whether a drained power-fail path resumes ([`PowerFail::try_resume`]).
+/// Whether a drained power-fail path resumes ([`PowerFail::resume_due`]).
 pub(crate) enum Resume {
     /// Not drained, or resuming is off: nothing to wait for.
     No,
     /// Not yet: look again after this long.
     After(Delta),
-    /// Resumed: the signal was a false alarm.
-    Resumed(FalseAlarm),
-    /// A signal came as service resumed: a new drain has begun.
-    Redrain,
+    /// Now: mark the region live, then [`resume`].
+    Due(Due),
+}
+
+/// A resume found due: the signals counted then. A signal after them
+/// means a new drain instead.
+pub(crate) struct Due {
+    seen: u32,
 }
 
 impl PowerFail {
@@ -158,22 +178,27 @@ impl PowerFail {
         }
     }
 
-    /// In the writeback thread, under the `live` lock (so that a writer
-    /// cannot miss the wake-up; `admission` is read there): resumes a
-    /// drained path whose last signal is `resume_ms` old.
-    pub(crate) fn try_resume(&self, dev: &Device, admission: Admission) -> Resume {
+    /// In the writeback thread: whether a drained path's last signal is
+    /// `resume_ms` old. Changes nothing.
+    pub(crate) fn resume_due(&self, dev: &Device) -> Resume {
         let resume_ms = self.config.resume_ms;
         if resume_ms == 0 || self.state() != PowerFailState::Drained {
             return Resume::No;
         }
         // Acquire: a signal stores `last_signal_ns` before it counts.
         let seen = self.signals.load(Acquire);
-        let now = dev.loaded_at.elapsed().as_nanos();
-        let since_last = Delta::from_nanos(now - self.last_signal_ns.load(Relaxed));
+        let since_last = self.since(dev, &self.last_signal_ns);
         let wait = Delta::from_millis(i64::from(resume_ms));
         if since_last < wait {
             return Resume::After(wait - since_last);
         }
+        Resume::Due(Due { seen })
+    }
+
+    /// `Drained -> Armed` for a resume found `due`, under the `live` lock
+    /// (`admission` read there); `None` if a signal came since, which
+    /// starts a new drain instead (module docs, Races).
+    fn rearm(&self, dev: &Device, due: Due, admission: Admission) -> Option<FalseAlarm> {
         // The episode's signals, for the log line; a signal from now on
         // names itself in the next drain's line.
         let sources = self.sources.xchg(0, Relaxed);
@@ -186,27 +211,30 @@ impl PowerFail {
         {
             // Only writeback leaves `Drained`; keep the episode as it was.
             self.add_sources(sources);
-            return Resume::No;
+            return None;
         }
         // Relaxed: the successful `Full` cmpxchg above orders this read
         // after the store of `Armed`, as `signalled` orders its count
         // before its cmpxchg.
-        if self.signals.load(Relaxed) != seen {
-            // A signal counted after `seen` may have found `Drained` and
-            // left the drain to us: one of us starts it.
+        if self.signals.load(Relaxed) != due.seen {
             self.add_sources(sources);
             self.start_drain(dev, dev.loaded_at.elapsed().as_nanos());
-            return Resume::Redrain;
+            return None;
         }
         let count = self.false_alarms.load(Relaxed) + 1;
         self.false_alarms.store(count, Relaxed);
-        Resume::Resumed(FalseAlarm {
+        Some(FalseAlarm {
             sources,
-            since_first: Delta::from_nanos(now - self.signalled_at_ns.load(Relaxed)),
-            since_last,
+            since_first: self.since(dev, &self.signalled_at_ns),
+            since_last: self.since(dev, &self.last_signal_ns),
             count,
             admission,
         })
+    }
+
+    /// Time since the moment `at_ns` (ns since load) holds.
+    fn since(&self, dev: &Device, at_ns: &Atomic<i64>) -> Delta {
+        Delta::from_nanos(dev.loaded_at.elapsed().as_nanos() - at_ns.load(Relaxed))
     }
 
     fn add_sources(&self, sources: u32) {
@@ -310,15 +338,55 @@ pub(crate) fn drained(dev: &Device, marked_clean: Result) {
     }
 }
 
-/// Writeback resumed service after a false alarm (writers are woken here).
-pub(crate) fn resumed(dev: &Device, alarm: FalseAlarm) {
-    dev.space_freed.notify_all();
+/// Resumes service for a resume found `due`: marks the region and the
+/// disk's marker live, then re-arms under the `live` lock (module docs,
+/// Races). While an orderly stop holds writes or writes through, it owns
+/// the region's state: only re-arms. In the writeback thread, which owns
+/// `wb`.
+pub(crate) fn resume(dev: &Device, wb: &mut Writeback, due: Due) {
+    let buffered = dev.live.lock().admission == Admission::Buffered;
+    if buffered {
+        if let Err(e) = lifecycle::mark_live(dev, wb) {
+            // Buffering over a `Clean` marker would hide a loss: keep
+            // holding; writeback finds the resume due again after this.
+            if let Some(suppressed) = wb.errors.allow() {
+                pr_err!(
+                    "power-fail false alarm: could not mark the region and the disk live again \
+                     ({}); writes stay held, retrying in {RETRY_MARK_LIVE_MS} ms ({suppressed} \
+                     similar lines suppressed)\n",
+                    Errno(e)
+                );
+            }
+            fsleep(Delta::from_millis(RETRY_MARK_LIVE_MS));
+            return;
+        }
+    }
+    let live = dev.live.lock();
+    let admission = live.admission;
+    if admission == Admission::Buffered && !buffered {
+        // An orderly stop gave the region back (a refused suspend) while
+        // this resume did not mark it: writeback finds the resume due
+        // again at once and marks it.
+        return;
+    }
+    let alarm = dev.powerfail.rearm(dev, due, admission);
+    drop(live);
+    if let Some(alarm) = alarm {
+        dev.space_freed.notify_all();
+        log_false_alarm(dev, alarm);
+    }
+}
+
+/// The line of a false alarm service resumed from.
+fn log_false_alarm(dev: &Device, alarm: FalseAlarm) {
     let after = Since {
         first: alarm.since_first,
         last: alarm.since_last,
     };
     let writes = match alarm.admission {
-        Admission::Buffered => "new writes are admitted and buffered again",
+        Admission::Buffered => {
+            "region and disk marker live again, new writes are admitted and buffered again"
+        }
         Admission::Held => "new writes stay held for the orderly stop in progress",
         Admission::WriteThrough => "new writes go straight to the disk for the orderly stop",
     };

@@ -81,7 +81,7 @@ pub(crate) struct Writeback {
     /// Bandwidth of the batches so far, for the power-fail dirty bound.
     bandwidth: BandwidthEstimate,
     /// Rate limit of error lines.
-    errors: RateLimit,
+    pub(crate) errors: RateLimit,
 }
 
 /// Writeback stopped retrying (unload with a failing disk).
@@ -149,7 +149,7 @@ pub(crate) fn run(dev: &Device) {
                 let clean = lifecycle::mark_clean(dev, wb);
                 powerfail::drained(dev, clean);
             }
-            Next::Resumed(alarm) => powerfail::resumed(dev, alarm),
+            Next::Resume(due) => powerfail::resume(dev, wb, due),
             Next::Chore(chore) => {
                 let outcome = lifecycle::perform(dev, wb, chore);
                 dev.live.lock().chore_done = Some(outcome);
@@ -176,8 +176,8 @@ enum Next {
     Stop,
     /// A power-fail drain found the ring empty: it is complete.
     Drained,
-    /// The machine outlived a power-fail signal: service resumed.
-    Resumed(powerfail::FalseAlarm),
+    /// The machine outlived a power-fail signal: service may resume.
+    Resume(powerfail::Due),
     /// `lifecycle` asked for a chore.
     Chore(Chore),
 }
@@ -237,11 +237,10 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
         let mut sleep = sleep_for(dev, &live);
         // After a power-fail drain, writeback is the clock that ends the
         // hold once the machine has outlived the signal (`powerfail`).
-        match dev.powerfail.try_resume(dev, live.admission) {
+        match dev.powerfail.resume_due(dev) {
             powerfail::Resume::No => {}
             powerfail::Resume::After(left) => sleep = sleep.min(left),
-            powerfail::Resume::Resumed(alarm) => return Next::Resumed(alarm),
-            powerfail::Resume::Redrain => continue,
+            powerfail::Resume::Due(due) => return Next::Resume(due),
         }
         let ms = sleep.as_millis_ceil().clamp(1, 10_000) as u32;
         // A signal cannot reach a kthread; waking early is harmless.
