@@ -109,9 +109,11 @@ pub(crate) struct PowerFail {
 pub(crate) struct FalseAlarm {
     /// The signals of the episode.
     sources: u32,
-    /// Since the first and the last of them, when service resumed.
-    since_first: Delta,
-    since_last: Delta,
+    /// When the first and the last of them came, and service resumed, ns
+    /// since load (the first is the last when only one came).
+    first_ns: i64,
+    last_ns: i64,
+    now_ns: i64,
     /// False alarms since load, this one included.
     count: u32,
     /// What lifecycle does with new writes now (an orderly stop may have
@@ -187,7 +189,9 @@ impl PowerFail {
         }
         // Acquire: a signal stores `last_signal_ns` before it counts.
         let seen = self.signals.load(Acquire);
-        let since_last = self.since(dev, &self.last_signal_ns);
+        let since_last = Delta::from_nanos(
+            dev.loaded_at.elapsed().as_nanos() - self.last_signal_ns.load(Relaxed),
+        );
         let wait = Delta::from_millis(i64::from(resume_ms));
         if since_last < wait {
             return Resume::After(wait - since_last);
@@ -223,18 +227,15 @@ impl PowerFail {
         }
         let count = self.false_alarms.load(Relaxed) + 1;
         self.false_alarms.store(count, Relaxed);
+        let now = dev.loaded_at.elapsed().as_nanos();
         Some(FalseAlarm {
             sources,
-            since_first: self.since(dev, &self.signalled_at_ns),
-            since_last: self.since(dev, &self.last_signal_ns),
+            first_ns: self.signalled_at_ns.load(Relaxed),
+            last_ns: self.last_signal_ns.load(Relaxed),
+            now_ns: now,
             count,
             admission,
         })
-    }
-
-    /// Time since the moment `at_ns` (ns since load) holds.
-    fn since(&self, dev: &Device, at_ns: &Atomic<i64>) -> Delta {
-        Delta::from_nanos(dev.loaded_at.elapsed().as_nanos() - at_ns.load(Relaxed))
     }
 
     fn add_sources(&self, sources: u32) {
@@ -380,8 +381,9 @@ pub(crate) fn resume(dev: &Device, wb: &mut Writeback, due: Due) {
 /// The line of a false alarm service resumed from.
 fn log_false_alarm(dev: &Device, alarm: FalseAlarm) {
     let after = Since {
-        first: alarm.since_first,
-        last: alarm.since_last,
+        first: (alarm.first_ns != alarm.last_ns)
+            .then(|| Delta::from_nanos(alarm.now_ns - alarm.first_ns)),
+        last: Delta::from_nanos(alarm.now_ns - alarm.last_ns),
     };
     let writes = match alarm.admission {
         Admission::Buffered => {
@@ -446,24 +448,23 @@ impl kernel::fmt::Display for AfterSignal<'_> {
     }
 }
 
-/// How long after the signals of a false alarm service resumed.
+/// How long after the signals of a false alarm service resumed (`first`:
+/// only if several came).
 struct Since {
-    first: Delta,
+    first: Option<Delta>,
     last: Delta,
 }
 
 impl kernel::fmt::Display for Since {
     fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
-        let ms = |d: Delta| d.as_millis();
-        if self.first == self.last {
-            write!(f, "{} ms after it", ms(self.last))
-        } else {
-            write!(
+        match self.first {
+            None => write!(f, "{} ms after it", self.last.as_millis()),
+            Some(first) => write!(
                 f,
                 "{} ms after the first signal and {} ms after the last",
-                ms(self.first),
-                ms(self.last)
-            )
+                first.as_millis(),
+                self.last.as_millis()
+            ),
         }
     }
 }
