@@ -167,7 +167,7 @@ impl PowerFail {
     /// or from writeback for a signal that came as it resumed.
     fn start_drain(&self, dev: &Device, now_ns: i64) {
         let armed = PowerFailState::Armed.code();
-        // Full: pairs with `try_resume` (module docs, Races).
+        // Full: pairs with `rearm` (module docs, Races).
         if self
             .state
             .cmpxchg(armed, PowerFailState::Draining.code(), Full)
@@ -297,7 +297,7 @@ impl PowerFailHandler for Device {
         // Every signal, even during a drain or after it, restarts the wait
         // for the resume (module docs, States).
         pf.last_signal_ns.store(now, Relaxed);
-        // Full: publishes `last_signal_ns` to `try_resume`, and orders the
+        // Full: publishes `last_signal_ns` to `resume_due`, and orders the
         // count before the `Armed -> Draining` attempt (module docs, Races).
         pf.signals.fetch_add(1, Full);
         pf.start_drain(self, now);
