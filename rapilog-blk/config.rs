@@ -15,6 +15,29 @@ use crate::sys::powerfail_signals;
 /// Upper bound of `holdup_ms`: longer than any power supply holds up.
 const MAX_HOLDUP_MS: u32 = 10_000;
 
+/// `powerfail_resume_ms` is 0 (never resume) or at least this, ...
+const MIN_RESUME_MS: u32 = 1000;
+
+/// ... and at least this many hold-up windows: `holdup_ms` is what the
+/// supply guarantees at full load, and at light load it holds up several
+/// times longer. Resuming while it might still hold up would admit writes
+/// that a power failure already under way loses: no second signal comes.
+const RESUME_HOLDUPS: u32 = 10;
+
+/// Upper bound of `powerfail_resume_ms` (an hour): past it, 0 says better
+/// what is meant.
+const MAX_RESUME_MS: u32 = 3_600_000;
+
+/// The shortest `powerfail_resume_ms` allowed with `holdup_ms`.
+const fn min_resume_ms(holdup_ms: u32) -> u32 {
+    let holdups = holdup_ms.saturating_mul(RESUME_HOLDUPS);
+    if holdups > MIN_RESUME_MS {
+        holdups
+    } else {
+        MIN_RESUME_MS
+    }
+}
+
 /// Upper bound of `writeback_delay_ms`: writeback that waits longer only
 /// holds ring space longer without merging noticeably more.
 const MAX_WRITEBACK_DELAY_MS: u32 = 60_000;
@@ -78,6 +101,10 @@ pub(crate) struct PowerFailConfig {
     pub(crate) drain_kib_per_sec: u32,
     /// After the drain.
     pub(crate) action: PowerFailAction,
+    /// After a drain, service resumes once the machine has outlived the
+    /// last signal by this long (a false alarm); 0: never. Always 0 with
+    /// [`PowerFailAction::PowerOff`], which never comes back.
+    pub(crate) resume_ms: u32,
 }
 
 /// The power-fail path's parameters as given.
@@ -86,6 +113,7 @@ struct PowerFailParams {
     holdup_ms: u32,
     drain_kib_per_sec: u32,
     action: &'static [u8],
+    resume_ms: u32,
 }
 
 impl PowerFailParams {
@@ -99,11 +127,25 @@ impl PowerFailParams {
             b"poweroff" => PowerFailAction::PowerOff,
             _ => return Err(ConfigError::PowerFailAction(self.action)),
         };
+        let resume_ms = self.resume_ms;
+        // The range always; the relation to the hold-up window only where
+        // a resume can happen, so that a large holdup_ms= without a signal
+        // or with poweroff is not refused over the default resume time.
+        let resumes = signals != 0 && action == PowerFailAction::Quiesce;
+        if resume_ms > MAX_RESUME_MS
+            || (resumes && resume_ms != 0 && resume_ms < min_resume_ms(self.holdup_ms))
+        {
+            return Err(ConfigError::Resume {
+                resume_ms,
+                holdup_ms: self.holdup_ms,
+            });
+        }
         Ok(PowerFailConfig {
             signals,
             holdup_ms: self.holdup_ms,
             drain_kib_per_sec: self.drain_kib_per_sec,
             action,
+            resume_ms: if resumes { resume_ms } else { 0 },
         })
     }
 }
@@ -192,6 +234,9 @@ pub(crate) enum ConfigError {
     Holdup(u32),
     /// `powerfail_action=` names no known action.
     PowerFailAction(&'static [u8]),
+    /// `powerfail_resume_ms=` is out of range, or not well above
+    /// `holdup_ms=`.
+    Resume { resume_ms: u32, holdup_ms: u32 },
     /// `test_stray_write=` is not 0, 1 or 2.
     StrayWrite(u32),
 }
@@ -213,6 +258,7 @@ impl Config {
                 holdup_ms: params::holdup_ms.value(),
                 drain_kib_per_sec: params::drain_kib_per_sec.value(),
                 action: params::powerfail_action.value(),
+                resume_ms: params::powerfail_resume_ms.value(),
             },
             params::test_stray_write.value(),
         )
@@ -326,6 +372,18 @@ impl fmt::Display for ConfigError {
                 f,
                 "powerfail_action={} refused: expected quiesce (default) or poweroff",
                 Raw(raw)
+            ),
+            Self::Resume {
+                resume_ms,
+                holdup_ms,
+            } => write!(
+                f,
+                "powerfail_resume_ms={resume_ms} refused: expected 0 (never: after a power-fail \
+                 drain, hold writes until reboot) or {} to {MAX_RESUME_MS} (how long the machine \
+                 must still run after a power-fail signal before service resumes: at least \
+                 {MIN_RESUME_MS} and {RESUME_HOLDUPS} x holdup_ms={holdup_ms}, well past any \
+                 hold-up time)",
+                min_resume_ms(*holdup_ms)
             ),
             Self::StrayWrite(n) => write!(
                 f,

@@ -131,6 +131,9 @@ impl Device {
             backing: Text::new(self.config.backing),
             powerfail_state: self.powerfail.state(),
             powerfail_signals: self.powerfail.config.signals,
+            powerfail_false_alarms: self.powerfail.false_alarms(),
+            // 0 (never) when off or powering off, as the config has it.
+            powerfail_resume_ms: self.powerfail.config.resume_ms,
             // 0 when the power-fail path is off, as the status block says.
             holdup_ms: match self.powerfail.config.signals {
                 0 => 0,

@@ -231,6 +231,30 @@ pub(crate) fn mark_clean(dev: &Device, wb: &mut Writeback) -> Result {
     )
 }
 
+/// Records that the region may hold writes the disk lacks again: the
+/// superblock says dirty, then the disk's marker says `Live` for the
+/// current epoch. For a power-fail false alarm (`powerfail`): the drain
+/// marked both clean, and writes are about to be buffered again; a `Clean`
+/// marker over buffered writes would hide their loss if the region went.
+/// The epoch stays (memory was never lost, and the ring is empty: writes
+/// are held until this returns). Called by the writeback thread.
+pub(crate) fn mark_live(dev: &Device, wb: &mut Writeback) -> Result {
+    if wb.superblock.superblock.state != RegionState::Dirty {
+        let mut dirty = wb.superblock.next_update();
+        dirty.superblock.state = RegionState::Dirty;
+        metadata::write_superblock(&dev.region, &dirty)?;
+        wb.superblock = dirty;
+    }
+    wb.marker.write(
+        &dev.backing,
+        &mut wb.bounce,
+        Some(&dev.marker_gauge),
+        MarkerState::Live,
+        dev.epoch(),
+        MarkerWriter::Module,
+    )
+}
+
 /// Service in the region again after a write-through period: format it
 /// afresh under a new epoch, reset the ring to it, mark the disk `Live`,
 /// then buffer writes again (module docs, Resume).

@@ -27,6 +27,8 @@ module_param!(drain_kib_per_sec: uint = 0,
     "Writeback bandwidth in KiB/s the dirty bound assumes; 0 (default) measures it");
 module_param!(powerfail_action: str(16) = "quiesce",
     "After the power-fail drain: quiesce (default: hold new writes) or poweroff");
+module_param!(powerfail_resume_ms: uint = 5000,
+    "After a power-fail drain, resume service (admit and buffer writes again) once the machine still runs this long after the last signal, in ms: the signal was a false alarm. 0: never (hold writes until reboot); else at least 1000 and 10 x holdup_ms, at most 3600000. Ignored with powerfail_action=poweroff");
 module_param!(stop_drain_ms: uint = 30000,
     "Longest time an orderly stop (reboot, halt, power-off, kexec, suspend, hibernation) waits for the region to drain to the disk, in ms (100..600000); a suspend or hibernation that cannot drain in time is refused");
 module_param!(accept_loss: uint = 0,

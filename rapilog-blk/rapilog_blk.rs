@@ -175,9 +175,10 @@ impl kernel::Module for RapiLog {
                 let armed = ArmedSignals::arm(signals, device.clone())?;
                 pr_info!(
                     "power-fail path armed (powerfail={}): dirty data bounded to what drains in \
-                     half of holdup_ms={} ms\n",
+                     half of holdup_ms={} ms; after a drain {}\n",
                     BStr::from_bytes(params::powerfail.value()),
-                    config.powerfail.holdup_ms
+                    config.powerfail.holdup_ms,
+                    powerfail::AfterSignal(&config.powerfail)
                 );
                 Some(armed)
             }

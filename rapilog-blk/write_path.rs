@@ -87,8 +87,8 @@ impl Device {
     }
 
     /// Step 1: reserves space, waiting for writeback while the ring is full
-    /// or over the power-fail dirty bound, and for good after a power-fail
-    /// signal.
+    /// or over the power-fail dirty bound, and after a power-fail signal
+    /// until service resumes (a false alarm) or for good.
     fn reserve(&self, bytes: u32, sector: u64) -> Result<Admitted, ReserveError> {
         let mut live = self.live.lock();
         let mut throttled = false;
@@ -102,8 +102,9 @@ impl Device {
                 Admission::WriteThrough => return Ok(Admitted::WriteThrough),
             }
             if self.powerfail.holds_writes() {
-                // A power-fail signal came: never acknowledged from here on
-                // (the drain may already be complete).
+                // A power-fail signal came: not admitted until the machine
+                // has outlived it (`powerfail`, which wakes us), if ever;
+                // the drain may already be complete.
                 self.space_freed.wait(&mut live);
                 continue;
             }

@@ -135,7 +135,7 @@ pub(crate) struct Writeback {
     /// Bandwidth of the batches so far, for the power-fail dirty bound.
     bandwidth: BandwidthEstimate,
     /// Rate limit of error lines.
-    errors: RateLimit,
+    pub(crate) errors: RateLimit,
     /// Rate limit of bad-record lines.
     bad_lines: RateLimit,
 }
@@ -207,6 +207,7 @@ pub(crate) fn run(dev: &Device) {
                 let clean = lifecycle::mark_clean(dev, wb);
                 powerfail::drained(dev, clean);
             }
+            Next::Resume(due) => powerfail::resume(dev, wb, due),
             Next::Chore(chore) => {
                 let outcome = lifecycle::perform(dev, wb, chore);
                 dev.live.lock().chore_done = Some(outcome);
@@ -239,6 +240,8 @@ enum Next {
     Stop,
     /// A power-fail drain has handled every record: it is complete.
     Drained,
+    /// The machine outlived a power-fail signal: service may resume.
+    Resume(powerfail::Due),
     /// `lifecycle` asked for a chore.
     Chore(Chore),
 }
@@ -309,9 +312,15 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
                 return Next::Drained;
             }
         }
-        let ms = sleep_for(dev, &live, drain)
-            .as_millis_ceil()
-            .clamp(1, IDLE_MS) as u32;
+        let mut sleep = sleep_for(dev, &live, drain);
+        // After a power-fail drain, writeback is the clock that ends the
+        // hold once the machine has outlived the signal (`powerfail`).
+        match dev.powerfail.resume_due(dev) {
+            powerfail::Resume::No => {}
+            powerfail::Resume::After(left) => sleep = sleep.min(left),
+            powerfail::Resume::Due(due) => return Next::Resume(due),
+        }
+        let ms = sleep.as_millis_ceil().clamp(1, IDLE_MS) as u32;
         // A signal cannot reach a kthread; waking early is harmless.
         let _ = dev
             .work

@@ -9,6 +9,15 @@
 //! reader refuses a version it does not know. Its bytes are documented in
 //! `FORMAT.md` (checked by a test).
 //!
+//! A field may be added in reserved bytes, which are written as zero and
+//! ignored on read, without a new version, when zero there means what a
+//! driver that predates the field does: a reader of the same version then
+//! reads either driver right, and an older reader just does not show it
+//! (`powerfail_false_alarms`, `powerfail_resume_ms`: a driver without them
+//! never resumed after a power-fail drain, and counted no false alarm).
+//! Anything else (a new size, a moved field, a changed meaning, a new code
+//! an older reader would misread) is a new version.
+//!
 //! | ioctl | number | who | what |
 //! |---|---|---|---|
 //! | [`IOCTL_STATUS`] | `_IOR('R', 1, [u8; 1536])` | anyone who can open | fills the status block |
@@ -41,7 +50,8 @@ pub const STATUS_MAGIC: [u8; 8] = *b"RLSTATUS";
 /// added the bad-record fields (writeback's record check) in reserved
 /// bytes: same size, hence the same ioctl number, but a new version, so
 /// that a version-2 reader refuses the block instead of showing a device
-/// whose writeback is held at a bad record as healthy.
+/// whose writeback is held at a bad record as healthy. The power-fail
+/// false-alarm fields came with version 3 too.
 pub const STATUS_VERSION: u32 = 3;
 
 /// `_IOC` as in `include/uapi/asm-generic/ioctl.h`.
@@ -145,8 +155,9 @@ pub mod fields {
     pub const POWERFAIL_SIGNALS: Field = f("powerfail_signals", 244, 4);
     /// [`super::PowerFailState`] code.
     pub const POWERFAIL_STATE: Field = f("powerfail_state", 248, 4);
-    /// Zero.
-    pub const RESERVED: Field = f("reserved", 252, 4);
+    /// Power-fail drains after which the machine kept running and service
+    /// resumed (false alarms), since load.
+    pub const POWERFAIL_FALSE_ALARMS: Field = f("powerfail_false_alarms", 252, 4);
     /// Names of unfenced devices, space separated, zero padded.
     pub const UNFENCED_LIST: Field = f("unfenced_list", 256, 128);
     /// The `backing=` path, zero padded (truncated to 128 bytes).
@@ -180,8 +191,11 @@ pub mod fields {
     pub const BAD_RECORDS: Field = f("bad_records", 1208, 8);
     /// Of those, dropped by an administrator ([`super::IOCTL_SKIP_BAD_RECORD`]).
     pub const BAD_SKIPPED: Field = f("bad_skipped", 1216, 8);
+    /// After a power-fail drain, service resumes once the machine still
+    /// runs this long after the last signal, ms (0: never).
+    pub const POWERFAIL_RESUME_MS: Field = f("powerfail_resume_ms", 1224, 4);
     /// Zero.
-    pub const RESERVED_2: Field = f("reserved_2", 1224, 312);
+    pub const RESERVED_2: Field = f("reserved_2", 1228, 308);
 
     /// All fields in order; they tile the status block exactly.
     pub const ALL: &[Field] = &[
@@ -223,7 +237,7 @@ pub mod fields {
         FENCE_UNFENCED,
         POWERFAIL_SIGNALS,
         POWERFAIL_STATE,
-        RESERVED,
+        POWERFAIL_FALSE_ALARMS,
         UNFENCED_LIST,
         BACKING,
         SUPERBLOCK,
@@ -240,6 +254,7 @@ pub mod fields {
         BAD_FOUND_AT_US,
         BAD_RECORDS,
         BAD_SKIPPED,
+        POWERFAIL_RESUME_MS,
         RESERVED_2,
     ];
 }
@@ -305,7 +320,10 @@ pub enum PowerFailState {
     Armed,
     /// A signal came; draining.
     Draining,
-    /// Drained: everything acknowledged is on the disk, writes are held.
+    /// Drained: everything acknowledged is on the disk, writes are held
+    /// (until reboot, or until the machine has outlived the signal by
+    /// `powerfail_resume_ms`: then it was a false alarm, and the path is
+    /// `Armed` again).
     Drained,
     /// The drain failed; the driver panics so the crash kernel replays.
     Failed,
@@ -484,6 +502,12 @@ pub struct Status {
     pub powerfail_signals: u32,
     /// Power-fail path.
     pub powerfail_state: PowerFailState,
+    /// Power-fail drains after which service resumed (false alarms).
+    pub powerfail_false_alarms: u32,
+    /// After a power-fail drain, service resumes once the machine still
+    /// runs this long after the last signal, ms (0: never, which is also
+    /// what a driver without the field does).
+    pub powerfail_resume_ms: u32,
     /// Unfenced device names, space separated.
     pub unfenced_list: Text<128>,
     /// `backing=`.
@@ -574,6 +598,8 @@ impl Default for Status {
             fence_unfenced: 0,
             powerfail_signals: 0,
             powerfail_state: PowerFailState::Off,
+            powerfail_false_alarms: 0,
+            powerfail_resume_ms: 0,
             unfenced_list: Text::default(),
             backing: Text::default(),
             superblock: [0; SUPERBLOCK_BYTES],
@@ -676,6 +702,8 @@ impl Status {
             (FENCE_UNFENCED, self.fence_unfenced),
             (POWERFAIL_SIGNALS, self.powerfail_signals),
             (POWERFAIL_STATE, self.powerfail_state.code()),
+            (POWERFAIL_FALSE_ALARMS, self.powerfail_false_alarms),
+            (POWERFAIL_RESUME_MS, self.powerfail_resume_ms),
             (MARKER_STATE, self.marker_state),
             (LOSS_ACCEPTED, self.loss_accepted),
             (BAD_REASON, self.bad_reason),
@@ -749,6 +777,8 @@ impl Status {
             fence_unfenced: u32(FENCE_UNFENCED),
             powerfail_signals: u32(POWERFAIL_SIGNALS),
             powerfail_state: PowerFailState::from_code(u32(POWERFAIL_STATE)),
+            powerfail_false_alarms: u32(POWERFAIL_FALSE_ALARMS),
+            powerfail_resume_ms: u32(POWERFAIL_RESUME_MS),
             unfenced_list: Text(field::read_bytes(bytes, UNFENCED_LIST)),
             backing: Text(field::read_bytes(bytes, BACKING)),
             superblock: field::read_bytes(bytes, SUPERBLOCK),
@@ -883,6 +913,8 @@ mod tests {
             fence_unfenced: 2,
             powerfail_signals: 3,
             powerfail_state: PowerFailState::Armed,
+            powerfail_false_alarms: 2,
+            powerfail_resume_ms: 5000,
             unfenced_list: Text::new(b"0000:00:02.0 0000:00:03.0"),
             backing: Text::new(b"/dev/disk/by-id/virtio-log"),
             superblock: [7; SUPERBLOCK_BYTES],
@@ -966,6 +998,15 @@ mod tests {
             s.held_record().map(|h| h.fault),
             Some(RecordFault::DescriptorMismatch)
         );
+    }
+
+    #[test]
+    fn false_alarm_fields_sit_where_the_layout_says() {
+        let mut bytes = [0u8; STATUS_BYTES];
+        sample().encode(&mut bytes);
+        assert_eq!(bytes[252..256], 2u32.to_le_bytes());
+        assert_eq!(bytes[1224..1228], 5000u32.to_le_bytes());
+        assert!(bytes[1228..].iter().all(|&b| b == 0), "reserved not zero");
     }
 
     #[test]

@@ -514,7 +514,10 @@ mod tests {
         // Two neighbours at once become one extent.
         index.insert(24, 24, 10, 1000).unwrap();
         let (p, n) = pieces(&index, 0, 48);
-        assert_eq!(p[..n], [rec(0, 8, 1, 0), rec(8, 16, 9, 0), rec(24, 24, 10, 0)]);
+        assert_eq!(
+            p[..n],
+            [rec(0, 8, 1, 0), rec(8, 16, 9, 0), rec(24, 24, 10, 0)]
+        );
         assert_eq!(index.len(), 3);
     }
 

@@ -128,23 +128,21 @@ impl<'a> Run<'a> {
     pub fn pieces(&self) -> impl Iterator<Item = Extent> + 'a {
         let mut skip = self.skip;
         let mut left = self.sectors;
-        self.extents[self.first..]
-            .iter()
-            .map_while(move |extent| {
-                if left == 0 {
-                    return None;
-                }
-                let sectors = (extent.sectors - skip).min(left);
-                let piece = Extent {
-                    sector: extent.sector + skip,
-                    sectors,
-                    record_offset: extent.record_offset + skip,
-                    ..*extent
-                };
-                skip = 0;
-                left -= sectors;
-                Some(piece)
-            })
+        self.extents[self.first..].iter().map_while(move |extent| {
+            if left == 0 {
+                return None;
+            }
+            let sectors = (extent.sectors - skip).min(left);
+            let piece = Extent {
+                sector: extent.sector + skip,
+                sectors,
+                record_offset: extent.record_offset + skip,
+                ..*extent
+            };
+            skip = 0;
+            left -= sectors;
+            Some(piece)
+        })
     }
 }
 

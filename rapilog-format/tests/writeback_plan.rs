@@ -113,8 +113,15 @@ fn planned_writes(c: &Case, index: &ExtentIndex<Vec<Extent>>) -> Vec<Vec<(u64, (
         for piece in run.pieces() {
             assert_eq!(piece.sector, next, "pieces of a run must be contiguous");
             assert!(piece.sectors >= 1);
-            assert!(piece.seq >= c.tail && piece.seq <= c.last, "piece outside the batch");
-            assert_eq!(piece.record, handle(piece.seq), "piece names the wrong record");
+            assert!(
+                piece.seq >= c.tail && piece.seq <= c.last,
+                "piece outside the batch"
+            );
+            assert_eq!(
+                piece.record,
+                handle(piece.seq),
+                "piece names the wrong record"
+            );
             let r = c.records[piece.seq as usize];
             assert_eq!(
                 piece.sector - r.sector,

@@ -91,6 +91,12 @@ def test_loads_with_valid_parameters_and_unloads(guest):
      "rapilog: holdup_ms=0 refused: expected 1 to 10000"),
     (f"region={REGION_PARAM} backing=/dev/vda powerfail_action=reboot",
      "rapilog: powerfail_action=reboot refused: expected quiesce (default) or poweroff"),
+    (f"region={REGION_PARAM} backing=/dev/vda powerfail=nmi holdup_ms=500 powerfail_resume_ms=2000",
+     "rapilog: powerfail_resume_ms=2000 refused: expected 0 (never: after a power-fail drain, hold writes "
+     "until reboot) or 5000 to 3600000"),
+    (f"region={REGION_PARAM} backing=/dev/vda powerfail_resume_ms=4000000",
+     "rapilog: powerfail_resume_ms=4000000 refused: expected 0 (never: after a power-fail drain, hold writes "
+     "until reboot) or 1000 to 3600000"),
 ])
 def test_refuses_bad_parameters_with_one_clear_line(guest, params, message):
     rc, out, log = insmod(guest, params)

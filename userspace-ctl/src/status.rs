@@ -453,6 +453,11 @@ pub struct PowerFailJson {
     pub dirty_bound_bytes: u64,
     /// Writeback bandwidth the bound uses (0: unknown).
     pub writeback_bandwidth: u64,
+    /// After a drain, service resumes once the machine still runs this
+    /// long after the last signal (0: never).
+    pub resume_ms: u32,
+    /// Drains after which the machine kept running and service resumed.
+    pub false_alarms: u32,
 }
 
 /// The log disk's loss marker, as the module found it at load.
@@ -678,6 +683,8 @@ pub fn report(s: &Status, device: &str, control: &str, crash: CrashKernel) -> Re
             holdup_ms: s.holdup_ms,
             dirty_bound_bytes: s.dirty_bound_bytes,
             writeback_bandwidth: s.writeback_bandwidth,
+            resume_ms: s.powerfail_resume_ms,
+            false_alarms: s.powerfail_false_alarms,
         },
         crash_kernel: CrashKernelJson {
             state: crash.name(),
@@ -968,10 +975,24 @@ pub fn render(r: &Report, color: bool) -> String {
         },
     ));
     let p = &r.power_fail;
+    // What follows a drain, and how often a signal was a false alarm;
+    // meaningless without a signal armed.
+    let after_drain = if p.signals.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {}, {}",
+            match p.resume_ms {
+                0 => "no resume after a drain".to_string(),
+                ms => format!("resumes if still running {ms} ms after a signal"),
+            },
+            plural(u64::from(p.false_alarms), "false alarm", "false alarms")
+        )
+    };
     rows.push((
         "power-fail",
         format!(
-            "{}{}; hold-up {} ms, dirty bound {}, writeback bandwidth {}",
+            "{}{}; hold-up {} ms, dirty bound {}, writeback bandwidth {}{after_drain}",
             p.state,
             if p.signals.is_empty() {
                 " (no signal armed)".to_string()

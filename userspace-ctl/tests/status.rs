@@ -58,6 +58,7 @@ fn healthy() -> Status {
         fence_devices: 5,
         powerfail_signals: 3,
         powerfail_state: PowerFailState::Armed,
+        powerfail_resume_ms: 5000,
         backing: Text::new(b"/dev/disk/by-id/virtio-rl-log"),
         superblock,
         marker_state: MarkerState::Live.code(),
@@ -240,7 +241,7 @@ fn table_shows_every_aspect() {
         "writeback     8.0 MiB in 4 writes (avg 2.0 MiB), 2048 records, 4 disk flushes; 4.0 MiB/s while busy, 512.0 KiB/s since load; delay 1000 ms",
         "errors        3 disk errors (last EIO, Input/output error), 0 failed writes; writeback retrying",
         "iommu fence   UNFENCED: 2 of 5 PCI devices can DMA into the region: 0000:00:02.0 0000:00:03.0 (policy warn)",
-        "power-fail    armed on power_button, nmi; hold-up 50 ms, dirty bound 4.0 MiB, writeback bandwidth 95.4 MiB/s",
+        "power-fail    armed on power_button, nmi; hold-up 50 ms, dirty bound 4.0 MiB, writeback bandwidth 95.4 MiB/s; resumes if still running 5000 ms after a signal, 0 false alarms",
         "crash kernel  armed: a panic boots it and it replays the region",
         "disk marker   live for region epoch 0xc0ffee (the log disk says this region may hold writes it lacks, until a clean drain)",
         "last replay   never (nothing replayed since the region was formatted)",
@@ -317,6 +318,8 @@ fn json_document_has_the_documented_schema() {
         v["power_fail"]["signals"],
         serde_json::json!(["power_button", "nmi"])
     );
+    assert_eq!(v["power_fail"]["resume_ms"], 5000);
+    assert_eq!(v["power_fail"]["false_alarms"], 0);
     assert_eq!(
         v["crash_kernel"],
         serde_json::json!({"state": "armed", "armed": true})
@@ -544,4 +547,70 @@ fn bad_records_found_and_skipped_leave_the_verdict_degraded() {
     );
     assert!(!text.contains("bad record "), "{text}");
     assert!(text.contains("verification  2 records failed writeback's check since load, 2 skipped"));
+}
+
+#[test]
+fn false_alarms_and_the_resume_are_shown() {
+    // After one false alarm the path is armed again: the verdict is as
+    // before, the row and the document count it.
+    let mut s = healthy();
+    s.powerfail_false_alarms = 1;
+    let r = report(
+        &wire(&s),
+        "rapilog0",
+        "/dev/rapilog-ctl",
+        CrashKernel::Armed,
+    );
+    assert_eq!(r.verdict.level, Level::Protected, "{:?}", r.verdict);
+    let text = render(&r, false);
+    assert!(
+        text.contains(
+            "power-fail    armed on power_button, nmi; hold-up 50 ms, dirty bound 4.0 MiB, \
+             writeback bandwidth 95.4 MiB/s; resumes if still running 5000 ms after a signal, \
+             1 false alarm\n"
+        ),
+        "{text}"
+    );
+    let v = doc(&s, CrashKernel::Armed);
+    assert_eq!(v["power_fail"]["false_alarms"], 1);
+    assert_eq!(v["power_fail"]["state"], "armed");
+
+    // powerfail_resume_ms=0 (or poweroff, or a module from before the
+    // resume): drained, writes held, no resume coming.
+    s.powerfail_resume_ms = 0;
+    s.powerfail_false_alarms = 0;
+    s.powerfail_state = PowerFailState::Drained;
+    s.flags = flags::WRITES_HELD;
+    let text = render(
+        &report(
+            &wire(&s),
+            "rapilog0",
+            "/dev/rapilog-ctl",
+            CrashKernel::Armed,
+        ),
+        false,
+    );
+    assert!(text.contains("up 16.0 s, writes held\n"), "{text}");
+    assert!(
+        text.contains(
+            "power-fail    drained on power_button, nmi; hold-up 50 ms, dirty bound 4.0 MiB, \
+             writeback bandwidth 95.4 MiB/s; no resume after a drain, 0 false alarms\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(doc(&s, CrashKernel::Armed)["power_fail"]["resume_ms"], 0);
+
+    // No signal armed: nothing about a drain.
+    s.powerfail_signals = 0;
+    s.powerfail_state = PowerFailState::Off;
+    let text = render(
+        &report(
+            &wire(&s),
+            "rapilog0",
+            "/dev/rapilog-ctl",
+            CrashKernel::Armed,
+        ),
+        false,
+    );
+    assert!(!text.contains("false alarm"), "{text}");
 }
