@@ -6,7 +6,9 @@
 #   make KDIR=/lib/modules/$(uname -r)/build
 #                        module against headers installed on this machine
 #                        (after `make host-rust-artifacts`)
-#   make test            every test: host unit/property tests, module checks, QEMU tests
+#   make test            every test: host unit/property tests, lint, the demo,
+#                        module checks, QEMU tests
+#   make lint            rustfmt, clippy -D warnings, shellcheck
 #   make demo            boot the stock kernel in QEMU and show rapilog working
 #   make crash-test N=20 N panics under load (N/5 with ext4, N/5 power cuts per
 #                        power-fail signal), 0 losses or it fails
@@ -22,12 +24,12 @@ export KREL KDIR
 CACHE := $(CURDIR)/.cache
 MODULE := $(CACHE)/build/$(KREL)/rapilog.ko
 
-.PHONY: all module userspace rescue test host-test crash-test demo bench host-deps host-rust-artifacts clean distclean help
+.PHONY: all module userspace rescue test host-test lint crash-test demo bench host-deps host-rust-artifacts clean distclean help
 
 all: module userspace rescue
 
 help:
-	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,18p' Makefile | sed 's/^# \{0,1\}//'
 
 # Kbuild decides what to rebuild; the script builds the chroot once if needed.
 module:
@@ -48,6 +50,10 @@ test:
 # Host-only tests (no QEMU, no kernel build): quick feedback while editing.
 host-test:
 	cargo test --workspace
+
+# rustfmt, clippy -D warnings, shellcheck (a phase of `make test`).
+lint:
+	tests/lint.sh
 
 # Many crash cycles (tests/qemu/test_crash.py; `make test` runs 3) and a summary.
 N ?= 20

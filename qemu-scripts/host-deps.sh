@@ -15,9 +15,10 @@ source "$(dirname "$0")/../kernels/lib.sh"
 QEMU_MIN=1:10.0
 # harness: busybox-static cpio kmod (depmod/modinfo) xz-utils zstd curl gpgv
 # debian-archive-keyring (fetch-kernel.sh), python3 python3-venv (tests);
-# debootstrap: the module build chroot (kernels/build-env.sh).
+# debootstrap: the module build chroot (kernels/build-env.sh); shellcheck:
+# tests/lint.sh.
 BASE_PKGS=(busybox-static cpio xz-utils zstd kmod python3 python3-venv curl ca-certificates gpgv
-    debian-archive-keyring dpkg e2fsprogs debootstrap)
+    debian-archive-keyring dpkg e2fsprogs debootstrap shellcheck)
 BPO_PKGS=(qemu-system-x86 qemu-utils)
 
 missing=()

@@ -15,7 +15,7 @@
 # (.cache/logs/make-test/PHASE.log) and the likely fix. Env: KREL (default
 # 7.3.4+deb13-amd64), PYTEST_ARGS (e.g. "-k boot" to select QEMU tests).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit
 . kernels/lib.sh
 
 KREL=${KREL:-7.3.4+deb13-amd64}
@@ -33,6 +33,7 @@ hint() {
 	host-deps) echo "check that apt reaches the Debian archive (apt-get update), then run qemu-scripts/host-deps.sh" ;;
 	demo) echo "read the demo's last lines: a setup step names its own log; guest console logs are under $RAPILOG_CACHE/test-logs/demo" ;;
 	host-tests) echo "cargo test --workspace and the pytest tests/host output above name the failing test" ;;
+	lint) echo "run tests/lint.sh: 'cargo fmt --all' fixes formatting; clippy and shellcheck name file and line" ;;
 	module) echo "read $RAPILOG_CACHE/kbuild/$KREL/*.log; if the archive dropped a pinned version, bump kernels/$KREL.env (kernels/README.md)" ;;
 	module-check) echo "the module does not match the stock kernel's exports: rebuild the chroot (rm -r $RAPILOG_CACHE/kbuild/$KREL) and see kernels/README.md" ;;
 	qemu-tests) echo "each failing test names its guest's console log under $RAPILOG_CACHE/test-logs/" ;;
@@ -89,6 +90,7 @@ qemu_tests() {
 phase host-deps qemu-scripts/host-deps.sh &&
 	phase demo qemu-scripts/demo.py &&
 	phase host-tests host_tests &&
+	phase lint tests/lint.sh &&
 	phase module build_module &&
 	phase module-check check_module &&
 	phase qemu-tests qemu_tests

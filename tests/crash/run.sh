@@ -14,7 +14,7 @@
 # Exit status: non-zero if a test failed, a cycle lost an acknowledged write,
 # or fewer cycles than asked for ran.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit
 n=${1:-20}
 [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [N>0]" >&2; exit 2; }
 ext4=$(((n + 4) / 5))
