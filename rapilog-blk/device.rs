@@ -33,7 +33,7 @@ use crate::sys::backing::BackingDisk;
 use crate::sys::bio::{Bio, BioSet, Op, Status};
 use crate::sys::bounce::BounceBuffer;
 use crate::sys::gendisk::BioHandler;
-use crate::sys::kthread::ThreadJob;
+use crate::sys::kthread::{NoIoScope, ThreadJob};
 use crate::sys::region::Region;
 use crate::writeback::Writeback;
 
@@ -111,7 +111,7 @@ impl Device {
         let live = Live::new(&geometry, sb.durable_tail)?;
         let marker_gauge = MarkerGauge::new(&parts.marker);
         let writeback = Writeback::new(parts.superblock, parts.marker, parts.bounce, &geometry)?;
-        let splits = BioSet::new().ok_or(ENOMEM)?;
+        let splits = BioSet::for_splits().ok_or(ENOMEM)?;
         Arc::pin_init(
             pin_init!(Self {
                 config: parts.config,
@@ -189,6 +189,10 @@ impl BioHandler for Device {
 
 impl ThreadJob for Device {
     fn run(&self) {
+        // Whatever writeback allocates (or the kernel for it) must not wait
+        // for I/O: that I/O may be waiting in `/dev/rapilog0` for ring space
+        // only writeback frees.
+        let _noio = NoIoScope::enter();
         crate::writeback::run(self);
     }
 }

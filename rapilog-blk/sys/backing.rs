@@ -13,6 +13,7 @@ use kernel::ffi::{c_uint, c_ushort, c_void};
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 
+use super::bio::BioSet;
 use super::bounce::BounceBuffer;
 use super::helpers::*;
 
@@ -23,10 +24,24 @@ static HOLDER: u8 = 0;
 /// Most bytes one bio carries (`BIO_MAX_VECS` pages).
 pub(crate) const MAX_IO_BYTES: usize = bindings::BIO_MAX_VECS as usize * PAGE_SIZE;
 
+/// Bios [`BackingDisk::transfer`] keeps in reserve. At most one bio of the
+/// disk's set is in flight at a time: a transfer allocates one, waits for
+/// its completion and frees it before it returns, and its callers (replay
+/// at load, then only the writeback thread, which holds `Device::writeback`
+/// for every disk write: batches, loss markers, drains) never overlap. A
+/// bio in flight waits only for the log disk. So one reserved bio already
+/// guarantees that writeback gets its bio while memory is exhausted; the
+/// second is the block layer's customary spare.
+const RESERVED_BIOS: u32 = 2;
+
 /// The log disk, held open read-write and exclusively.
 pub(crate) struct BackingDisk {
     file: NonNull<bindings::file>,
     bdev: NonNull<bindings::block_device>,
+    /// Where its bios come from: its own set, never the shared
+    /// `fs_bio_set`, whose reserve may be held by filesystem bios that wait
+    /// in `/dev/rapilog0` for ring space only writeback can free.
+    bios: BioSet,
 }
 
 // SAFETY: The file and block device are reference-counted kernel objects
@@ -44,6 +59,7 @@ impl BackingDisk {
         if path.contains(&0) {
             return Err(EINVAL);
         }
+        let bios = BioSet::with_pages(RESERVED_BIOS).ok_or(ENOMEM)?;
         let mut c_path = KVec::with_capacity(path.len() + 1, GFP_KERNEL)?;
         c_path.extend_from_slice(path, GFP_KERNEL)?;
         c_path.push(0, GFP_KERNEL)?;
@@ -63,7 +79,7 @@ impl BackingDisk {
             unsafe { bindings::bdev_fput(file.as_ptr()) };
             return Err(ENODEV);
         };
-        Ok(Self { file, bdev })
+        Ok(Self { file, bdev, bios })
     }
 
     pub(super) fn bdev(&self) -> *mut bindings::block_device {
@@ -109,9 +125,10 @@ impl BackingDisk {
         }
         let pages = bytes.div_ceil(PAGE_SIZE);
         let nr_vecs = c_ushort::try_from(pages).map_err(|_| EINVAL)?;
-        // SAFETY: The device is held open; the bio comes from `fs_bio_set`'s
-        // mempool (GFP_NOIO), so the allocation does not fail.
-        let bio = unsafe { rapilog_bio_alloc(self.bdev(), nr_vecs, write) };
+        // SAFETY: The device is held open. The bio comes from the disk's own
+        // set with GFP_NOIO, whose reserve covers every bio of the set that
+        // can be in flight ([`RESERVED_BIOS`]), so it does not fail.
+        let bio = unsafe { rapilog_bio_alloc(self.bdev(), nr_vecs, write, self.bios.raw()) };
         let Some(bio) = NonNull::new(bio) else {
             return Err(ENOMEM);
         };

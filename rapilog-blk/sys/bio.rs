@@ -43,7 +43,18 @@ pub(crate) enum Status {
     IoError = 2,
 }
 
-/// A set of spare bios for splitting reads at extent boundaries.
+/// A private bio set (`struct bio_set`): bios from a slab, with a mempool
+/// that keeps `pool_size` bios (and, for bios with pages, as many arrays of
+/// `BIO_MAX_VECS` vectors) in reserve for when the slab cannot allocate.
+///
+/// Invariant of every user: each bio taken from a set is freed without
+/// waiting for another allocation from the same set, and at most
+/// `pool_size` of them are held at once by work that waits on nothing but
+/// their own completion. Then an allocation that may sleep (`GFP_NOIO`)
+/// never fails and never waits for long: when memory is short it takes a
+/// reserved bio, or sleeps until a bio of the set in flight completes and
+/// refills the reserve (`mempool_alloc`). No other subsystem's bios can
+/// drain it, unlike the shared `fs_bio_set`.
 pub(crate) struct BioSet(NonNull<bindings::bio_set>);
 
 // SAFETY: A bio_set is a mempool with its own locking.
@@ -51,19 +62,39 @@ unsafe impl Send for BioSet {}
 // SAFETY: See `Send`.
 unsafe impl Sync for BioSet {}
 
+/// The block layer's default reserve (`BIO_POOL_SIZE`).
+const BIO_POOL_SIZE: u32 = 2;
+
 impl BioSet {
-    /// A bio set with the block layer's default reserve.
-    pub(crate) fn new() -> Option<Self> {
-        // SAFETY: Plain allocation; returns NULL on failure.
-        NonNull::new(unsafe { rapilog_bioset_create() }).map(Self)
+    /// For splitting bios handed to us: a split shares its parent's vectors,
+    /// so the set needs none of its own.
+    pub(crate) fn for_splits() -> Option<Self> {
+        Self::new(BIO_POOL_SIZE, false)
+    }
+
+    /// For bios of up to `BIO_MAX_VECS` pages each, `pool_size` of them
+    /// (and their vectors) in reserve.
+    pub(super) fn with_pages(pool_size: u32) -> Option<Self> {
+        Self::new(pool_size, true)
+    }
+
+    fn new(pool_size: u32, bvecs: bool) -> Option<Self> {
+        // SAFETY: Plain allocation and `bioset_init`; returns NULL on failure.
+        NonNull::new(unsafe { rapilog_bioset_create(pool_size, bvecs) }).map(Self)
+    }
+
+    pub(super) fn raw(&self) -> *mut bindings::bio_set {
+        self.0.as_ptr()
     }
 }
 
 impl Drop for BioSet {
     fn drop(&mut self) {
-        // A split completes before the bio it was split from (`bio_chain`),
-        // and the device is dropped only after the disk was deleted, which
-        // needs every opener gone and their I/O completed.
+        // Every user frees its bios before it drops the set: splits
+        // complete before the bio they were split from (`bio_chain`), and
+        // the device is dropped only after the disk was deleted, which
+        // needs every opener gone and their I/O completed; the log disk's
+        // bios are synchronous (`BackingDisk::transfer`).
         // SAFETY: Created by `rapilog_bioset_create`; no bio from it is left.
         unsafe { rapilog_bioset_destroy(self.0.as_ptr()) };
     }
@@ -240,7 +271,7 @@ impl Bio {
         }
         // SAFETY: We own the bio; the split comes from `set`, which outlives
         // every bio of the disk.
-        let split = unsafe { rapilog_bio_split_front(self.raw(), sectors, set.0.as_ptr()) };
+        let split = unsafe { rapilog_bio_split_front(self.raw(), sectors, set.raw()) };
         match NonNull::new(split) {
             // The remainder now belongs to the block layer, and comes back
             // as a new arrival, counted anew; the front carries on the

@@ -48,11 +48,16 @@ unsigned int rapilog_bdev_physical_block_size(struct block_device *bdev)
 	return bdev_physical_block_size(bdev);
 }
 
-/* A write bio for writeback and replay; GFP_NOIO: we are in the I/O path. */
-struct bio *rapilog_bio_alloc(struct block_device *bdev, unsigned short nr_vecs, bool write)
+/*
+ * A bio for the log disk from the disk's own bio set (sys/backing.rs);
+ * GFP_NOIO: we are in the I/O path. Sleeps on the set's mempool rather than
+ * fail.
+ */
+struct bio *rapilog_bio_alloc(struct block_device *bdev, unsigned short nr_vecs, bool write,
+			      struct bio_set *bs)
 {
 	return bio_alloc_bioset(bdev, nr_vecs, (write ? REQ_OP_WRITE : REQ_OP_READ) | REQ_SYNC,
-				GFP_NOIO, &fs_bio_set);
+				GFP_NOIO, bs);
 }
 
 /* --- bios arriving at /dev/rapilog0 -------------------------------------- */
@@ -140,11 +145,12 @@ struct bio *rapilog_bio_split_front(struct bio *bio, unsigned int sectors,
 	return split;
 }
 
-struct bio_set *rapilog_bioset_create(void)
+/* @pool_size bios kept in reserve, and as many bvec arrays if @bvecs. */
+struct bio_set *rapilog_bioset_create(unsigned int pool_size, bool bvecs)
 {
 	struct bio_set *bs = kzalloc(sizeof(*bs), GFP_KERNEL);
 
-	if (bs && bioset_init(bs, BIO_POOL_SIZE, 0, 0)) {
+	if (bs && bioset_init(bs, pool_size, 0, bvecs ? BIOSET_NEED_BVECS : 0)) {
 		kfree(bs);
 		bs = NULL;
 	}
@@ -283,6 +289,17 @@ void rapilog_preempt_enable(void)
 }
 
 /* --- threads --------------------------------------------------------------- */
+
+/* Implicit GFP_NOIO for the current task until the restore (sys/kthread.rs). */
+unsigned int rapilog_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void rapilog_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
+}
 
 void rapilog_get_task_struct(struct task_struct *t)
 {

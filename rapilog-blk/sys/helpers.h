@@ -19,7 +19,8 @@ struct file *rapilog_bdev_open(const char *path, void *holder);
 sector_t rapilog_bdev_nr_sectors(struct block_device *bdev);
 unsigned int rapilog_bdev_logical_block_size(struct block_device *bdev);
 unsigned int rapilog_bdev_physical_block_size(struct block_device *bdev);
-struct bio *rapilog_bio_alloc(struct block_device *bdev, unsigned short nr_vecs, bool write);
+struct bio *rapilog_bio_alloc(struct block_device *bdev, unsigned short nr_vecs, bool write,
+			      struct bio_set *bs);
 void *rapilog_bio_disk_private(struct bio *bio);
 unsigned int rapilog_bio_op(struct bio *bio);
 bool rapilog_bio_preflush(struct bio *bio);
@@ -28,7 +29,7 @@ void rapilog_bio_end(struct bio *bio, unsigned int status);
 void rapilog_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned int len, bool to_bio);
 void rapilog_bio_remap(struct bio *bio, struct block_device *bdev);
 struct bio *rapilog_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs);
-struct bio_set *rapilog_bioset_create(void);
+struct bio_set *rapilog_bioset_create(unsigned int pool_size, bool bvecs);
 void rapilog_bioset_destroy(struct bio_set *bs);
 blk_features_t rapilog_cache_features(void);
 unsigned long rapilog_direct_map_addr(phys_addr_t phys);
@@ -46,6 +47,8 @@ void rapilog_preempt_disable(void);
 void rapilog_preempt_enable(void);
 void rapilog_get_task_struct(struct task_struct *t);
 void rapilog_put_task_struct(struct task_struct *t);
+unsigned int rapilog_memalloc_noio_save(void);
+void rapilog_memalloc_noio_restore(unsigned int flags);
 
 /* How a PCI device's DMA reaches memory (sys/iommu.rs). */
 enum rapilog_dma_path {

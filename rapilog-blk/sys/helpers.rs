@@ -18,7 +18,12 @@ extern "C" {
     pub(super) fn rapilog_bdev_nr_sectors(bdev: *mut block_device) -> u64;
     pub(super) fn rapilog_bdev_logical_block_size(bdev: *mut block_device) -> c_uint;
     pub(super) fn rapilog_bdev_physical_block_size(bdev: *mut block_device) -> c_uint;
-    pub(super) fn rapilog_bio_alloc(bdev: *mut block_device, nr_vecs: c_ushort, write: bool) -> *mut bio;
+    pub(super) fn rapilog_bio_alloc(
+        bdev: *mut block_device,
+        nr_vecs: c_ushort,
+        write: bool,
+        bs: *mut bio_set,
+    ) -> *mut bio;
 
     // Bios arriving at /dev/rapilog0.
     pub(super) fn rapilog_bio_disk_private(bio: *mut bio) -> *mut c_void;
@@ -39,7 +44,7 @@ extern "C" {
         sectors: c_uint,
         bs: *mut bio_set,
     ) -> *mut bio;
-    pub(super) fn rapilog_bioset_create() -> *mut bio_set;
+    pub(super) fn rapilog_bioset_create(pool_size: c_uint, bvecs: bool) -> *mut bio_set;
     pub(super) fn rapilog_bioset_destroy(bs: *mut bio_set);
 
     // /dev/rapilog0.
@@ -67,6 +72,8 @@ extern "C" {
     // Threads.
     pub(super) fn rapilog_get_task_struct(t: *mut task_struct);
     pub(super) fn rapilog_put_task_struct(t: *mut task_struct);
+    pub(super) fn rapilog_memalloc_noio_save() -> c_uint;
+    pub(super) fn rapilog_memalloc_noio_restore(flags: c_uint);
 
     // The IOMMU fence; the path codes are `enum rapilog_dma_path`.
     pub(super) fn rapilog_pci_name(pdev: *mut pci_dev) -> *const c_char;

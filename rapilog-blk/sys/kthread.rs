@@ -3,10 +3,11 @@
 //! A kernel thread running one long-lived job (the writeback worker); the
 //! kernel crate has no kthread API.
 
+use core::marker::PhantomData;
 use core::ptr::NonNull;
 
 use kernel::bindings;
-use kernel::ffi::{c_int, c_void};
+use kernel::ffi::{c_int, c_uint, c_void};
 use kernel::prelude::*;
 use kernel::sync::Arc;
 
@@ -23,6 +24,42 @@ pub(crate) trait ThreadJob: Send + Sync + 'static {
 pub(crate) fn should_stop() -> bool {
     // SAFETY: Only called from the thread function of a `Kthread`.
     unsafe { bindings::kthread_should_stop() }
+}
+
+/// An implicit `GFP_NOIO` scope for the current thread
+/// (`memalloc_noio_save()`): while it lives, every allocation the thread
+/// makes, its own and the kernel's on its behalf (vmalloc page tables,
+/// block layer, slab), reclaims memory without starting or waiting for
+/// I/O. The writeback thread runs in one: reclaim that waited for I/O could
+/// wait for dirty pages of `/dev/rapilog0`, which only writeback itself can
+/// clean once the ring is full.
+///
+/// Ends (restores the thread's previous state) when dropped, on the thread
+/// that entered it: it is not `Send`.
+pub(crate) struct NoIoScope {
+    saved: c_uint,
+    _this_thread: PhantomData<*mut ()>,
+}
+
+impl NoIoScope {
+    /// Enters the scope on the current thread.
+    pub(crate) fn enter() -> Self {
+        // SAFETY: Changes only the current task's flags; the value returned
+        // is handed back to `memalloc_noio_restore` on the same task by
+        // `drop` (the type is not `Send`), scopes nesting like the stack.
+        let saved = unsafe { rapilog_memalloc_noio_save() };
+        Self {
+            saved,
+            _this_thread: PhantomData,
+        }
+    }
+}
+
+impl Drop for NoIoScope {
+    fn drop(&mut self) {
+        // SAFETY: On the task that entered the scope, with what `enter` saved.
+        unsafe { rapilog_memalloc_noio_restore(self.saved) };
+    }
 }
 
 /// A running kernel thread; dropping it stops it and waits for it to exit.
