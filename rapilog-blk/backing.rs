@@ -1,28 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Opening the backing log disk, with one clear kernel-log line per refusal,
-//! and the identity the region records for it.
+//! Opening the backing log disk, with one clear kernel-log line per refusal.
 //!
-//! # Disk identity
-//!
-//! The superblock names its disk so that a region is never replayed onto
-//! another one. A stable hardware id (WWN, serial) is not reachable in a
-//! generic way from a block driver (virtio-blk answers it only through
-//! sysfs, SCSI and NVMe each differently), so the identity is what the
-//! administrator configures: `disk_id=` if given, else the `backing=` path
-//! itself - which is why a `/dev/disk/by-id/...` path is recommended - plus
-//! the disk's size and logical block size, which the format compares too.
-//! rapilog-rescue finds the disk after a crash by that id: it understands
-//! `serial:...`/`wwid:...` ids and `/dev/disk/by-id/` paths (its
-//! `--list-disks` prints a disk's ids); a kernel name such as `/dev/vda`
-//! cannot be found again, so loading with one logs a warning.
+//! The identity the region records for it is [`crate::disk_identity`]'s.
 
 use kernel::prelude::*;
 use kernel::str::BStr;
 
 use crate::config::Config;
+use crate::disk_identity;
 use crate::format::disk::MAX_BLOCK_BYTES;
-use crate::format::{DiskId, DiskIdentity, SECTOR_BYTES};
+use crate::format::{DiskIdentity, SECTOR_BYTES};
 use crate::kernel_display::Errno;
 use crate::sys::backing::BackingDisk;
 
@@ -70,19 +58,6 @@ pub(crate) fn open(config: &Config) -> Result<(BackingDisk, DiskIdentity)> {
         );
         return Err(ENOSPC);
     }
-    if config.disk_id == config.backing && !config.backing.starts_with(b"/dev/disk/by-") {
-        pr_warn!(
-            "backing={path} is not a stable name and will be recorded as the disk's identity: \
-             after a crash rapilog-rescue cannot find the disk by it; use a /dev/disk/by-id/ path \
-             or set disk_id= (e.g. serial:..., see rapilog-rescue --list-disks)\n"
-        );
-    }
-    // Config checked the length against the field's size.
-    let id = DiskId::new(config.disk_id).ok_or(EINVAL)?;
-    let identity = DiskIdentity {
-        id,
-        sectors,
-        block_bytes,
-    };
+    let (identity, _) = disk_identity::of(config, &disk, sectors, block_bytes)?;
     Ok((disk, identity))
 }

@@ -46,6 +46,12 @@ const MAX_WRITEBACK_DELAY_MS: u32 = 60_000;
 /// ring, short enough that a dead disk cannot stall a reboot for long.
 const STOP_DRAIN_MS: core::ops::RangeInclusive<u32> = 100..=600_000;
 
+/// Range of `dead_disk_ms` (0 aside: never fail writes): long enough to
+/// ride out a path failover or a disk reset, short enough that writers
+/// blocked on a full ring fail before the hung-task detector (120 s by
+/// default) calls them hung.
+const DEAD_DISK_MS: core::ops::RangeInclusive<u32> = 1000..=600_000;
+
 /// How the region is protected against stray kernel writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Protect {
@@ -182,13 +188,15 @@ pub(crate) struct Config {
     pub(crate) backing: &'static [u8],
     /// Protection mode of the region.
     pub(crate) protect: Protect,
-    /// Identity of the log disk recorded in the region: `disk_id=`, or the
-    /// `backing=` path when that is not given.
-    pub(crate) disk_id: &'static [u8],
+    /// Identity of the log disk recorded in the region, `disk_id=`; `None`:
+    /// the one the disk reports ([`crate::disk_identity`]).
+    pub(crate) disk_id: Option<&'static [u8]>,
     /// Longest time a record waits before writeback starts, in ms.
     pub(crate) writeback_delay_ms: u32,
     /// Longest time an orderly stop waits for the drain, in ms.
     pub(crate) stop_drain_ms: u32,
+    /// How long writeback may fail before new writes fail, in ms (0: never).
+    pub(crate) dead_disk_ms: u32,
     /// Go live over a possible loss the disk's marker reports.
     pub(crate) accept_loss: bool,
     /// What an unfenced machine means.
@@ -217,13 +225,14 @@ pub(crate) enum ConfigError {
     Backing(&'static [u8]),
     /// `protect=` names no known mode.
     Protect(&'static [u8]),
-    /// `disk_id=` is too long, or absent while `backing=` is too long to
-    /// stand in for it.
-    DiskId(&'static [u8], bool),
+    /// `disk_id=` is too long.
+    DiskId(&'static [u8]),
     /// `writeback_delay_ms=` is out of range.
     WritebackDelay(u32),
     /// `stop_drain_ms=` is out of range.
     StopDrain(u32),
+    /// `dead_disk_ms=` is out of range.
+    DeadDisk(u32),
     /// `accept_loss=` is not 0 or 1.
     AcceptLoss(u32),
     /// `iommu_fence=` names no known policy.
@@ -251,6 +260,7 @@ impl Config {
             params::disk_id.value(),
             params::writeback_delay_ms.value(),
             params::stop_drain_ms.value(),
+            params::dead_disk_ms.value(),
             params::accept_loss.value(),
             params::iommu_fence.value(),
             PowerFailParams {
@@ -271,6 +281,7 @@ impl Config {
         disk_id: &'static [u8],
         writeback_delay_ms: u32,
         stop_drain_ms: u32,
+        dead_disk_ms: u32,
         accept_loss: u32,
         iommu_fence: &'static [u8],
         powerfail: PowerFailParams,
@@ -282,18 +293,18 @@ impl Config {
         }
         let protect = Protect::parse(protect).ok_or(ConfigError::Protect(protect))?;
         let disk_id = match disk_id {
-            b"" if backing.len() > DISK_ID_BYTES => {
-                return Err(ConfigError::DiskId(backing, false))
-            }
-            b"" => backing,
-            id if id.len() > DISK_ID_BYTES => return Err(ConfigError::DiskId(id, true)),
-            id => id,
+            b"" => None,
+            id if id.len() > DISK_ID_BYTES => return Err(ConfigError::DiskId(id)),
+            id => Some(id),
         };
         if writeback_delay_ms > MAX_WRITEBACK_DELAY_MS {
             return Err(ConfigError::WritebackDelay(writeback_delay_ms));
         }
         if !STOP_DRAIN_MS.contains(&stop_drain_ms) {
             return Err(ConfigError::StopDrain(stop_drain_ms));
+        }
+        if dead_disk_ms != 0 && !DEAD_DISK_MS.contains(&dead_disk_ms) {
+            return Err(ConfigError::DeadDisk(dead_disk_ms));
         }
         let accept_loss = match accept_loss {
             0 => false,
@@ -316,6 +327,7 @@ impl Config {
             disk_id,
             writeback_delay_ms,
             stop_drain_ms,
+            dead_disk_ms,
             accept_loss,
             iommu_fence,
             powerfail,
@@ -342,15 +354,9 @@ impl fmt::Display for ConfigError {
             Self::Protect(raw) => {
                 write!(f, "protect={} refused: expected window (default) or off", Raw(raw))
             }
-            Self::DiskId(raw, true) => write!(
+            Self::DiskId(raw) => write!(
                 f,
                 "disk_id={} refused: at most {DISK_ID_BYTES} bytes (e.g. the disk's serial or WWN)",
-                Raw(raw)
-            ),
-            Self::DiskId(raw, false) => write!(
-                f,
-                "backing={} is longer than {DISK_ID_BYTES} bytes and cannot serve as the disk's identity: \
-                 set disk_id= to a stable id of at most {DISK_ID_BYTES} bytes (e.g. its serial or WWN)",
                 Raw(raw)
             ),
             Self::IommuFence(raw) => write!(
@@ -400,6 +406,14 @@ impl fmt::Display for ConfigError {
                  suspend may wait for the region to reach the disk)",
                 STOP_DRAIN_MS.start(),
                 STOP_DRAIN_MS.end()
+            ),
+            Self::DeadDisk(ms) => write!(
+                f,
+                "dead_disk_ms={ms} refused: expected 0 (never fail writes: writers wait for the \
+                 disk for ever) or {} to {} (how long the log disk may fail before new writes \
+                 fail with EIO)",
+                DEAD_DISK_MS.start(),
+                DEAD_DISK_MS.end()
             ),
             Self::WritebackDelay(ms) => write!(
                 f,

@@ -26,6 +26,10 @@ impl ControlHandler for Device {
     fn ioctl(&self, cmd: u32, arg: UserArg) -> Result<isize> {
         match cmd {
             IOCTL_STATUS => {
+                // The block names the region's physical address and carries
+                // its superblock: for administrators only, whatever the
+                // device node's mode. Checked before anything is gathered.
+                require_admin()?;
                 let mut block = [0u8; STATUS_BYTES];
                 self.status().encode(&mut block);
                 arg.write(&block)?;
@@ -66,7 +70,10 @@ struct TextWriter {
 
 impl TextWriter {
     fn new() -> Self {
-        Self { buf: [0; 128], len: 0 }
+        Self {
+            buf: [0; 128],
+            len: 0,
+        }
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -171,6 +178,15 @@ impl Device {
         if live.stopping {
             status.flags |= flags::UNLOADING;
         }
+        status.dead_disk_ms = live.disk.deadline_ms();
+        (status.failing_since_us, status.dead_since_us) = live.disk.since_us(self.loaded_at);
+        if live.disk.is_dead() {
+            status.flags |= flags::DISK_DEAD;
+        }
+        status.writes_refused = live.disk.refused;
+        status.oldest_dirty_us = live
+            .oldest_age()
+            .map_or(0, |age| age.as_micros_ceil().max(1) as u64);
         status
     }
 

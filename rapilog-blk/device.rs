@@ -108,7 +108,7 @@ impl Device {
         let sb = &parts.superblock.superblock;
         let geometry = sb.geometry;
         let ring = RingGeometry::new(&geometry).map_err(|_| EINVAL)?;
-        let live = Live::new(&geometry, sb.durable_tail)?;
+        let live = Live::new(&geometry, sb.durable_tail, parts.config.dead_disk_ms)?;
         let marker_gauge = MarkerGauge::new(&parts.marker);
         let writeback = Writeback::new(parts.superblock, parts.marker, parts.bounce, &geometry)?;
         let splits = BioSet::for_splits().ok_or(ENOMEM)?;

@@ -25,6 +25,7 @@ use kernel::alloc::{flags::GFP_KERNEL, KVVec};
 use kernel::prelude::*;
 use kernel::time::{Delta, Instant, Monotonic};
 
+use crate::dead_disk::DiskHealth;
 use crate::format::control::HeldRecord;
 use crate::format::{
     Extent, ExtentIndex, Geometry, IndexError, RecordFault, Reservation, ReserveError,
@@ -127,12 +128,15 @@ pub(crate) struct Live {
     pub(crate) chore: Option<Chore>,
     /// The outcome of the last chore taken.
     pub(crate) chore_done: Option<Result>,
+    /// Whether the log disk is failing, and dead (`dead_disk`): new writes
+    /// then fail whatever the admission.
+    pub(crate) disk: DiskHealth,
 }
 
 impl Live {
     /// Empty state for a freshly formatted region whose first record gets
-    /// sequence number `first_seq`.
-    pub(crate) fn new(geometry: &Geometry, first_seq: u64) -> Result<Self> {
+    /// sequence number `first_seq`; `dead_disk_ms` as configured.
+    pub(crate) fn new(geometry: &Geometry, first_seq: u64, dead_disk_ms: u32) -> Result<Self> {
         let slots = geometry.descriptor_slots as usize;
         // Inserting records in sequence order adds at most two extents each
         // (one split in three), and the index's contents do not depend on
@@ -153,6 +157,7 @@ impl Live {
             admission: Admission::Buffered,
             chore: None,
             chore_done: None,
+            disk: DiskHealth::new(dead_disk_ms),
         })
     }
 

@@ -14,7 +14,7 @@ module_param!(backing: str(256) = "",
 module_param!(protect: str(16) = "window",
     "Write protection of the region: window (read-only except while copying a record) or off");
 module_param!(disk_id: str(65) = "",
-    "Identity of the log disk recorded in the region, at most 64 bytes (default: the backing= path); rapilog-rescue must be given the same");
+    "Identity of the log disk recorded in the region, at most 64 bytes (default: the one the disk reports, serial:... or wwid:..., else the backing= path); replay at load and rapilog-rescue need the disk to match it");
 module_param!(test_stray_write: uint = 0,
     "Test only: after loading, write one byte into the region as a stray kernel write would: 1 through the read-only view, 2 through a write window after it closed. With protect=window insmod must oops and the byte stay; 0 (default) does nothing");
 module_param!(iommu_fence: str(16) = "warn",
@@ -35,3 +35,5 @@ module_param!(accept_loss: uint = 0,
     "1: go live even though the log disk's marker says acknowledged writes may have been lost (a region that was neither drained nor replayed is gone); 0 (default) refuses to load");
 module_param!(writeback_delay_ms: uint = 1000,
     "Longest time a write stays only in the region before writeback starts, in ms (0..60000)");
+module_param!(dead_disk_ms: uint = 30000,
+    "Once writeback has failed to write the log disk for this long, in ms, new writes fail with EIO instead of waiting for ring space (the database fails over); acknowledged data stays in the region and drains when the disk returns, and writes are accepted again. 0: never fail writes (writers wait for ever). Else 1000..600000; keep it below hung_task_timeout_secs");

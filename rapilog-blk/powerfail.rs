@@ -11,8 +11,10 @@
 //! - **Holding writes**: from the signal on, no write is admitted (writers
 //!   wait, unacknowledged); those admitted before are drained with the rest.
 //! - **Emergency drain**: writeback stops waiting for `writeback_delay_ms`
-//!   and takes the whole ring per batch (maximal merging); when the ring is
-//!   empty it logs the bytes and time and stays quiescent or powers off
+//!   and takes the whole ring per batch (maximal merging, one flush); when
+//!   the ring is empty and flushed it logs the bytes, the time and the
+//!   dirty bound at the signal, marks the region and the disk's marker
+//!   clean, logs the drain complete and stays quiescent or powers off
 //!   (`powerfail_action=`). A disk error during the drain panics, so the
 //!   crash kernel replays the region instead. A bad record (one that failed
 //!   writeback's check) does not stop the drain: it is written past, like
@@ -106,6 +108,13 @@ pub(crate) struct PowerFail {
     signals: Atomic<u32>,
     /// Bytes written back before the signal.
     wb_bytes_at_signal: Atomic<u64>,
+    /// The dirty bound and the bandwidth it came from when the signal came,
+    /// for the drain's log line.
+    bound_at_signal: Atomic<u64>,
+    bandwidth_at_signal: Atomic<u64>,
+    /// When the drain's data was durable (ring empty, flushed), ns since
+    /// load; the disk marker is written after it.
+    durable_at_ns: Atomic<i64>,
     /// Measured writeback bandwidth, bytes/s (0: none yet).
     measured_bandwidth: Atomic<u64>,
     /// Drains after which service resumed.
@@ -159,6 +168,9 @@ impl PowerFail {
             last_signal_ns: Atomic::new(0),
             signals: Atomic::new(0),
             wb_bytes_at_signal: Atomic::new(0),
+            bound_at_signal: Atomic::new(0),
+            bandwidth_at_signal: Atomic::new(0),
+            durable_at_ns: Atomic::new(0),
             measured_bandwidth: Atomic::new(0),
             false_alarms: Atomic::new(0),
         }
@@ -183,6 +195,10 @@ impl PowerFail {
             self.signalled_at_ns.store(now_ns, Relaxed);
             self.wb_bytes_at_signal
                 .store(stats::get(&dev.stats.wb_bytes), Relaxed);
+            // Atomics and arithmetic only: fine in NMI context.
+            self.bound_at_signal
+                .store(self.dirty_bound().unwrap_or(0), Relaxed);
+            self.bandwidth_at_signal.store(self.bandwidth(), Relaxed);
             dev.work.notify_all();
         }
     }
@@ -320,11 +336,43 @@ fn source_name(sources: u32) -> &'static str {
     }
 }
 
+/// Writeback found the ring empty after a signal, every record written and
+/// flushed: the acknowledged data is durable, which is what the hold-up
+/// time is for. Logged now, before the disk marker's write (which follows
+/// the data's, so a throttled disk charges it the whole drain's cost), with
+/// the bound the drain was held to.
+pub(crate) fn durable(dev: &Device) {
+    let pf = &dev.powerfail;
+    let now = dev.loaded_at.elapsed().as_nanos();
+    pf.durable_at_ns.store(now, Relaxed);
+    let took_ns = now - pf.signalled_at_ns.load(Relaxed);
+    let bytes = stats::get(&dev.stats.wb_bytes) - pf.wb_bytes_at_signal.load(Relaxed);
+    let source = if pf.config.drain_kib_per_sec == 0 {
+        ", measured"
+    } else {
+        ", drain_kib_per_sec="
+    };
+    pr_emerg!(
+        "power-fail drain: {bytes} bytes durable in {}.{:03} ms; dirty bound at the signal {} \
+         bytes (writeback bandwidth {} bytes/s{}, hold-up window {} ms: the bound drains in \
+         half of it); marking the region and the disk marker clean\n",
+        took_ns / 1_000_000,
+        (took_ns / 1000) % 1000,
+        pf.bound_at_signal.load(Relaxed),
+        pf.bandwidth_at_signal.load(Relaxed),
+        source,
+        pf.config.holdup_ms
+    );
+}
+
 /// Writeback found the ring empty after a signal: the drain is complete;
 /// `marked_clean` says whether the region and the disk's marker say so.
 pub(crate) fn drained(dev: &Device, marked_clean: Result) {
     let pf = &dev.powerfail;
-    let took_ns = dev.loaded_at.elapsed().as_nanos() - pf.signalled_at_ns.load(Relaxed);
+    let now = dev.loaded_at.elapsed().as_nanos();
+    let signalled = pf.signalled_at_ns.load(Relaxed);
+    let took_ns = pf.durable_at_ns.load(Relaxed) - signalled;
+    let marked_ns = now - signalled;
     let bytes = stats::get(&dev.stats.wb_bytes) - pf.wb_bytes_at_signal.load(Relaxed);
     pf.state.store(PowerFailState::Drained.code(), Relaxed);
     let poweroff = pf.config.action == PowerFailAction::PowerOff;
@@ -346,17 +394,23 @@ pub(crate) fn drained(dev: &Device, marked_clean: Result) {
         );
     }
     let then = AfterDrain(&pf.config);
+    let marker = match marked_clean {
+        Ok(()) => "region and disk marker clean",
+        Err(_) => {
+            "could not mark the disk clean (a load after power returns reports a possible loss)"
+        }
+    };
     pr_emerg!(
         "power-fail drain complete: {bytes} bytes written back and durable in {}.{:03} ms \
-         (signal: {}, hold-up window {} ms); {}; new writes are held{then}\n",
+         (signal: {}, hold-up window {} ms); {} {}.{:03} ms after the signal; new writes are \
+         held{then}\n",
         took_ns / 1_000_000,
         (took_ns / 1000) % 1000,
         source_name(pf.sources.load(Relaxed)),
         pf.config.holdup_ms,
-        match marked_clean {
-            Ok(()) => "region and disk marker clean",
-            Err(_) => "could not mark the disk clean: a load after power returns reports a possible loss",
-        }
+        marker,
+        marked_ns / 1_000_000,
+        (marked_ns / 1000) % 1000
     );
     if poweroff {
         powerfail_signals::power_off();

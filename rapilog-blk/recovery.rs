@@ -92,7 +92,10 @@ pub(crate) fn bring_up(
 
     if clear_old {
         marker.write_clean(disk, bounce).map_err(|e| {
-            pr_err!("backing={path}: writing its loss marker failed ({}); not loading\n", Errno(e));
+            pr_err!(
+                "backing={path}: writing its loss marker failed ({}); not loading\n",
+                Errno(e)
+            );
             e
         })?;
     }
@@ -203,10 +206,27 @@ fn inspect(config: &Config, region: &mut Region, identity: &DiskIdentity) -> Res
     };
     match plan_replay(bytes, identity, KernelCrc32c) {
         Ok(_) => Ok(Found::Ours),
+        Err(ReplayRefusal::DiskIdMismatch) => {
+            // The commonest cause: kernel names (/dev/sdX, /dev/vdX) moved
+            // between disks since the region was written. Nothing has been
+            // written to either disk, and nothing will be.
+            pr_err!(
+                "region={spec} refused: it holds records of disk \"{}\", but backing={} is disk \
+                 \"{}\"; nothing was replayed or written. Load with backing= naming disk \"{}\" \
+                 (e.g. its /dev/disk/by-id/ path) to replay them onto it (a disk known by an id it \
+                 does not report, such as a path an older rapilog recorded: add disk_id= with that \
+                 id); only if its records are not needed, wipe the region by zeroing its first 1 KiB \
+                 (superblocks)\n",
+                Escaped(active.superblock.disk.id.as_bytes()),
+                BStr::from_bytes(config.backing),
+                Escaped(identity.id.as_bytes()),
+                Escaped(active.superblock.disk.id.as_bytes())
+            );
+            Err(EINVAL)
+        }
         Err(refusal) => {
             let theirs = &active.superblock.disk;
             let why = match refusal {
-                ReplayRefusal::DiskIdMismatch => "another disk",
                 ReplayRefusal::DiskTooSmall { .. } => "a disk too small for its loss marker",
                 _ => "a disk of another size or block size",
             };

@@ -4,8 +4,10 @@
 //!
 //! 1. Reserve the record's slot and ring space, in sequence order, under the
 //!    lock; if the ring is full, wait until writeback frees space (never
-//!    drop, never fail). During an orderly stop the write waits for the
-//!    drain instead, and after it goes straight to the disk (`lifecycle`).
+//!    drop). During an orderly stop the write waits for the drain instead,
+//!    and after it goes straight to the disk (`lifecycle`). Once the log
+//!    disk has failed for `dead_disk_ms` the write fails with EIO instead,
+//!    waiting or not (`dead_disk`).
 //! 2. Open a write window over the payload and the descriptor, copy the
 //!    bio's data in and checksum what landed in the region.
 //! 3. Publish: write barrier, then the descriptor (FORMAT.md).
@@ -30,6 +32,8 @@ enum Admitted {
     Record(Reservation),
     /// A write straight to the disk (after an orderly stop's drain).
     WriteThrough,
+    /// None: the log disk is dead (`dead_disk`).
+    DiskDead,
 }
 
 impl Device {
@@ -47,6 +51,16 @@ impl Device {
                 // completes the write, flush and FUA included.
                 stats::add(&self.stats.writes_through, 1);
                 bio.remap(&self.backing);
+                return;
+            }
+            Ok(Admitted::DiskDead) => {
+                self.write_error(format_args!(
+                    "{bytes} bytes at sector {sector}: the log disk has failed for longer than \
+                     dead_disk_ms={} ms; acknowledged writes stay in the region and drain when \
+                     it is back (`rapilogctl status`)",
+                    self.config.dead_disk_ms
+                ));
+                bio.end(Status::IoError);
                 return;
             }
             Err(e) => {
@@ -88,7 +102,8 @@ impl Device {
 
     /// Step 1: reserves space, waiting for writeback while the ring is full
     /// or over the power-fail dirty bound, and after a power-fail signal
-    /// until service resumes (a false alarm) or for good.
+    /// until service resumes (a false alarm) or for good; not at all once
+    /// the log disk is dead.
     fn reserve(&self, bytes: u32, sector: u64) -> Result<Admitted, ReserveError> {
         let mut live = self.live.lock();
         let mut throttled = false;
@@ -100,6 +115,13 @@ impl Device {
                     continue;
                 }
                 Admission::WriteThrough => return Ok(Admitted::WriteThrough),
+            }
+            if live.disk.is_dead() {
+                // Writeback wakes waiting writers when it declares the disk
+                // dead: none waits longer than `dead_disk_ms` (plus one
+                // disk operation) for space that may never come.
+                live.disk.refused += 1;
+                return Ok(Admitted::DiskDead);
             }
             if self.powerfail.holds_writes() {
                 // A power-fail signal came: not admitted until the machine

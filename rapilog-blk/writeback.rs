@@ -68,6 +68,9 @@
 //! error is counted and logged (rate limited), and the step is retried with
 //! back-off. Only at unload does writeback give up, after a few attempts,
 //! leaving the records in the region for the next load to replay.
+//! A disk that keeps failing for `dead_disk_ms` is declared dead: new writes
+//! fail with EIO until a step succeeds again (`dead_disk`); the retries go
+//! on meanwhile, at most [`MAX_BACKOFF_MS`] apart.
 
 use core::fmt;
 
@@ -76,6 +79,7 @@ use kernel::prelude::*;
 use kernel::str::BStr;
 use kernel::time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic};
 
+use crate::dead_disk::Failing;
 use crate::device::Device;
 use crate::disk_marker::Marker;
 use crate::format::dirty_bound::BandwidthEstimate;
@@ -204,6 +208,7 @@ pub(crate) fn run(dev: &Device) {
                 // machine whose memory dies with the power would find a
                 // `Live` marker and no region, and report a loss that is
                 // not one. After the data's flush: never clean too early.
+                powerfail::durable(dev);
                 let clean = lifecycle::mark_clean(dev, wb);
                 powerfail::drained(dev, clean);
             }
@@ -217,8 +222,9 @@ pub(crate) fn run(dev: &Device) {
                 stopping,
                 drain,
                 head_hint,
+                bound_limited,
             } => {
-                if write_batch(dev, wb, stopping, drain, head_hint).is_err() {
+                if write_batch(dev, wb, stopping, drain, head_hint, bound_limited).is_err() {
                     break;
                 }
             }
@@ -230,11 +236,14 @@ pub(crate) fn run(dev: &Device) {
 enum Next {
     /// A batch is collected (possibly empty, when only the tail can move);
     /// `stopping`: unload has begun; `drain`: write past a bad record;
-    /// `head_hint` for the superblock.
+    /// `head_hint` for the superblock; `bound_limited`: writers wait for
+    /// space (the bandwidth estimate then counts the batch from its first
+    /// record, see [`write_batch`]).
     Batch {
         stopping: bool,
         drain: bool,
         head_hint: u64,
+        bound_limited: bool,
     },
     /// Unload has begun and nothing is left to write.
     Stop,
@@ -303,6 +312,7 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
                     stopping,
                     drain,
                     head_hint: live.ring.next_seq(),
+                    bound_limited: live.waiting_writers > 0,
                 };
             }
             if stopping {
@@ -460,6 +470,7 @@ fn retry(
         let Err(e) = op() else {
             if attempts > 0 {
                 stats::set(&dev.stats.wb_retrying, 0);
+                disk_back(dev, &step);
             }
             return Ok(());
         };
@@ -481,15 +492,80 @@ fn retry(
             );
             return Err(GaveUp);
         }
+        let mut sleep = Delta::from_millis(backoff);
+        let failing = dev.live.lock().disk.failed();
+        match failing {
+            // Look again when the deadline passes, not a back-off later.
+            Failing::For(Some(left)) => sleep = sleep.min(left).max(Delta::from_millis(1)),
+            Failing::For(None) | Failing::Dead => {}
+            Failing::JustDead(failing) => disk_dead(dev, failing, e),
+        }
         if let Some(suppressed) = errors.allow() {
+            let ms = sleep.as_millis_ceil();
             pr_err!(
-                "writeback: {step} failed ({}); the data stays in the region, retrying in {backoff} ms \
+                "writeback: {step} failed ({}); the data stays in the region, retrying in {ms} ms \
                  ({suppressed} similar lines suppressed)\n",
                 Errno(e)
             );
         }
-        fsleep(Delta::from_millis(backoff));
+        sleep_awake(sleep);
         backoff = (backoff * 2).min(MAX_BACKOFF_MS);
+    }
+}
+
+/// Sleeps `d` in steps of at most a second: an uninterruptible sleep as
+/// long as the hung-task timeout (set low on a test machine) would be
+/// reported as a hung writeback thread.
+fn sleep_awake(mut d: Delta) {
+    let step = Delta::from_millis(1000);
+    while d > Delta::from_nanos(0) {
+        let now = d.min(step);
+        fsleep(now);
+        d -= now;
+    }
+}
+
+/// The disk failed for longer than `dead_disk_ms`: new writes fail from now
+/// on (`dead_disk`), and writers waiting for ring space are woken to fail.
+fn disk_dead(dev: &Device, failing: Delta, e: Error) {
+    let (dirty, oldest) = {
+        let live = dev.live.lock();
+        (live.dirty_bytes, live.oldest_age())
+    };
+    dev.space_freed.notify_all();
+    let oldest_s = oldest.map_or(0, |a| a.as_millis() / 1000);
+    pr_err!(
+        "writeback: the log disk backing={} has failed for {} ms without a single success (last \
+         error {}): it is treated as dead (dead_disk_ms={}): new writes fail with EIO from now on, \
+         reads and flushes still work; the {dirty} bytes acknowledged and not yet written (the \
+         oldest for {oldest_s} s) stay in the region, are retried every {MAX_BACKOFF_MS} ms at most, \
+         and writes are accepted again once the disk takes them (`rapilogctl status`)\n",
+        BStr::from_bytes(dev.config.backing),
+        failing.as_millis(),
+        Errno(e),
+        dev.config.dead_disk_ms
+    );
+}
+
+/// A step succeeded after failures: if the disk was failing, it is back.
+fn disk_back(dev: &Device, step: &Step) {
+    let Some((failing, dead)) = dev.live.lock().disk.succeeded() else {
+        return;
+    };
+    let backing = BStr::from_bytes(dev.config.backing);
+    match dead {
+        Some(dead) => pr_warn!(
+            "writeback: the log disk backing={backing} is back ({step} succeeded) after failing for \
+             {} ms; new writes had failed with EIO for {} ms and are accepted again; the region \
+             drains\n",
+            failing.as_millis(),
+            dead.as_millis()
+        ),
+        None => pr_warn!(
+            "writeback: the log disk backing={backing} is back ({step} succeeded) after failing for \
+             {} ms\n",
+            failing.as_millis()
+        ),
     }
 }
 
@@ -500,6 +576,7 @@ fn write_batch(
     stopping: bool,
     drain: bool,
     head_hint: u64,
+    bound_limited: bool,
 ) -> Result<(), GaveUp> {
     let Writeback {
         superblock,
@@ -513,6 +590,18 @@ fn write_batch(
         ..
     } = wb;
     let started = Instant::<Monotonic>::now();
+    // While writers wait for space, the batch's records came in since the
+    // last batch freed it, and the disk's time for them is from then on:
+    // a throttled disk lets a batch through at once and charges it to the
+    // next one, whose own time then covers only what the bucket did not
+    // leak while the writers refilled the ring. Counting from the batch's
+    // first record charges that refill too, so the estimate stays at or
+    // below what the disk sustains (writers faster than the disk refill
+    // quickly, and then it counts little).
+    let first_published = match batch.first().map(|r| r.stage) {
+        Some(Stage::Published(at)) if bound_limited && !drain => Some(at),
+        _ => None,
+    };
     let (mut ios, mut bytes, mut records) = (0u64, 0u64, 0u64);
     let handled = batch
         .first()
@@ -602,7 +691,8 @@ fn write_batch(
     stats::add(&dev.stats.wb_records, records);
     if handled.is_some() {
         stats::add(&dev.stats.wb_busy_ns, busy);
-        bandwidth.observe(bytes, busy);
+        let measured = first_published.map_or(busy, |at| at.elapsed().as_nanos().max(0) as u64);
+        bandwidth.observe(bytes, measured.max(busy));
         dev.powerfail
             .set_measured_bandwidth(bandwidth.bytes_per_sec().unwrap_or(0));
     }

@@ -104,6 +104,47 @@ impl BackingDisk {
         unsafe { rapilog_bdev_physical_block_size(self.bdev()) }
     }
 
+    /// Partition number of the device within its disk; 0 for the whole disk.
+    pub(crate) fn partition(&self) -> u32 {
+        // SAFETY: As in `sectors`.
+        unsafe { rapilog_bdev_partno(self.bdev()) }
+    }
+
+    /// Reads the sysfs attribute `name` (e.g. `serial`, `device/wwid`) of
+    /// the whole disk the device belongs to, as `/sys/class/block/DISK/name`
+    /// shows it, into `out`; returns how many bytes were read. This is how
+    /// the disk reports its own identity: virtio-blk has no other interface
+    /// for its serial, and it is what rapilog-rescue reads in the crash
+    /// kernel, so both name the disk the same way. Errors are the kernel's
+    /// (`ENOENT`: no such attribute for this kind of disk).
+    pub(crate) fn disk_attribute(&self, name: &[u8], out: &mut [u8]) -> Result<usize> {
+        const PREFIX: &[u8] = b"/sys/class/block/";
+        // SAFETY: `bd_disk` is valid while the device is held open, and
+        // `disk_name` is a NUL-terminated array set when the disk was added.
+        let disk_name = unsafe { (*(*self.bdev()).bd_disk).disk_name };
+        let disk_name = disk_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8);
+        let mut path = KVec::with_capacity(PREFIX.len() + 34 + name.len(), GFP_KERNEL)?;
+        path.extend_from_slice(PREFIX, GFP_KERNEL)?;
+        for c in disk_name {
+            path.push(c, GFP_KERNEL)?;
+        }
+        path.push(b'/', GFP_KERNEL)?;
+        path.extend_from_slice(name, GFP_KERNEL)?;
+        path.push(0, GFP_KERNEL)?;
+        // SAFETY: `path` is NUL-terminated; a read-only open of a sysfs file.
+        let file =
+            unsafe { bindings::filp_open(path.as_ptr().cast(), bindings::O_RDONLY as i32, 0) };
+        let file = NonNull::new(from_err_ptr(file)?).ok_or(ENOENT)?;
+        let mut pos: bindings::loff_t = 0;
+        // SAFETY: `file` is open; `out` is valid for `out.len()` bytes.
+        let read = unsafe {
+            bindings::kernel_read(file.as_ptr(), out.as_mut_ptr().cast(), out.len(), &mut pos)
+        };
+        // SAFETY: We opened `file` above and drop it here; no owner to flush.
+        unsafe { bindings::filp_close(file.as_ptr(), core::ptr::null_mut()) };
+        usize::try_from(read).map_err(|_| Error::from_errno(read as i32))
+    }
+
     /// Writes the first `bytes` bytes of `data` at `sector` and waits for
     /// completion (not for durability: see [`Self::flush`]).
     pub(crate) fn write(&self, sector: u64, data: &BounceBuffer, bytes: usize) -> Result {

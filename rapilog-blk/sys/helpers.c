@@ -48,6 +48,11 @@ unsigned int rapilog_bdev_physical_block_size(struct block_device *bdev)
 	return bdev_physical_block_size(bdev);
 }
 
+unsigned int rapilog_bdev_partno(struct block_device *bdev)
+{
+	return bdev_partno(bdev);
+}
+
 /*
  * A bio for the log disk from the disk's own bio set (sys/backing.rs);
  * GFP_NOIO: we are in the I/O path. Sleeps on the set's mempool rather than

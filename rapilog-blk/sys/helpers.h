@@ -19,6 +19,7 @@ struct file *rapilog_bdev_open(const char *path, void *holder);
 sector_t rapilog_bdev_nr_sectors(struct block_device *bdev);
 unsigned int rapilog_bdev_logical_block_size(struct block_device *bdev);
 unsigned int rapilog_bdev_physical_block_size(struct block_device *bdev);
+unsigned int rapilog_bdev_partno(struct block_device *bdev);
 struct bio *rapilog_bio_alloc(struct block_device *bdev, unsigned short nr_vecs, bool write,
 			      struct bio_set *bs);
 void *rapilog_bio_disk_private(struct bio *bio);

@@ -18,6 +18,7 @@ extern "C" {
     pub(super) fn rapilog_bdev_nr_sectors(bdev: *mut block_device) -> u64;
     pub(super) fn rapilog_bdev_logical_block_size(bdev: *mut block_device) -> c_uint;
     pub(super) fn rapilog_bdev_physical_block_size(bdev: *mut block_device) -> c_uint;
+    pub(super) fn rapilog_bdev_partno(bdev: *mut block_device) -> c_uint;
     pub(super) fn rapilog_bio_alloc(
         bdev: *mut block_device,
         nr_vecs: c_ushort,

@@ -14,13 +14,15 @@
 //! driver that predates the field does: a reader of the same version then
 //! reads either driver right, and an older reader just does not show it
 //! (`powerfail_false_alarms`, `powerfail_resume_ms`: a driver without them
-//! never resumed after a power-fail drain, and counted no false alarm).
+//! never resumed after a power-fail drain, and counted no false alarm;
+//! `dead_disk_ms` and the fields after it: a driver without them never
+//! failed writes for a dead disk).
 //! Anything else (a new size, a moved field, a changed meaning, a new code
 //! an older reader would misread) is a new version.
 //!
 //! | ioctl | number | who | what |
 //! |---|---|---|---|
-//! | [`IOCTL_STATUS`] | `_IOR('R', 1, [u8; 1536])` | anyone who can open | fills the status block |
+//! | [`IOCTL_STATUS`] | `_IOR('R', 1, [u8; 1536])` | `CAP_SYS_ADMIN` | fills the status block |
 //! | [`IOCTL_DRAIN`] | `_IO('R', 2)` | `CAP_SYS_ADMIN` | writes back everything written before the call; returns when it is durable on the disk (interruptible) |
 //! | [`IOCTL_CHECK_FENCE`] | `_IO('R', 3)` | `CAP_SYS_ADMIN` | checks the IOMMU fence again; the result is in the status |
 //! | [`IOCTL_SKIP_BAD_RECORD`] | `_IOW('R', 4, u64)` | `CAP_SYS_ADMIN` | drops the bad record writeback holds at, named by its sequence number; `ENOENT` if none is held, `ESTALE` if another one is |
@@ -194,8 +196,22 @@ pub mod fields {
     /// After a power-fail drain, service resumes once the machine still
     /// runs this long after the last signal, ms (0: never).
     pub const POWERFAIL_RESUME_MS: Field = f("powerfail_resume_ms", 1224, 4);
+    /// Once writeback has failed this long, ms, new writes fail with EIO
+    /// (`dead_disk_ms`; 0: never).
+    pub const DEAD_DISK_MS: Field = f("dead_disk_ms", 1228, 4);
+    /// Since when writeback has failed without a success, µs since load
+    /// (0: it is not failing).
+    pub const FAILING_SINCE_US: Field = f("failing_since_us", 1232, 8);
+    /// Since when new writes fail because the disk is dead, µs since load
+    /// (0: they do not; [`super::flags::DISK_DEAD`]).
+    pub const DEAD_SINCE_US: Field = f("dead_since_us", 1240, 8);
+    /// How long the oldest record not yet written back has waited, µs
+    /// (0: none).
+    pub const OLDEST_DIRTY_US: Field = f("oldest_dirty_us", 1248, 8);
+    /// Writes failed because the disk was dead, since load.
+    pub const WRITES_REFUSED: Field = f("writes_refused", 1256, 8);
     /// Zero.
-    pub const RESERVED_2: Field = f("reserved_2", 1228, 308);
+    pub const RESERVED_2: Field = f("reserved_2", 1264, 272);
 
     /// All fields in order; they tile the status block exactly.
     pub const ALL: &[Field] = &[
@@ -255,6 +271,11 @@ pub mod fields {
         BAD_RECORDS,
         BAD_SKIPPED,
         POWERFAIL_RESUME_MS,
+        DEAD_DISK_MS,
+        FAILING_SINCE_US,
+        DEAD_SINCE_US,
+        OLDEST_DIRTY_US,
+        WRITES_REFUSED,
         RESERVED_2,
     ];
 }
@@ -272,6 +293,9 @@ pub mod flags {
     /// Writeback holds at a record that failed its check (the `bad_*`
     /// fields name it): nothing after it is freed until it is skipped.
     pub const WRITEBACK_HELD: u32 = 1 << 4;
+    /// The log disk has failed for longer than `dead_disk_ms`: new writes
+    /// fail with EIO until writeback succeeds again.
+    pub const DISK_DEAD: u32 = 1 << 5;
 }
 
 /// How the region is protected against stray kernel writes.
@@ -543,6 +567,19 @@ pub struct Status {
     pub bad_records: u64,
     /// Of those, skipped by an administrator.
     pub bad_skipped: u64,
+    /// `dead_disk_ms` (0: never fail writes, also what a driver without
+    /// the field does).
+    pub dead_disk_ms: u32,
+    /// Since when writeback has failed without a success, µs since load
+    /// (0: not failing).
+    pub failing_since_us: u64,
+    /// Since when new writes fail because the disk is dead, µs since load
+    /// (0: they do not).
+    pub dead_since_us: u64,
+    /// Age of the oldest record not yet written back, µs (0: none).
+    pub oldest_dirty_us: u64,
+    /// Writes failed because the disk was dead, since load.
+    pub writes_refused: u64,
 }
 
 /// The bad record writeback holds at, from a [`Status`].
@@ -616,6 +653,11 @@ impl Default for Status {
             bad_found_at_us: 0,
             bad_records: 0,
             bad_skipped: 0,
+            dead_disk_ms: 0,
+            failing_since_us: 0,
+            dead_since_us: 0,
+            oldest_dirty_us: 0,
+            writes_refused: 0,
         }
     }
 }
@@ -686,6 +728,10 @@ impl Status {
             (BAD_FOUND_AT_US, self.bad_found_at_us),
             (BAD_RECORDS, self.bad_records),
             (BAD_SKIPPED, self.bad_skipped),
+            (FAILING_SINCE_US, self.failing_since_us),
+            (DEAD_SINCE_US, self.dead_since_us),
+            (OLDEST_DIRTY_US, self.oldest_dirty_us),
+            (WRITES_REFUSED, self.writes_refused),
         ];
         for (f, v) in u64s {
             field::write_u64(out, f, v);
@@ -704,6 +750,7 @@ impl Status {
             (POWERFAIL_STATE, self.powerfail_state.code()),
             (POWERFAIL_FALSE_ALARMS, self.powerfail_false_alarms),
             (POWERFAIL_RESUME_MS, self.powerfail_resume_ms),
+            (DEAD_DISK_MS, self.dead_disk_ms),
             (MARKER_STATE, self.marker_state),
             (LOSS_ACCEPTED, self.loss_accepted),
             (BAD_REASON, self.bad_reason),
@@ -795,6 +842,11 @@ impl Status {
             bad_found_at_us: u64(BAD_FOUND_AT_US),
             bad_records: u64(BAD_RECORDS),
             bad_skipped: u64(BAD_SKIPPED),
+            dead_disk_ms: u32(DEAD_DISK_MS),
+            failing_since_us: u64(FAILING_SINCE_US),
+            dead_since_us: u64(DEAD_SINCE_US),
+            oldest_dirty_us: u64(OLDEST_DIRTY_US),
+            writes_refused: u64(WRITES_REFUSED),
         })
     }
 
@@ -931,6 +983,11 @@ mod tests {
             bad_found_at_us: 15,
             bad_records: 2,
             bad_skipped: 1,
+            dead_disk_ms: 30_000,
+            failing_since_us: 16,
+            dead_since_us: 17,
+            oldest_dirty_us: 18,
+            writes_refused: 19,
         }
     }
 
@@ -1006,7 +1063,24 @@ mod tests {
         sample().encode(&mut bytes);
         assert_eq!(bytes[252..256], 2u32.to_le_bytes());
         assert_eq!(bytes[1224..1228], 5000u32.to_le_bytes());
-        assert!(bytes[1228..].iter().all(|&b| b == 0), "reserved not zero");
+        assert!(bytes[1264..].iter().all(|&b| b == 0), "reserved not zero");
+    }
+
+    #[test]
+    fn dead_disk_fields_sit_where_the_layout_says_and_zero_means_never() {
+        let mut bytes = [0u8; STATUS_BYTES];
+        sample().encode(&mut bytes);
+        assert_eq!(bytes[1228..1232], 30_000u32.to_le_bytes());
+        assert_eq!(bytes[1232..1240], 16u64.to_le_bytes());
+        assert_eq!(bytes[1240..1248], 17u64.to_le_bytes());
+        assert_eq!(bytes[1248..1256], 18u64.to_le_bytes());
+        assert_eq!(bytes[1256..1264], 19u64.to_le_bytes());
+        // A driver without them leaves zeros: never fail writes, not failing.
+        bytes[1228..1264].fill(0);
+        let old = Status::decode(&bytes).unwrap();
+        assert_eq!(old.dead_disk_ms, 0);
+        assert_eq!(old.dead_since_us, 0);
+        assert_eq!(old.writes_refused, 0);
     }
 
     #[test]

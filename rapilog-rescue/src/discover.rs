@@ -174,8 +174,8 @@ pub fn disk_ids(dir: &Path) -> Vec<Vec<u8>> {
     offer(b"wwid:", own_wwid.as_deref());
     offer(b"wwid:", device_wwid.as_deref());
     // The /dev/disk/by-id names udev gives (60-persistent-storage.rules),
-    // for regions whose disk id is such a path (the module's default id is
-    // its backing= path).
+    // for regions whose disk id is such a path (the module's default id was
+    // its backing= path before it read the disk's own, rapilog-blk/disk_identity.rs).
     let safe = |v: &Option<Vec<u8>>| v.clone().filter(|v| udev_safe(v));
     offer(b"/dev/disk/by-id/virtio-", safe(&virtio_serial).as_deref());
     offer(b"/dev/disk/by-id/nvme-", safe(&own_wwid).as_deref());

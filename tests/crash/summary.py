@@ -50,6 +50,11 @@ def main() -> int:
         print(f"  power-fail drain:     {min(ms):.1f} / {statistics.median(ms):.1f} / {max(ms):.1f} ms "
               f"(min / median / max) for {mib * 1024:.0f} KiB in all"
               + (f", {sum(ms) / mib:.0f} ms per MiB" if mib else ""))
+        bounded = [c for c in drains if "bound_bytes" in c]
+        if bounded:
+            print(f"  power-fail cut at:    {bounded[0]['holdup_ms']} ms (holdup_ms); drained / dirty bound "
+                  + ", ".join(f"{c['drained_bytes'] // 1024}/{c['bound_bytes'] // 1024}" for c in bounded)
+                  + " KiB")
     if elapsed > 0:
         print(f"  rate:                 {len(cycles) / (elapsed / 60):.2f} cycles/min "
               f"({elapsed:.0f} s in all, boots included)")

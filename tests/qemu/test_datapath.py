@@ -361,8 +361,8 @@ def test_refusals_leave_region_and_disks_untouched(guest_factory, module_path):
         (f"region=8K@0x60000000 backing={log_disk}",
          "rapilog: region=8K@0x60000000 refused: too small for the format"),
         (f"region={REGION_PARAM} backing={log_disk} disk_id=another-disk",
-         f"rapilog: region={REGION_PARAM} refused: it holds a rapilog region of another disk "
-         f"(disk_id \"{log_disk}\""),
+         f"rapilog: region={REGION_PARAM} refused: it holds records of disk \"serial:rl-log\", but "
+         f"backing={log_disk} is disk \"another-disk\"; nothing was replayed or written"),
     ]
     disks = [log_disk, ro, small, swap]
     snapshot = Snapshot(g, disks)

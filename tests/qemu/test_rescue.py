@@ -121,7 +121,7 @@ def images(make_image):
         "gone": make_image("gone", "--disk-id", "serial:rl-gone", "--seed", "3", "--records", "8"),
         "small": make_image("small", "--disk-id", "serial:rl-small", "--seed", "4", "--records", "8"),
         "dup": make_image("dup", "--disk-id", "serial:rl-dup", "--seed", "5", "--records", "8"),
-        # rapilog.ko's default id is its backing= path
+        # a by-id path, as rapilog.ko recorded by default before it read the disk's own id
         "byid": make_image("byid", "--disk-id", "/dev/disk/by-id/virtio-rl-log2", "--seed", "6", "--records", "8"),
     }
 

@@ -162,7 +162,14 @@ impl Control {
                     self.control()
                 ),
                 ),
-                _ if is_permission(&e) => self.err(Code::NotRoot, format!("status ioctl: {e}")),
+                _ if is_permission(&e) => self.err(
+                    Code::NotRoot,
+                    format!(
+                        "the status of {} needs root (CAP_SYS_ADMIN): it shows the region's \
+                         physical address and superblock ({e})",
+                        self.control()
+                    ),
+                ),
                 _ => self.err(
                     Code::Failed,
                     format!("status ioctl on {}: {e}", self.control()),

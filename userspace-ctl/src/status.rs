@@ -16,10 +16,13 @@
 //! - **AT RISK**: a likely event loses acknowledged writes: the crash kernel
 //!   is not armed (a panic then relies on RAM surviving the reboot until
 //!   the module's replay at the next load, which firmware need not allow),
-//!   the power-fail drain failed, or writeback holds at a bad record (one
+//!   the power-fail drain failed, writeback holds at a bad record (one
 //!   that failed its checksum in the region: it is never written, and the
 //!   ring fills behind it until writers wait; the line names it, and
-//!   `rapilogctl skip-bad-record SEQ` drops it).
+//!   `rapilogctl skip-bad-record SEQ` drops it), or the log disk is dead
+//!   (writeback failed for longer than `dead_disk_ms`: new writes fail with
+//!   EIO, and the acknowledged writes not yet on the disk live only in the
+//!   region; the line says for how long, and how old the oldest one is).
 //! - **DEGRADED**: acknowledged writes are safe from a panic, but a
 //!   protection is missing or the log disk is in trouble: a PCI device's
 //!   DMA can reach the region (IOMMU fence unfenced or unchecked), write
@@ -187,6 +190,28 @@ pub fn accepted_loss_words(s: &Status) -> Option<String> {
     })
 }
 
+/// The AT RISK words for a dead log disk (`flags::DISK_DEAD`).
+fn dead_disk_words(s: &Status) -> String {
+    let ago = |since: u64| duration_words(s.uptime_us.saturating_sub(since));
+    let mut words = format!(
+        "log disk failing for {} (last {}), new writes fail with EIO since {} ago \
+         (dead_disk_ms={}; {} refused)",
+        ago(s.failing_since_us),
+        errno_words(s.last_disk_errno),
+        ago(s.dead_since_us),
+        s.dead_disk_ms,
+        plural(s.writes_refused, "write", "writes")
+    );
+    if s.oldest_dirty_us > 0 {
+        let _ = write!(
+            words,
+            "; oldest unwritten record waiting for {}",
+            duration_words(s.oldest_dirty_us)
+        );
+    }
+    words
+}
+
 /// The verdict for `s` (rules in the module docs).
 pub fn verdict(s: &Status, crash: CrashKernel) -> Verdict {
     let loss: Vec<String> = accepted_loss_words(s).into_iter().collect();
@@ -201,6 +226,9 @@ pub fn verdict(s: &Status, crash: CrashKernel) -> Verdict {
     }
     if s.powerfail_state == PowerFailState::Failed {
         at_risk.push("power-fail drain failed".into());
+    }
+    if s.flags & flags::DISK_DEAD != 0 {
+        at_risk.push(dead_disk_words(s));
     }
     if let Some(h) = s.held_record() {
         at_risk.push(format!(
@@ -230,9 +258,18 @@ pub fn verdict(s: &Status, crash: CrashKernel) -> Verdict {
     if s.protect != ProtectMode::Window {
         degraded.push("region write protection off".into());
     }
-    if s.flags & flags::WRITEBACK_RETRYING != 0 {
+    if s.flags & flags::WRITEBACK_RETRYING != 0 && s.flags & flags::DISK_DEAD == 0 {
+        let failing = match (s.failing_since_us, s.dead_disk_ms) {
+            (0, _) => String::new(),
+            (since, 0) => format!(" for {}", duration_words(s.uptime_us.saturating_sub(since))),
+            (since, ms) => format!(
+                " for {} (new writes fail with EIO after {})",
+                duration_words(s.uptime_us.saturating_sub(since)),
+                duration_words(u64::from(ms) * 1000)
+            ),
+        };
         degraded.push(format!(
-            "writeback retrying after disk errors (last {})",
+            "writeback retrying after disk errors{failing} (last {})",
             errno_words(s.last_disk_errno)
         ));
     }
@@ -303,6 +340,41 @@ pub struct FlagsJson {
     pub writes_held: bool,
     /// Writeback holds at a bad record (`bad_record`).
     pub writeback_held: bool,
+    /// The log disk is dead: new writes fail with EIO (`dead_disk`).
+    pub disk_dead: bool,
+}
+
+/// The dead-disk policy (`dead_disk_ms`) and where the log disk stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadDiskJson {
+    /// `dead_disk_ms`: how long writeback may fail before new writes fail
+    /// (0: never).
+    pub deadline_ms: u32,
+    /// New writes fail with EIO now.
+    pub dead: bool,
+    /// How long writeback has failed without a success (null: it is not
+    /// failing).
+    pub failing_for_us: Option<u64>,
+    /// How long new writes have failed (null: they do not).
+    pub dead_for_us: Option<u64>,
+    /// Age of the oldest acknowledged record not yet written back (null:
+    /// none).
+    pub oldest_unwritten_us: Option<u64>,
+    /// Writes failed because the disk was dead, since load.
+    pub writes_refused: u64,
+}
+
+/// The dead-disk part of `s`, for JSON.
+pub fn dead_disk_json(s: &Status) -> DeadDiskJson {
+    let age = |since: u64| (since != 0).then(|| s.uptime_us.saturating_sub(since));
+    DeadDiskJson {
+        deadline_ms: s.dead_disk_ms,
+        dead: s.flags & flags::DISK_DEAD != 0,
+        failing_for_us: age(s.failing_since_us),
+        dead_for_us: age(s.dead_since_us),
+        oldest_unwritten_us: (s.oldest_dirty_us != 0).then_some(s.oldest_dirty_us),
+        writes_refused: s.writes_refused,
+    }
 }
 
 /// The bad record writeback holds at.
@@ -529,6 +601,8 @@ pub struct Report {
     pub writeback: WritebackJson,
     /// The bad record writeback holds at (null: none).
     pub bad_record: Option<BadRecordJson>,
+    /// The dead-disk policy and the log disk's state.
+    pub dead_disk: DeadDiskJson,
     /// Errors.
     pub errors: ErrorsJson,
     /// IOMMU fence.
@@ -631,6 +705,7 @@ pub fn report(s: &Status, device: &str, control: &str, crash: CrashKernel) -> Re
             draining: s.flags & flags::DRAINING != 0,
             writes_held: s.flags & flags::WRITES_HELD != 0,
             writeback_held: s.flags & flags::WRITEBACK_HELD != 0,
+            disk_dead: s.flags & flags::DISK_DEAD != 0,
         },
         uptime_us: s.uptime_us,
         ring: RingJson {
@@ -666,6 +741,7 @@ pub fn report(s: &Status, device: &str, control: &str, crash: CrashKernel) -> Re
             bad_records_skipped: s.bad_skipped,
         },
         bad_record: bad_record_json(s),
+        dead_disk: dead_disk_json(s),
         errors: ErrorsJson {
             disk_errors: s.disk_errors,
             last_disk_errno: s.last_disk_errno,
@@ -808,6 +884,7 @@ pub fn render(r: &Report, color: bool) -> String {
         (r.flags.unloading, "unloading"),
         (r.flags.writes_held, "writes held"),
         (r.flags.writeback_held, "writeback held"),
+        (r.flags.disk_dead, "log disk dead"),
     ] {
         if on {
             state.push(what.into());
@@ -923,6 +1000,32 @@ pub fn render(r: &Report, color: bool) -> String {
                 w.bad_records_skipped
             ),
         ));
+    }
+    let d = &r.dead_disk;
+    if let Some(failing) = d.failing_for_us {
+        let text = match d.dead_for_us {
+            Some(dead) => format!(
+                "failing for {}; dead for {}: new writes fail with EIO ({} refused), reads work; \
+                 acknowledged writes stay in the region{} and drain when it is back",
+                duration_words(failing),
+                duration_words(dead),
+                d.writes_refused,
+                d.oldest_unwritten_us.map_or(String::new(), |us| format!(
+                    " (oldest unwritten for {})",
+                    duration_words(us)
+                ))
+            ),
+            None if d.deadline_ms == 0 => format!(
+                "failing for {}; dead_disk_ms=0: writers wait for it for ever",
+                duration_words(failing)
+            ),
+            None => format!(
+                "failing for {}; new writes fail with EIO once it has failed for {}",
+                duration_words(failing),
+                duration_words(u64::from(d.deadline_ms) * 1000)
+            ),
+        };
+        rows.push(("log disk", paint(&text, "1;31", color)));
     }
     let e = &r.errors;
     rows.push((

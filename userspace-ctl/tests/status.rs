@@ -273,6 +273,7 @@ fn json_document_has_the_documented_schema() {
         "control",
         "verdict",
         "bad_record",
+        "dead_disk",
         "backing",
         "region",
         "protect",
@@ -613,4 +614,90 @@ fn false_alarms_and_the_resume_are_shown() {
         false,
     );
     assert!(!text.contains("false alarm"), "{text}");
+}
+
+/// `s` after the log disk failed from 4 s after load on and was declared
+/// dead at 6 s (`dead_disk_ms=2000`); the oldest unwritten record has
+/// waited 11 s.
+fn dead_disk(mut s: Status) -> Status {
+    s.flags |= flags::DISK_DEAD | flags::WRITEBACK_RETRYING;
+    s.dead_disk_ms = 2000;
+    s.failing_since_us = 4_000_000;
+    s.dead_since_us = 6_000_000;
+    s.oldest_dirty_us = 11_000_000;
+    s.writes_refused = 7;
+    s.last_disk_errno = 5;
+    s.disk_errors = 9;
+    s
+}
+
+#[test]
+fn a_dead_log_disk_is_at_risk_with_its_age_and_the_oldest_record() {
+    let s = wire(&dead_disk(healthy()));
+    let v = verdict(&s, CrashKernel::Armed);
+    assert_eq!(v.level, Level::AtRisk);
+    let problem = "log disk failing for 12.0 s (last EIO, Input/output error), new writes fail \
+                   with EIO since 10.0 s ago (dead_disk_ms=2000; 7 writes refused); oldest \
+                   unwritten record waiting for 11.0 s";
+    assert_eq!(v.problems, vec![problem.to_string()], "{}", v.line);
+    // The table: a state word and a red row.
+    let r = report(&s, "rapilog0", "/dev/rapilog-ctl", CrashKernel::Armed);
+    let text = render(&r, false);
+    assert!(text.contains("up 16.0 s, log disk dead"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("log disk "))
+        .unwrap_or_else(|| panic!("no log disk row in\n{text}"));
+    for want in [
+        "failing for 12.0 s; dead for 10.0 s",
+        "new writes fail with EIO (7 refused)",
+        "oldest unwritten for 11.0 s",
+    ] {
+        assert!(row.contains(want), "{want:?} not in {row:?}");
+    }
+    // JSON.
+    let v = doc(&dead_disk(healthy()), CrashKernel::Armed);
+    assert_eq!(v["flags"]["disk_dead"], true);
+    assert_eq!(
+        v["dead_disk"],
+        serde_json::json!({
+            "deadline_ms": 2000, "dead": true, "failing_for_us": 12_000_000,
+            "dead_for_us": 10_000_000, "oldest_unwritten_us": 11_000_000,
+            "writes_refused": 7,
+        })
+    );
+}
+
+#[test]
+fn a_failing_disk_not_yet_dead_is_degraded_and_says_when_writes_fail() {
+    let mut s = dead_disk(healthy());
+    s.flags &= !flags::DISK_DEAD;
+    s.dead_since_us = 0;
+    s.failing_since_us = 15_000_000;
+    let v = verdict(&wire(&s), CrashKernel::Armed);
+    assert_eq!(v.level, Level::Degraded);
+    assert!(
+        v.line.contains(
+            "writeback retrying after disk errors for 1.0 s (new writes fail with EIO after \
+             2.0 s) (last EIO"
+        ),
+        "{}",
+        v.line
+    );
+    let v = doc(&s, CrashKernel::Armed);
+    assert_eq!(v["dead_disk"]["dead"], false);
+    assert_eq!(v["dead_disk"]["dead_for_us"], Value::Null);
+    assert_eq!(v["dead_disk"]["failing_for_us"], 1_000_000);
+    // A healthy disk: nothing failing, the deadline still shown.
+    let mut s = healthy();
+    s.dead_disk_ms = 30_000;
+    let v = doc(&s, CrashKernel::Armed);
+    assert_eq!(v["verdict"]["level"], "protected");
+    assert_eq!(
+        v["dead_disk"],
+        serde_json::json!({
+            "deadline_ms": 30_000, "dead": false, "failing_for_us": null,
+            "dead_for_us": null, "oldest_unwritten_us": null, "writes_refused": 0,
+        })
+    );
 }
