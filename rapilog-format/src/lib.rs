@@ -17,20 +17,10 @@
 //!
 //! # Publication protocol (writer)
 //!
-//! 1. **Reserve**, under the writer lock, in sequence order:
-//!    [`RingState::reserve`] gives the sequence number, the slot and the
-//!    ring offset, or says the ring is full (wait for writeback).
-//! 2. **Copy** the payload into the ring, computing its CRC-32C. Any number
-//!    of writers do this concurrently.
-//! 3. **Publish**: after a write barrier (the payload must be visible
-//!    first), write the descriptor ([`Reservation::descriptor`] then
-//!    [`Descriptor::encode`]). Its own checksum makes it count: until all
-//!    64 bytes are in place the record does not exist for the replayer.
-//! 4. **Acknowledge** the write (complete the bio). Flush and FUA are
-//!    satisfied here: the region is the durability domain.
-//!
-//! A crash between any two steps loses only records that were never
-//! acknowledged; a published record N+1 is found even if record N is torn.
+//! Described once, in `docs/design.md` ("The write protocol"). The API of
+//! its steps: reserve with [`RingState::reserve`]; publish with
+//! [`Reservation::descriptor`] then [`Descriptor::encode`]; index with
+//! [`ExtentIndex::insert`].
 //!
 //! # Writeback protocol
 //!
