@@ -499,7 +499,7 @@ def test_fenced_with_an_iommu_armed_protected(fenced):
     # Writeback's DMA goes through the IOMMU: flush works.
     rc, out = g.run("rapilogctl flush --json")
     assert rc == 0 and json.loads(out)["dirty_after"] == 0, out
-    # A device with some history (the README's example).
+    # A device with some history (the example in docs/configuration.md).
     g.check("dmesg -c >/dev/null; dd if=/dev/urandom of=/dev/rapilog0 bs=64k count=32 conv=fsync 2>/dev/null && "
             f"dd if=/dev/urandom of=/dev/rapilog0 bs={BLOCK} count=40 seek=1000 oflag=direct conv=fsync 2>/dev/null")
     g.check("rapilogctl flush")
