@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn maps_a_file_at_an_unaligned_offset() {
-        let path = std::env::temp_dir().join(format!("rapilog-rescue-map-{}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("rapilog-replay-map-{}", std::process::id()));
         let data: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let file = File::open(&path).unwrap();
