@@ -11,7 +11,7 @@
 //! - [`target`]: the log disk written to, a block device or a file standing in for one.
 //! - [`discover`]: finding the log disk in sysfs by the identity the region names (the identity rule).
 //! - [`idtext`]: disk ids as text, for command lines and messages.
-//! - [`sys`]: the only `unsafe`: mmap, block-device ioctls, mknod, device numbers, cache-line flush, sync, reboot.
+//! - [`sys`]: the only `unsafe`: mmap, block-device ioctls, mknod, device numbers, cache-line flush.
 //!
 //! Every refusal happens before the first write; see [`engine`] for what
 //! each failure leaves behind and [`FailureKind`] for exit codes.

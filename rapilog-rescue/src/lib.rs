@@ -10,6 +10,7 @@
 //! - [`cmdline`]: the kernel command line and its `rapilog.*` parameters.
 //! - [`config`]: one run's configuration, from those parameters and the program's flags.
 //! - [`rescue`]: one run as configured: open the region, find and open the disk, replay; `--list-disks`.
+//! - [`sys`]: the only `unsafe`: sync, console drain and reboot at the end of the run.
 //!
 //! The binary (`src/main.rs`) prints the outcome with the `rapilog-rescue:`
 //! prefix and maps it to the exit codes of
@@ -20,5 +21,8 @@
 pub mod cmdline;
 pub mod config;
 pub mod rescue;
+
+#[allow(unsafe_code)]
+pub mod sys;
 
 pub use config::{parse_args, Config};

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use rapilog_format::Replayer;
 use rapilog_replay::engine::{describe_outcome, report_fields};
-use rapilog_replay::{sys, Failure};
+use rapilog_replay::Failure;
 use rapilog_rescue::config::{Action, USAGE};
-use rapilog_rescue::{parse_args, rescue};
+use rapilog_rescue::{parse_args, rescue, sys};
 
 const PREFIX: &str = "rapilog-rescue:";
 
