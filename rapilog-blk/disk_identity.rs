@@ -4,7 +4,7 @@
 //! replayed onto another disk.
 //!
 //! By default it is what the disk itself reports, in the form rapilog-rescue
-//! finds it by in the crash kernel (rapilog-rescue/src/discover.rs has the
+//! finds it by in the crash kernel (rapilog-replay/src/discover.rs has the
 //! rule): the first of
 //!
 //! | id | attribute of `/sys/class/block/DISK/` | disks |

@@ -5,8 +5,9 @@
 #   demo          `make demo`, the README's first command, exactly as a
 #                 newcomer runs it: builds what it needs from nothing, and
 #                 fails unless every acknowledged block survives the panic
-#   host-tests    cargo test of the workspace (format crate, rescue, CLI) and
-#                 pytest tests/host (scripts such as kexec-tools-config/rapilog-arm)
+#   host-tests    cargo test of the workspace (format crate, replay library,
+#                 rescue, CLI) and pytest tests/host (scripts such as
+#                 kexec-tools-config/rapilog-arm)
 #   module        rapilog.ko for the stock kernel KREL (build chroot made once)
 #   module-check  symbols and vermagic against the stock kernel
 #   qemu-tests    pytest tests/qemu: the stock kernel booted under QEMU (TCG)

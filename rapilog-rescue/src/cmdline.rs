@@ -6,7 +6,7 @@
 //! | parameter | meaning |
 //! |---|---|
 //! | `rapilog.region=SIZE@PHYS` | the region (required) |
-//! | `rapilog.disk=ID` | the disk id the region must name ([`crate::idtext`] form); optional |
+//! | `rapilog.disk=ID` | the disk id the region must name ([`rapilog_replay::idtext`] form); optional |
 //! | `rapilog.dry_run=0\|1` | verify and report, write nothing (default 0) |
 //! | `rapilog.reboot=0\|1` | reboot when done (default 1 in a crash kernel, see `Config::reboot_wanted`) |
 //! | `rapilog.wait=SECONDS` | how long to wait for the disk to appear (default 30) |

@@ -14,11 +14,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rapilog_format::{DiskId, RegionSpec};
+use rapilog_replay::engine::{Failure, FailureKind};
+use rapilog_replay::idtext;
+use rapilog_replay::region::MemAccess;
 
 use crate::cmdline::RescueParams;
-use crate::engine::{Failure, FailureKind};
-use crate::idtext;
-use crate::region::MemAccess;
 
 /// Where the region comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! `rapilog-rescue`: the program the kexec crash kernel runs. See the
-//! library docs and README.md; `--help` for options and exit codes.
+//! library docs (and `rapilog_replay`'s for the replay) and README.md;
+//! `--help` for options and exit codes.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use rapilog_format::Replayer;
+use rapilog_replay::engine::{describe_outcome, report_fields};
+use rapilog_replay::Failure;
 use rapilog_rescue::config::{Action, USAGE};
-use rapilog_rescue::engine::{describe_outcome, report_fields};
-use rapilog_rescue::{parse_args, rescue, sys, Failure};
+use rapilog_rescue::{parse_args, rescue, sys};
 
 const PREFIX: &str = "rapilog-rescue:";
 

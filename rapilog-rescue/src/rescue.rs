@@ -5,13 +5,13 @@
 use std::path::Path;
 
 use rapilog_format::{DiskIdentity, Replayer};
+use rapilog_replay::discover::{self, device_node, find_by_id};
+use rapilog_replay::engine::{self, Failure, FailureKind, OpenedTarget, Outcome, ReplayOptions};
+use rapilog_replay::idtext::IdText;
+use rapilog_replay::region::{FileRegion, RegionStore};
+use rapilog_replay::target::TargetDisk;
 
 use crate::config::{Config, RegionSource, TargetSelect};
-use crate::discover::{self, device_node, find_by_id};
-use crate::engine::{self, Failure, FailureKind, OpenedTarget, Outcome, ReplayOptions};
-use crate::idtext::IdText;
-use crate::region::{FileRegion, RegionStore};
-use crate::target::TargetDisk;
 
 /// Whether rapilog.ko is loaded: then the live driver owns the region and
 /// the disk, and replaying underneath it would race with it.

@@ -8,6 +8,9 @@
 //! `--reboot`) or by a command line file with `rapilog.reboot=0`, and the
 //! host is not a crash kernel.
 
+// Region images, disks and a fake sysfs: the helpers of rapilog-replay's own
+// engine and discovery tests, which this binary's runs build on.
+#[path = "../../rapilog-replay/tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;

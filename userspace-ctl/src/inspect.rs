@@ -20,8 +20,8 @@ use rapilog_format::{
     RegionSpec, RegionState, ReplayReport, Replayer, SkipCounts, SoftwareCrc32c, Superblock,
     SuperblockCopy, DESCRIPTOR_BYTES, SECTOR_BYTES, SUPERBLOCK_BYTES, UNIT_BYTES,
 };
-use rapilog_rescue::idtext::IdText;
-use rapilog_rescue::region::{FileRegion, MemAccess, RegionStore};
+use rapilog_replay::idtext::IdText;
+use rapilog_replay::region::{FileRegion, MemAccess, RegionStore};
 use serde::Serialize;
 
 use crate::units::{human, parse_number, parse_size};

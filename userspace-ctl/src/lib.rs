@@ -9,8 +9,8 @@
 //!   shared format crate: both superblock copies, every record of the live
 //!   window with the replay decision, a summary; [`inspect::Inspection`] is
 //!   also the `--json` document.
-//! - [`replay`]: `rapilogctl replay`, through the rescue program's own
-//!   replay engine ([`rapilog_rescue::engine::replay`]).
+//! - [`replay`]: `rapilogctl replay`, through the replay engine the crash
+//!   kernel's rescue program runs too ([`rapilog_replay::engine::replay`]).
 //! - [`marker`]: `rapilogctl marker DISK [--clear]`, the log disk's loss
 //!   marker, read offline and cleared after a possible loss is dealt with.
 //! - [`plan`]: boot parameters (`memmap=`, `crashkernel=`) and a region
@@ -136,9 +136,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<rapilog_rescue::Failure> for Error {
-    fn from(f: rapilog_rescue::Failure) -> Self {
-        use rapilog_rescue::FailureKind as K;
+impl From<rapilog_replay::Failure> for Error {
+    fn from(f: rapilog_replay::Failure) -> Self {
+        use rapilog_replay::FailureKind as K;
         let code = match f.kind {
             K::Usage => Code::Usage,
             K::Region => Code::Region,

@@ -186,9 +186,10 @@ another version, 77 needs root (CAP_SYS_ADMIN).")]
     },
     /// Replay a region image onto its log disk (the rescue program's code path)
     #[command(long_about = "\
-Replay a region image onto its log disk, offline: the rescue program's own
-replay engine (rapilog-rescue), recording `tool` as the replayer in the
-region's report. Prints the same report as rapilog-rescue.
+Replay a region image onto its log disk, offline: the replay engine the
+crash kernel's rapilog-rescue runs too (the rapilog-replay library),
+recording `tool` as the replayer in the region's report. Prints the same
+report as rapilog-rescue.
 
 The disk must be the region's: a block device must carry the region's disk
 id (as `rapilog-rescue --list-disks` shows it); a regular file (a disk

@@ -278,7 +278,7 @@ fn open(req: &Request, write: bool) -> Result<Disk, Error> {
         }
     })?;
     let (bytes, block_bytes) = if block_device {
-        rapilog_rescue::sys::block_device_geometry(&file)
+        rapilog_replay::sys::block_device_geometry(&file)
             .map_err(|e| Error::io(Code::Disk, &format!("{}: size", path.display()), &e))?
     } else {
         (
@@ -427,7 +427,7 @@ pub fn run(req: &Request) -> Result<Report, Error> {
                     Code::Failed,
                     format!(
                         "{what}: reading it back gave {}",
-                        rapilog_rescue::engine::marker_words(&back)
+                        rapilog_replay::engine::marker_words(&back)
                     ),
                 ));
             }

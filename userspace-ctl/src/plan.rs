@@ -620,7 +620,7 @@ pub fn gather(inputs: &Inputs) -> Result<Machine, Error> {
     let mem_total_bytes = std::fs::read_to_string(&inputs.meminfo)
         .ok()
         .and_then(|t| parse_meminfo_total(&t));
-    let disks = rapilog_rescue::discover::scan(&inputs.sysfs)
+    let disks = rapilog_replay::discover::scan(&inputs.sysfs)
         .unwrap_or_default()
         .into_iter()
         .filter(|d| d.partition.is_none() && d.sectors > 0)
@@ -641,7 +641,7 @@ pub fn gather(inputs: &Inputs) -> Result<Machine, Error> {
             ids: d
                 .ids
                 .iter()
-                .map(|i| rapilog_rescue::idtext::IdText(i).to_string())
+                .map(|i| rapilog_replay::idtext::IdText(i).to_string())
                 .collect(),
             name: d.name,
             bytes: d.sectors * 512,

@@ -2,15 +2,15 @@
 
 //! `rapilogctl replay --image FILE --disk DEV [--dry-run]`: the offline
 //! equivalent of the rescue program. The replay itself is
-//! [`rapilog_rescue::engine::replay`], the code the crash kernel runs, with
+//! [`rapilog_replay::engine::replay`], the code the crash kernel runs, with
 //! [`Replayer::Tool`] recorded in the report.
 //!
 //! What this module adds is the operator's side: the disk is the one named
 //! on the command line, so it is checked up front, before the engine runs,
 //! even when the region holds nothing to apply:
 //!
-//! - a block device must carry the region's disk id (the rescue program's
-//!   identity rule, read from sysfs);
+//! - a block device must carry the region's disk id (the identity rule of
+//!   [`rapilog_replay::discover`], read from sysfs);
 //! - a regular file (a disk image) has no identity, so `--disk-id ID` must
 //!   say which disk it stands for, and it must be the region's;
 //! - size and logical block size must be the region's (the planner's check).
@@ -29,14 +29,14 @@ use std::time::Instant;
 use rapilog_format::{
     plan_replay, ActiveSuperblock, DiskId, DiskIdentity, Replayer, SoftwareCrc32c,
 };
-use rapilog_rescue::discover;
-use rapilog_rescue::engine::{
+use rapilog_replay::discover;
+use rapilog_replay::engine::{
     self, describe_outcome, report_fields, MarkerOutcome, OpenedTarget, Outcome, ReplayOptions,
     ReportWrite,
 };
-use rapilog_rescue::idtext::{self, IdText};
-use rapilog_rescue::region::{FileRegion, RegionStore};
-use rapilog_rescue::target::{BlockTarget, TargetDisk};
+use rapilog_replay::idtext::{self, IdText};
+use rapilog_replay::region::{FileRegion, RegionStore};
+use rapilog_replay::target::{BlockTarget, TargetDisk};
 use serde::Serialize;
 
 use crate::inspect::ReportJson;
@@ -298,8 +298,8 @@ fn check_identity(
     if meta.file_type().is_block_device() {
         let rdev = meta.rdev();
         let (major, minor) = (
-            rapilog_rescue::sys::dev_major(rdev),
-            rapilog_rescue::sys::dev_minor(rdev),
+            rapilog_replay::sys::dev_major(rdev),
+            rapilog_replay::sys::dev_minor(rdev),
         );
         let devs = discover::scan(&req.sysfs).map_err(|e| {
             Error::new(

@@ -1018,8 +1018,8 @@ fn replay_checks_a_block_devices_identity_in_sysfs() {
     use std::os::unix::fs::MetadataExt;
     let rdev = fs::metadata(node).unwrap().rdev();
     let (major, minor) = (
-        rapilog_rescue::sys::dev_major(rdev),
-        rapilog_rescue::sys::dev_minor(rdev),
+        rapilog_replay::sys::dev_major(rdev),
+        rapilog_replay::sys::dev_minor(rdev),
     );
     let t = replay_setup("replay-blockdev", scenario());
     let sysfs = t.dir.join("sys");

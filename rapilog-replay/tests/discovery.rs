@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{FakeSysfs, TempDir};
-use rapilog_rescue::discover::{device_node, disk_ids, find_by_id, scan, FindError};
+use rapilog_replay::discover::{device_node, disk_ids, find_by_id, scan, FindError};
 
 /// A machine with a virtio disk (partitioned), an NVMe namespace, a SATA
 /// disk behind SCSI, and a RAM disk without any id.
@@ -304,7 +304,7 @@ fn device_nodes() {
             use std::os::unix::fs::{FileTypeExt, MetadataExt};
             let meta = std::fs::metadata(&node).unwrap();
             assert!(meta.file_type().is_block_device());
-            assert_eq!(meta.rdev(), rapilog_rescue::sys::make_dev(253, 0));
+            assert_eq!(meta.rdev(), rapilog_replay::sys::make_dev(253, 0));
             // and a matching node in the device directory is used as is
             std::fs::remove_file(dev.join("vda")).unwrap();
             std::fs::rename(&node, dev.join("vda")).unwrap();

@@ -16,12 +16,12 @@ use rapilog_format::{
     ActiveSuperblock, DiskId, DiskIdentity, DiskMarker, LossReason, MarkerError, MarkerState,
     MarkerWriter, RegionState, Replayer, SoftwareCrc32c, SuperblockCopy,
 };
-use rapilog_rescue::engine::{
+use rapilog_replay::engine::{
     describe_outcome, replay, report_fields, Failure, FailureKind, MarkerOutcome, OpenedTarget,
     Outcome, ReplayOptions, ReportWrite,
 };
-use rapilog_rescue::region::MemoryRegion;
-use rapilog_rescue::target::{BlockTarget, MemoryDisk};
+use rapilog_replay::region::MemoryRegion;
+use rapilog_replay::target::{BlockTarget, MemoryDisk};
 
 fn options() -> ReplayOptions {
     ReplayOptions {

@@ -20,7 +20,7 @@ impl TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!(
-            "rapilog-rescue-test-{tag}-{}-{n}",
+            "rapilog-replay-test-{tag}-{}-{n}",
             std::process::id()
         ));
         let _ = fs::remove_dir_all(&path);
