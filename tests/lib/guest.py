@@ -51,6 +51,9 @@ LOG_ROOT = CACHE / "test-logs"
 DEFAULT_KREL = os.environ.get("RAPILOG_KREL", "7.3.4+deb13-amd64")
 QEMU = os.environ.get("RAPILOG_QEMU", "qemu-system-x86_64")
 AGENT_PORT_NAME = "org.rapilog.agent"
+# How long an incomplete console line must stay unchanged before a match
+# reaching its end counts (wait_console).
+PARTIAL_SETTLE_S = 1.0
 
 # --- timeouts ------------------------------------------------------------------
 # Boot-to-agent-ready, measured on this project's machine kind (2 cores, QEMU
@@ -438,6 +441,8 @@ class Guest:
         # console: complete lines (host time, text) + the partial last line
         self.console: list[tuple[float, str]] = []
         self._console_partial = ""
+        # When the incomplete last line last grew (time.monotonic()).
+        self._console_partial_at = 0.0
         # QMP
         self.events: list[dict] = []
         self._qmp_sock: socket.socket | None = None
@@ -792,6 +797,7 @@ class Guest:
             with self._cv:
                 buf = self._console_partial + text
                 *lines, self._console_partial = buf.split("\n")
+                self._console_partial_at = now
                 for line in lines:
                     self._add_console_line(now, line, log)
                 self._cv.notify_all()
@@ -819,7 +825,13 @@ class Guest:
         return "--- console (last lines) ---\n" + "\n".join(lines)
 
     def wait_console(self, regex: str, timeout: float | None = None, since: int = 0) -> re.Match:
-        """Wait for a console line (from line index `since`) matching regex."""
+        """Wait for a console line (from line index `since`) matching regex.
+
+        The incomplete last line (a prompt) matches too, but a match that
+        reaches its end only once the line has stopped growing for
+        PARTIAL_SETTLE_S: a pattern ending in `.*` must see the whole line,
+        not the part of it that had arrived (test_powerfail once read a
+        drain line cut at "powerfail_res")."""
         rx = re.compile(regex)
         timeout = timeout or CMD_TIMEOUT
         deadline = time.monotonic() + timeout
@@ -832,14 +844,15 @@ class Guest:
                         return m
                     i += 1
                 m = rx.search(self._console_partial)
-                if m:
+                if m and (m.end() < len(self._console_partial)
+                          or time.monotonic() - self._console_partial_at >= PARTIAL_SETTLE_S):
                     return m
                 if not self.running() and not self._threads_alive():
                     raise GuestDied(f"QEMU exited; console never matched {regex!r}\n{self.console_tail()}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise GuestError(f"console did not match {regex!r} within {timeout:.0f} s\n{self.console_tail()}")
-                self._cv.wait(min(left, 0.5))
+                self._cv.wait(min(left, PARTIAL_SETTLE_S if m else 0.5))
 
     def _threads_alive(self) -> bool:
         return any(t.is_alive() for t in self._threads)
