@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from guest import (DEFAULT_KREL, CommandFailed, CommandTimeout, Disk, Guest, GuestPanicked, parse_memmap, pinned_krels,
-                   scaled)
+from rapilog_harness import (DEFAULT_KREL, CommandFailed, CommandTimeout, Disk, Guest, GuestPanicked, parse_memmap,
+                             pinned_krels, scaled)
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)

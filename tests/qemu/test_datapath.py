@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from crashload import block, rlio_binary
-from guest import Disk, parse_memmap, scaled
+from rapilog_harness import Disk, parse_memmap, scaled
+from rapilog_harness.crashload import block, rlio_binary
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)

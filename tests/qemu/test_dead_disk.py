@@ -37,8 +37,8 @@ import time
 
 import pytest
 
-from crashload import BLOCK, block, rlio_binary
-from guest import Disk, scaled
+from rapilog_harness import Disk, scaled
+from rapilog_harness.crashload import BLOCK, block, rlio_binary
 
 REGION = "64M$0x60000000"
 REGION_PARAM = "64M@0x60000000"

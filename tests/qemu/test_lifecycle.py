@@ -14,8 +14,9 @@ import re
 
 import pytest
 
-from crashload import block, rlio_binary
-from guest import REPO, Disk, QMPError, _run_script, fetch_kernel, scaled
+from rapilog_harness import REPO, Disk, QMPError, fetch_kernel, scaled
+from rapilog_harness.crashload import block, rlio_binary
+from rapilog_harness.images import _run_script
 
 REGION = "64M$0x60000000"
 REGION_PARAM = "64M@0x60000000"

@@ -6,7 +6,7 @@ headers); the kernel image and modules come straight from the Debian archive.
 """
 import pytest
 
-from guest import parse_memmap
+from rapilog_harness import parse_memmap
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
@@ -16,7 +16,7 @@ MODULE_IN_GUEST = "/lib/modules/KREL/extra/rapilog.ko"
 
 @pytest.fixture(scope="module")
 def guest(request, module_path, krel):
-    from guest import Disk, Guest, LOG_ROOT
+    from rapilog_harness import Disk, Guest, LOG_ROOT
     # The log disk (/dev/vda): the module opens it at load.
     g = Guest("test_module", krel=krel, memmap=REGION,
               disks=[Disk("log.img", serial="rl-log", size="64M")],

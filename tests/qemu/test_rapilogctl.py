@@ -30,8 +30,8 @@ import subprocess
 
 import pytest
 
-from crashload import artifacts, config, guest_files
-from guest import REPO, Disk, Guest, LOG_ROOT, parse_memmap, scaled
+from rapilog_harness import REPO, Disk, Guest, LOG_ROOT, parse_memmap, scaled
+from rapilog_harness.crashload import artifacts, config, guest_files
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)

@@ -25,7 +25,7 @@ import pytest
 
 import time
 
-from guest import REPO, Disk, Guest, LOG_ROOT, build_module, fetch_kernel, parse_memmap, scaled
+from rapilog_harness import REPO, Disk, Guest, LOG_ROOT, build_module, fetch_kernel, parse_memmap, scaled
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
