@@ -54,7 +54,6 @@ import itertools
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import time

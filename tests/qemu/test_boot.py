@@ -70,7 +70,7 @@ def test_insmod_stock_brd(booted):
 def test_memmap_region_is_reserved(booted):
     iomem = booted.check("cat /proc/iomem")
     start, end = REGION_START, REGION_START + REGION_SIZE - 1
-    top = [l for l in iomem.splitlines() if not l.startswith(" ")]
+    top = [ln for ln in iomem.splitlines() if not ln.startswith(" ")]
     want = f"{start:08x}-{end:08x} : Reserved"
     assert want in top, iomem
     for line in top:  # no System RAM range overlaps the region

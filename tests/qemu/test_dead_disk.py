@@ -184,7 +184,8 @@ def test_dm_error_table_fails_writes_in_time_and_drains_when_the_disk_returns(gu
     sectors = int(g.check(f"blockdev --getsz {dev}"))
     linear = f"0 {sectors} linear {dev} 0"
     error = f"0 {sectors} error"
-    g.check(f"modprobe dm-mod && dmsetup create --noudevsync rllog --table '{linear}' && dmsetup mknodes rllog && test -b /dev/mapper/rllog")
+    g.check(f"modprobe dm-mod && dmsetup create --noudevsync rllog --table '{linear}' && "
+            "dmsetup mknodes rllog && test -b /dev/mapper/rllog")
     load(g, "/dev/mapper/rllog")
     g.check(f"rlio numbered /dev/rapilog0 0 {SLOTS} {FIRST} > /dev/null && rlio drain /dev/rapilog-ctl",
             timeout=scaled(120))

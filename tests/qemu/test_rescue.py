@@ -238,8 +238,8 @@ def test_rescue_skips_and_reports_corrupted_records(guest, images):
 
 
 @pytest.mark.parametrize("case, needle", [
-    ("gone", r"no disk has identity serial:rl-gone \(seen: .*vd[a-z] serial:rl-log, /dev/disk/by-id/virtio-rl-log;.*\); "
-             r"nothing written"),
+    ("gone", r"no disk has identity serial:rl-gone \(seen: .*vd[a-z] serial:rl-log, "
+             r"/dev/disk/by-id/virtio-rl-log;.*\); nothing written"),
     ("small", r"refused as log disk: region's disk has 32768 sectors, target has 16384; nothing written"),
     ("dup", r"2 disks have identity serial:rl-dup: vd[a-z], vd[a-z]; refusing to guess; nothing written"),
 ])

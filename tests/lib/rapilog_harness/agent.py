@@ -144,7 +144,7 @@ class AgentMixin:
         """A panic reported after the given event/console positions (lock held)."""
         if any(e["event"] in ("GUEST_PANICKED", "GUEST_CRASHLOADED") for e in self.events[events:]):
             return True
-        return any(self._PANIC_RX.search(l) for _, l in self.console[console:])
+        return any(self._PANIC_RX.search(line) for _, line in self.console[console:])
 
     def run_bytes(self, cmd: str, timeout: float | None = None) -> tuple[int, bytes]:
         """Run a shell script in the guest; (rc, stdout+stderr as bytes)."""

@@ -58,12 +58,12 @@ class ConsoleMixin:
 
     def console_text(self, since: int = 0) -> str:
         with self._cv:
-            return "\n".join(l for _, l in self.console[since:]) + (
+            return "\n".join(line for _, line in self.console[since:]) + (
                 "\n" + self._console_partial if self._console_partial else "")
 
     def console_tail(self, n: int = 40) -> str:
         with self._cv:
-            lines = [l for _, l in self.console[-n:]]
+            lines = [line for _, line in self.console[-n:]]
             if self._console_partial:
                 lines.append(self._console_partial)
         return "--- console (last lines) ---\n" + "\n".join(lines)
