@@ -8,7 +8,7 @@
 #                        (after `make host-rust-artifacts`)
 #   make test            every test: host unit/property tests, lint, the demo,
 #                        module checks, QEMU tests
-#   make lint            rustfmt, clippy -D warnings, shellcheck
+#   make lint            rustfmt, clippy -D warnings, ruff, shellcheck
 #   make demo            boot the stock kernel in QEMU and show rapilog working
 #   make crash-test N=20 N panics under load (N/5 with ext4, N/5 power cuts per
 #                        power-fail signal), 0 losses or it fails
@@ -51,7 +51,7 @@ test:
 host-test:
 	cargo test --workspace
 
-# rustfmt, clippy -D warnings, shellcheck (a phase of `make test`).
+# rustfmt, clippy -D warnings, ruff (Python), shellcheck (a phase of `make test`).
 lint:
 	tests/lint.sh
 

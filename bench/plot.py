@@ -19,8 +19,8 @@ def plots(r: dict, out: Path, labels: dict[str, str], fio_devices: list[str],
     workloads = list(dict.fromkeys(x.get("workload", "tpcb") for x in all_runs))
     if all_runs:
         profiles = list(dict.fromkeys(x["profile"] for x in all_runs))
-        fig, axes = plt.subplots(len(workloads), len(profiles), figsize=(max(8.0, 5.2 * len(profiles)), 3.8 * len(workloads)),
-                                 squeeze=False)
+        fig, axes = plt.subplots(len(workloads), len(profiles),
+                                 figsize=(max(8.0, 5.2 * len(profiles)), 3.8 * len(workloads)), squeeze=False)
         for row, wl in zip(axes, workloads):
             runs = [x for x in all_runs if x.get("workload", "tpcb") == wl]
             summ = bl.pgbench_summary(runs)

@@ -54,7 +54,6 @@ import itertools
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import time
@@ -62,7 +61,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO / "tests" / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lib"))  # rapilog_harness
 sys.path.insert(0, str(HERE))
 
 import benchlib as bl  # noqa: E402
@@ -462,7 +461,7 @@ def main() -> int:
         print(report(Path(args.report)))
         return 0
 
-    from guest import Disk, Guest, LOG_ROOT  # noqa: E402
+    from rapilog_harness import LOG_ROOT, Disk, Guest
     t_start = time.time()
     now = datetime.datetime.now()
     out = Path(args.out) if args.out else REPO / ".cache" / "bench" / now.strftime("%Y-%m-%d") / MODE

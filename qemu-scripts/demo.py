@@ -9,8 +9,8 @@
    region, the machine reboots, and the host checks every block on the disk.
 
 The guest runs the stock kernel with a small Debian trixie userland
-(qemu-scripts/build-rootfs.sh). Runs with the host's python3 (the harness in
-tests/lib is stdlib only).
+(qemu-scripts/build-rootfs.sh). Runs with the host's python3 (the harness,
+tests/lib/rapilog_harness, is stdlib only).
 """
 import os
 import re
@@ -20,9 +20,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lib"))  # rapilog_harness
 
-from guest import CACHE, Disk, Guest, GuestError, LOG_ROOT, build_rootfs, fetch_kernel, scaled  # noqa: E402
+from rapilog_harness import CACHE, LOG_ROOT, Disk, Guest, GuestError, build_rootfs, fetch_kernel, scaled  # noqa: E402
 
 KREL = os.environ.get("KREL") or "7.3.4+deb13-amd64"
 REGION_BOOT, REGION_PARAM = "64M$0x60000000", "64M@0x60000000"

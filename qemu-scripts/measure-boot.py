@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Measure boot-to-agent-ready times of the QEMU guest (the numbers behind
-tests/lib/guest.py's BOOT_MEASURED_S).
+BOOT_MEASURED_S in tests/lib/rapilog_harness/config.py).
 
     qemu-scripts/measure-boot.py [-k KREL] [-n SAMPLES] [--iommu] [--append ARGS]
 
@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lib"))  # rapilog_harness
 
-from guest import DEFAULT_KREL, Guest, build_initramfs, fetch_kernel  # noqa: E402
+from rapilog_harness import DEFAULT_KREL, Guest, build_initramfs, fetch_kernel  # noqa: E402
 
 
 def main() -> int:

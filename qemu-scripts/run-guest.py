@@ -7,18 +7,18 @@ Each CMD runs through the agent and its output is printed; without CMD,
 commands are read from stdin, one per line (a simple guest shell; Ctrl-D
 ends). The guest is killed at the end; logs stay in .cache/test-logs/NAME/.
 
-Options mirror tests/lib/guest.py's Guest(): -k KREL, --mem, --smp,
---memmap '64M$0x60000000', --crashkernel 256M, --append ARGS, --iommu,
---pvpanic, --ram-file PATH, --disk PATH:SERIAL[:SIZE[:IOPS]],
+Options mirror Guest() of the harness (tests/lib/rapilog_harness): -k KREL,
+--mem, --smp, --memmap '64M$0x60000000', --crashkernel 256M, --append ARGS,
+--iommu, --pvpanic, --ram-file PATH, --disk PATH:SERIAL[:SIZE[:IOPS]],
 --add HOST:GUEST (KREL in GUEST is replaced), --agent virtio|serial.
 """
 import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "lib"))  # rapilog_harness
 
-from guest import DEFAULT_KREL, Disk, Guest, GuestError  # noqa: E402
+from rapilog_harness import DEFAULT_KREL, Disk, Guest, GuestError  # noqa: E402
 
 
 def main() -> int:

@@ -34,7 +34,7 @@ hint() {
 	host-deps) echo "check that apt reaches the Debian archive (apt-get update), then run qemu-scripts/host-deps.sh" ;;
 	demo) echo "read the demo's last lines: a setup step names its own log; guest console logs are under $RAPILOG_CACHE/test-logs/demo" ;;
 	host-tests) echo "cargo test --workspace and the pytest tests/host output above name the failing test" ;;
-	lint) echo "run tests/lint.sh: 'cargo fmt --all' fixes formatting; clippy and shellcheck name file and line" ;;
+	lint) echo "run tests/lint.sh: 'cargo fmt --all' fixes formatting, '.cache/venv/bin/python -m ruff check --fix' the safe Python fixes; clippy, ruff and shellcheck name file and line" ;;
 	module) echo "read $RAPILOG_CACHE/kbuild/$KREL/*.log; if the archive dropped a pinned version, bump kernels/$KREL.env (kernels/README.md)" ;;
 	module-check) echo "the module does not match the stock kernel's exports: rebuild the chroot (rm -r $RAPILOG_CACHE/kbuild/$KREL) and see kernels/README.md" ;;
 	qemu-tests) echo "each failing test names its guest's console log under $RAPILOG_CACHE/test-logs/" ;;

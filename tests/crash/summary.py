@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Summary of `make crash-test`: reads the JSON lines the crash tests append
-to $RAPILOG_CRASH_STATS (one per panic cycle, tests/lib/crashload.py's
-record_cycle) and prints cycles, acknowledged writes checked, losses and
-the panic -> report times.
+to $RAPILOG_CRASH_STATS (one per panic cycle, cycle_stats of
+tests/lib/rapilog_harness/crashload.py) and prints cycles, acknowledged
+writes checked, losses and the panic -> report times.
 
     tests/crash/summary.py STATS_FILE WANTED_CYCLES ELAPSED_SECONDS
 

@@ -1,12 +1,10 @@
 """bench/benchlib.py: the parsers and tables of `make bench`, without QEMU."""
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import benchlib as bl  # noqa: E402
+import benchlib as bl  # bench/benchlib.py (tests/pytest.ini puts bench/ on sys.path)
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -7,7 +7,8 @@ from pathlib import Path
 ARM = Path(__file__).resolve().parents[2] / "kexec-tools-config" / "rapilog-arm"
 
 
-def run(tmp_path, conf: str, *args, cmdline="BOOT_IMAGE=/vmlinuz root=/dev/sda console=tty0 console=ttyS0,115200 quiet"):
+def run(tmp_path, conf: str, *args,
+        cmdline="BOOT_IMAGE=/vmlinuz root=/dev/sda console=tty0 console=ttyS0,115200 quiet"):
     cfg = tmp_path / "rapilog.conf"
     cfg.write_text(conf)
     (tmp_path / "cmdline").write_text(cmdline + "\n")

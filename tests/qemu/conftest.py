@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-import guest as guestlib
+import rapilog_harness as harness
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -30,13 +30,13 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def krel() -> str:
-    return guestlib.DEFAULT_KREL
+    return harness.DEFAULT_KREL
 
 
 @pytest.fixture(scope="session")
 def module_path(krel) -> str:
-    """rapilog.ko for this kernel (guest.build_module)."""
-    return str(guestlib.build_module(krel))
+    """rapilog.ko for this kernel (rapilog_harness.build_module)."""
+    return str(harness.build_module(krel))
 
 
 @pytest.fixture(scope="session")
@@ -44,9 +44,9 @@ def test_image_tool() -> str:
     """rapilog-rescue's make-test-image example: region images and disks
     written by the format crate's test helpers."""
     subprocess.run(["cargo", "build", "--quiet", "--locked", "-p", "rapilog-rescue",
-                    "--example", "make-test-image"], cwd=guestlib.REPO, check=True)
+                    "--example", "make-test-image"], cwd=harness.REPO, check=True)
     meta = json.loads(subprocess.run(["cargo", "metadata", "--format-version=1", "--no-deps"],
-                                     cwd=guestlib.REPO, check=True, stdout=subprocess.PIPE).stdout)
+                                     cwd=harness.REPO, check=True, stdout=subprocess.PIPE).stdout)
     return f"{meta['target_directory']}/debug/examples/make-test-image"
 
 
@@ -55,11 +55,11 @@ def ctl_bin() -> str:
     """rapilogctl linked statically (the guest's initramfs has no libc), in
     its own target directory like rapilog-rescue/build-static.sh."""
     triple = "x86_64-unknown-linux-gnu"
-    target_dir = guestlib.REPO / "target" / "static"
+    target_dir = harness.REPO / "target" / "static"
     env = dict(os.environ, RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols")
     subprocess.run(["cargo", "build", "--quiet", "--locked", "--release", "-p", "rapilogctl",
                     "--bin", "rapilogctl", "--target", triple, "--target-dir", str(target_dir)],
-                   cwd=guestlib.REPO, check=True, env=env)
+                   cwd=harness.REPO, check=True, env=env)
     return str(target_dir / triple / "release" / "rapilogctl")
 
 
@@ -69,12 +69,12 @@ def _test_name(node) -> str:
 
 @pytest.fixture
 def guest_factory(request):
-    guests: list[guestlib.Guest] = []
+    guests: list[harness.Guest] = []
 
-    def make(**kwargs) -> guestlib.Guest:
+    def make(**kwargs) -> harness.Guest:
         name = _test_name(request.node) + (f"-{len(guests)}" if guests else "")
-        kwargs.setdefault("krel", guestlib.DEFAULT_KREL)
-        g = guestlib.Guest(name, **kwargs)
+        kwargs.setdefault("krel", harness.DEFAULT_KREL)
+        g = harness.Guest(name, **kwargs)
         guests.append(g)
         return g
 
@@ -92,7 +92,7 @@ def booted(request):
     """One default guest (memmap region, pvpanic) shared by a module's tests
     that leave it in a usable state."""
     name = re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(request.module.__file__).stem) + "-shared"
-    g = guestlib.Guest(name, memmap="64M$0x60000000", pvpanic=True)
+    g = harness.Guest(name, memmap="64M$0x60000000", pvpanic=True)
     try:
         g.boot()
         yield g

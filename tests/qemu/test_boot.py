@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from guest import (DEFAULT_KREL, CommandFailed, CommandTimeout, Disk, Guest, GuestPanicked, parse_memmap, pinned_krels,
-                   scaled)
+from rapilog_harness import (DEFAULT_KREL, CommandFailed, CommandTimeout, Disk, Guest, GuestPanicked, parse_memmap,
+                             pinned_krels, scaled)
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
@@ -70,7 +70,7 @@ def test_insmod_stock_brd(booted):
 def test_memmap_region_is_reserved(booted):
     iomem = booted.check("cat /proc/iomem")
     start, end = REGION_START, REGION_START + REGION_SIZE - 1
-    top = [l for l in iomem.splitlines() if not l.startswith(" ")]
+    top = [ln for ln in iomem.splitlines() if not ln.startswith(" ")]
     want = f"{start:08x}-{end:08x} : Reserved"
     assert want in top, iomem
     for line in top:  # no System RAM range overlaps the region

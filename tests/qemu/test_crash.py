@@ -27,9 +27,9 @@ import time
 
 import pytest
 
-from crashload import (BLOCK, CYCLES, CrashRig, Model, artifacts, block, cycle_stats, file_content, find_record,
-                       guest_files, rng)
-from guest import Disk, parse_memmap, scaled
+from rapilog_harness import Disk, parse_memmap, scaled
+from rapilog_harness.crashload import (BLOCK, CYCLES, CrashRig, Model, artifacts, block, cycle_stats, file_content,
+                                       find_record, guest_files, rng)
 
 REGION = "4M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)

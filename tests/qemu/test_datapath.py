@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from crashload import block, rlio_binary
-from guest import Disk, parse_memmap, scaled
+from rapilog_harness import Disk, parse_memmap, scaled
+from rapilog_harness.crashload import block, rlio_binary
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
@@ -126,7 +126,8 @@ def test_newest_data_wins_and_the_disk_gets_exactly_it(guest_factory, module_pat
     # Reads before writeback: pieces from records and from the disk, at
     # several request sizes (one piece per bio, many pieces per bio).
     assert sha(g, "/dev/rapilog0") == model
-    assert g.check(f"dd if=/dev/rapilog0 bs=1M count={SPAN >> 20} iflag=direct 2>/dev/null | sha256sum").split()[0] == model
+    out = g.check(f"dd if=/dev/rapilog0 bs=1M count={SPAN >> 20} iflag=direct 2>/dev/null | sha256sum")
+    assert out.split()[0] == model
     g.check(f"cmp /dev/rapilog0 {MODEL} -n {SPAN}")  # buffered reads (page cache)
     small = g.check("dd if=/dev/rapilog0 bs=512 skip=2040 count=32 iflag=direct 2>/dev/null | sha256sum").split()[0]
     assert small == g.check(f"dd if={MODEL} bs=512 skip=2040 count=32 2>/dev/null | sha256sum").split()[0]
@@ -251,7 +252,7 @@ def test_full_ring_makes_writers_wait_not_fail(guest_factory, module_path):
     before = prefill(g, disk)
     load(g, f"region=1M@0x60000000 backing={disk}")
     g.check("dd if=/dev/urandom of=/tmp/big bs=1M count=4 2>/dev/null")
-    took = timed(g, f"dd if=/tmp/big of=/dev/rapilog0 bs=64k seek=16 oflag=direct conv=notrunc")
+    took = timed(g, "dd if=/tmp/big of=/dev/rapilog0 bs=64k seek=16 oflag=direct conv=notrunc")
     g.check(f"dd if=/tmp/big of={MODEL} bs=64k seek=16 conv=notrunc 2>/dev/null")
     model = sha(g, MODEL, direct=False)
     assert model != before

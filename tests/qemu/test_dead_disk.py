@@ -37,8 +37,8 @@ import time
 
 import pytest
 
-from crashload import BLOCK, block, rlio_binary
-from guest import Disk, scaled
+from rapilog_harness import Disk, scaled
+from rapilog_harness.crashload import BLOCK, block, rlio_binary
 
 REGION = "64M$0x60000000"
 REGION_PARAM = "64M@0x60000000"
@@ -184,7 +184,8 @@ def test_dm_error_table_fails_writes_in_time_and_drains_when_the_disk_returns(gu
     sectors = int(g.check(f"blockdev --getsz {dev}"))
     linear = f"0 {sectors} linear {dev} 0"
     error = f"0 {sectors} error"
-    g.check(f"modprobe dm-mod && dmsetup create --noudevsync rllog --table '{linear}' && dmsetup mknodes rllog && test -b /dev/mapper/rllog")
+    g.check(f"modprobe dm-mod && dmsetup create --noudevsync rllog --table '{linear}' && "
+            "dmsetup mknodes rllog && test -b /dev/mapper/rllog")
     load(g, "/dev/mapper/rllog")
     g.check(f"rlio numbered /dev/rapilog0 0 {SLOTS} {FIRST} > /dev/null && rlio drain /dev/rapilog-ctl",
             timeout=scaled(120))

@@ -14,8 +14,8 @@ onto it, checked byte for byte from the host.
 import hashlib
 import re
 
-from crashload import block, rlio_binary
-from guest import Disk, scaled
+from rapilog_harness import Disk, scaled
+from rapilog_harness.crashload import block, rlio_binary
 
 REGION = "64M$0x60000000"
 REGION_PARAM = "64M@0x60000000"

@@ -20,8 +20,8 @@ import re
 
 import pytest
 
-from crashload import BLOCK, CrashRig, artifacts, block, guest_files
-from guest import Disk, parse_memmap, scaled
+from rapilog_harness import Disk, parse_memmap, scaled
+from rapilog_harness.crashload import BLOCK, CrashRig, artifacts, block, guest_files
 
 KO = "/lib/modules/KREL/extra/rapilog.ko"
 INSMOD = "insmod /lib/modules/$(uname -r)/extra/rapilog.ko"

@@ -14,8 +14,9 @@ import re
 
 import pytest
 
-from crashload import block, rlio_binary
-from guest import REPO, Disk, QMPError, _run_script, fetch_kernel, scaled
+from rapilog_harness import REPO, Disk, QMPError, fetch_kernel, scaled
+from rapilog_harness.crashload import block, rlio_binary
+from rapilog_harness.images import _run_script
 
 REGION = "64M$0x60000000"
 REGION_PARAM = "64M@0x60000000"
@@ -196,8 +197,8 @@ def test_a_drain_that_cannot_finish_is_bounded_and_the_region_replays(guest_fact
             "</dev/null >/dev/null 2>&1 & sleep 1")
     mark = g.console_mark()
     g.send("poweroff -f")
-    m = g.wait_console(r"rapilog: shutdown drain incomplete after ([0-9.]+) ms \(power-off\): (\d+) records", scaled(60),
-                       since=mark)
+    m = g.wait_console(r"rapilog: shutdown drain incomplete after ([0-9.]+) ms \(power-off\): (\d+) records",
+                       scaled(60), since=mark)
     assert float(m.group(1)) >= 2000, m.group(0)  # it waited stop_drain_ms, then gave up
     assert int(m.group(2)) > 0
     g.wait_exit(scaled(120))

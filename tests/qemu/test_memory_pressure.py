@@ -35,7 +35,7 @@ not the particular bug.
 import hashlib
 import re
 
-from guest import Disk, scaled
+from rapilog_harness import Disk, scaled
 
 REGION = "64M$0x10000000"  # inside the 768 MiB of RAM, below where the initramfs is loaded
 REGION_PARAM = "64M@0x10000000"

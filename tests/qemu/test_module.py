@@ -6,7 +6,7 @@ headers); the kernel image and modules come straight from the Debian archive.
 """
 import pytest
 
-from guest import parse_memmap
+from rapilog_harness import parse_memmap
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
@@ -16,7 +16,7 @@ MODULE_IN_GUEST = "/lib/modules/KREL/extra/rapilog.ko"
 
 @pytest.fixture(scope="module")
 def guest(request, module_path, krel):
-    from guest import Disk, Guest, LOG_ROOT
+    from rapilog_harness import Disk, Guest, LOG_ROOT
     # The log disk (/dev/vda): the module opens it at load.
     g = Guest("test_module", krel=krel, memmap=REGION,
               disks=[Disk("log.img", serial="rl-log", size="64M")],
@@ -71,11 +71,11 @@ def test_loads_with_valid_parameters_and_unloads(guest):
 @pytest.mark.parametrize("params, message", [
     ("backing=/dev/vda",
      "rapilog: region= is required: reserve memory at boot with memmap=SIZE$PHYS"),
-    (f"region=64Q@0x60000000 backing=/dev/vda",
+    ("region=64Q@0x60000000 backing=/dev/vda",
      "rapilog: region=64Q@0x60000000 refused: SIZE must be a number with an optional K/M/G/T suffix"),
-    (f"region=64M@0x60000001 backing=/dev/vda",
+    ("region=64M@0x60000001 backing=/dev/vda",
      "rapilog: region=64M@0x60000001 refused: SIZE and PHYS must be multiples of 4 KiB"),
-    (f"region=64M backing=/dev/vda",
+    ("region=64M backing=/dev/vda",
      "rapilog: region=64M refused: expected SIZE@PHYS, e.g. 64M@0x60000000"),
     (f"region={REGION_PARAM}",
      "rapilog: backing= is required: the log disk's path"),

@@ -39,8 +39,8 @@ import time
 
 import pytest
 
-from crashload import BLOCK, Model, acknowledged, rlio_binary, rng
-from guest import Disk, scaled
+from rapilog_harness import Disk, scaled
+from rapilog_harness.crashload import BLOCK, Model, acknowledged, rlio_binary, rng
 
 REGION = "64M$0x60000000"
 REGION_PARAM = "64M@0x60000000"

@@ -30,8 +30,8 @@ import subprocess
 
 import pytest
 
-from crashload import artifacts, config, guest_files
-from guest import REPO, Disk, Guest, LOG_ROOT, parse_memmap, scaled
+from rapilog_harness import REPO, Disk, Guest, LOG_ROOT, parse_memmap, scaled
+from rapilog_harness.crashload import artifacts, config, guest_files
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
@@ -250,7 +250,8 @@ def test_status_reports_what_was_written(live):
     assert s["ring"]["used_bytes"] >= WRITES * BLOCK
     assert s["writeback"]["bytes"] == 0 and s["writeback"]["delay_ms"] == 60000, s["writeback"]
     assert s["errors"] == {"disk_errors": 0, "last_disk_errno": 0, "last_disk_error": None, "write_errors": 0}
-    assert s["superblock"]["disk"]["id"] == f"serial:{SERIAL}" and s["superblock"]["geometry"]["region_bytes"] == REGION_SIZE
+    assert s["superblock"]["disk"]["id"] == f"serial:{SERIAL}", s["superblock"]
+    assert s["superblock"]["geometry"]["region_bytes"] == REGION_SIZE, s["superblock"]
     assert s["ring"]["durable_tail"] == s["ring"]["tail_seq"]
     # This guest: no crash kernel loaded, no IOMMU, power-fail path off.
     assert s["crash_kernel"] == {"state": "not_armed", "armed": False}
@@ -276,7 +277,7 @@ def test_status_reports_what_was_written(live):
 
 def test_flush_makes_the_data_durable_on_the_disk(live):
     g = live
-    want = g.check(f"sha256sum /tmp/a").split()[0]
+    want = g.check("sha256sum /tmp/a").split()[0]
     # Still only in the region.
     assert disk_blocks_sha(g, g.dev, 0, WRITES) != want
     rc, out = g.run("rapilogctl flush --json 2>/tmp/flush.err")
@@ -495,7 +496,8 @@ def test_fenced_with_an_iommu_armed_protected(fenced):
     assert s["verdict"]["level"] == "protected" and s["verdict"]["problems"] == [], s["verdict"]
     rc, out = g.run("rapilogctl status")
     print(out)
-    assert rc == 0 and out.startswith("PROTECTED: crash kernel armed, IOMMU fenced, power-fail armed, 32.0 KiB dirty"), out
+    assert rc == 0, out
+    assert out.startswith("PROTECTED: crash kernel armed, IOMMU fenced, power-fail armed, 32.0 KiB dirty"), out
     # Writeback's DMA goes through the IOMMU: flush works.
     rc, out = g.run("rapilogctl flush --json")
     assert rc == 0 and json.loads(out)["dirty_after"] == 0, out

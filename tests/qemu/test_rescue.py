@@ -25,7 +25,7 @@ import pytest
 
 import time
 
-from guest import REPO, Disk, Guest, LOG_ROOT, build_module, fetch_kernel, parse_memmap, scaled
+from rapilog_harness import REPO, Disk, Guest, LOG_ROOT, build_module, fetch_kernel, parse_memmap, scaled
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)
@@ -238,8 +238,8 @@ def test_rescue_skips_and_reports_corrupted_records(guest, images):
 
 
 @pytest.mark.parametrize("case, needle", [
-    ("gone", r"no disk has identity serial:rl-gone \(seen: .*vd[a-z] serial:rl-log, /dev/disk/by-id/virtio-rl-log;.*\); "
-             r"nothing written"),
+    ("gone", r"no disk has identity serial:rl-gone \(seen: .*vd[a-z] serial:rl-log, "
+             r"/dev/disk/by-id/virtio-rl-log;.*\); nothing written"),
     ("small", r"refused as log disk: region's disk has 32768 sectors, target has 16384; nothing written"),
     ("dup", r"2 disks have identity serial:rl-dup: vd[a-z], vd[a-z]; refusing to guess; nothing written"),
 ])

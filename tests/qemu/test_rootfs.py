@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from guest import (CACHE, DEFAULT_KREL, ROOTFS_BOOT_MEASURED_S, ROOTFS_SERIAL, SCRIPTS, Disk, Guest, build_rootfs,
-                   scaled)
+from rapilog_harness import (CACHE, DEFAULT_KREL, ROOTFS_BOOT_MEASURED_S, ROOTFS_SERIAL, SCRIPTS, Disk, Guest,
+                             build_rootfs, scaled)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="build-rootfs.sh needs root (debootstrap)")
 

@@ -2,7 +2,7 @@
 
 Guest RAM is a file shared with the host, so the host corrupts the region
 from outside, as a flipped bit or a stray DMA would: numbered 4 KiB blocks
-(tests/tools/rlio.rs, tests/lib/crashload.py `block`) are written to
+(tests/tools/rlio.rs, rapilog_harness/crashload.py `block`) are written to
 /dev/rapilog0 and held in the region by writeback_delay_ms=60000, then the
 host flips one byte of one record's payload in guest RAM
 (`crashload.find_record_seq` locates it through the descriptor table).
@@ -35,8 +35,8 @@ import time
 
 import pytest
 
-from crashload import BLOCK, block, find_record_seq, rlio_binary
-from guest import Disk, parse_memmap, scaled
+from rapilog_harness import Disk, parse_memmap, scaled
+from rapilog_harness.crashload import BLOCK, block, find_record_seq, rlio_binary
 
 REGION = "64M$0x60000000"
 REGION_START, REGION_SIZE = parse_memmap(REGION)

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from guest import Disk, Guest, build_module, scaled
+from rapilog_harness import Disk, Guest, build_module, scaled
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="build-rootfs.sh needs root (debootstrap)")
 

@@ -33,8 +33,8 @@
 //! Block n (4096 bytes): sector j (0..8) is 16 copies of the 32 bytes of
 //! splitmix64 outputs 4j..4j+3 of the stream seeded with n (little-endian);
 //! then bytes 0..32 are replaced by the header `rlblk %016x %08x\n` (n and
-//! the CRC-32 (zlib's) of bytes 32..4096). tests/lib/crashload.py makes the
-//! same blocks on the host.
+//! the CRC-32 (zlib's) of bytes 32..4096). tests/lib/rapilog_harness/crashload.py
+//! makes the same blocks on the host.
 
 use std::alloc::{alloc_zeroed, Layout};
 use std::fs::{File, OpenOptions};

@@ -30,7 +30,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guest import CACHE, REPO, Guest, build_module, fetch_kernel, scaled
+from .config import CACHE, REPO, scaled
+from .guest import Guest
+from .images import build_module, fetch_kernel
 
 BLOCK = 4096
 MASK = (1 << 64) - 1
