@@ -22,8 +22,8 @@ use kernel::sync::atomic::{Atomic, Relaxed};
 
 use crate::config::Config;
 use crate::format::{
-    marker_area, DiskIdentity, DiskMarker, MarkerArea, MarkerError, MarkerState,
-    MarkerWriter, MARKER_BYTES,
+    marker_area, DiskIdentity, DiskMarker, MarkerArea, MarkerError, MarkerState, MarkerWriter,
+    MARKER_BYTES,
 };
 use crate::sys::backing::BackingDisk;
 use crate::sys::bounce::BounceBuffer;
@@ -107,7 +107,14 @@ impl Marker {
         let Some(last) = self.last else {
             return Ok(());
         };
-        self.write(disk, bounce, None, MarkerState::Clean, last.epoch, MarkerWriter::Module)
+        self.write(
+            disk,
+            bounce,
+            None,
+            MarkerState::Clean,
+            last.epoch,
+            MarkerWriter::Module,
+        )
     }
 
     /// The disk's sectors before the marker area: all `/dev/rapilog0` shows.

@@ -385,10 +385,7 @@ impl LifecycleHandler for Device {
                 );
                 Ok(())
             }
-            Err(Unfinished {
-                held: Some(h),
-                ..
-            }) => {
+            Err(Unfinished { held: Some(h), .. }) => {
                 pr_err!(
                     "refusing {}: writeback holds at bad record seq {} (it failed its check and \
                      is never written; every other acknowledged write is on backing={}), and \

@@ -183,10 +183,7 @@ impl Writeback {
             marker,
             bounce,
             batch: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
-            extents: KVVec::with_capacity(
-                2 * geometry.descriptor_slots as usize + 1,
-                GFP_KERNEL,
-            )?,
+            extents: KVVec::with_capacity(2 * geometry.descriptor_slots as usize + 1, GFP_KERNEL)?,
             bad: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
             max_batch_bytes: MAX_BATCH_BYTES.min(geometry.ring_bytes / 4).max(1),
             bandwidth: BandwidthEstimate::default(),
@@ -640,10 +637,7 @@ fn write_batch(
                     (piece.record + piece.record_offset * u64::from(SECTOR_BYTES)) as usize;
                 if !bounce.copy_from_region(len, &dev.region, offset, piece_bytes) {
                     // Impossible with a valid geometry; never write what we did not copy.
-                    pr_err!(
-                        "writeback: record {} lies outside the region\n",
-                        piece.seq
-                    );
+                    pr_err!("writeback: record {} lies outside the region\n", piece.seq);
                     return Err(GaveUp);
                 }
                 len += piece_bytes;

@@ -66,7 +66,10 @@ impl BounceBuffer {
     /// Copies `dst.len()` bytes of the buffer from `at` into `dst`; `false`
     /// if the range is out of bounds.
     pub(crate) fn copy_to_slice(&self, at: usize, dst: &mut [u8]) -> bool {
-        if at.checked_add(dst.len()).is_none_or(|end| end > self.capacity()) {
+        if at
+            .checked_add(dst.len())
+            .is_none_or(|end| end > self.capacity())
+        {
             return false;
         }
         let mut done = 0;
