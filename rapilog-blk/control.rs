@@ -6,6 +6,8 @@
 //! crate ([`crate::format::control`]), shared with `rapilogctl`; this file
 //! implements them over the device's state.
 
+#![deny(unsafe_code)]
+
 use core::fmt::Write;
 
 use kernel::prelude::*;

@@ -16,6 +16,8 @@
 //! It is honest only as long as the region is: on power loss the bounded
 //! ring must be drained within the hold-up time (the power-fail path).
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 use kernel::sync::atomic::{Atomic, Relaxed};
 use kernel::sync::{new_condvar, new_mutex, Arc, CondVar, Mutex};

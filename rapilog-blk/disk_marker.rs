@@ -17,6 +17,8 @@
 //! that epoch went through a stop that neither drained nor was replayed,
 //! with the region gone since: exactly when acknowledged writes may be lost.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 use kernel::sync::atomic::{Atomic, Relaxed};
 

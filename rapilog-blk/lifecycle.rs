@@ -62,6 +62,8 @@
 //! that stops the machine waits for them. Lock order: `Device::writeback`
 //! before `Device::live`, as everywhere; neither is held across the wait.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 use kernel::str::BStr;
 use kernel::sync::CondVarTimeoutResult;

@@ -21,6 +21,8 @@
 //! and `written_to` other than bad ones are already durable on the disk:
 //! a drain wrote them past the held record.
 
+#![deny(unsafe_code)]
+
 use kernel::alloc::{flags::GFP_KERNEL, KVVec};
 use kernel::prelude::*;
 use kernel::time::{Delta, Instant, Monotonic};

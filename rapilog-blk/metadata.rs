@@ -3,6 +3,8 @@
 //! Writing the region's metadata - superblock updates and formatting -
 //! through write windows, in the order FORMAT.md prescribes.
 
+#![deny(unsafe_code)]
+
 use core::ops::Range;
 
 use kernel::alloc::{flags::GFP_KERNEL, KVVec};

@@ -71,6 +71,8 @@
 //! An orderly stop (`lifecycle`) owns the region's state while it holds
 //! writes or writes through: a resume then only re-arms, and marks nothing.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 use kernel::str::BStr;
 use kernel::sync::atomic::{Acquire, Atomic, Full, Relaxed};

@@ -36,6 +36,10 @@
 //! [`format`] (the on-region format, shared with rapilog-rescue and
 //! rapilogctl) and [`sys`] (the only `unsafe` code).
 
+// Crate-wide: only `mod sys` below may contain `unsafe` (it allows it);
+// every other file also denies it itself, at its top.
+#![deny(unsafe_code)]
+
 use kernel::{prelude::*, str::BStr, str::CStr, sync::Arc};
 
 mod backing;
@@ -58,6 +62,8 @@ mod recovery;
 mod region;
 mod stats;
 mod stray_write;
+/// The only module that may contain `unsafe` (see its docs).
+#[allow(unsafe_code)]
 mod sys;
 mod write_path;
 mod writeback;

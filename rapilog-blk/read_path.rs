@@ -25,6 +25,8 @@
 //!   A newer write to those sectors makes them readable again; once the
 //!   record is skipped they read what the disk holds.
 
+#![deny(unsafe_code)]
+
 use crate::device::Device;
 use crate::format::{Piece, SECTOR_BYTES};
 use crate::stats;

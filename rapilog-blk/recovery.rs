@@ -19,6 +19,8 @@
 //!    dirty: the driver always starts from an empty ring. Then write the
 //!    marker `Live` for the new epoch, before the device exists.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 use kernel::str::BStr;
 use kernel::time::{Instant, Monotonic};

@@ -2,7 +2,11 @@
 
 //! The driver's only `unsafe` code: thin, safe types over `kernel::bindings`
 //! and the C helpers in `sys/helpers.c`, for what the kernel crate does not
-//! wrap yet. Everything outside this module is safe Rust.
+//! wrap yet. Everything outside this module is safe Rust, and the compiler
+//! holds it to that: the crate root and every file outside `sys/` say
+//! `#![deny(unsafe_code)]`, and only the `mod sys` item allows it. (The one
+//! other `allow` is inside the [`module_param!`](module_param::module_param)
+//! macro: the `#[link_section]` statics it expands in `params.rs`.)
 //!
 //! - [`region`]: the reserved region, its read-only view and write windows.
 //! - [`backing`]: the log disk, opened exclusively; synchronous writes, flush.

@@ -15,6 +15,8 @@
 //! 5. Complete the bio: flush and FUA included, the region is the
 //!    durability domain (see `device`).
 
+#![deny(unsafe_code)]
+
 use kernel::sync::barrier::{smp_mb, Write};
 
 use crate::device::Device;

@@ -72,6 +72,8 @@
 //! fail with EIO until a step succeeds again (`dead_disk`); the retries go
 //! on meanwhile, at most [`MAX_BACKOFF_MS`] apart.
 
+#![deny(unsafe_code)]
+
 use core::fmt;
 
 use kernel::alloc::{flags::GFP_KERNEL, KVVec, KVec};

@@ -174,6 +174,10 @@ macro_rules! module_param {
         };
     };
     (@register $name:ident, $ops:expr, $arg:expr, $type:literal, $desc:literal) => {
+        // `#[link_section]` counts as unsafe code: these statics are expanded
+        // where the macro is called (`params.rs`, which denies unsafe code),
+        // but what they hold and where they go is this file's business.
+        #[allow(unsafe_code)]
         #[link_section = "__param"]
         #[used(compiler)]
         static PARAM: $crate::sys::module_param::KernelParam =
@@ -183,10 +187,12 @@ macro_rules! module_param {
                 $arg,
             );
         const PARM: &str = concat!("parm=", stringify!($name), ":", $desc, "\0");
+        #[allow(unsafe_code)]
         #[link_section = ".modinfo"]
         #[used(compiler)]
         static PARM_INFO: [u8; PARM.len()] = $crate::sys::module_param::modinfo(PARM);
         const PARMTYPE: &str = concat!("parmtype=", stringify!($name), ":", $type, "\0");
+        #[allow(unsafe_code)]
         #[link_section = ".modinfo"]
         #[used(compiler)]
         static PARMTYPE_INFO: [u8; PARMTYPE.len()] = $crate::sys::module_param::modinfo(PARMTYPE);
