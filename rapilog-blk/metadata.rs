@@ -35,11 +35,7 @@ pub(crate) fn write_superblock(region: &Region, sb: &ActiveSuperblock) -> Result
     let mut bytes = [0u8; SUPERBLOCK_BYTES];
     sb.superblock.encode(&mut bytes, KernelCrc32c);
     let mut w = window(region, sb.copy.range(), None)?;
-    if w.write(Part::First, 0, &bytes) {
-        Ok(())
-    } else {
-        Err(EINVAL)
-    }
+    w.write(Part::First, 0, &bytes).map_err(|_| EINVAL)
 }
 
 /// Formats the region for `disk` with `geometry` under `epoch`: the
@@ -68,9 +64,9 @@ pub(crate) fn format(
     ];
     for range in steps {
         let src = image.get(range.clone()).ok_or(EINVAL)?;
-        if !window(region, range, None)?.write(Part::First, 0, src) {
-            return Err(EINVAL);
-        }
+        window(region, range, None)?
+            .write(Part::First, 0, src)
+            .map_err(|_| EINVAL)?;
     }
     Ok(active)
 }

@@ -86,7 +86,7 @@ impl Device {
                     .ok()
                     .zip(usize::try_from(len).ok())
                     .is_some_and(|(offset, len)| {
-                        bio.copy_from_region(0, &self.region, offset, len)
+                        bio.copy_from_region(0, &self.region, offset, len).is_ok()
                     });
                 drop(live);
                 stats::add(&self.stats.reads_region, 1);

@@ -347,9 +347,7 @@ fn write_payload(
     while done < data.len() {
         let n = chunk.min(data.len() - done);
         let piece = data.get(done..done + n).ok_or(EINVAL)?;
-        if !bounce.copy_from_slice(0, piece) {
-            return Err(EINVAL);
-        }
+        bounce.copy_from_slice(0, piece).map_err(|_| EINVAL)?;
         disk.write(sector + (done / SECTOR_BYTES as usize) as u64, bounce, n)?;
         done += n;
     }

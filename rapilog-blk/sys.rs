@@ -24,6 +24,21 @@
 //! - [`lifecycle_events`]: the reboot and PM notifiers.
 //! - `helpers`: prototypes of `helpers.c`.
 
+/// Why bytes could not be copied between the region, a bio, bounce pages
+/// or a write window. Every range comes from a geometry validated at load,
+/// so each of these is a bug of the caller's arithmetic, reported instead
+/// of acted on: nothing is copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CopyError {
+    /// A range lies outside the region.
+    OutsideRegion,
+    /// A range lies outside the other side: a window's part, a bio's data,
+    /// the bounce pages, a slice.
+    OutsideBuffer,
+    /// A bio and the window part it fills differ in size.
+    SizeMismatch,
+}
+
 pub(crate) mod backing;
 pub(crate) mod bio;
 pub(crate) mod bounce;

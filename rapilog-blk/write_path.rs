@@ -28,6 +28,35 @@ use crate::sys::bio::{Bio, Status};
 use crate::sys::crc32c::KernelCrc32c;
 use crate::sys::region::Part;
 
+/// Why steps 2 and 3 failed. Each is a bug (the geometry was validated at
+/// load, a bio never exceeds `max_hw_sectors`): the record is abandoned
+/// and the write fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FillError {
+    /// The reservation's payload lies outside the ring.
+    PayloadOutsideRing,
+    /// The reservation's slot lies outside the descriptor table.
+    DescriptorOutsideTable,
+    /// The write window could not be opened.
+    Window,
+    /// The bio's data is not the size of its record.
+    BioSize,
+    /// The descriptor did not fit its slot.
+    DescriptorSize,
+}
+
+impl core::fmt::Display for FillError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::PayloadOutsideRing => "payload outside the ring",
+            Self::DescriptorOutsideTable => "descriptor outside the table",
+            Self::Window => "cannot map the region",
+            Self::BioSize => "bio size does not match its record",
+            Self::DescriptorSize => "descriptor does not fit its slot",
+        })
+    }
+}
+
 /// What step 1 admitted a write as.
 enum Admitted {
     /// A record in the region.
@@ -155,21 +184,20 @@ impl Device {
     }
 
     /// Steps 2 and 3: copies the payload in and publishes the descriptor.
-    fn fill(&self, bio: &Bio, reservation: &Reservation, sector: u64) -> Result<(), &'static str> {
+    fn fill(&self, bio: &Bio, reservation: &Reservation, sector: u64) -> Result<(), FillError> {
         let payload = self
             .geometry
             .payload_range(reservation.ring_offset, reservation.length)
-            .ok_or("payload outside the ring")?;
+            .ok_or(FillError::PayloadOutsideRing)?;
         let descriptor = self
             .geometry
             .descriptor_range(reservation.slot)
-            .ok_or("descriptor outside the table")?;
+            .ok_or(FillError::DescriptorOutsideTable)?;
         let mut window = metadata::window(&self.region, payload, Some(descriptor))
-            .map_err(|_| "cannot map the region")?;
+            .map_err(|_| FillError::Window)?;
         // No sleeping from here until the window is dropped.
-        if !bio.copy_to_window(&mut window, Part::First) {
-            return Err("bio size does not match its record");
-        }
+        bio.copy_to_window(&mut window, Part::First)
+            .map_err(|_| FillError::BioSize)?;
         let checksum = window.checksum(Part::First);
         let mut bytes = [0u8; DESCRIPTOR_BYTES];
         reservation
@@ -178,9 +206,8 @@ impl Device {
         // The payload must be visible before any byte of the descriptor
         // (on x86 stores are ordered anyway; this documents and enforces it).
         smp_mb(Write);
-        if !window.write(Part::Second, 0, &bytes) {
-            return Err("descriptor does not fit its slot");
-        }
-        Ok(())
+        window
+            .write(Part::Second, 0, &bytes)
+            .map_err(|_| FillError::DescriptorSize)
     }
 }

@@ -637,7 +637,10 @@ fn write_batch(
                 // `record` is the payload's offset in the region.
                 let offset =
                     (piece.record + piece.record_offset * u64::from(SECTOR_BYTES)) as usize;
-                if !bounce.copy_from_region(len, &dev.region, offset, piece_bytes) {
+                if bounce
+                    .copy_from_region(len, &dev.region, offset, piece_bytes)
+                    .is_err()
+                {
                     // Impossible with a valid geometry; never write what we did not copy.
                     pr_err!("writeback: record {} lies outside the region\n", piece.seq);
                     return Err(GaveUp);

@@ -20,6 +20,7 @@ use kernel::ffi::{c_uint, c_ulong};
 use super::backing::BackingDisk;
 use super::helpers::*;
 use super::region::{Part, Region, WriteWindow};
+use super::CopyError;
 
 /// What a bio asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,41 +203,41 @@ impl Bio {
         Some((c_uint::try_from(skip).ok()?, c_uint::try_from(len).ok()?))
     }
 
-    /// Copies the bio's whole data into one part of a write window; `false`
-    /// unless the part has exactly the bio's size.
-    pub(crate) fn copy_to_window(&self, window: &mut WriteWindow<'_>, part: Part) -> bool {
+    /// Copies the bio's whole data into one part of a write window, which
+    /// must have exactly the bio's size ([`CopyError::SizeMismatch`]).
+    pub(crate) fn copy_to_window(
+        &self,
+        window: &mut WriteWindow<'_>,
+        part: Part,
+    ) -> Result<(), CopyError> {
         let (dst, len) = window.raw(part);
         if len != self.bytes() as usize {
-            return false;
+            return Err(CopyError::SizeMismatch);
         }
-        let Some((skip, len)) = self.fits(0, len) else {
-            return false;
-        };
+        let (skip, len) = self.fits(0, len).ok_or(CopyError::OutsideBuffer)?;
         // SAFETY: The window maps `len` writable bytes at `dst` while it is
         // borrowed; the bio's pages are distinct memory.
         unsafe { rapilog_bio_copy(self.raw(), skip, dst.cast(), len, false) };
-        true
+        Ok(())
     }
 
     /// Fills `len` bytes of the bio, from `skip` bytes in, with region bytes
-    /// from `offset`; `false` if either range is out of bounds.
+    /// from `offset`; nothing is copied if either range is out of bounds.
     pub(crate) fn copy_from_region(
         &mut self,
         skip: usize,
         region: &Region,
         offset: usize,
         len: usize,
-    ) -> bool {
-        let Some(src) = region.view_ptr(offset, len) else {
-            return false;
-        };
-        let Some((skip, len)) = self.fits(skip, len) else {
-            return false;
-        };
+    ) -> Result<(), CopyError> {
+        let src = region
+            .view_ptr(offset, len)
+            .ok_or(CopyError::OutsideRegion)?;
+        let (skip, len) = self.fits(skip, len).ok_or(CopyError::OutsideBuffer)?;
         // SAFETY: `src` is mapped for `len` bytes; the copy only reads it and
         // writes the bio's own pages.
         unsafe { rapilog_bio_copy(self.raw(), skip, src.cast_mut().cast(), len, true) };
-        true
+        Ok(())
     }
 
     /// Completes the bio.

@@ -119,6 +119,7 @@ use kernel::page::{Page, PAGE_SIZE};
 use kernel::sync::atomic::{Atomic, Relaxed};
 
 use super::helpers::*;
+use super::CopyError;
 use crate::config::Protect;
 
 /// Pages of one CPU's write-window slot: the most a window maps at once. A
@@ -924,21 +925,21 @@ impl WriteWindow<'_> {
     }
 
     /// Calls `f(dst, done, n)` for pieces of `len` bytes from `offset` in a
-    /// part, each writable at `dst` for `n` bytes while `f` runs; `false`
-    /// (and no call) if they do not fit.
+    /// part, each writable at `dst` for `n` bytes while `f` runs; no call if
+    /// they do not fit the part.
     fn pieces(
         &self,
         part: Part,
         offset: usize,
         len: usize,
         mut f: impl FnMut(*mut u8, usize, usize),
-    ) -> bool {
+    ) -> Result<(), CopyError> {
         let range = &self.ranges[part.index()];
         if offset.checked_add(len).is_none_or(|end| end > range.len()) {
-            return false;
+            return Err(CopyError::OutsideBuffer);
         }
         if len == 0 {
-            return true;
+            return Ok(());
         }
         let start = range.start + offset;
         match &self.access {
@@ -950,11 +951,12 @@ impl WriteWindow<'_> {
             Access::Mapped { addrs, .. } => f(unsafe { addrs[part.index()].add(offset) }, 0, len),
             Access::Streamed(hold) => self.region.stream(hold, start..start + len, f),
         }
-        true
+        Ok(())
     }
 
-    /// Copies `src` to `offset` in a part; `false` if it does not fit.
-    pub(crate) fn write(&mut self, part: Part, offset: usize, src: &[u8]) -> bool {
+    /// Copies `src` to `offset` in a part ([`CopyError::OutsideBuffer`] if
+    /// it does not fit, and nothing is written).
+    pub(crate) fn write(&mut self, part: Part, offset: usize, src: &[u8]) -> Result<(), CopyError> {
         self.pieces(part, offset, src.len(), |dst, done, n| {
             // SAFETY: `dst` is writable for `n` bytes while this runs
             // (`pieces`), and `done + n <= src.len()`; `src` is ordinary
@@ -966,7 +968,8 @@ impl WriteWindow<'_> {
     /// Zeroes a whole part.
     pub(crate) fn zero(&mut self, part: Part) {
         let len = self.ranges[part.index()].len();
-        self.pieces(part, 0, len, |dst, _, n| {
+        // Cannot fail: the whole part, from its start.
+        let _ = self.pieces(part, 0, len, |dst, _, n| {
             // SAFETY: `dst` is writable for `n` bytes while this runs.
             unsafe { ptr::write_bytes(dst, 0, n) }
         });
