@@ -17,16 +17,13 @@
 
 #![deny(unsafe_code)]
 
-use kernel::sync::barrier::{smp_mb, Write};
-
 use crate::device::Device;
 use crate::format::{Reservation, ReserveError, DESCRIPTOR_BYTES};
 use crate::live::Admission;
-use crate::metadata;
 use crate::stats;
 use crate::sys::bio::{Bio, Status};
 use crate::sys::crc32c::KernelCrc32c;
-use crate::sys::region::Part;
+use crate::sys::region::PublishError;
 
 /// Why steps 2 and 3 failed. Each is a bug (the geometry was validated at
 /// load, a bio never exceeds `max_hw_sectors`): the record is abandoned
@@ -183,7 +180,8 @@ impl Device {
         }
     }
 
-    /// Steps 2 and 3: copies the payload in and publishes the descriptor.
+    /// Steps 2 and 3: copies the payload in and publishes the descriptor,
+    /// in one write window (`Region::publish`).
     fn fill(&self, bio: &Bio, reservation: &Reservation, sector: u64) -> Result<(), FillError> {
         let payload = self
             .geometry
@@ -193,21 +191,28 @@ impl Device {
             .geometry
             .descriptor_range(reservation.slot)
             .ok_or(FillError::DescriptorOutsideTable)?;
-        let mut window = metadata::window(&self.region, payload, Some(descriptor))
-            .map_err(|_| FillError::Window)?;
-        // No sleeping from here until the window is dropped.
-        bio.copy_to_window(&mut window, Part::First)
-            .map_err(|_| FillError::BioSize)?;
-        let checksum = window.checksum(Part::First);
-        let mut bytes = [0u8; DESCRIPTOR_BYTES];
-        reservation
-            .descriptor(self.epoch(), sector, checksum)
-            .encode(&mut bytes, KernelCrc32c);
-        // The payload must be visible before any byte of the descriptor
-        // (on x86 stores are ordered anyway; this documents and enforces it).
-        smp_mb(Write);
-        window
-            .write(Part::Second, 0, &bytes)
-            .map_err(|_| FillError::DescriptorSize)
+        // The epoch cannot change while this record is live (`Device::epoch`).
+        let record = (*reservation, self.epoch(), sector);
+        self.region
+            .publish(payload, descriptor, bio, record, descriptor_bytes)
+            .map_err(|e| match e {
+                PublishError::Window(_) => FillError::Window,
+                PublishError::Payload(_) => FillError::BioSize,
+                PublishError::Descriptor(_) => FillError::DescriptorSize,
+            })
     }
+}
+
+/// The descriptor of record `(reservation, epoch, sector)` whose payload
+/// has CRC-32C `checksum`. Runs inside the record's write window, so it gets
+/// plain data and nothing that could sleep (`sys::region`).
+fn descriptor_bytes(
+    (reservation, epoch, sector): (Reservation, u64, u64),
+    checksum: u32,
+) -> [u8; DESCRIPTOR_BYTES] {
+    let mut bytes = [0u8; DESCRIPTOR_BYTES];
+    reservation
+        .descriptor(epoch, sector, checksum)
+        .encode(&mut bytes, KernelCrc32c);
+    bytes
 }

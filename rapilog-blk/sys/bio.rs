@@ -19,7 +19,7 @@ use kernel::ffi::{c_uint, c_ulong};
 
 use super::backing::BackingDisk;
 use super::helpers::*;
-use super::region::{Part, Region, WriteWindow};
+use super::region::{Region, WindowSource};
 use super::CopyError;
 
 /// What a bio asks for.
@@ -203,24 +203,6 @@ impl Bio {
         Some((c_uint::try_from(skip).ok()?, c_uint::try_from(len).ok()?))
     }
 
-    /// Copies the bio's whole data into one part of a write window, which
-    /// must have exactly the bio's size ([`CopyError::SizeMismatch`]).
-    pub(crate) fn copy_to_window(
-        &self,
-        window: &mut WriteWindow<'_>,
-        part: Part,
-    ) -> Result<(), CopyError> {
-        let (dst, len) = window.raw(part);
-        if len != self.bytes() as usize {
-            return Err(CopyError::SizeMismatch);
-        }
-        let (skip, len) = self.fits(0, len).ok_or(CopyError::OutsideBuffer)?;
-        // SAFETY: The window maps `len` writable bytes at `dst` while it is
-        // borrowed; the bio's pages are distinct memory.
-        unsafe { rapilog_bio_copy(self.raw(), skip, dst.cast(), len, false) };
-        Ok(())
-    }
-
     /// Fills `len` bytes of the bio, from `skip` bytes in, with region bytes
     /// from `offset`; nothing is copied if either range is out of bounds.
     pub(crate) fn copy_from_region(
@@ -287,6 +269,25 @@ impl Bio {
             }
             None => Err(self),
         }
+    }
+}
+
+// SAFETY: `copy_to` is `rapilog_bio_copy()`, which copies segment by
+// segment with `memcpy_from_bvec()`: `kmap_local_page()` and `memcpy`, no
+// sleeping and no lock.
+unsafe impl WindowSource for Bio {
+    fn len(&self) -> usize {
+        self.bytes() as usize
+    }
+
+    unsafe fn copy_to(&self, dst: *mut u8) -> Result<(), CopyError> {
+        let (skip, len) = self
+            .fits(0, self.bytes() as usize)
+            .ok_or(CopyError::OutsideBuffer)?;
+        // SAFETY: `dst` is writable for the bio's size (the caller's
+        // promise) and distinct from the bio's pages.
+        unsafe { rapilog_bio_copy(self.raw(), skip, dst.cast(), len, false) };
+        Ok(())
     }
 }
 

@@ -108,7 +108,40 @@
 //! path's protocol (ring reservations, one superblock writer), not something
 //! references could express. The one exception is [`Region::quiescent`],
 //! which needs `&mut Region`, i.e. no window and no reader can exist.
+//!
+//! # Nothing sleeps while a write window is open
+//!
+//! An open window holds this CPU's slot with preemption disabled. Sleeping
+//! there would schedule with preemption off ("scheduling while atomic"),
+//! and another task on this CPU would find the slot busy. This is enforced
+//! by construction, as far as the type system reaches:
+//!
+//! - **No window leaves this file.** [`WriteWindow`] is private; safe code
+//!   writes the region through three calls that open a window, copy, and
+//!   close it before they return: [`Region::write`], [`Region::zero`] and
+//!   [`Region::publish`]. So no caller can keep a window open across code of
+//!   its own, store one, or hand one to another thread (the guard is
+//!   `!Send` as well).
+//! - **The only caller code that runs inside a window** is `publish`'s
+//!   `describe`, which turns the payload's checksum into the descriptor's
+//!   bytes. It is a `fn` pointer, so it captures nothing, and it gets plain
+//!   data `D: Copy + 'static`: no reference to the device, hence to none of
+//!   its locks, condition variables, disk or bios, the things in this
+//!   driver that sleep.
+//! - **The payload is copied by a [`WindowSource`]**, an `unsafe trait`:
+//!   only `sys/` can implement one (unsafe code is denied everywhere else),
+//!   and each implementation promises that its copy does not sleep (a bio's
+//!   pages are mapped with `kmap_local_page()`).
+//!
+//! What no type can rule out is `describe` calling a free function that
+//! sleeps (`fsleep()`, an allocation with `GFP_KERNEL`): Rust has no "may
+//! sleep" effect. Upstream checks that with klint's atomic-context analysis,
+//! which this out-of-tree build does not run. `describe` is one encoder
+//! call in `write_path.rs`, and should it ever schedule, the kernel
+//! (`CONFIG_PREEMPT_COUNT=y`, as Debian builds it) reports "scheduling while
+//! atomic" at once.
 
+use core::marker::PhantomData;
 use core::ops::Range;
 use core::ptr::{self, NonNull};
 
@@ -117,6 +150,7 @@ use kernel::bindings;
 use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::sync::atomic::{Atomic, Relaxed};
+use kernel::sync::barrier::{smp_mb, Write};
 
 use super::helpers::*;
 use super::CopyError;
@@ -168,9 +202,51 @@ pub(crate) enum WindowError {
     Busy,
 }
 
+/// Why [`Region::write`] wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteError {
+    /// No window could be opened over the range.
+    Window(WindowError),
+    /// The bytes do not fit the range.
+    Copy(CopyError),
+}
+
+/// Why [`Region::publish`] failed; the record is not published (its
+/// descriptor was not written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PublishError {
+    /// No window could be opened over the payload and the descriptor.
+    Window(WindowError),
+    /// The payload could not be copied (nothing was).
+    Payload(CopyError),
+    /// The descriptor's bytes do not fit its range.
+    Descriptor(CopyError),
+}
+
+/// Bytes a write window can be filled from: what [`Region::publish`] copies
+/// into a record's payload.
+///
+/// # Safety
+///
+/// [`WindowSource::copy_to`] must not sleep, nor take a lock that a task
+/// on this CPU could hold: it runs inside a write window, with preemption
+/// disabled (module docs). Implementations live in `sys/` only.
+pub(crate) unsafe trait WindowSource {
+    /// Size in bytes.
+    fn len(&self) -> usize;
+
+    /// Copies all of it to `dst`.
+    ///
+    /// # Safety
+    ///
+    /// `dst` is valid for writes of `self.len()` bytes and is not memory
+    /// of the source.
+    unsafe fn copy_to(&self, dst: *mut u8) -> Result<(), CopyError>;
+}
+
 /// Which range of a [`WriteWindow`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Part {
+enum Part {
     /// The first range given to [`Region::open_window`].
     First,
     /// The second range.
@@ -744,12 +820,60 @@ impl Region {
         Some(unsafe { self.view.0.as_ptr().add(offset) }.cast_const())
     }
 
+    /// Copies `src` into the region from `range.start` on, through a write
+    /// window over `range` that is closed again before this returns.
+    /// Nothing is written unless `src` fits `range`.
+    pub(crate) fn write(&self, range: Range<usize>, src: &[u8]) -> Result<(), WriteError> {
+        let mut window = self.open_window(range, None).map_err(WriteError::Window)?;
+        window.write(Part::First, 0, src).map_err(WriteError::Copy)
+    }
+
+    /// Zeroes the region's bytes `range`, through a write window closed
+    /// again before this returns.
+    pub(crate) fn zero(&self, range: Range<usize>) -> Result<(), WindowError> {
+        self.open_window(range, None)?.zero(Part::First);
+        Ok(())
+    }
+
+    /// Writes a record, steps 2 and 3 of the publication protocol
+    /// (FORMAT.md), in one write window over `payload` and `descriptor`:
+    /// copies `src` into `payload` (which must have its size), computes the
+    /// CRC-32C of what landed in the region, has `describe(data, crc)` make
+    /// the descriptor's bytes, and writes them into `descriptor` after a
+    /// write barrier: the payload is visible before any byte of the
+    /// descriptor. The window is closed before this returns.
+    ///
+    /// `describe` runs inside the window, so it gets plain data and
+    /// captures nothing (module docs, "Nothing sleeps while a write window
+    /// is open").
+    pub(crate) fn publish<S: WindowSource, D: Copy + 'static, const N: usize>(
+        &self,
+        payload: Range<usize>,
+        descriptor: Range<usize>,
+        src: &S,
+        data: D,
+        describe: fn(D, u32) -> [u8; N],
+    ) -> Result<(), PublishError> {
+        let mut window = self
+            .open_window(payload, Some(descriptor))
+            .map_err(PublishError::Window)?;
+        window
+            .fill(Part::First, src)
+            .map_err(PublishError::Payload)?;
+        let bytes = describe(data, window.checksum(Part::First));
+        // On x86 stores are ordered anyway; this documents and enforces it.
+        smp_mb(Write);
+        window
+            .write(Part::Second, 0, &bytes)
+            .map_err(PublishError::Descriptor)
+    }
+
     /// Opens a window through which `first` (and `second`, if given) can be
     /// written. With `protect=window` the window is this CPU's slot, mapped
-    /// writable: **do not sleep until it is dropped** (preemption is
-    /// disabled). Ranges may not overlap; two ranges together may span at
-    /// most [`SLOT_PAGES`] pages (with `protect=window`).
-    pub(crate) fn open_window(
+    /// writable: **nothing may sleep until it is dropped** (preemption is
+    /// disabled; module docs). Ranges may not overlap; two ranges together
+    /// may span at most [`SLOT_PAGES`] pages (with `protect=window`).
+    fn open_window(
         &self,
         first: Range<usize>,
         second: Option<Range<usize>>,
@@ -769,6 +893,7 @@ impl Region {
                 region: self,
                 ranges,
                 access: Access::View,
+                _not_send: PhantomData,
             });
         };
         let page_span = |r: &Range<usize>| {
@@ -790,6 +915,7 @@ impl Region {
                 region: self,
                 ranges,
                 access: Access::Streamed(hold),
+                _not_send: PhantomData,
             });
         }
         let base = pfn(self.phys);
@@ -820,6 +946,7 @@ impl Region {
                 pages: total,
                 addrs,
             },
+            _not_send: PhantomData,
         })
     }
 
@@ -895,20 +1022,23 @@ enum Access<'a> {
     Streamed(SlotHold<'a>),
 }
 
-/// One or two byte ranges of the region, writable until dropped.
-pub(crate) struct WriteWindow<'a> {
+/// One or two byte ranges of the region, writable until dropped. Private to
+/// this file: it is opened and closed within one call of [`Region`]'s
+/// (module docs, "Nothing sleeps while a write window is open").
+struct WriteWindow<'a> {
     region: &'a Region,
     /// Region offsets of each part (the second may be empty).
     ranges: [Range<usize>; 2],
     access: Access<'a>,
+    /// Used and dropped on the CPU that opened it (its slot is that CPU's).
+    _not_send: PhantomData<*mut ()>,
 }
 
 impl WriteWindow<'_> {
-    /// Address and length of a part for sibling modules that copy into it
-    /// (bios); the window stays open while `self` is borrowed. A streamed
-    /// window (larger than a slot: formatting only) has no single address:
-    /// its parts come back empty.
-    pub(super) fn raw(&mut self, part: Part) -> (*mut u8, usize) {
+    /// Address and length of a part; the window stays open while `self` is
+    /// borrowed. A streamed window (larger than a slot: formatting only) has
+    /// no single address: its parts come back empty.
+    fn raw(&mut self, part: Part) -> (*mut u8, usize) {
         let range = &self.ranges[part.index()];
         if range.is_empty() {
             return (ptr::null_mut(), 0);
@@ -954,9 +1084,21 @@ impl WriteWindow<'_> {
         Ok(())
     }
 
+    /// Fills a part with `src`, which must have the part's size
+    /// ([`CopyError::SizeMismatch`]; a streamed part never matches).
+    fn fill<S: WindowSource>(&mut self, part: Part, src: &S) -> Result<(), CopyError> {
+        let (dst, len) = self.raw(part);
+        if len != src.len() {
+            return Err(CopyError::SizeMismatch);
+        }
+        // SAFETY: The window maps `len` writable bytes at `dst` while it is
+        // borrowed; region memory is no source's memory.
+        unsafe { src.copy_to(dst) }
+    }
+
     /// Copies `src` to `offset` in a part ([`CopyError::OutsideBuffer`] if
     /// it does not fit, and nothing is written).
-    pub(crate) fn write(&mut self, part: Part, offset: usize, src: &[u8]) -> Result<(), CopyError> {
+    fn write(&mut self, part: Part, offset: usize, src: &[u8]) -> Result<(), CopyError> {
         self.pieces(part, offset, src.len(), |dst, done, n| {
             // SAFETY: `dst` is writable for `n` bytes while this runs
             // (`pieces`), and `done + n <= src.len()`; `src` is ordinary
@@ -966,7 +1108,7 @@ impl WriteWindow<'_> {
     }
 
     /// Zeroes a whole part.
-    pub(crate) fn zero(&mut self, part: Part) {
+    fn zero(&mut self, part: Part) {
         let len = self.ranges[part.index()].len();
         // Cannot fail: the whole part, from its start.
         let _ = self.pieces(part, 0, len, |dst, _, n| {
@@ -978,7 +1120,7 @@ impl WriteWindow<'_> {
     /// CRC-32C (standard form) of a part's current contents, read through
     /// the view (same frames, same cache mode: it sees this CPU's writes
     /// through the window).
-    pub(crate) fn checksum(&self, part: Part) -> u32 {
+    fn checksum(&self, part: Part) -> u32 {
         let range = &self.ranges[part.index()];
         match self.region.view_ptr(range.start, range.len()) {
             // SAFETY: `view_ptr` checked that the view maps the part.
