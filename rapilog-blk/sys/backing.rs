@@ -27,7 +27,7 @@ pub(crate) const MAX_IO_BYTES: usize = bindings::BIO_MAX_VECS as usize * PAGE_SI
 /// Bios [`BackingDisk::transfer`] keeps in reserve. At most one bio of the
 /// disk's set is in flight at a time: a transfer allocates one, waits for
 /// its completion and frees it before it returns, and its callers (replay
-/// at load, then only the writeback thread, which holds `Device::writeback`
+/// at load, then only the writeback thread, which holds `Device::lock_writeback`
 /// for every disk write: batches, loss markers, drains) never overlap. A
 /// bio in flight waits only for the log disk. So one reserved bio already
 /// guarantees that writeback gets its bio while memory is exhausted; the
