@@ -11,6 +11,14 @@ use super::region::Region;
 use super::CopyError;
 
 /// A fixed set of pages, addressed as one byte range.
+///
+/// # Invariants
+///
+/// `pages` were allocated for this buffer and are ordinary kernel memory,
+/// never region memory. Their contents are reached only through this
+/// buffer: `&mut self` to change them, or a bio of
+/// `BackingDisk::transfer`, which holds the buffer borrowed until the I/O
+/// completed.
 pub(crate) struct BounceBuffer {
     pages: KVec<Page>,
 }
@@ -23,6 +31,7 @@ impl BounceBuffer {
         for _ in 0..count {
             pages.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
         }
+        // INVARIANT: Pages just allocated, reachable only through `pages`.
         Ok(Self { pages })
     }
 
@@ -56,7 +65,7 @@ impl BounceBuffer {
                 .ok_or(CopyError::OutsideBuffer)?;
             // SAFETY: `src + done` is readable for `n` bytes (caller), the
             // range lies inside the page, and we hold `&mut self`, so nobody
-            // else accesses the page.
+            // else accesses the page (type invariant).
             unsafe { page.write_raw(src.add(done), in_page, n) }
                 .map_err(|_| CopyError::OutsideBuffer)?;
             done += n;
@@ -86,7 +95,8 @@ impl BounceBuffer {
                 .get_mut(done..done + n)
                 .ok_or(CopyError::OutsideBuffer)?;
             // SAFETY: `out` is writable for `n` bytes and is ordinary memory,
-            // not one of our pages; the range lies inside the page.
+            // not one of our pages (only we reach those: type invariant); the
+            // range lies inside the page.
             unsafe { page.read_raw(out.as_mut_ptr(), in_page, n) }
                 .map_err(|_| CopyError::OutsideBuffer)?;
             done += n;
@@ -98,7 +108,8 @@ impl BounceBuffer {
     /// if it does not fit).
     pub(crate) fn copy_from_slice(&mut self, at: usize, src: &[u8]) -> Result<(), CopyError> {
         // SAFETY: A slice is readable for its length and cannot alias the
-        // pages, which are only reachable through `&mut self`.
+        // pages, which are only reachable through `&mut self` (type
+        // invariant).
         unsafe { self.copy_in(at, src.as_ptr(), src.len()) }
     }
 
@@ -115,7 +126,7 @@ impl BounceBuffer {
             .view_ptr(offset, len)
             .ok_or(CopyError::OutsideRegion)?;
         // SAFETY: `view_ptr` checked that `len` bytes are mapped at `src`;
-        // region memory is never one of our pages.
+        // region memory is never one of our pages (type invariant).
         unsafe { self.copy_in(at, src, len) }
     }
 }

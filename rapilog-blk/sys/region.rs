@@ -263,6 +263,11 @@ impl Part {
 }
 
 /// The region claimed in `iomem_resource` as "rapilog".
+///
+/// # Invariants
+///
+/// `[start, start + len)` was claimed with `__request_region()` on
+/// `iomem_resource` and is released only by `drop`.
 struct Claim {
     start: u64,
     len: u64,
@@ -270,8 +275,8 @@ struct Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        // SAFETY: `[start, start + len)` was claimed with `__request_region`
-        // on `iomem_resource` by `Region::claim` and is released only here.
+        // SAFETY: Claimed on `iomem_resource` and not yet released (type
+        // invariant).
         unsafe {
             bindings::__release_region(&raw mut bindings::iomem_resource, self.start, self.len)
         };
@@ -279,20 +284,35 @@ impl Drop for Claim {
 }
 
 /// The `memremap()` mapping of the whole region: the view.
+///
+/// # Invariants
+///
+/// The pointer is what `memremap()` returned for the whole region, and the
+/// mapping is removed only by `drop`.
 struct View(NonNull<u8>);
 
 impl Drop for View {
     fn drop(&mut self) {
         // The leaves may be read-only: `memunmap` clears them whatever
         // their bits, and no TLB entry of the view is writable.
-        // SAFETY: The address came from `memremap()` and is unmapped only
-        // here; no copy of it outlives the `Region` that owns this view.
+        // SAFETY: The address came from `memremap()` and is still mapped
+        // (type invariant); no copy of it outlives the `Region` that owns
+        // this view.
         unsafe { bindings::memunmap(self.0.as_ptr().cast()) };
     }
 }
 
 /// One CPU's write-window slot: [`SLOT_PAGES`] pages of vmalloc space whose
 /// PTEs this module sets and clears.
+///
+/// # Invariants
+///
+/// - `base` is a `vmap()` area of [`SLOT_PAGES`] pages that this slot owns
+///   (nobody else has its address) and unmaps only in `drop`.
+/// - Once [`Slots::new`] returns, `ptes[i]` is the 4 KiB PTE that maps page
+///   `i` of that area, valid for the slot's life (module docs), and every
+///   PTE is clear unless the slot is held (`busy`) by its CPU, which alone
+///   writes them, with preemption disabled.
 struct Slot {
     base: NonNull<u8>,
     /// The PTE of each page of the slot (see the module docs for why the
@@ -320,8 +340,8 @@ impl Slot {
     unsafe fn map(&self, at: usize, pfn: c_ulong, count: usize, flags: bindings::pteval_t) {
         let ptes = self.ptes.get(at..at + count).unwrap_or(&[]);
         for (i, pte) in ptes.iter().enumerate() {
-            // SAFETY: `pte` is the slot's own PTE (invariant of `ptes`),
-            // written only by the slot's holder, which the caller is.
+            // SAFETY: `pte` is the slot's own PTE (type invariant), written
+            // only by the slot's holder, which the caller is.
             unsafe { rapilog_pte_set(*pte, pfn + i as c_ulong, flags) };
         }
     }
@@ -348,9 +368,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // SAFETY: `base` came from `vmap()` and is unmapped only here; its
-        // PTEs are clear or still map the dummy page, both of which
-        // `vunmap` handles.
+        // SAFETY: `base` came from `vmap()` and is unmapped only here (type
+        // invariant); its PTEs are clear or still map the dummy page, both
+        // of which `vunmap` handles.
         unsafe { rapilog_vunmap(self.base.as_ptr().cast()) };
     }
 }
@@ -364,6 +384,11 @@ fn invalidate_local(addr: usize) {
 }
 
 /// The per-CPU write-window slots (`protect=window`).
+///
+/// # Invariants
+///
+/// `slots[cpu]` is CPU `cpu`'s slot, one for each possible CPU
+/// (`0..nr_cpu_ids`), and only that CPU holds it ([`Slots::hold`]).
 struct Slots {
     /// Indexed by CPU number (`0..nr_cpu_ids`).
     slots: KVVec<Slot>,
@@ -407,6 +432,8 @@ impl Slots {
                 // else knows about yet.
                 unsafe { rapilog_pte_clear(*pte) };
             }
+            // INVARIANT: `ptes` are the area's 4 KiB PTEs, all clear, and the
+            // slot is pushed at index `cpu`.
             slots
                 .push(slot, GFP_KERNEL)
                 .map_err(|_| ClaimError::NoMemory)?;
@@ -424,9 +451,12 @@ impl Slots {
         unsafe { rapilog_preempt_disable() };
         // SAFETY: Preemption is disabled: the CPU number stays ours.
         let cpu = unsafe { rapilog_this_cpu() } as usize;
+        // `slots[cpu]` is this CPU's slot (type invariant).
         match self.slots.get(cpu) {
             Some(slot) if !slot.busy.load(Relaxed) => {
                 slot.busy.store(true, Relaxed);
+                // INVARIANT: Preemption is disabled, and this CPU's slot was
+                // free and is now marked busy by us.
                 Ok(SlotHold {
                     slot,
                     flags: self.flags,
@@ -442,6 +472,14 @@ impl Slots {
 }
 
 /// This CPU's slot, held with preemption disabled.
+///
+/// # Invariants
+///
+/// Preemption has been disabled since [`Slots::hold`] made this (once per
+/// hold), `slot` is this CPU's slot, and its `busy` flag was set by that
+/// call: no other window uses the slot until `drop` clears it. The hold is
+/// `!Send` (`&Slot` is: a slot holds raw PTE pointers), so it is dropped on
+/// this CPU.
 struct SlotHold<'a> {
     slot: &'a Slot,
     /// Attributes of a window PTE ([`Slots::flags`]).
@@ -456,7 +494,8 @@ impl SlotHold<'_> {
     /// `at + count <= SLOT_PAGES` and the pages lie inside the region that
     /// `base_pfn` starts.
     unsafe fn map(&self, at: usize, base_pfn: c_ulong, page: usize, count: usize) {
-        // SAFETY: We hold the slot; the rest is the caller's promise.
+        // SAFETY: We hold the slot on its CPU (type invariant); the rest is
+        // the caller's promise.
         unsafe {
             self.slot
                 .map(at, base_pfn + page as c_ulong, count, self.flags)
@@ -467,7 +506,8 @@ impl SlotHold<'_> {
 impl Drop for SlotHold<'_> {
     fn drop(&mut self) {
         self.slot.busy.store(false, Relaxed);
-        // SAFETY: Pairs with the disable in `Slots::hold`.
+        // SAFETY: Pairs with the disable in `Slots::hold` (type invariant:
+        // one disable per hold, not yet undone).
         unsafe { rapilog_preempt_enable() };
     }
 }
@@ -600,6 +640,20 @@ fn first_direct_mapped(phys: u64, len: u64) -> Option<u64> {
 }
 
 /// The claimed and mapped region.
+///
+/// # Invariants
+///
+/// - `[phys, phys + len)` is page aligned, not empty, reserved memory (no
+///   System RAM, covered by "Reserved" resources, not in the direct map),
+///   and claimed in `iomem_resource` by `_claim` for as long as `self`
+///   lives.
+/// - `view` maps all `len` bytes, write-back cached, for as long as `self`
+///   lives, and nothing else maps them writable in this kernel except a
+///   held window slot.
+/// - With `slots: Some` (`protect=window`) every leaf entry of the view is
+///   read-only, no CPU holds a writable TLB entry for it, and `slots` is
+///   one slot per possible CPU whose PTEs are clear unless that CPU holds
+///   it; with `None` (`protect=off`) the view is writable.
 pub(crate) struct Region {
     phys: u64,
     len: usize,
@@ -662,6 +716,7 @@ impl Region {
         if claimed.is_null() {
             return Err(ClaimError::Claimed);
         }
+        // INVARIANT: Just claimed; released by `Claim::drop` only.
         let claim = Claim { start: phys, len };
         // Only now: an MMIO range someone claimed is reported as claimed.
         if let Some(at) = first_unreserved(phys, len) {
@@ -673,6 +728,8 @@ impl Region {
         // SAFETY: The range is reserved memory we claimed, not RAM the
         // kernel uses (checked above); `memremap` maps it in vmalloc space.
         let view = unsafe { bindings::memremap(phys, bytes, bindings::MEMREMAP_WB as c_ulong) };
+        // INVARIANT: A non-null result maps the whole region until
+        // `View::drop` unmaps it.
         let view = View(NonNull::new(view.cast::<u8>()).ok_or(ClaimError::Map(
             "memremap() failed (the kernel log above may say why)",
         ))?);
@@ -685,6 +742,10 @@ impl Region {
                 Some(slots)
             }
         };
+        // INVARIANT: The range was checked and claimed above; `check_view`
+        // found every byte mapped as expected and, with `protect=window`,
+        // made each leaf read-only; `invalidate_everywhere` then dropped
+        // every CPU's TLB entries of the view and of its slot.
         Ok(Self {
             phys,
             len: bytes,
@@ -759,9 +820,9 @@ impl Region {
     /// The whole region as bytes, while nothing else can touch it: at load,
     /// before the device exists (`&mut self`: no window, no copy in flight).
     pub(crate) fn quiescent(&mut self) -> &[u8] {
-        // SAFETY: The view maps `len` bytes for as long as `self` lives, and
-        // the exclusive borrow keeps every writer of this driver away while
-        // the slice exists.
+        // SAFETY: The view maps `len` bytes for as long as `self` lives (type
+        // invariants), and the exclusive borrow keeps every writer of this
+        // driver away while the slice exists.
         unsafe { core::slice::from_raw_parts(self.view.0.as_ptr(), self.len) }
     }
 
@@ -778,8 +839,9 @@ impl Region {
         // Writers may change those region bytes concurrently through their
         // windows: no reference to them is formed, they are copied as raw
         // memory, which is what the kernel's own memcpy of shared buffers does.
-        // SAFETY: `src..src + len` lies inside the view (`view_ptr` checked)
-        // and `dst` is ours, so the ranges do not overlap.
+        // SAFETY: `src..src + len` lies inside the view (`view_ptr` checked),
+        // mapped while `self` lives (type invariants), and `dst` is ours, so
+        // the ranges do not overlap.
         unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), len) };
         len
     }
@@ -816,7 +878,8 @@ impl Region {
         if end > self.len {
             return None;
         }
-        // SAFETY: `offset <= len`, so the result stays inside the mapping.
+        // SAFETY: `offset <= len`, so the result stays inside the mapping of
+        // `len` bytes (type invariants).
         Some(unsafe { self.view.0.as_ptr().add(offset) }.cast_const())
     }
 
@@ -889,6 +952,8 @@ impl Region {
         let two_parts = second.is_some();
         let ranges = [first, second.unwrap_or(0..0)];
         let Some(slots) = &self.slots else {
+            // INVARIANT: Ranges checked above; `protect=off`: the view is
+            // writable (`Region`'s invariants).
             return Ok(WriteWindow {
                 region: self,
                 ranges,
@@ -911,6 +976,8 @@ impl Region {
         }
         let hold = slots.hold()?;
         if total > SLOT_PAGES {
+            // INVARIANT: Ranges checked above, one part; the slot is held
+            // and none of its pages is mapped.
             return Ok(WriteWindow {
                 region: self,
                 ranges,
@@ -919,8 +986,8 @@ impl Region {
             });
         }
         let base = pfn(self.phys);
-        // SAFETY: `total <= SLOT_PAGES`; both page spans lie inside the
-        // region (`check`).
+        // SAFETY: We hold the slot; `total <= SLOT_PAGES`; both page spans
+        // lie inside the region (`check`), which starts at frame `base`.
         unsafe {
             hold.map(0, base, first_pages.start, first_pages.len());
             hold.map(
@@ -938,6 +1005,8 @@ impl Region {
             }
         };
         let addrs = [at(0, &ranges[0]), at(first_pages.len(), &ranges[1])];
+        // INVARIANT: Ranges checked above; the slot is held and its first
+        // `total` pages map both parts' pages, writable, at `addrs`.
         Ok(WriteWindow {
             region: self,
             ranges,
@@ -964,8 +1033,9 @@ impl Region {
             let page = pos / PAGE_SIZE;
             let end = ((page + SLOT_PAGES) * PAGE_SIZE).min(range.end);
             let count = (end - 1) / PAGE_SIZE + 1 - page;
-            // SAFETY: `count <= SLOT_PAGES`; the pages lie inside the region
-            // (the window's range was checked).
+            // SAFETY: `hold` is held (its type invariant); `count <=
+            // SLOT_PAGES`; the pages lie inside the region (the window's
+            // range was checked).
             unsafe { hold.map(0, pfn(self.phys), page, count) };
             f(
                 (hold.slot.page_addr(0) + pos % PAGE_SIZE) as *mut u8,
@@ -996,7 +1066,7 @@ impl Region {
             drop(window);
             addr
         } else {
-            // SAFETY: `last < len`: inside the mapping.
+            // SAFETY: `last < len`: inside the mapping (type invariants).
             unsafe { self.view.0.as_ptr().add(last) }
         };
         // Deliberately the write a stray pointer would do, through a mapping
@@ -1025,6 +1095,17 @@ enum Access<'a> {
 /// One or two byte ranges of the region, writable until dropped. Private to
 /// this file: it is opened and closed within one call of [`Region`]'s
 /// (module docs, "Nothing sleeps while a write window is open").
+///
+/// # Invariants
+///
+/// - `ranges[0]` is a non-empty range of the region, `ranges[1]` one too or
+///   empty, and the two do not overlap.
+/// - [`Access::View`]: `protect=off`, the view is writable.
+/// - [`Access::Mapped`]: `hold` holds this CPU's slot (preemption disabled);
+///   its first `pages` pages map the page spans of both ranges, writable,
+///   and `addrs[i]` is where `ranges[i].start` is mapped (null if empty).
+/// - [`Access::Streamed`]: `hold` holds this CPU's slot, none of whose pages
+///   is mapped between two accesses; `ranges[1]` is empty.
 struct WriteWindow<'a> {
     region: &'a Region,
     /// Region offsets of each part (the second may be empty).
@@ -1045,7 +1126,8 @@ impl WriteWindow<'_> {
         }
         match &self.access {
             Access::View => (
-                // SAFETY: `open_window` checked the range against the region.
+                // SAFETY: The range lies inside the region (type invariant),
+                // which the view maps.
                 unsafe { self.region.view.0.as_ptr().add(range.start) },
                 range.len(),
             ),
@@ -1074,10 +1156,12 @@ impl WriteWindow<'_> {
         let start = range.start + offset;
         match &self.access {
             Access::View => {
-                // SAFETY: Inside the region (checked above and at open).
+                // SAFETY: Inside the part (checked above), which lies inside
+                // the region (type invariant), which the view maps.
                 f(unsafe { self.region.view.0.as_ptr().add(start) }, 0, len)
             }
-            // SAFETY: The part is mapped from `addrs` on for its length.
+            // SAFETY: The part is mapped writable from `addrs` on for its
+            // length (type invariant), and `offset + len` is inside it.
             Access::Mapped { addrs, .. } => f(unsafe { addrs[part.index()].add(offset) }, 0, len),
             Access::Streamed(hold) => self.region.stream(hold, start..start + len, f),
         }
@@ -1092,7 +1176,8 @@ impl WriteWindow<'_> {
             return Err(CopyError::SizeMismatch);
         }
         // SAFETY: The window maps `len` writable bytes at `dst` while it is
-        // borrowed; region memory is no source's memory.
+        // borrowed (`raw`, type invariants); region memory is no source's
+        // memory.
         unsafe { src.copy_to(dst) }
     }
 
@@ -1133,8 +1218,8 @@ impl WriteWindow<'_> {
 impl Drop for WriteWindow<'_> {
     fn drop(&mut self) {
         if let Access::Mapped { hold, pages, .. } = &self.access {
-            // SAFETY: We hold the slot and mapped `pages` pages of it at
-            // open; no pointer into them outlives the window.
+            // SAFETY: We hold the slot and `pages` pages of it are mapped
+            // (type invariant); no pointer into them outlives the window.
             unsafe { hold.slot.unmap(*pages) };
         }
         // Then the hold (if any) is dropped: slot released, preemption on.
