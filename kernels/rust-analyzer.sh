@@ -3,10 +3,11 @@
 # rust-analyzer follow the module into the kernel crate, and print its path.
 #
 #   kernels/rust-analyzer.sh KREL        in the build chroot (created if absent)
-#   KDIR=/path/to/linux kernels/rust-analyzer.sh KREL
-#                                        against a configured kernel tree on
-#                                        this machine (one with rust/Makefile
-#                                        and scripts/generate_rust_analyzer.py)
+#   KDIR=... kernels/rust-analyzer.sh KREL
+#                                        on a machine that runs the kernel:
+#                                        against the source tree `make
+#                                        host-rust-artifacts` prepared, or KDIR
+#                                        itself if it is a configured source tree
 #
 # It is the kernel's own `make M=... rust-analyzer`. Debian's headers package
 # lacks what that needs (rust/Makefile, scripts/generate_rust_analyzer.py,
@@ -30,9 +31,14 @@ module=$RAPILOG_TOP/rapilog-blk
 out=$module/rust-project.json
 
 if [ -n "${KDIR:-}" ]; then
-	[ -e "$KDIR/scripts/generate_rust_analyzer.py" ] ||
-		die "$KDIR has no scripts/generate_rust_analyzer.py: rust-analyzer needs a kernel source tree, not just headers"
-	make -s -C "$KDIR" M="$module" rust-analyzer >&2
+	prep=$RAPILOG_CACHE/host-rust-artifacts
+	if [ -e "$prep/source/scripts/generate_rust_analyzer.py" ]; then
+		make -s -C "$prep/source" O="$prep/build" M="$module" rust-analyzer >&2
+	elif [ -e "$KDIR/scripts/generate_rust_analyzer.py" ]; then
+		make -s -C "$KDIR" M="$module" rust-analyzer >&2
+	else
+		die "neither $prep/source (run 'make host-rust-artifacts') nor $KDIR is a kernel source tree; rust-analyzer needs one, headers are not enough"
+	fi
 else
 	load_kernel_env "$krel"
 	root=$("$RAPILOG_TOP/kernels/build-env.sh" "$krel")
