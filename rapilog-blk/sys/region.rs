@@ -134,8 +134,9 @@
 //!   pages are mapped with `kmap_local_page()`).
 //!
 //! What no type can rule out is `describe` calling a free function that
-//! sleeps (`fsleep()`, an allocation with `GFP_KERNEL`): Rust has no "may
-//! sleep" effect. Upstream checks that with klint's atomic-context analysis,
+//! sleeps (`fsleep()`, an allocation with `GFP_KERNEL`), or reaching the
+//! device through a `&'static` made on purpose by leaking an `Arc`: Rust
+//! has no "may sleep" effect. Upstream checks that with klint's atomic-context analysis,
 //! which this out-of-tree build does not run. `describe` is one encoder
 //! call in `write_path.rs`, and should it ever schedule, the kernel
 //! (`CONFIG_PREEMPT_COUNT=y`, as Debian builds it) reports "scheduling while
