@@ -13,6 +13,8 @@
 #   make crash-test N=20 N panics under load (N/5 with ext4, N/5 power cuts per
 #                        power-fail signal), 0 losses or it fails
 #   make bench           benchmarks (never part of `make test`)
+#   make rust-analyzer   rapilog-blk/rust-project.json, so rust-analyzer
+#                        follows the module into the kernel crate
 #
 # Everything downloaded or built lives under .cache/ (ignored by git), reused
 # when present and rebuilt when absent.
@@ -24,12 +26,12 @@ export KREL KDIR
 CACHE := $(CURDIR)/.cache
 MODULE := $(CACHE)/build/$(KREL)/rapilog.ko
 
-.PHONY: all module userspace rescue test host-test lint crash-test demo bench host-deps host-rust-artifacts clean distclean help
+.PHONY: all module userspace rescue test host-test lint crash-test demo bench host-deps host-rust-artifacts rust-analyzer clean distclean help
 
 all: module userspace rescue
 
 help:
-	@sed -n '2,18p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,20p' Makefile | sed 's/^# \{0,1\}//'
 
 # Kbuild decides what to rebuild; the script builds the chroot once if needed.
 module:
@@ -37,6 +39,11 @@ module:
 
 userspace:
 	cargo build --release --workspace
+
+# The kernel's `make M=... rust-analyzer` for the module, in the build chroot
+# (kernels/rust-analyzer.sh); the result is git-ignored.
+rust-analyzer:
+	kernels/rust-analyzer.sh $(KREL)
 
 # The crash kernel's initramfs (static rapilog-rescue + the stock disk drivers
 # of KREL, taken from the Debian archive's linux-modules package).

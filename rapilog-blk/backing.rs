@@ -4,6 +4,8 @@
 //!
 //! The identity the region records for it is [`crate::disk_identity`]'s.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 use kernel::str::BStr;
 

@@ -3,6 +3,8 @@
 //! The driver's configuration, validated from the module parameters before
 //! anything touches the region or the disk.
 
+#![deny(unsafe_code)]
+
 use core::fmt;
 
 use crate::format::control::{FencePolicy, ProtectMode};

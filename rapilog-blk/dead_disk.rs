@@ -23,6 +23,8 @@
 //! The state lives in `Live`, under its lock: the writeback thread changes
 //! it, writers read it when they are admitted.
 
+#![deny(unsafe_code)]
+
 use kernel::time::{Delta, Instant, Monotonic};
 
 /// The log disk as writeback last found it.

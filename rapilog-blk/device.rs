@@ -1,7 +1,83 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The device: everything `/dev/rapilog0` and its writeback thread share,
-//! and the dispatch of each bio to the write path, the read path or a flush.
+//! The device: everything `/dev/rapilog0`, its writeback thread, the
+//! control device and the machine's events share, and the kernel's entry
+//! points into the driver.
+//!
+//! # How the code is laid out
+//!
+//! `impl Device` lives in this file only: the state, its accessors and
+//! locks, and the kernel's entry points (the `sys` traits: a bio, the
+//! writeback thread, an ioctl, a power-fail signal, a reboot or PM event),
+//! each of them one call into the module that does the work. Every stage is
+//! a module of free functions whose first argument is `dev: &Device`, and
+//! callers name the module: `write_path::write(dev, bio)`,
+//! `writeback::run(dev)`, `lifecycle::stopping(dev, how)`. A reader (and
+//! rust-analyzer) goes from an entry point here to the file that handles
+//! it; other types keep their methods in their own module (`Live` in
+//! `live`, `PowerFail` in `powerfail`, ...).
+//!
+//! # Locking
+//!
+//! Locks, in the order they are taken (a lock is never taken while one
+//! below it is held):
+//!
+//! 1. [`Device::lock_writeback`] (`Mutex<Writeback>`): the superblock as
+//!    last written, the disk's loss marker, the bounce pages, writeback's
+//!    batch buffers, bandwidth estimate and rate limits. Taken by the
+//!    **writeback thread** for its whole life (so everything that writes
+//!    the superblock or the marker while the device is live runs there:
+//!    `lifecycle`'s chores, `powerfail`'s resume), and by **unload** once
+//!    that thread has exited. Nothing else takes it: a notifier or an ioctl
+//!    that needs the superblock or the marker changed asks the thread
+//!    (`Live::chore`, `Live::drain_to`, `Live::skip_request`) and waits on
+//!    `space_freed`. Held across disk I/O, sleeps and `live`.
+//! 2. [`Device::lock_live`] (`Mutex<Live>`): ring accounting, the
+//!    dirty-extent index, every live record's stage, the admission of new
+//!    writes, the held bad record, the disk's health, and the requests to
+//!    writeback (chore, drain, skip, stopping). Taken by **submit_bio**
+//!    (any task that submits I/O: reserve, publish, abandon; a read's
+//!    lookup, its split and its copy out of the region; a flush's admission
+//!    check), the **writeback thread** (under `writeback`), **ioctls**
+//!    (status, drain, skip), the **reboot and PM notifiers** (`lifecycle`)
+//!    and **unload**. Held only for bookkeeping and copies: never across
+//!    disk I/O or a sleep, except that a read allocates its split bio
+//!    under it (`GFP_NOIO`, from a private pool; `read_path` says why that
+//!    pool cannot run dry). A superblock written under it opens a write
+//!    window, which does not sleep (`sys::region`).
+//!    - [`Device::space_freed`] and [`Device::work`], the condition
+//!      variables, are waited on with `live` held (it is released while
+//!      asleep): writers, drain and skip requests and stopping notifiers
+//!      wait on `space_freed`, the writeback thread on `work`.
+//! 3. Leaves, taken with no other lock of the driver held:
+//!    `write_errors` (`Mutex<RateLimit>`, [`Device::write_error`]: the
+//!    write path's error lines) and `fence` (`Mutex<FenceReport>`,
+//!    [`Device::fence`], [`Device::set_fence`]: ioctls; not held across
+//!    the PCI walk, which takes each device's lock).
+//!
+//! No lock at all:
+//!
+//! - The **power-fail signal** path: the NMI and the power button's input
+//!   event only set a C atomic and queue an `irq_work`, whose callback (hard
+//!   IRQ) runs `powerfail::signalled`: atomics of [`PowerFail`] and a
+//!   wake-up of `work` (the condition variable's wait-queue spinlock, which
+//!   disables interrupts), nothing that sleeps.
+//! - [`Stats`], the epoch ([`Device::epoch`]) and the marker gauge:
+//!   atomics, ordered by nothing but what their comments say.
+//! - A write window holds this CPU's slot with preemption disabled, no
+//!   lock (`sys::region`); the records it writes belong to its writer by the
+//!   ring protocol (reserved under `live`).
+//!
+//! Contexts, and what each may take:
+//!
+//! | context | locks |
+//! |---|---|
+//! | process, `submit_bio` of `/dev/rapilog0` | `live`, `write_errors` |
+//! | process, `/dev/rapilog-ctl` ioctls and reads | `live`, `fence` |
+//! | writeback thread (kthread, `GFP_NOIO` scope) | `writeback`, then `live` |
+//! | reboot and PM notifiers (process, blocking chains) | `live` |
+//! | module init and exit (process) | `live`; `writeback` once the thread is gone |
+//! | power-fail signal (hard IRQ via `irq_work`; the NMI itself only in C) | none |
 //!
 //! # Cache semantics presented to the block layer
 //!
@@ -16,78 +92,91 @@
 //! It is honest only as long as the region is: on power loss the bounded
 //! ring must be drained within the hold-up time (the power-fail path).
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 use kernel::sync::atomic::{Atomic, Relaxed};
+use kernel::sync::lock::{mutex::MutexBackend, Guard};
 use kernel::sync::{new_condvar, new_mutex, Arc, CondVar, Mutex};
 use kernel::time::{Delta, Instant, Monotonic};
 
 use crate::config::Config;
+use crate::control;
 use crate::disk_marker::{Marker, MarkerGauge};
 use crate::format::{ActiveSuperblock, Geometry, LossReason, RingGeometry};
 use crate::iommu_fence::FenceReport;
-use crate::live::{Admission, Live};
-use crate::powerfail::PowerFail;
+use crate::lifecycle;
+use crate::live::Live;
+use crate::powerfail::{self, PowerFail};
 use crate::ratelimit::RateLimit;
+use crate::read_path;
 use crate::stats::{self, Stats};
 use crate::sys::backing::BackingDisk;
 use crate::sys::bio::{Bio, BioSet, Op, Status};
 use crate::sys::bounce::BounceBuffer;
+use crate::sys::control_device::{ControlHandler, UserArg};
 use crate::sys::gendisk::BioHandler;
 use crate::sys::kthread::{NoIoScope, ThreadJob};
+use crate::sys::lifecycle_events::{LifecycleHandler, Sleep, Stop};
+use crate::sys::powerfail_signals::PowerFailHandler;
 use crate::sys::region::Region;
-use crate::writeback::Writeback;
+use crate::write_path;
+use crate::writeback::{self, Writeback};
 
-/// Shared by the disk's `submit_bio` and the writeback thread.
+/// Shared by the disk's `submit_bio`, the writeback thread, the control
+/// device and the machine's events (module docs: layout, locking).
 #[pin_data]
 pub(crate) struct Device {
     /// The configuration it was loaded with.
-    pub(crate) config: Config,
+    config: Config,
     /// When it was loaded.
-    pub(crate) loaded_at: Instant<Monotonic>,
+    loaded_at: Instant<Monotonic>,
     /// The region, mapped.
-    pub(crate) region: Region,
+    region: Region,
     /// The log disk.
-    pub(crate) backing: BackingDisk,
+    backing: BackingDisk,
     /// The region's layout.
-    pub(crate) geometry: Geometry,
+    geometry: Geometry,
     /// The part of it ring accounting needs.
-    pub(crate) ring: RingGeometry,
+    ring: RingGeometry,
     /// Epoch of the current format: goes into every descriptor. Changes only
     /// when the region is formatted afresh while no record is live
     /// (`lifecycle`), before writes are admitted again under `live`.
     epoch: Atomic<u64>,
     /// Spare bios for splitting reads at record boundaries.
-    pub(crate) splits: BioSet,
+    splits: BioSet,
     /// Longest time a record waits before writeback starts.
-    pub(crate) writeback_delay: Delta,
+    writeback_delay: Delta,
     /// Dirty bytes that start writeback at once.
-    pub(crate) writeback_threshold: u64,
+    writeback_threshold: u64,
     /// What happened so far.
-    pub(crate) stats: Stats,
+    stats: Stats,
     /// The power-fail path.
-    pub(crate) powerfail: PowerFail,
-    /// Ring, index and records.
+    powerfail: PowerFail,
+    /// Ring, index and records (module docs, Locking: 2).
     #[pin]
-    pub(crate) live: Mutex<Live>,
-    /// Ring space was freed (writers wait here).
+    live: Mutex<Live>,
+    /// Ring space was freed, or something writers and waiters watch under
+    /// `live` changed (they wait here).
     #[pin]
-    pub(crate) space_freed: CondVar,
+    space_freed: CondVar,
     /// There may be work for writeback (the writeback thread waits here).
     #[pin]
-    pub(crate) work: CondVar,
-    /// Writeback's own state, held by the writeback thread while it runs.
+    work: CondVar,
+    /// Writeback's own state, held by the writeback thread while it runs
+    /// (module docs, Locking: 1).
     #[pin]
-    pub(crate) writeback: Mutex<Writeback>,
-    /// Rate limit of write-path error lines.
+    writeback: Mutex<Writeback>,
+    /// Rate limit of write-path error lines (a leaf lock).
     #[pin]
-    pub(crate) write_errors: Mutex<RateLimit>,
-    /// The last IOMMU fence check.
+    write_errors: Mutex<RateLimit>,
+    /// The last IOMMU fence check (a leaf lock).
     #[pin]
-    pub(crate) fence: Mutex<FenceReport>,
+    fence: Mutex<FenceReport>,
     /// The log disk's loss marker as last written, for the status.
-    pub(crate) marker_gauge: MarkerGauge,
+    marker_gauge: MarkerGauge,
     /// A possible loss accepted at load (`accept_loss=1`), for the status.
-    pub(crate) accepted_loss: Option<LossReason>,
+    accepted_loss: Option<LossReason>,
 }
 
 /// What [`Device::new`] is made of.
@@ -102,6 +191,7 @@ pub(crate) struct Parts {
     pub(crate) bounce: BounceBuffer,
 }
 
+/// The state and its accessors.
 impl Device {
     /// The device over a region just brought up with `parts.superblock`.
     pub(crate) fn new(parts: Parts) -> Result<Arc<Self>> {
@@ -141,7 +231,72 @@ impl Device {
         )
     }
 
-    /// Epoch of the current format.
+    /// The configuration it was loaded with.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// When it was loaded.
+    pub(crate) fn loaded_at(&self) -> Instant<Monotonic> {
+        self.loaded_at
+    }
+
+    /// The region, mapped.
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// The log disk.
+    pub(crate) fn backing(&self) -> &BackingDisk {
+        &self.backing
+    }
+
+    /// The region's layout.
+    pub(crate) fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// The part of the layout ring accounting needs.
+    pub(crate) fn ring(&self) -> &RingGeometry {
+        &self.ring
+    }
+
+    /// Spare bios for splitting reads at record boundaries.
+    pub(crate) fn splits(&self) -> &BioSet {
+        &self.splits
+    }
+
+    /// Longest time a record waits before writeback starts.
+    pub(crate) fn writeback_delay(&self) -> Delta {
+        self.writeback_delay
+    }
+
+    /// Dirty bytes that start writeback at once.
+    pub(crate) fn writeback_threshold(&self) -> u64 {
+        self.writeback_threshold
+    }
+
+    /// What happened so far.
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The power-fail path's state (atomics: usable in any context).
+    pub(crate) fn powerfail(&self) -> &PowerFail {
+        &self.powerfail
+    }
+
+    /// The log disk's loss marker as last written, for the status.
+    pub(crate) fn marker_gauge(&self) -> &MarkerGauge {
+        &self.marker_gauge
+    }
+
+    /// A possible loss accepted at load (`accept_loss=1`), for the status.
+    pub(crate) fn accepted_loss(&self) -> Option<LossReason> {
+        self.accepted_loss
+    }
+
+    /// Epoch of the current format. Constant while any record is live.
     pub(crate) fn epoch(&self) -> u64 {
         // Relaxed: it changes only while no write is admitted, and writers
         // are admitted again under the `live` lock, which orders it.
@@ -153,33 +308,60 @@ impl Device {
         self.epoch.store(epoch, Relaxed);
     }
 
-    /// Logs a write-path error, rate limited.
+    /// Takes the `live` lock (module docs, Locking: 2). May sleep; never
+    /// with `write_errors` or `fence` held, nor from the power-fail signal.
+    pub(crate) fn lock_live(&self) -> Guard<'_, Live, MutexBackend> {
+        self.live.lock()
+    }
+
+    /// Takes the `writeback` lock (module docs, Locking: 1): the writeback
+    /// thread, or unload after it exited. Before `live`, never after it.
+    pub(crate) fn lock_writeback(&self) -> Guard<'_, Writeback, MutexBackend> {
+        self.writeback.lock()
+    }
+
+    /// Where writers, drain and skip requests and stopping notifiers wait,
+    /// with `live`, for ring space or for writeback to act on a request.
+    pub(crate) fn space_freed(&self) -> &CondVar {
+        &self.space_freed
+    }
+
+    /// Where the writeback thread waits, with `live`, for work; notified by
+    /// writers, requests and the power-fail signal (any context but NMI).
+    pub(crate) fn work(&self) -> &CondVar {
+        &self.work
+    }
+
+    /// Logs a write-path error, rate limited (takes the leaf lock
+    /// `write_errors`: call with no lock held).
     pub(crate) fn write_error(&self, what: kernel::fmt::Arguments<'_>) {
         stats::add(&self.stats.write_errors, 1);
         if let Some(suppressed) = self.write_errors.lock().allow() {
             pr_err!("write failed: {what} ({suppressed} similar lines suppressed)\n");
         }
     }
+
+    /// The last IOMMU fence check (takes the leaf lock `fence`).
+    pub(crate) fn fence(&self) -> FenceReport {
+        *self.fence.lock()
+    }
+
+    /// Records a new IOMMU fence check (takes the leaf lock `fence`).
+    pub(crate) fn set_fence(&self, report: FenceReport) {
+        *self.fence.lock() = report;
+    }
 }
 
+/// A bio submitted to `/dev/rapilog0`, in the submitter's process context
+/// (may sleep).
 impl BioHandler for Device {
     fn submit_bio(&self, bio: Bio) {
         // Records are at most max_record_bytes (the queue's max_hw_sectors):
         // bios arrive split to that, and to the segment limits.
         match bio.op() {
-            Op::Write if bio.bytes() == 0 => {
-                stats::add(&self.stats.flushes, 1);
-                if self.live.lock().admission == Admission::WriteThrough {
-                    // Writes go to the disk now, into its cache: the flush
-                    // must reach it too.
-                    bio.remap(&self.backing);
-                } else {
-                    // Every completed write is in the region.
-                    bio.end(Status::Ok);
-                }
-            }
-            Op::Write => self.write(bio),
-            Op::Read => self.read(bio),
+            Op::Write if bio.bytes() == 0 => write_path::flush(self, bio),
+            Op::Write => write_path::write(self, bio),
+            Op::Read => read_path::read(self, bio),
             // Not advertised (no discard or write-zeroes limits), so the
             // block layer should never send them.
             Op::Other => bio.end(Status::NotSupported),
@@ -187,12 +369,46 @@ impl BioHandler for Device {
     }
 }
 
+/// The writeback thread.
 impl ThreadJob for Device {
     fn run(&self) {
         // Whatever writeback allocates (or the kernel for it) must not wait
         // for I/O: that I/O may be waiting in `/dev/rapilog0` for ring space
         // only writeback frees.
         let _noio = NoIoScope::enter();
-        crate::writeback::run(self);
+        writeback::run(self);
+    }
+}
+
+/// `/dev/rapilog-ctl`, in the caller's process context.
+impl ControlHandler for Device {
+    fn ioctl(&self, cmd: u32, arg: UserArg) -> Result<isize> {
+        control::ioctl(self, cmd, arg)
+    }
+
+    fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<usize> {
+        control::read_at(self, offset, dst)
+    }
+}
+
+/// A power-fail signal, in hard-IRQ context: no lock, no sleep.
+impl PowerFailHandler for Device {
+    fn signalled(&self, sources: u32) {
+        powerfail::signalled(self, sources);
+    }
+}
+
+/// The reboot and PM notifiers, in process context (may sleep).
+impl LifecycleHandler for Device {
+    fn stopping(&self, how: Stop) {
+        lifecycle::stopping(self, how);
+    }
+
+    fn sleep_prepare(&self, what: Sleep) -> Result {
+        lifecycle::sleep_prepare(self, what)
+    }
+
+    fn resumed(&self) {
+        lifecycle::resumed(self);
     }
 }

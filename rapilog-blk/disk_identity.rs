@@ -21,6 +21,8 @@
 //! disk's records onto another. Only if the disk reports none of these is
 //! the `backing=` path recorded, with a warning. `disk_id=` overrides all.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 use kernel::str::BStr;
 

@@ -17,13 +17,15 @@
 //! that epoch went through a stop that neither drained nor was replayed,
 //! with the region gone since: exactly when acknowledged writes may be lost.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 use kernel::sync::atomic::{Atomic, Relaxed};
 
 use crate::config::Config;
 use crate::format::{
-    marker_area, DiskIdentity, DiskMarker, MarkerArea, MarkerError, MarkerState,
-    MarkerWriter, MARKER_BYTES,
+    marker_area, DiskIdentity, DiskMarker, MarkerArea, MarkerError, MarkerState, MarkerWriter,
+    MARKER_BYTES,
 };
 use crate::sys::backing::BackingDisk;
 use crate::sys::bounce::BounceBuffer;
@@ -83,9 +85,7 @@ impl Marker {
         let bytes = usize::try_from(area.bytes()).map_err(|_| EINVAL)?;
         disk.read(area.first_sector, bounce, bytes)?;
         let mut record = [0u8; MARKER_BYTES];
-        if !bounce.copy_to_slice(0, &mut record) {
-            return Err(EINVAL);
-        }
+        bounce.copy_to_slice(0, &mut record).map_err(|_| EINVAL)?;
         let found = DiskMarker::decode(&record, KernelCrc32c);
         let marker = Self {
             area,
@@ -107,7 +107,14 @@ impl Marker {
         let Some(last) = self.last else {
             return Ok(());
         };
-        self.write(disk, bounce, None, MarkerState::Clean, last.epoch, MarkerWriter::Module)
+        self.write(
+            disk,
+            bounce,
+            None,
+            MarkerState::Clean,
+            last.epoch,
+            MarkerWriter::Module,
+        )
     }
 
     /// The disk's sectors before the marker area: all `/dev/rapilog0` shows.
@@ -141,14 +148,12 @@ impl Marker {
         // The record, then zeros to the end of the area (whole blocks).
         let zeros = [0u8; MARKER_BYTES];
         let mut at = MARKER_BYTES;
-        let mut ok = bounce.copy_from_slice(0, &record);
-        while ok && at < bytes {
-            ok = bounce.copy_from_slice(at, &zeros);
+        let mut copied = bounce.copy_from_slice(0, &record);
+        while copied.is_ok() && at < bytes {
+            copied = bounce.copy_from_slice(at, &zeros);
             at += MARKER_BYTES;
         }
-        if !ok {
-            return Err(EINVAL);
-        }
+        copied.map_err(|_| EINVAL)?;
         disk.write(self.area.first_sector, bounce, bytes)?;
         disk.flush()?;
         self.last = Some(marker);

@@ -7,6 +7,8 @@
 //! checks, at load and on request, that every PCI device is translated or
 //! blocked, names those that are not, and applies `iommu_fence=`.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 
 use crate::format::control::{FencePolicy, FenceState, Text};

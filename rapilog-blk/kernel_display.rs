@@ -7,6 +7,8 @@
 //! stay kernel-agnostic, so its types implement `core::fmt::Display`; this
 //! forwards the kernel trait to it for every type the driver logs.
 
+#![deny(unsafe_code)]
+
 use core::fmt;
 
 use kernel::error::Error;

@@ -57,10 +57,13 @@
 //! # Who does what
 //!
 //! The writeback thread owns the superblock and the marker (it holds
-//! `Device::writeback` for as long as it runs), so marking clean and
+//! `Device::lock_writeback` for as long as it runs), so marking clean and
 //! formatting afresh are chores it runs on request ([`Chore`]); the task
-//! that stops the machine waits for them. Lock order: `Device::writeback`
-//! before `Device::live`, as everywhere; neither is held across the wait.
+//! that stops the machine waits for them. Lock order (`device`, Locking):
+//! `writeback` before `live`; a notifier takes only `live`, and does not
+//! hold it across the wait.
+
+#![deny(unsafe_code)]
 
 use kernel::prelude::*;
 use kernel::str::BStr;
@@ -75,7 +78,8 @@ use crate::live::{Admission, Chore, Live};
 use crate::metadata;
 use crate::stats;
 use crate::sys::clock;
-use crate::sys::lifecycle_events::{LifecycleHandler, Sleep, Stop};
+use crate::sys::kthread::Kthread;
+use crate::sys::lifecycle_events::{Sleep, Stop};
 use crate::writeback::Writeback;
 
 /// What a finished drain did.
@@ -99,20 +103,20 @@ struct Unfinished {
 /// Steps 1 to 4 of a clean stop.
 fn clean_stop(dev: &Device) -> Result<Drained, Unfinished> {
     let started = Instant::<Monotonic>::now();
-    let deadline = Delta::from_millis(i64::from(dev.config.stop_drain_ms));
-    let bytes_before = stats::get(&dev.stats.wb_bytes);
+    let deadline = Delta::from_millis(i64::from(dev.config().stop_drain_ms));
+    let bytes_before = stats::get(&dev.stats().wb_bytes);
     let target = {
-        let mut live = dev.live.lock();
+        let mut live = dev.lock_live();
         live.admission = Admission::Held;
         let target = live.ring.next_seq();
         live.drain_to = live.drain_to.max(target);
         target
     };
-    dev.work.notify_all();
+    dev.work().notify_all();
     // Every record written back or found bad, the tail as far as it goes.
     let drained = wait_until(dev, started, deadline, |live| live.drained_to(target));
     {
-        let live = dev.live.lock();
+        let live = dev.lock_live();
         if !drained || live.held.is_some() {
             return Err(Unfinished {
                 records: live.ring.live_records(),
@@ -123,7 +127,7 @@ fn clean_stop(dev: &Device) -> Result<Drained, Unfinished> {
         }
     }
     let mut drained = Drained {
-        bytes: stats::get(&dev.stats.wb_bytes) - bytes_before,
+        bytes: stats::get(&dev.stats().wb_bytes) - bytes_before,
         took: started.elapsed(),
         marked_clean: true,
     };
@@ -134,13 +138,13 @@ fn clean_stop(dev: &Device) -> Result<Drained, Unfinished> {
         // region is reported as a possible loss that is not one.
         pr_warn!(
             "could not mark region={} and backing={} clean ({})\n",
-            dev.config.region,
-            BStr::from_bytes(dev.config.backing),
+            dev.config().region,
+            BStr::from_bytes(dev.config().backing),
             Errno(e)
         );
     }
-    dev.live.lock().admission = Admission::WriteThrough;
-    dev.space_freed.notify_all();
+    dev.lock_live().admission = Admission::WriteThrough;
+    dev.space_freed().notify_all();
     Ok(drained)
 }
 
@@ -153,7 +157,7 @@ fn wait_until(
     deadline: Delta,
     mut done: impl FnMut(&mut Live) -> bool,
 ) -> bool {
-    let mut live = dev.live.lock();
+    let mut live = dev.lock_live();
     while !done(&mut live) {
         let left = deadline - started.elapsed();
         if left <= Delta::ZERO {
@@ -161,13 +165,13 @@ fn wait_until(
         }
         let ms = left.as_millis_ceil().clamp(1, 100) as u32;
         if let CondVarTimeoutResult::Signal { .. } = dev
-            .space_freed
+            .space_freed()
             .wait_interruptible_timeout(&mut live, msecs_to_jiffies(ms))
         {
             // A pending signal ends every wait at once: poll instead.
             drop(live);
             fsleep(Delta::from_millis(1));
-            live = dev.live.lock();
+            live = dev.lock_live();
         }
     }
     true
@@ -176,11 +180,11 @@ fn wait_until(
 /// Has the writeback thread do `chore` and waits for its outcome.
 fn run_chore(dev: &Device, chore: Chore, started: Instant<Monotonic>, deadline: Delta) -> Result {
     {
-        let mut live = dev.live.lock();
+        let mut live = dev.lock_live();
         live.chore_done = None;
         live.chore = Some(chore);
     }
-    dev.work.notify_all();
+    dev.work().notify_all();
     let mut outcome = None;
     let done = wait_until(dev, started, deadline, |live| {
         outcome = live.chore_done.take();
@@ -188,7 +192,7 @@ fn run_chore(dev: &Device, chore: Chore, started: Instant<Monotonic>, deadline: 
     });
     if !done {
         // Not taken yet: withdraw it. (Taken: its outcome is dropped.)
-        dev.live.lock().chore = None;
+        dev.lock_live().chore = None;
         return Err(ETIMEDOUT);
     }
     outcome.unwrap_or(Err(EINVAL))
@@ -208,7 +212,7 @@ pub(crate) fn perform(dev: &Device, wb: &mut Writeback, chore: Chore) -> Result 
 /// the writeback thread, or at unload once it has stopped.
 pub(crate) fn mark_clean(dev: &Device, wb: &mut Writeback) -> Result {
     {
-        let live = dev.live.lock();
+        let live = dev.lock_live();
         if live.ring.live_records() != 0 {
             return Err(EBUSY);
         }
@@ -216,15 +220,15 @@ pub(crate) fn mark_clean(dev: &Device, wb: &mut Writeback) -> Result {
         clean.superblock.state = RegionState::Clean;
         clean.superblock.durable_tail = live.ring.next_seq();
         clean.superblock.head_hint = live.ring.next_seq();
-        metadata::write_superblock(&dev.region, &clean)?;
+        metadata::write_superblock(dev.region(), &clean)?;
         wb.superblock = clean;
     }
     // Not under `live` (disk I/O): writes are held or pass through, or the
     // device is going away, so the ring stays empty.
     wb.marker.write(
-        &dev.backing,
+        dev.backing(),
         &mut wb.bounce,
-        Some(&dev.marker_gauge),
+        Some(dev.marker_gauge()),
         MarkerState::Clean,
         dev.epoch(),
         MarkerWriter::ModuleDrain,
@@ -242,13 +246,13 @@ pub(crate) fn mark_live(dev: &Device, wb: &mut Writeback) -> Result {
     if wb.superblock.superblock.state != RegionState::Dirty {
         let mut dirty = wb.superblock.next_update();
         dirty.superblock.state = RegionState::Dirty;
-        metadata::write_superblock(&dev.region, &dirty)?;
+        metadata::write_superblock(dev.region(), &dirty)?;
         wb.superblock = dirty;
     }
     wb.marker.write(
-        &dev.backing,
+        dev.backing(),
         &mut wb.bounce,
-        Some(&dev.marker_gauge),
+        Some(dev.marker_gauge()),
         MarkerState::Live,
         dev.epoch(),
         MarkerWriter::Module,
@@ -261,13 +265,13 @@ pub(crate) fn mark_live(dev: &Device, wb: &mut Writeback) -> Result {
 fn restart(dev: &Device, wb: &mut Writeback) -> Result {
     let old = wb.superblock.superblock;
     let epoch = clock::random_u64();
-    let formatted = metadata::format(&dev.region, old.geometry, old.disk, epoch)?;
+    let formatted = metadata::format(dev.region(), old.geometry, old.disk, epoch)?;
     let mut next = formatted.next_update();
     next.superblock.state = RegionState::Dirty;
     next.superblock.last_replay = old.last_replay;
-    metadata::write_superblock(&dev.region, &next)?;
+    metadata::write_superblock(dev.region(), &next)?;
     {
-        let mut live = dev.live.lock();
+        let mut live = dev.lock_live();
         if live.ring.live_records() != 0 {
             return Err(EBUSY);
         }
@@ -278,35 +282,35 @@ fn restart(dev: &Device, wb: &mut Writeback) -> Result {
     // Writes still pass through (not under `live`: disk I/O); none is
     // buffered until the marker says `Live` for the new epoch.
     wb.marker.write(
-        &dev.backing,
+        dev.backing(),
         &mut wb.bounce,
-        Some(&dev.marker_gauge),
+        Some(dev.marker_gauge()),
         MarkerState::Live,
         epoch,
         MarkerWriter::Module,
     )?;
-    dev.live.lock().admission = Admission::Buffered;
-    dev.space_freed.notify_all();
+    dev.lock_live().admission = Admission::Buffered;
+    dev.space_freed().notify_all();
     Ok(())
 }
 
 /// Buffers writes again after a sleep; `Ok(false)` if they already were.
 fn resume_buffering(dev: &Device) -> Result<bool> {
     {
-        let mut live = dev.live.lock();
+        let mut live = dev.lock_live();
         match live.admission {
             Admission::Buffered => return Ok(false),
             // A stop that did not drain: the ring and region are as they were.
             Admission::Held => {
                 live.admission = Admission::Buffered;
                 drop(live);
-                dev.space_freed.notify_all();
+                dev.space_freed().notify_all();
                 return Ok(false);
             }
             Admission::WriteThrough => {}
         }
     }
-    let deadline = Delta::from_millis(i64::from(dev.config.stop_drain_ms));
+    let deadline = Delta::from_millis(i64::from(dev.config().stop_drain_ms));
     run_chore(dev, Chore::Restart, Instant::<Monotonic>::now(), deadline)?;
     Ok(true)
 }
@@ -316,126 +320,167 @@ fn ms(d: Delta) -> (i64, i64) {
     (us / 1000, us % 1000)
 }
 
-impl LifecycleHandler for Device {
-    fn stopping(&self, how: Stop) {
-        match clean_stop(self) {
-            Ok(d) => {
-                let (ms, frac) = ms(d.took);
-                pr_info!(
-                    "shutdown drain: {} bytes in {ms}.{frac:03} ms ({}); every acknowledged write \
-                     is on backing={}{}; writes from now on go straight to it\n",
-                    d.bytes,
-                    how.name(),
-                    BStr::from_bytes(self.config.backing),
-                    if d.marked_clean { ", region clean" } else { "" }
-                );
-            }
-            Err(Unfinished {
-                records,
-                took,
-                held: Some(h),
-                ..
-            }) => {
-                let (ms, frac) = ms(took);
-                pr_emerg!(
-                    "shutdown drain ({}) done in {ms}.{frac:03} ms except bad record seq {} \
-                     (sectors {}..{}): it failed its check and is never written; every other \
-                     acknowledged write is on backing={}; region={} keeps it and {} records in all \
-                     (not marked clean): the crash kernel or the next load replays them and skips \
-                     it; new writes are held\n",
-                    how.name(),
-                    h.seq,
-                    h.sector,
-                    h.sector + u64::from(h.length) / 512,
-                    BStr::from_bytes(self.config.backing),
-                    self.config.region,
-                    records
-                );
-            }
-            Err(u) => {
-                let (ms, frac) = ms(u.took);
-                pr_emerg!(
-                    "shutdown drain incomplete after {ms}.{frac:03} ms ({}): {} records ({} bytes) \
-                     acknowledged but not on backing={} (disk errors: {}); they stay in region={}: \
-                     the crash kernel or the next load replays them if memory survives the {}, \
-                     otherwise the next load reports them lost; new writes are held\n",
-                    how.name(),
-                    u.records,
-                    u.bytes,
-                    BStr::from_bytes(self.config.backing),
-                    stats::get(&self.stats.disk_errors),
-                    self.config.region,
-                    how.name()
-                );
-            }
+/// The machine is stopping (`LifecycleHandler::stopping`): drains the
+/// region (a clean stop), then writes go straight to the disk.
+pub(crate) fn stopping(dev: &Device, how: Stop) {
+    match clean_stop(dev) {
+        Ok(d) => {
+            let (ms, frac) = ms(d.took);
+            pr_info!(
+                "shutdown drain: {} bytes in {ms}.{frac:03} ms ({}); every acknowledged write \
+                 is on backing={}{}; writes from now on go straight to it\n",
+                d.bytes,
+                how.name(),
+                BStr::from_bytes(dev.config().backing),
+                if d.marked_clean { ", region clean" } else { "" }
+            );
+        }
+        Err(Unfinished {
+            records,
+            took,
+            held: Some(h),
+            ..
+        }) => {
+            let (ms, frac) = ms(took);
+            pr_emerg!(
+                "shutdown drain ({}) done in {ms}.{frac:03} ms except bad record seq {} \
+                 (sectors {}..{}): it failed its check and is never written; every other \
+                 acknowledged write is on backing={}; region={} keeps it and {} records in all \
+                 (not marked clean): the crash kernel or the next load replays them and skips \
+                 it; new writes are held\n",
+                how.name(),
+                h.seq,
+                h.sector,
+                h.sector + u64::from(h.length) / 512,
+                BStr::from_bytes(dev.config().backing),
+                dev.config().region,
+                records
+            );
+        }
+        Err(u) => {
+            let (ms, frac) = ms(u.took);
+            pr_emerg!(
+                "shutdown drain incomplete after {ms}.{frac:03} ms ({}): {} records ({} bytes) \
+                 acknowledged but not on backing={} (disk errors: {}); they stay in region={}: \
+                 the crash kernel or the next load replays them if memory survives the {}, \
+                 otherwise the next load reports them lost; new writes are held\n",
+                how.name(),
+                u.records,
+                u.bytes,
+                BStr::from_bytes(dev.config().backing),
+                stats::get(&dev.stats().disk_errors),
+                dev.config().region,
+                how.name()
+            );
         }
     }
+}
 
-    fn sleep_prepare(&self, what: Sleep) -> Result {
-        match clean_stop(self) {
-            Ok(d) => {
-                let (ms, frac) = ms(d.took);
-                pr_info!(
-                    "{} drain: {} bytes in {ms}.{frac:03} ms; every acknowledged write is on \
-                     backing={}{}; writes go straight to it until resume\n",
-                    what.name(),
-                    d.bytes,
-                    BStr::from_bytes(self.config.backing),
-                    if d.marked_clean { ", region clean" } else { "" }
-                );
-                Ok(())
-            }
-            Err(Unfinished {
-                held: Some(h),
-                ..
-            }) => {
-                pr_err!(
-                    "refusing {}: writeback holds at bad record seq {} (it failed its check and \
-                     is never written; every other acknowledged write is on backing={}), and \
-                     only an empty region is left behind for a {}: `rapilogctl skip-bad-record \
-                     {}` drops it\n",
-                    what.name(),
-                    h.seq,
-                    BStr::from_bytes(self.config.backing),
-                    what.name(),
-                    h.seq
-                );
-                self.live.lock().admission = Admission::Buffered;
-                self.space_freed.notify_all();
-                Err(EBUSY)
-            }
-            Err(u) => {
-                let (ms, frac) = ms(u.took);
-                pr_err!(
-                    "refusing {}: {} records ({} bytes) could not be written to backing={} in \
-                     {ms}.{frac:03} ms (stop_drain_ms={}); they would not survive it\n",
-                    what.name(),
-                    u.records,
-                    u.bytes,
-                    BStr::from_bytes(self.config.backing),
-                    self.config.stop_drain_ms
-                );
-                self.live.lock().admission = Admission::Buffered;
-                self.space_freed.notify_all();
-                Err(EBUSY)
-            }
+/// A suspend or hibernation begins (`LifecycleHandler::sleep_prepare`):
+/// drains the region, or refuses (`EBUSY`) if it cannot.
+pub(crate) fn sleep_prepare(dev: &Device, what: Sleep) -> Result {
+    match clean_stop(dev) {
+        Ok(d) => {
+            let (ms, frac) = ms(d.took);
+            pr_info!(
+                "{} drain: {} bytes in {ms}.{frac:03} ms; every acknowledged write is on \
+                 backing={}{}; writes go straight to it until resume\n",
+                what.name(),
+                d.bytes,
+                BStr::from_bytes(dev.config().backing),
+                if d.marked_clean { ", region clean" } else { "" }
+            );
+            Ok(())
+        }
+        Err(Unfinished { held: Some(h), .. }) => {
+            pr_err!(
+                "refusing {}: writeback holds at bad record seq {} (it failed its check and \
+                 is never written; every other acknowledged write is on backing={}), and \
+                 only an empty region is left behind for a {}: `rapilogctl skip-bad-record \
+                 {}` drops it\n",
+                what.name(),
+                h.seq,
+                BStr::from_bytes(dev.config().backing),
+                what.name(),
+                h.seq
+            );
+            dev.lock_live().admission = Admission::Buffered;
+            dev.space_freed().notify_all();
+            Err(EBUSY)
+        }
+        Err(u) => {
+            let (ms, frac) = ms(u.took);
+            pr_err!(
+                "refusing {}: {} records ({} bytes) could not be written to backing={} in \
+                 {ms}.{frac:03} ms (stop_drain_ms={}); they would not survive it\n",
+                what.name(),
+                u.records,
+                u.bytes,
+                BStr::from_bytes(dev.config().backing),
+                dev.config().stop_drain_ms
+            );
+            dev.lock_live().admission = Admission::Buffered;
+            dev.space_freed().notify_all();
+            Err(EBUSY)
         }
     }
+}
 
-    fn resumed(&self) {
-        match resume_buffering(self) {
-            Ok(false) => {}
-            Ok(true) => pr_info!(
-                "resumed: region={} formatted afresh (epoch {:#018x}), writes are buffered again\n",
-                self.config.region,
-                self.epoch()
-            ),
-            Err(e) => pr_err!(
-                "resumed, but region={} could not be formatted afresh ({}); writes keep going \
-                 straight to the disk\n",
-                self.config.region,
-                Errno(e)
-            ),
-        }
+/// The machine runs again after a sleep (`LifecycleHandler::resumed`):
+/// buffers writes again in a region formatted afresh.
+pub(crate) fn resumed(dev: &Device) {
+    match resume_buffering(dev) {
+        Ok(false) => {}
+        Ok(true) => pr_info!(
+            "resumed: region={} formatted afresh (epoch {:#018x}), writes are buffered again\n",
+            dev.config().region,
+            dev.epoch()
+        ),
+        Err(e) => pr_err!(
+            "resumed, but region={} could not be formatted afresh ({}); writes keep going \
+             straight to the disk\n",
+            dev.config().region,
+            Errno(e)
+        ),
     }
+}
+
+/// Unload, once no bio, ioctl, signal or notifier can arrive any more:
+/// tells writeback to drain every record and stop, waits until its thread
+/// has exited (dropping `writeback`), then marks the region clean if
+/// nothing is left in it, and says what is left otherwise.
+pub(crate) fn unload(dev: &Device, writeback: Option<Kthread<Device>>) {
+    dev.lock_live().stopping = true;
+    dev.work().notify_all();
+    drop(writeback);
+    let (left, held) = {
+        let live = dev.lock_live();
+        (live.ring.live_records(), live.held)
+    };
+    let config = *dev.config();
+    if let Some(h) = held {
+        pr_warn!(
+            "bad record seq {} (sectors {}..{}) failed its check and was not written back; it \
+             stays in region={} with {left} records in all (every other one is on backing={}): \
+             the next load replays them and skips it; to keep it, save the region first \
+             (`rapilogctl inspect --mem` or dd from /dev/mem)\n",
+            h.seq,
+            h.sector,
+            h.sector + u64::from(h.length) / 512,
+            config.region,
+            BStr::from_bytes(config.backing)
+        );
+    } else if left == 0 {
+        // The writeback thread has exited: its state is free.
+        if mark_clean(dev, &mut dev.lock_writeback()).is_err() {
+            pr_err!("could not mark the region clean; the next load replays nothing anyway\n");
+        }
+    } else {
+        pr_warn!(
+            "{left} records were not written back; they stay in region={} and are replayed \
+             at the next load\n",
+            config.region
+        );
+    }
+    pr_info!("unloaded (region={}): {}\n", config.region, dev.stats());
 }

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The state writers, readers and writeback share, under one lock: ring
-//! accounting, the dirty-extent index and what each live record is.
+//! The state writers, readers and writeback share, under one lock
+//! (`Device::lock_live`; who takes it, and in which order with the others:
+//! `device`, Locking): ring accounting, the dirty-extent index and what
+//! each live record is.
 //!
 //! The lock is held only for bookkeeping (reserve, publish, look up,
 //! release) and for copying record bytes into a read; never while a
@@ -20,6 +22,8 @@
 //! administrator skips it ([`Live::skip_held`]). Records between the tail
 //! and `written_to` other than bad ones are already durable on the disk:
 //! a drain wrote them past the held record.
+
+#![deny(unsafe_code)]
 
 use kernel::alloc::{flags::GFP_KERNEL, KVVec};
 use kernel::prelude::*;
@@ -96,7 +100,7 @@ pub(crate) struct Record {
     pub(crate) stage: Stage,
 }
 
-/// The shared state.
+/// The shared state, always under `Device::lock_live`.
 pub(crate) struct Live {
     /// Slots and ring space, reserved at the head, freed at the tail.
     pub(crate) ring: RingState,

@@ -3,7 +3,7 @@
 //! Writing the region's metadata - superblock updates and formatting -
 //! through write windows, in the order FORMAT.md prescribes.
 
-use core::ops::Range;
+#![deny(unsafe_code)]
 
 use kernel::alloc::{flags::GFP_KERNEL, KVVec};
 use kernel::prelude::*;
@@ -13,18 +13,7 @@ use crate::format::{
     SUPERBLOCK_BYTES,
 };
 use crate::sys::crc32c::KernelCrc32c;
-use crate::sys::region::{Part, Region, WriteWindow};
-
-/// Opens a window over `range` (and `second`). Opening allocates nothing,
-/// so it fails only on a bug (ranges outside the region, or a window
-/// already open on this CPU).
-pub(crate) fn window(
-    region: &Region,
-    range: Range<usize>,
-    second: Option<Range<usize>>,
-) -> Result<WriteWindow<'_>> {
-    region.open_window(range, second).map_err(|_| EINVAL)
-}
+use crate::sys::region::Region;
 
 /// Writes `sb` into its copy (`sb.copy`). The caller made it with
 /// `next_update()` and makes it current only once this returned: the other
@@ -32,12 +21,7 @@ pub(crate) fn window(
 pub(crate) fn write_superblock(region: &Region, sb: &ActiveSuperblock) -> Result {
     let mut bytes = [0u8; SUPERBLOCK_BYTES];
     sb.superblock.encode(&mut bytes, KernelCrc32c);
-    let mut w = window(region, sb.copy.range(), None)?;
-    if w.write(Part::First, 0, &bytes) {
-        Ok(())
-    } else {
-        Err(EINVAL)
-    }
+    region.write(sb.copy.range(), &bytes).map_err(|_| EINVAL)
 }
 
 /// Formats the region for `disk` with `geometry` under `epoch`: the
@@ -58,7 +42,7 @@ pub(crate) fn format(
             FormatError::Geometry(_) | FormatError::RegionTooSmall | FormatError::BadDisk => EINVAL,
         })?;
     let copies = SuperblockCopy::First.range().start..SuperblockCopy::Second.range().end;
-    window(region, copies, None)?.zero(Part::First);
+    region.zero(copies).map_err(|_| EINVAL)?;
     let steps = [
         table,
         SuperblockCopy::Second.range(),
@@ -66,9 +50,7 @@ pub(crate) fn format(
     ];
     for range in steps {
         let src = image.get(range.clone()).ok_or(EINVAL)?;
-        if !window(region, range, None)?.write(Part::First, 0, src) {
-            return Err(EINVAL);
-        }
+        region.write(range, src).map_err(|_| EINVAL)?;
     }
     Ok(active)
 }

@@ -5,6 +5,8 @@
 //! All are read-only after load and visible in `/sys/module/rapilog/parameters/`.
 //! [`crate::config`] turns them into a validated configuration.
 
+#![deny(unsafe_code)]
+
 use crate::sys::module_param::module_param;
 
 module_param!(region: str(64) = "",

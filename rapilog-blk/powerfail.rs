@@ -71,6 +71,8 @@
 //! An orderly stop (`lifecycle`) owns the region's state while it holds
 //! writes or writes through: a resume then only re-arms, and marks nothing.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 use kernel::str::BStr;
 use kernel::sync::atomic::{Acquire, Atomic, Full, Relaxed};
@@ -84,7 +86,7 @@ use crate::kernel_display::Errno;
 use crate::lifecycle;
 use crate::live::Admission;
 use crate::stats;
-use crate::sys::powerfail_signals::{self, PowerFailHandler, BUTTON, NMI};
+use crate::sys::powerfail_signals::{self, BUTTON, NMI};
 use crate::writeback::Writeback;
 
 /// Wait before marking the region live again after that failed (a failing
@@ -194,12 +196,12 @@ impl PowerFail {
         {
             self.signalled_at_ns.store(now_ns, Relaxed);
             self.wb_bytes_at_signal
-                .store(stats::get(&dev.stats.wb_bytes), Relaxed);
+                .store(stats::get(&dev.stats().wb_bytes), Relaxed);
             // Atomics and arithmetic only: fine in NMI context.
             self.bound_at_signal
                 .store(self.dirty_bound().unwrap_or(0), Relaxed);
             self.bandwidth_at_signal.store(self.bandwidth(), Relaxed);
-            dev.work.notify_all();
+            dev.work().notify_all();
         }
     }
 
@@ -213,7 +215,7 @@ impl PowerFail {
         // Acquire: a signal stores `last_signal_ns` before it counts.
         let seen = self.signals.load(Acquire);
         let since_last = Delta::from_nanos(
-            dev.loaded_at.elapsed().as_nanos() - self.last_signal_ns.load(Relaxed),
+            dev.loaded_at().elapsed().as_nanos() - self.last_signal_ns.load(Relaxed),
         );
         let wait = Delta::from_millis(i64::from(resume_ms));
         if since_last < wait {
@@ -245,12 +247,12 @@ impl PowerFail {
         // before its cmpxchg.
         if self.signals.load(Relaxed) != due.seen {
             self.add_sources(sources);
-            self.start_drain(dev, dev.loaded_at.elapsed().as_nanos());
+            self.start_drain(dev, dev.loaded_at().elapsed().as_nanos());
             return None;
         }
         let count = self.false_alarms.load(Relaxed) + 1;
         self.false_alarms.store(count, Relaxed);
-        let now = dev.loaded_at.elapsed().as_nanos();
+        let now = dev.loaded_at().elapsed().as_nanos();
         Some(FalseAlarm {
             sources,
             first_ns: self.signalled_at_ns.load(Relaxed),
@@ -312,19 +314,19 @@ impl PowerFail {
     }
 }
 
-impl PowerFailHandler for Device {
-    fn signalled(&self, sources: u32) {
-        let pf = &self.powerfail;
-        let now = self.loaded_at.elapsed().as_nanos();
-        pf.add_sources(sources);
-        // Every signal, even during a drain or after it, restarts the wait
-        // for the resume (module docs, States).
-        pf.last_signal_ns.store(now, Relaxed);
-        // Full: publishes `last_signal_ns` to `resume_due`, and orders the
-        // count before the `Armed -> Draining` attempt (module docs, Races).
-        pf.signals.fetch_add(1, Full);
-        pf.start_drain(self, now);
-    }
+/// A power-fail signal came (`PowerFailHandler::signalled`): hard-IRQ
+/// context (an `irq_work`), so atomics and a wake-up only, no lock.
+pub(crate) fn signalled(dev: &Device, sources: u32) {
+    let pf = dev.powerfail();
+    let now = dev.loaded_at().elapsed().as_nanos();
+    pf.add_sources(sources);
+    // Every signal, even during a drain or after it, restarts the wait
+    // for the resume (module docs, States).
+    pf.last_signal_ns.store(now, Relaxed);
+    // Full: publishes `last_signal_ns` to `resume_due`, and orders the
+    // count before the `Armed -> Draining` attempt (module docs, Races).
+    pf.signals.fetch_add(1, Full);
+    pf.start_drain(dev, now);
 }
 
 fn source_name(sources: u32) -> &'static str {
@@ -342,11 +344,11 @@ fn source_name(sources: u32) -> &'static str {
 /// the data's, so a throttled disk charges it the whole drain's cost), with
 /// the bound the drain was held to.
 pub(crate) fn durable(dev: &Device) {
-    let pf = &dev.powerfail;
-    let now = dev.loaded_at.elapsed().as_nanos();
+    let pf = dev.powerfail();
+    let now = dev.loaded_at().elapsed().as_nanos();
     pf.durable_at_ns.store(now, Relaxed);
     let took_ns = now - pf.signalled_at_ns.load(Relaxed);
-    let bytes = stats::get(&dev.stats.wb_bytes) - pf.wb_bytes_at_signal.load(Relaxed);
+    let bytes = stats::get(&dev.stats().wb_bytes) - pf.wb_bytes_at_signal.load(Relaxed);
     let source = if pf.config.drain_kib_per_sec == 0 {
         ", measured"
     } else {
@@ -368,16 +370,16 @@ pub(crate) fn durable(dev: &Device) {
 /// Writeback found the ring empty after a signal: the drain is complete;
 /// `marked_clean` says whether the region and the disk's marker say so.
 pub(crate) fn drained(dev: &Device, marked_clean: Result) {
-    let pf = &dev.powerfail;
-    let now = dev.loaded_at.elapsed().as_nanos();
+    let pf = dev.powerfail();
+    let now = dev.loaded_at().elapsed().as_nanos();
     let signalled = pf.signalled_at_ns.load(Relaxed);
     let took_ns = pf.durable_at_ns.load(Relaxed) - signalled;
     let marked_ns = now - signalled;
-    let bytes = stats::get(&dev.stats.wb_bytes) - pf.wb_bytes_at_signal.load(Relaxed);
+    let bytes = stats::get(&dev.stats().wb_bytes) - pf.wb_bytes_at_signal.load(Relaxed);
     pf.state.store(PowerFailState::Drained.code(), Relaxed);
     let poweroff = pf.config.action == PowerFailAction::PowerOff;
     let (held, left) = {
-        let live = dev.live.lock();
+        let live = dev.lock_live();
         (live.held, live.ring.live_records())
     };
     if let Some(h) = held {
@@ -388,8 +390,8 @@ pub(crate) fn drained(dev: &Device, marked_clean: Result) {
             h.seq,
             h.sector,
             h.sector + u64::from(h.length) / 512,
-            BStr::from_bytes(dev.config.backing),
-            dev.config.region,
+            BStr::from_bytes(dev.config().backing),
+            dev.config().region,
             left
         );
     }
@@ -423,7 +425,7 @@ pub(crate) fn drained(dev: &Device, marked_clean: Result) {
 /// the region's state: only re-arms. In the writeback thread, which owns
 /// `wb`.
 pub(crate) fn resume(dev: &Device, wb: &mut Writeback, due: Due) {
-    let buffered = dev.live.lock().admission == Admission::Buffered;
+    let buffered = dev.lock_live().admission == Admission::Buffered;
     if buffered {
         if let Err(e) = lifecycle::mark_live(dev, wb) {
             // Buffering over a `Clean` marker would hide a loss: keep
@@ -440,7 +442,7 @@ pub(crate) fn resume(dev: &Device, wb: &mut Writeback, due: Due) {
             return;
         }
     }
-    let live = dev.live.lock();
+    let live = dev.lock_live();
     let admission = live.admission;
     if admission == Admission::Buffered && !buffered {
         // An orderly stop gave the region back (a refused suspend) while
@@ -448,10 +450,10 @@ pub(crate) fn resume(dev: &Device, wb: &mut Writeback, due: Due) {
         // again at once and marks it.
         return;
     }
-    let alarm = dev.powerfail.rearm(dev, due, admission);
+    let alarm = dev.powerfail().rearm(dev, due, admission);
     drop(live);
     if let Some(alarm) = alarm {
-        dev.space_freed.notify_all();
+        dev.space_freed().notify_all();
         log_false_alarm(dev, alarm);
     }
 }
@@ -475,8 +477,8 @@ fn log_false_alarm(dev: &Device, alarm: FalseAlarm) {
          the hold-up window of {} ms; service resumed and the power-fail path is armed again, \
          {writes} (powerfail_resume_ms={}; false alarm {} since load)\n",
         source_name(alarm.sources),
-        dev.powerfail.config.holdup_ms,
-        dev.powerfail.config.resume_ms,
+        dev.powerfail().config.holdup_ms,
+        dev.powerfail().config.resume_ms,
         alarm.count
     );
 }
@@ -484,7 +486,7 @@ fn log_false_alarm(dev: &Device, alarm: FalseAlarm) {
 /// A disk operation failed during the drain: the records are still in the
 /// region, so hand over to the crash kernel.
 pub(crate) fn drain_failed(dev: &Device) -> ! {
-    dev.powerfail
+    dev.powerfail()
         .state
         .store(PowerFailState::Failed.code(), Relaxed);
     powerfail_signals::panic(

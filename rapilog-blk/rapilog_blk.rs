@@ -9,62 +9,93 @@
 //! reboot this module replays it at load. See README.md and
 //! rapilog-format/FORMAT.md.
 //!
-//! Loading, in order; every refusal happens before anything is written:
-//! 1. [`config`]: the [`params`], validated; the [`iommu_fence`] checked.
-//! 2. [`backing`]: the log disk, opened exclusively; its identity.
-//! 3. [`region`]: the reserved region, checked, claimed and mapped; its layout.
-//! 4. [`recovery`]: replay what a warm reboot left, refuse a region of
-//!    another disk, format it afresh.
-//! 5. [`device`]: the shared state; [`writeback`] starts; `/dev/rapilog0`
-//!    appears. Bios go through [`write_path`] and [`read_path`].
-//! 6. [`control`]: `/dev/rapilog-ctl` appears (status, drain, fence check,
-//!    region snapshot); the [`powerfail`] signals are armed; the
-//!    [`lifecycle`] events (reboot, power-off, kexec, suspend, hibernation)
-//!    drain the region before the machine stops.
+//! The modules below are grouped by when they act (loading, service, around
+//! the data path, support), one line each. [`device`] says how the code is
+//! laid out (each stage a module of free functions over `&Device`, the
+//! kernel's entry points in one place) and how it is locked.
+//!
+//! Loading ([`RapiLog::init`]), in order; every refusal happens before
+//! anything is written: the configuration and the IOMMU fence, the log
+//! disk, the region, the replay of what a warm reboot left and a fresh
+//! format, the device and its writeback thread, `/dev/rapilog0`,
+//! `/dev/rapilog-ctl`, the power-fail signals and the machine's events.
 //!
 //! Unloading (refused while `/dev/rapilog0` or `/dev/rapilog-ctl` is open):
-//! the control device and the disk go away, writeback drains every record
-//! to the disk, and the region is marked clean. If writeback holds at a bad
-//! record (one that failed its check), the drain writes every other record
-//! and the region keeps the bad one and those after it, not marked clean:
-//! the next load replays them, skipping the bad one (its replay report
-//! counts it), so nothing verified is lost and nothing unverified written.
-//!
-//! Also: [`live`] (ring, index and records under one lock), [`metadata`]
-//! (superblock and format writes), [`stats`], [`ratelimit`],
-//! [`stray_write`] (the write-protection self-test), [`kernel_display`],
-//! [`format`] (the on-region format, shared with rapilog-rescue and
-//! rapilogctl) and [`sys`] (the only `unsafe` code).
+//! the same in reverse; writeback drains every record to the disk, and the
+//! region is marked clean (`lifecycle::unload`). If writeback holds at a
+//! bad record (one that failed its check), the drain writes every other
+//! record and the region keeps the bad one and those after it, not marked
+//! clean: the next load replays them, skipping the bad one (its replay
+//! report counts it), so nothing verified is lost and nothing unverified
+//! written.
+
+// Crate-wide: only `mod sys` below may contain `unsafe` (it allows it);
+// every other file also denies it itself, at its top.
+#![deny(unsafe_code)]
 
 use kernel::{prelude::*, str::BStr, str::CStr, sync::Arc};
 
+// Loading.
+
+/// Opening the log disk, with one clear log line per refusal.
 mod backing;
+/// The parameters, validated into the configuration.
 mod config;
-mod control;
-mod dead_disk;
-mod device;
+/// The log disk's identity, recorded in the region.
 mod disk_identity;
+/// The loss marker at the log disk's end.
 mod disk_marker;
+/// Whether an IOMMU keeps every PCI device's DMA out of the region.
 mod iommu_fence;
-mod kernel_display;
-mod lifecycle;
-mod live;
-mod metadata;
+/// The module parameters, as the kernel parsed them at `insmod`.
 mod params;
-mod powerfail;
-mod ratelimit;
-mod read_path;
+/// Replaying what a warm reboot left in the region, then formatting it.
 mod recovery;
+/// Claiming the reserved region and choosing its layout.
 mod region;
-mod stats;
-mod stray_write;
-mod sys;
+
+// Service: the shared state and a bio's stages.
+
+/// A log disk that stays dead: new writes fail instead of waiting.
+mod dead_disk;
+/// The shared state, its locks, and the kernel's entry points into the driver.
+mod device;
+/// Ring accounting, dirty-extent index and records, under one lock.
+mod live;
+/// Superblock updates and formatting, through write windows.
+mod metadata;
+/// Reads: the newest data wins, from the region or from the disk.
+mod read_path;
+/// Writes: a bio becomes a record in the region and completes.
 mod write_path;
+/// Writeback: checks records and drains them to the disk in sequence order.
 mod writeback;
+
+// Around the data path.
+
+/// `/dev/rapilog-ctl`: status, drain, fence check, skipping a bad record.
+mod control;
+/// Orderly stops, suspend, hibernation, resume and unload.
+mod lifecycle;
+/// The power-fail path: signals, emergency drain, dirty bound.
+mod powerfail;
+/// The write-protection self-test (`test_stray_write=`).
+mod stray_write;
+
+// Support.
 
 /// The on-region format: the very source rapilog-rescue and rapilogctl build.
 #[path = "../rapilog-format/src/lib.rs"]
 mod format;
+/// Lets `pr_*!` print the driver's and the format crate's types.
+mod kernel_display;
+/// At most one kernel-log line of a kind per interval.
+mod ratelimit;
+/// Counters and gauges, for the status and the unload line.
+mod stats;
+/// Safe wrappers over the kernel's C API: the only module with `unsafe` code.
+#[allow(unsafe_code)]
+mod sys;
 
 use device::{Device, Parts};
 use sys::backing::MAX_IO_BYTES;
@@ -92,7 +123,6 @@ const CONTROL_NAME: &CStr = c"rapilog-ctl";
 
 /// The loaded module.
 struct RapiLog {
-    config: config::Config,
     /// Unregistered first: no stop drains during unload (which drains).
     lifecycle: Option<LifecycleEvents<Device>>,
     /// Disarmed first: no drain starts during unload.
@@ -157,7 +187,7 @@ impl kernel::Module for RapiLog {
             sectors: data_sectors,
             logical_block_size: identity.block_bytes,
             physical_block_size: device
-                .backing
+                .backing()
                 .physical_block_size()
                 .max(identity.block_bytes),
             max_hw_sectors: geometry.max_record_bytes / format::SECTOR_BYTES,
@@ -187,10 +217,9 @@ impl kernel::Module for RapiLog {
         };
         let lifecycle = LifecycleEvents::register(device.clone())?;
         if let Some(kind) = config.stray_write {
-            stray_write::run(&device.region, kind);
+            stray_write::run(device.region(), kind);
         }
         Ok(Self {
-            config,
             lifecycle: Some(lifecycle),
             powerfail,
             control: Some(control),
@@ -207,38 +236,6 @@ impl Drop for RapiLog {
         drop(self.powerfail.take());
         drop(self.control.take());
         drop(self.disk.take());
-        self.device.live.lock().stopping = true;
-        self.device.work.notify_all();
-        drop(self.writeback.take());
-        let dev = &self.device;
-        let (left, held) = {
-            let live = dev.live.lock();
-            (live.ring.live_records(), live.held)
-        };
-        if let Some(h) = held {
-            pr_warn!(
-                "bad record seq {} (sectors {}..{}) failed its check and was not written back; it \
-                 stays in region={} with {left} records in all (every other one is on backing={}): \
-                 the next load replays them and skips it; to keep it, save the region first \
-                 (`rapilogctl inspect --mem` or dd from /dev/mem)\n",
-                h.seq,
-                h.sector,
-                h.sector + u64::from(h.length) / 512,
-                self.config.region,
-                BStr::from_bytes(self.config.backing)
-            );
-        } else if left == 0 {
-            // The writeback thread has stopped: its state is free.
-            if lifecycle::mark_clean(dev, &mut dev.writeback.lock()).is_err() {
-                pr_err!("could not mark the region clean; the next load replays nothing anyway\n");
-            }
-        } else {
-            pr_warn!(
-                "{left} records were not written back; they stay in region={} and are replayed \
-                 at the next load\n",
-                self.config.region
-            );
-        }
-        pr_info!("unloaded (region={}): {}\n", self.config.region, dev.stats);
+        lifecycle::unload(&self.device, self.writeback.take());
     }
 }

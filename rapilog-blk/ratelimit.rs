@@ -3,6 +3,8 @@
 //! Rate limiting for kernel-log lines on hot or retrying paths: at most one
 //! line per interval, and the next one says how many were suppressed.
 
+#![deny(unsafe_code)]
+
 use kernel::time::{Delta, Instant, Monotonic};
 
 /// Interval between two lines of the same kind.

@@ -25,71 +25,71 @@
 //!   A newer write to those sectors makes them readable again; once the
 //!   record is skipped they read what the disk holds.
 
+#![deny(unsafe_code)]
+
 use crate::device::Device;
 use crate::format::{Piece, SECTOR_BYTES};
 use crate::stats;
 use crate::sys::bio::{Bio, Status};
 
-impl Device {
-    /// Handles a read bio.
-    pub(crate) fn read(&self, bio: Bio) {
-        let sector = bio.sector();
-        let sectors = u64::from(bio.bytes()) / u64::from(SECTOR_BYTES);
-        let live = self.live.lock();
-        let Some(first) = live.index.lookup(sector, sectors).next() else {
-            drop(live);
-            bio.end(Status::Ok);
-            return;
-        };
-        let (piece_sectors, from_region) = match first {
-            Piece::Disk { sectors, .. } => (sectors, None),
-            Piece::Record {
-                sectors,
-                seq,
-                record,
-                record_offset,
-                ..
-            } => (
-                sectors,
-                Some((record + record_offset * u64::from(SECTOR_BYTES), seq)),
-            ),
-        };
-        let mut bio = if piece_sectors < sectors {
-            // `piece_sectors` < the bio's sector count, which fits in u32.
-            match bio.split_front(piece_sectors as u32, &self.splits) {
-                Ok(front) => front,
-                Err(bio) => {
-                    drop(live);
-                    bio.end(Status::IoError);
-                    return;
-                }
-            }
-        } else {
-            bio
-        };
-        match from_region {
-            None => {
+/// Handles a read bio.
+pub(crate) fn read(dev: &Device, bio: Bio) {
+    let sector = bio.sector();
+    let sectors = u64::from(bio.bytes()) / u64::from(SECTOR_BYTES);
+    let live = dev.lock_live();
+    let Some(first) = live.index.lookup(sector, sectors).next() else {
+        drop(live);
+        bio.end(Status::Ok);
+        return;
+    };
+    let (piece_sectors, from_region) = match first {
+        Piece::Disk { sectors, .. } => (sectors, None),
+        Piece::Record {
+            sectors,
+            seq,
+            record,
+            record_offset,
+            ..
+        } => (
+            sectors,
+            Some((record + record_offset * u64::from(SECTOR_BYTES), seq)),
+        ),
+    };
+    let mut bio = if piece_sectors < sectors {
+        // `piece_sectors` < the bio's sector count, which fits in u32.
+        match bio.split_front(piece_sectors as u32, dev.splits()) {
+            Ok(front) => front,
+            Err(bio) => {
                 drop(live);
-                stats::add(&self.stats.reads_disk, 1);
-                bio.remap(&self.backing);
-            }
-            Some((_, seq)) if live.is_bad(seq) => {
-                drop(live);
-                stats::add(&self.stats.reads_bad, 1);
                 bio.end(Status::IoError);
+                return;
             }
-            Some((offset, _)) => {
-                let len = piece_sectors * u64::from(SECTOR_BYTES);
-                let copied = usize::try_from(offset)
-                    .ok()
-                    .zip(usize::try_from(len).ok())
-                    .is_some_and(|(offset, len)| {
-                        bio.copy_from_region(0, &self.region, offset, len)
-                    });
-                drop(live);
-                stats::add(&self.stats.reads_region, 1);
-                bio.end(if copied { Status::Ok } else { Status::IoError });
-            }
+        }
+    } else {
+        bio
+    };
+    match from_region {
+        None => {
+            drop(live);
+            stats::add(&dev.stats().reads_disk, 1);
+            bio.remap(dev.backing());
+        }
+        Some((_, seq)) if live.is_bad(seq) => {
+            drop(live);
+            stats::add(&dev.stats().reads_bad, 1);
+            bio.end(Status::IoError);
+        }
+        Some((offset, _)) => {
+            let len = piece_sectors * u64::from(SECTOR_BYTES);
+            let copied = usize::try_from(offset)
+                .ok()
+                .zip(usize::try_from(len).ok())
+                .is_some_and(|(offset, len)| {
+                    bio.copy_from_region(0, dev.region(), offset, len).is_ok()
+                });
+            drop(live);
+            stats::add(&dev.stats().reads_region, 1);
+            bio.end(if copied { Status::Ok } else { Status::IoError });
         }
     }
 }

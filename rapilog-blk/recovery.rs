@@ -19,6 +19,8 @@
 //!    dirty: the driver always starts from an empty ring. Then write the
 //!    marker `Live` for the new epoch, before the device exists.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 use kernel::str::BStr;
 use kernel::time::{Instant, Monotonic};
@@ -345,9 +347,7 @@ fn write_payload(
     while done < data.len() {
         let n = chunk.min(data.len() - done);
         let piece = data.get(done..done + n).ok_or(EINVAL)?;
-        if !bounce.copy_from_slice(0, piece) {
-            return Err(EINVAL);
-        }
+        bounce.copy_from_slice(0, piece).map_err(|_| EINVAL)?;
         disk.write(sector + (done / SECTOR_BYTES as usize) as u64, bounce, n)?;
         done += n;
     }

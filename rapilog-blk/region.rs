@@ -3,6 +3,8 @@
 //! Claiming the region, with one clear kernel-log line per refusal, and
 //! choosing its layout.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 
 use crate::config::Config;

@@ -4,6 +4,8 @@
 //! report and the control interface. Updated with relaxed atomics: they are
 //! statistics, ordered by nothing.
 
+#![deny(unsafe_code)]
+
 use core::fmt;
 
 use kernel::sync::atomic::{Atomic, Relaxed};

@@ -10,6 +10,8 @@
 //! `protect=off` the same write lands: that is what the protection costs
 //! are paid for. The QEMU test checks the byte from outside the guest.
 
+#![deny(unsafe_code)]
+
 use kernel::prelude::*;
 
 use crate::config::StrayWrite;

@@ -2,7 +2,11 @@
 
 //! The driver's only `unsafe` code: thin, safe types over `kernel::bindings`
 //! and the C helpers in `sys/helpers.c`, for what the kernel crate does not
-//! wrap yet. Everything outside this module is safe Rust.
+//! wrap yet. Everything outside this module is safe Rust, and the compiler
+//! holds it to that: the crate root and every file outside `sys/` say
+//! `#![deny(unsafe_code)]`, and only the `mod sys` item allows it. (The one
+//! other `allow` is inside the [`module_param!`](module_param::module_param)
+//! macro: the `#[link_section]` statics it expands in `params.rs`.)
 //!
 //! - [`region`]: the reserved region, its read-only view and write windows.
 //! - [`backing`]: the log disk, opened exclusively; synchronous writes, flush.
@@ -19,6 +23,21 @@
 //!   panic.
 //! - [`lifecycle_events`]: the reboot and PM notifiers.
 //! - `helpers`: prototypes of `helpers.c`.
+
+/// Why bytes could not be copied between the region, a bio, bounce pages
+/// or a write window. Every range comes from a geometry validated at load,
+/// so each of these is a bug of the caller's arithmetic, reported instead
+/// of acted on: nothing is copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CopyError {
+    /// A range lies outside the region.
+    OutsideRegion,
+    /// A range lies outside the other side: a window's part, a bio's data,
+    /// the bounce pages, a slice.
+    OutsideBuffer,
+    /// A bio and the window part it fills differ in size.
+    SizeMismatch,
+}
 
 pub(crate) mod backing;
 pub(crate) mod bio;

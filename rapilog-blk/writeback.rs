@@ -72,6 +72,8 @@
 //! fail with EIO until a step succeeds again (`dead_disk`); the retries go
 //! on meanwhile, at most [`MAX_BACKOFF_MS`] apart.
 
+#![deny(unsafe_code)]
+
 use core::fmt;
 
 use kernel::alloc::{flags::GFP_KERNEL, KVVec, KVec};
@@ -117,7 +119,9 @@ const MAX_BACKOFF_MS: i64 = 5000;
 /// (idle, or held at a bad record outside a drain).
 const IDLE_MS: i64 = 10_000;
 
-/// Writeback's state, owned by the writeback thread while it runs.
+/// Writeback's state, under `Device::lock_writeback`: held by the writeback
+/// thread for as long as it runs, and by unload once it has exited
+/// (`device`, Locking).
 pub(crate) struct Writeback {
     /// The current superblock, as last written.
     pub(crate) superblock: ActiveSuperblock,
@@ -183,10 +187,7 @@ impl Writeback {
             marker,
             bounce,
             batch: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
-            extents: KVVec::with_capacity(
-                2 * geometry.descriptor_slots as usize + 1,
-                GFP_KERNEL,
-            )?,
+            extents: KVVec::with_capacity(2 * geometry.descriptor_slots as usize + 1, GFP_KERNEL)?,
             bad: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
             max_batch_bytes: MAX_BATCH_BYTES.min(geometry.ring_bytes / 4).max(1),
             bandwidth: BandwidthEstimate::default(),
@@ -198,7 +199,7 @@ impl Writeback {
 
 /// The thread body: batches until asked to stop, then drains what is left.
 pub(crate) fn run(dev: &Device) {
-    let mut guard = dev.writeback.lock();
+    let mut guard = dev.lock_writeback();
     let wb = &mut *guard;
     loop {
         match next_batch(dev, wb) {
@@ -215,8 +216,8 @@ pub(crate) fn run(dev: &Device) {
             Next::Resume(due) => powerfail::resume(dev, wb, due),
             Next::Chore(chore) => {
                 let outcome = lifecycle::perform(dev, wb, chore);
-                dev.live.lock().chore_done = Some(outcome);
-                dev.space_freed.notify_all();
+                dev.lock_live().chore_done = Some(outcome);
+                dev.space_freed().notify_all();
             }
             Next::Batch {
                 stopping,
@@ -258,10 +259,10 @@ enum Next {
 /// Whether ordinary writeback is due (step 1; drains are asked for).
 fn due(dev: &Device, live: &Live) -> bool {
     live.waiting_writers > 0
-        || live.dirty_bytes >= dev.writeback_threshold
+        || live.dirty_bytes >= dev.writeback_threshold()
         || live
             .oldest_age()
-            .is_some_and(|age| age >= dev.writeback_delay)
+            .is_some_and(|age| age >= dev.writeback_delay())
 }
 
 /// How long to sleep before looking again.
@@ -272,7 +273,7 @@ fn sleep_for(dev: &Device, live: &Live, drain: bool) -> Delta {
         return Delta::from_millis(IDLE_MS);
     }
     match live.oldest_age() {
-        Some(age) => (dev.writeback_delay - age).max(Delta::from_millis(1)),
+        Some(age) => (dev.writeback_delay() - age).max(Delta::from_millis(1)),
         // The oldest unhandled record is being filled: its writer is about
         // to publish.
         None if live.written_to < live.ring.next_seq() => Delta::from_millis(1),
@@ -283,18 +284,18 @@ fn sleep_for(dev: &Device, live: &Live, drain: bool) -> Delta {
 
 /// Waits until writeback is due and collects the batch (steps 1 and 2).
 fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
-    let mut live = dev.live.lock();
+    let mut live = dev.lock_live();
     loop {
         if let Some(chore) = live.chore.take() {
             return Next::Chore(chore);
         }
         if let Some(seq) = live.skip_request.take() {
             skip(dev, &mut live, seq);
-            dev.space_freed.notify_all();
+            dev.space_freed().notify_all();
             continue;
         }
         let stopping = live.stopping || should_stop();
-        let power_fail = dev.powerfail.draining();
+        let power_fail = dev.powerfail().draining();
         let drain = stopping || power_fail || live.drain_to > live.written_to;
         // A skipped record (or records a drain wrote past it) lets the
         // tail move without writing anything.
@@ -325,7 +326,7 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
         let mut sleep = sleep_for(dev, &live, drain);
         // After a power-fail drain, writeback is the clock that ends the
         // hold once the machine has outlived the signal (`powerfail`).
-        match dev.powerfail.resume_due(dev) {
+        match dev.powerfail().resume_due(dev) {
             powerfail::Resume::No => {}
             powerfail::Resume::After(left) => sleep = sleep.min(left),
             powerfail::Resume::Due(due) => return Next::Resume(due),
@@ -333,7 +334,7 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
         let ms = sleep.as_millis_ceil().clamp(1, IDLE_MS) as u32;
         // A signal cannot reach a kthread; waking early is harmless.
         let _ = dev
-            .work
+            .work()
             .wait_interruptible_timeout(&mut live, msecs_to_jiffies(ms));
     }
 }
@@ -378,10 +379,9 @@ fn collect(live: &Live, batch: &mut KVec<Record>, extents: &mut KVVec<Extent>, m
 fn check(dev: &Device, record: &Record) -> Result<(), RecordFault> {
     let r = &record.reservation;
     let mut descriptor = [0u8; DESCRIPTOR_BYTES];
-    let copied = dev
-        .geometry
-        .descriptor_range(r.slot)
-        .map_or(0, |range| dev.region.snapshot(range.start, &mut descriptor));
+    let copied = dev.geometry().descriptor_range(r.slot).map_or(0, |range| {
+        dev.region().snapshot(range.start, &mut descriptor)
+    });
     if copied != DESCRIPTOR_BYTES {
         // Impossible with a valid geometry; never write what we cannot check.
         return Err(RecordFault::DescriptorMismatch);
@@ -394,11 +394,11 @@ fn check(dev: &Device, record: &Record) -> Result<(), RecordFault> {
         length: r.length,
     };
     check_record(
-        &dev.geometry,
+        dev.geometry(),
         &descriptor,
         &expected,
         KernelCrc32c,
-        |payload| dev.region.checksum(payload.start, payload.len()),
+        |payload| dev.region().checksum(payload.start, payload.len()),
     )
 }
 
@@ -406,16 +406,16 @@ fn check(dev: &Device, record: &Record) -> Result<(), RecordFault> {
 /// counts and logs it.
 fn found_bad(dev: &Device, lines: &mut RateLimit, record: &Record, fault: RecordFault) {
     let seq = record.reservation.seq;
-    let found_at_us = dev.loaded_at.elapsed().as_micros_ceil().max(0) as u64;
-    let held = dev.live.lock().mark_bad(record, fault, found_at_us);
-    stats::add(&dev.stats.bad_records, 1);
+    let found_at_us = dev.loaded_at().elapsed().as_micros_ceil().max(0) as u64;
+    let held = dev.lock_live().mark_bad(record, fault, found_at_us);
+    stats::add(&dev.stats().bad_records, 1);
     let Some(suppressed) = lines.allow() else {
         return;
     };
     let first = record.sector;
     let end = first + u64::from(record.reservation.length) / u64::from(SECTOR_BYTES);
-    let backing = BStr::from_bytes(dev.config.backing);
-    let region = dev.config.region;
+    let backing = BStr::from_bytes(dev.config().backing);
+    let region = dev.config().region;
     match held {
         Some(h) if h.seq != seq => pr_err!(
             "writeback: record seq {seq} (sectors {first}..{end} of backing={backing}) failed its \
@@ -439,10 +439,10 @@ fn skip(dev: &Device, live: &mut Live, seq: u64) {
     let Some(skipped) = live.skip_held(seq) else {
         return;
     };
-    stats::add(&dev.stats.bad_skipped, 1);
+    stats::add(&dev.stats().bad_skipped, 1);
     let first = skipped.sector;
     let end = first + u64::from(skipped.length) / u64::from(SECTOR_BYTES);
-    let backing = BStr::from_bytes(dev.config.backing);
+    let backing = BStr::from_bytes(dev.config().backing);
     pr_warn!(
         "writeback: bad record seq {seq} (sectors {first}..{end} of backing={backing}) skipped by \
          an administrator: dropped without being written; its sectors keep what the disk and \
@@ -469,18 +469,18 @@ fn retry(
     loop {
         let Err(e) = op() else {
             if attempts > 0 {
-                stats::set(&dev.stats.wb_retrying, 0);
+                stats::set(&dev.stats().wb_retrying, 0);
                 disk_back(dev, &step);
             }
             return Ok(());
         };
-        stats::add(&dev.stats.disk_errors, 1);
+        stats::add(&dev.stats().disk_errors, 1);
         stats::set(
-            &dev.stats.last_disk_errno,
+            &dev.stats().last_disk_errno,
             e.to_errno().unsigned_abs().into(),
         );
-        stats::set(&dev.stats.wb_retrying, 1);
-        if dev.powerfail.draining() {
+        stats::set(&dev.stats().wb_retrying, 1);
+        if dev.powerfail().draining() {
             pr_emerg!("power-fail drain: {step} failed ({})\n", Errno(e));
             powerfail::drain_failed(dev);
         }
@@ -493,7 +493,7 @@ fn retry(
             return Err(GaveUp);
         }
         let mut sleep = Delta::from_millis(backoff);
-        let failing = dev.live.lock().disk.failed();
+        let failing = dev.lock_live().disk.failed();
         match failing {
             // Look again when the deadline passes, not a back-off later.
             Failing::For(Some(left)) => sleep = sleep.min(left).max(Delta::from_millis(1)),
@@ -529,10 +529,10 @@ fn sleep_awake(mut d: Delta) {
 /// on (`dead_disk`), and writers waiting for ring space are woken to fail.
 fn disk_dead(dev: &Device, failing: Delta, e: Error) {
     let (dirty, oldest) = {
-        let live = dev.live.lock();
+        let live = dev.lock_live();
         (live.dirty_bytes, live.oldest_age())
     };
-    dev.space_freed.notify_all();
+    dev.space_freed().notify_all();
     let oldest_s = oldest.map_or(0, |a| a.as_millis() / 1000);
     pr_err!(
         "writeback: the log disk backing={} has failed for {} ms without a single success (last \
@@ -540,19 +540,19 @@ fn disk_dead(dev: &Device, failing: Delta, e: Error) {
          reads and flushes still work; the {dirty} bytes acknowledged and not yet written (the \
          oldest for {oldest_s} s) stay in the region, are retried every {MAX_BACKOFF_MS} ms at most, \
          and writes are accepted again once the disk takes them (`rapilogctl status`)\n",
-        BStr::from_bytes(dev.config.backing),
+        BStr::from_bytes(dev.config().backing),
         failing.as_millis(),
         Errno(e),
-        dev.config.dead_disk_ms
+        dev.config().dead_disk_ms
     );
 }
 
 /// A step succeeded after failures: if the disk was failing, it is back.
 fn disk_back(dev: &Device, step: &Step) {
-    let Some((failing, dead)) = dev.live.lock().disk.succeeded() else {
+    let Some((failing, dead)) = dev.lock_live().disk.succeeded() else {
         return;
     };
-    let backing = BStr::from_bytes(dev.config.backing);
+    let backing = BStr::from_bytes(dev.config().backing);
     match dead {
         Some(dead) => pr_warn!(
             "writeback: the log disk backing={backing} is back ({step} succeeded) after failing for \
@@ -638,12 +638,12 @@ fn write_batch(
                 // `record` is the payload's offset in the region.
                 let offset =
                     (piece.record + piece.record_offset * u64::from(SECTOR_BYTES)) as usize;
-                if !bounce.copy_from_region(len, &dev.region, offset, piece_bytes) {
+                if bounce
+                    .copy_from_region(len, dev.region(), offset, piece_bytes)
+                    .is_err()
+                {
                     // Impossible with a valid geometry; never write what we did not copy.
-                    pr_err!(
-                        "writeback: record {} lies outside the region\n",
-                        piece.seq
-                    );
+                    pr_err!("writeback: record {} lies outside the region\n", piece.seq);
                     return Err(GaveUp);
                 }
                 len += piece_bytes;
@@ -655,45 +655,45 @@ fn write_batch(
                 bytes: len,
             };
             retry(dev, errors, stopping, step, || {
-                dev.backing.write(run.sector, bounce, len)
+                dev.backing().write(run.sector, bounce, len)
             })?;
         }
         // Step 5 (nothing to flush if nothing was written: each batch
         // flushes its own writes, and the batch's records that wrote
         // nothing were overwritten by newer ones).
         if ios > 0 {
-            retry(dev, errors, stopping, Step::Flush, || dev.backing.flush())?;
-            stats::add(&dev.stats.wb_flushes, 1);
+            retry(dev, errors, stopping, Step::Flush, || dev.backing().flush())?;
+            stats::add(&dev.stats().wb_flushes, 1);
         }
-        records = dev.live.lock().mark_written(from, end);
+        records = dev.lock_live().mark_written(from, end);
         // Drain waiters watch `written_to`, which may move without the tail.
-        dev.space_freed.notify_all();
+        dev.space_freed().notify_all();
     }
     let busy = started.elapsed().as_nanos().max(0) as u64;
 
     // Step 6: the tail moves over what needs nothing more, never past a
     // bad record (`Live::releasable`).
-    let release = dev.live.lock().releasable();
+    let release = dev.lock_live().releasable();
     if let Some(last) = release {
         let mut next = superblock.next_update();
         next.superblock.durable_tail = last.seq + 1;
         next.superblock.head_hint = head_hint.max(next.superblock.durable_tail);
         retry(dev, errors, stopping, Step::Superblock, || {
-            metadata::write_superblock(&dev.region, &next)
+            metadata::write_superblock(dev.region(), &next)
         })?;
         *superblock = next;
         // Step 7.
-        dev.live.lock().release_through(&last);
-        dev.space_freed.notify_all();
+        dev.lock_live().release_through(&last);
+        dev.space_freed().notify_all();
     }
-    stats::add(&dev.stats.wb_ios, ios);
-    stats::add(&dev.stats.wb_bytes, bytes);
-    stats::add(&dev.stats.wb_records, records);
+    stats::add(&dev.stats().wb_ios, ios);
+    stats::add(&dev.stats().wb_bytes, bytes);
+    stats::add(&dev.stats().wb_records, records);
     if handled.is_some() {
-        stats::add(&dev.stats.wb_busy_ns, busy);
+        stats::add(&dev.stats().wb_busy_ns, busy);
         let measured = first_published.map_or(busy, |at| at.elapsed().as_nanos().max(0) as u64);
         bandwidth.observe(bytes, measured.max(busy));
-        dev.powerfail
+        dev.powerfail()
             .set_measured_bandwidth(bandwidth.bytes_per_sec().unwrap_or(0));
     }
     Ok(())
@@ -706,15 +706,15 @@ fn write_batch(
 /// `EIO` if a record it had to write failed its check: everything else
 /// before the head is then on the disk, and the bad record is held.
 pub(crate) fn drain_and_wait(dev: &Device) -> Result {
-    let mut live = dev.live.lock();
+    let mut live = dev.lock_live();
     let target = live.ring.next_seq();
     live.drain_to = live.drain_to.max(target);
-    dev.work.notify_all();
+    dev.work().notify_all();
     while !live.drained_to(target) {
         if live.stopping {
             return Err(ENODEV);
         }
-        if dev.space_freed.wait_interruptible(&mut live) {
+        if dev.space_freed().wait_interruptible(&mut live) {
             return Err(ERESTARTSYS);
         }
     }
@@ -731,19 +731,19 @@ pub(crate) fn drain_and_wait(dev: &Device) -> Result {
 /// batches (it owns the batch in flight); this waits until it has.
 /// Interruptible: the request is then withdrawn if not yet taken.
 pub(crate) fn skip_bad_record(dev: &Device, seq: u64) -> Result {
-    let mut live = dev.live.lock();
+    let mut live = dev.lock_live();
     match live.held {
         None => return Err(ENOENT),
         Some(h) if h.seq != seq => return Err(ESTALE),
         Some(_) => {}
     }
     live.skip_request = Some(seq);
-    dev.work.notify_all();
+    dev.work().notify_all();
     while live.skip_request == Some(seq) {
         if live.stopping {
             return Err(ENODEV);
         }
-        if dev.space_freed.wait_interruptible(&mut live) {
+        if dev.space_freed().wait_interruptible(&mut live) {
             if live.skip_request == Some(seq) {
                 live.skip_request = None;
             }

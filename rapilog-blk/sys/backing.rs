@@ -27,7 +27,7 @@ pub(crate) const MAX_IO_BYTES: usize = bindings::BIO_MAX_VECS as usize * PAGE_SI
 /// Bios [`BackingDisk::transfer`] keeps in reserve. At most one bio of the
 /// disk's set is in flight at a time: a transfer allocates one, waits for
 /// its completion and frees it before it returns, and its callers (replay
-/// at load, then only the writeback thread, which holds `Device::writeback`
+/// at load, then only the writeback thread, which holds `Device::lock_writeback`
 /// for every disk write: batches, loss markers, drains) never overlap. A
 /// bio in flight waits only for the log disk. So one reserved bio already
 /// guarantees that writeback gets its bio while memory is exhausted; the
@@ -35,6 +35,13 @@ pub(crate) const MAX_IO_BYTES: usize = bindings::BIO_MAX_VECS as usize * PAGE_SI
 const RESERVED_BIOS: u32 = 2;
 
 /// The log disk, held open read-write and exclusively.
+///
+/// # Invariants
+///
+/// - `file` is a block device file that `bdev_file_open_by_path()` opened
+///   read-write for our holder (exclusive, other writers restricted), and
+///   only `drop` releases it (`bdev_fput()`).
+/// - `bdev` is `file_bdev(file)`: valid for as long as `file` is open.
 pub(crate) struct BackingDisk {
     file: NonNull<bindings::file>,
     bdev: NonNull<bindings::block_device>,
@@ -45,7 +52,8 @@ pub(crate) struct BackingDisk {
 }
 
 // SAFETY: The file and block device are reference-counted kernel objects
-// usable from any thread; we only call thread-safe block layer functions.
+// usable from any thread, held open for our whole life (type invariants); we
+// only call thread-safe block layer functions.
 unsafe impl Send for BackingDisk {}
 // SAFETY: See `Send`; nothing here has interior state of its own.
 unsafe impl Sync for BackingDisk {}
@@ -79,6 +87,8 @@ impl BackingDisk {
             unsafe { bindings::bdev_fput(file.as_ptr()) };
             return Err(ENODEV);
         };
+        // INVARIANT: `file` was opened above for our holder, `bdev` is its
+        // block device.
         Ok(Self { file, bdev, bios })
     }
 
@@ -88,7 +98,8 @@ impl BackingDisk {
 
     /// Size in 512-byte sectors.
     pub(crate) fn sectors(&self) -> u64 {
-        // SAFETY: The device stays valid while we hold it open.
+        // SAFETY: `bdev` is valid while we hold the file open (type
+        // invariants).
         unsafe { rapilog_bdev_nr_sectors(self.bdev()) }
     }
 
@@ -119,8 +130,9 @@ impl BackingDisk {
     /// (`ENOENT`: no such attribute for this kind of disk).
     pub(crate) fn disk_attribute(&self, name: &[u8], out: &mut [u8]) -> Result<usize> {
         const PREFIX: &[u8] = b"/sys/class/block/";
-        // SAFETY: `bd_disk` is valid while the device is held open, and
-        // `disk_name` is a NUL-terminated array set when the disk was added.
+        // SAFETY: `bdev` and its `bd_disk` are valid while the device is held
+        // open (type invariants), and `disk_name` is a NUL-terminated array
+        // set when the disk was added.
         let disk_name = unsafe { (*(*self.bdev()).bd_disk).disk_name };
         let disk_name = disk_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8);
         let mut path = KVec::with_capacity(PREFIX.len() + 34 + name.len(), GFP_KERNEL)?;
@@ -166,8 +178,8 @@ impl BackingDisk {
         }
         let pages = bytes.div_ceil(PAGE_SIZE);
         let nr_vecs = c_ushort::try_from(pages).map_err(|_| EINVAL)?;
-        // SAFETY: The device is held open. The bio comes from the disk's own
-        // set with GFP_NOIO, whose reserve covers every bio of the set that
+        // SAFETY: The device is held open (type invariants). The bio comes
+        // from the disk's own set with GFP_NOIO, whose reserve covers every bio of the set that
         // can be in flight ([`RESERVED_BIOS`]), so it does not fail.
         let bio = unsafe { rapilog_bio_alloc(self.bdev(), nr_vecs, write, self.bios.raw()) };
         let Some(bio) = NonNull::new(bio) else {
@@ -202,14 +214,16 @@ impl BackingDisk {
 
     /// Makes everything written so far durable on the disk (cache flush).
     pub(crate) fn flush(&self) -> Result {
-        // SAFETY: The device is held open; the call sleeps until done.
+        // SAFETY: The device is held open (type invariants); the call sleeps
+        // until done.
         to_result(unsafe { bindings::blkdev_issue_flush(self.bdev()) })
     }
 }
 
 impl Drop for BackingDisk {
     fn drop(&mut self) {
-        // SAFETY: We own the file; this releases our claim and the reference.
+        // SAFETY: The file is open and ours (type invariants); this releases
+        // our claim and the reference.
         unsafe { bindings::bdev_fput(self.file.as_ptr()) };
     }
 }

@@ -19,7 +19,8 @@ use kernel::ffi::{c_uint, c_ulong};
 
 use super::backing::BackingDisk;
 use super::helpers::*;
-use super::region::{Part, Region, WriteWindow};
+use super::region::{Region, WindowSource};
+use super::CopyError;
 
 /// What a bio asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,12 @@ pub(crate) enum Status {
 /// reserved bio, or sleeps until a bio of the set in flight completes and
 /// refills the reserve (`mempool_alloc`). No other subsystem's bios can
 /// drain it, unlike the shared `fs_bio_set`.
+///
+/// # Invariants
+///
+/// The pointer is a `struct bio_set` that `rapilog_bioset_create()`
+/// allocated and initialised (`bioset_init()` succeeded), exclusively
+/// ours, destroyed only by `drop`.
 pub(crate) struct BioSet(NonNull<bindings::bio_set>);
 
 // SAFETY: A bio_set is a mempool with its own locking.
@@ -80,7 +87,9 @@ impl BioSet {
 
     fn new(pool_size: u32, bvecs: bool) -> Option<Self> {
         // SAFETY: Plain allocation and `bioset_init`; returns NULL on failure.
-        NonNull::new(unsafe { rapilog_bioset_create(pool_size, bvecs) }).map(Self)
+        let set = unsafe { rapilog_bioset_create(pool_size, bvecs) };
+        // INVARIANT: A non-null result is an initialised set, ours alone.
+        NonNull::new(set).map(Self)
     }
 
     pub(super) fn raw(&self) -> *mut bindings::bio_set {
@@ -95,12 +104,23 @@ impl Drop for BioSet {
         // the device is dropped only after the disk was deleted, which
         // needs every opener gone and their I/O completed; the log disk's
         // bios are synchronous (`BackingDisk::transfer`).
-        // SAFETY: Created by `rapilog_bioset_create`; no bio from it is left.
+        // SAFETY: Created by `rapilog_bioset_create` and not yet destroyed
+        // (type invariant); no bio from it is left (above).
         unsafe { rapilog_bioset_destroy(self.0.as_ptr()) };
     }
 }
 
 /// One bio to complete.
+///
+/// # Invariants
+///
+/// - `raw` is a valid bio of our disk, handed to our `submit_bio` (or split
+///   from one), that this token alone owns: not completed, not passed on.
+///   Every way the token ends completes it or passes it on exactly once
+///   ([`Bio::end`], [`Bio::remap`], [`Bio::split_front`], `drop`).
+/// - `accounted_since` is `Some(start)` exactly while the block layer's I/O
+///   accounting of the bio, started at `start` by `bio_start_io_acct()`,
+///   has not been ended; the bio then still addresses our disk.
 pub(crate) struct Bio {
     raw: NonNull<bindings::bio>,
     /// When the I/O accounting of the bio started (jiffies, from
@@ -126,14 +146,19 @@ impl Bio {
         // returns either the front part to handle now (resubmitting the
         // rest) or NULL after ending it.
         let raw = NonNull::new(unsafe { bindings::bio_split_to_limits(bio.as_ptr()) })?;
+        // INVARIANT: `raw` is the caller's bio (or its front part), ours to
+        // complete, and not counted yet.
         let mut bio = Self {
             raw,
             accounted_since: None,
         };
         if bio.bytes() > 0 {
-            // SAFETY: A valid bio of our disk, not yet counted; every way
-            // it leaves us ends the count (`stop_accounting`).
-            bio.accounted_since = Some(unsafe { bindings::bio_start_io_acct(bio.raw()) });
+            // SAFETY: A valid bio of our disk, not yet counted (type
+            // invariants); every way it leaves us ends the count
+            // (`stop_accounting`).
+            let since = unsafe { bindings::bio_start_io_acct(bio.raw()) };
+            // INVARIANT: The count started at `since`.
+            bio.accounted_since = Some(since);
         }
         Some(bio)
     }
@@ -147,7 +172,8 @@ impl Bio {
     fn stop_accounting(&mut self) {
         if let Some(since) = self.accounted_since.take() {
             // SAFETY: We own the bio, still addressed to our disk
-            // (`bi_bdev`), whose count `bio_start_io_acct` started at `since`.
+            // (`bi_bdev`), whose count `bio_start_io_acct` started at `since`
+            // (type invariants).
             unsafe { bindings::bio_end_io_acct_remapped(self.raw(), since, (*self.raw()).bi_bdev) };
         }
     }
@@ -162,19 +188,19 @@ impl Bio {
 
     /// First sector (512 bytes) of the device the bio addresses.
     pub(crate) fn sector(&self) -> u64 {
-        // SAFETY: We own a valid bio.
+        // SAFETY: `raw` is a valid bio we own (type invariant).
         unsafe { (*self.raw()).bi_iter.bi_sector }
     }
 
     /// Data size in bytes.
     pub(crate) fn bytes(&self) -> u32 {
-        // SAFETY: We own a valid bio.
+        // SAFETY: `raw` is a valid bio we own (type invariant).
         unsafe { (*self.raw()).bi_iter.bi_size }
     }
 
     /// The operation.
     pub(crate) fn op(&self) -> Op {
-        // SAFETY: We own a valid bio.
+        // SAFETY: `raw` is a valid bio we own (type invariant).
         match unsafe { rapilog_bio_op(self.raw()) } {
             bindings::req_op_REQ_OP_READ => Op::Read,
             bindings::req_op_REQ_OP_WRITE => Op::Write,
@@ -184,13 +210,13 @@ impl Bio {
 
     /// Whether the bio asks for a cache flush before its data (PREFLUSH).
     pub(crate) fn is_preflush(&self) -> bool {
-        // SAFETY: We own a valid bio.
+        // SAFETY: `raw` is a valid bio we own (type invariant).
         unsafe { rapilog_bio_preflush(self.raw()) }
     }
 
     /// Whether the bio's data must be durable at completion (FUA).
     pub(crate) fn is_fua(&self) -> bool {
-        // SAFETY: We own a valid bio.
+        // SAFETY: `raw` is a valid bio we own (type invariant).
         unsafe { rapilog_bio_fua(self.raw()) }
     }
 
@@ -202,41 +228,26 @@ impl Bio {
         Some((c_uint::try_from(skip).ok()?, c_uint::try_from(len).ok()?))
     }
 
-    /// Copies the bio's whole data into one part of a write window; `false`
-    /// unless the part has exactly the bio's size.
-    pub(crate) fn copy_to_window(&self, window: &mut WriteWindow<'_>, part: Part) -> bool {
-        let (dst, len) = window.raw(part);
-        if len != self.bytes() as usize {
-            return false;
-        }
-        let Some((skip, len)) = self.fits(0, len) else {
-            return false;
-        };
-        // SAFETY: The window maps `len` writable bytes at `dst` while it is
-        // borrowed; the bio's pages are distinct memory.
-        unsafe { rapilog_bio_copy(self.raw(), skip, dst.cast(), len, false) };
-        true
-    }
-
     /// Fills `len` bytes of the bio, from `skip` bytes in, with region bytes
-    /// from `offset`; `false` if either range is out of bounds.
+    /// from `offset`; nothing is copied if either range is out of bounds.
     pub(crate) fn copy_from_region(
         &mut self,
         skip: usize,
         region: &Region,
         offset: usize,
         len: usize,
-    ) -> bool {
-        let Some(src) = region.view_ptr(offset, len) else {
-            return false;
-        };
-        let Some((skip, len)) = self.fits(skip, len) else {
-            return false;
-        };
-        // SAFETY: `src` is mapped for `len` bytes; the copy only reads it and
-        // writes the bio's own pages.
+    ) -> Result<(), CopyError> {
+        let src = region
+            .view_ptr(offset, len)
+            .ok_or(CopyError::OutsideRegion)?;
+        let (skip, len) = self.fits(skip, len).ok_or(CopyError::OutsideBuffer)?;
+        // SAFETY: `raw` is a valid bio we own (type invariant), with `skip +
+        // len` bytes of data (`fits`); `view_ptr` checked that the region's
+        // view maps `len` bytes at `src` (and it does while `region` lives:
+        // its type invariants). The copy only reads them and writes the
+        // bio's own pages.
         unsafe { rapilog_bio_copy(self.raw(), skip, src.cast_mut().cast(), len, true) };
-        true
+        Ok(())
     }
 
     /// Completes the bio.
@@ -247,8 +258,9 @@ impl Bio {
 
     fn complete(&mut self, status: Status) {
         self.stop_accounting();
-        // SAFETY: We own the bio and complete it exactly once: `end` gives
-        // up the token right after, `drop` is its last use.
+        // SAFETY: We own the bio, not yet completed (type invariant), and
+        // complete it exactly once: `end` gives up the token right after,
+        // `drop` is its last use.
         unsafe { rapilog_bio_end(self.raw(), status as c_uint) };
     }
 
@@ -257,8 +269,8 @@ impl Bio {
     /// Its time on the log disk is counted there, not here.
     pub(crate) fn remap(mut self, backing: &BackingDisk) {
         self.stop_accounting();
-        // SAFETY: We own the bio and hand it over; the disk is held open for
-        // longer than any bio of ours can be in flight.
+        // SAFETY: We own the bio (type invariant) and hand it over; the disk
+        // is held open for longer than any bio of ours can be in flight.
         unsafe { rapilog_bio_remap(self.into_raw(), backing.bdev()) };
     }
 
@@ -269,8 +281,8 @@ impl Bio {
         if sectors == 0 || u64::from(sectors) * 512 >= u64::from(self.bytes()) {
             return Err(self);
         }
-        // SAFETY: We own the bio; the split comes from `set`, which outlives
-        // every bio of the disk.
+        // SAFETY: We own the bio (type invariant); the split comes from
+        // `set`, which outlives every bio of the disk.
         let split = unsafe { rapilog_bio_split_front(self.raw(), sectors, set.raw()) };
         match NonNull::new(split) {
             // The remainder now belongs to the block layer, and comes back
@@ -279,6 +291,8 @@ impl Bio {
             Some(split) => {
                 let accounted_since = self.accounted_since;
                 let _ = self.into_raw();
+                // INVARIANT: The front is a new bio of our disk, ours to
+                // complete; the count started for the whole goes with it.
                 Ok(Bio {
                     raw: split,
                     accounted_since,
@@ -286,6 +300,26 @@ impl Bio {
             }
             None => Err(self),
         }
+    }
+}
+
+// SAFETY: `copy_to` is `rapilog_bio_copy()`, which copies segment by
+// segment with `memcpy_from_bvec()`: `kmap_local_page()` and `memcpy`, no
+// sleeping and no lock.
+unsafe impl WindowSource for Bio {
+    fn len(&self) -> usize {
+        self.bytes() as usize
+    }
+
+    unsafe fn copy_to(&self, dst: *mut u8) -> Result<(), CopyError> {
+        let (skip, len) = self
+            .fits(0, self.bytes() as usize)
+            .ok_or(CopyError::OutsideBuffer)?;
+        // SAFETY: `raw` is a valid bio we own (type invariant), with `len`
+        // bytes of data; `dst` is writable for them (the caller's promise)
+        // and distinct from the bio's pages.
+        unsafe { rapilog_bio_copy(self.raw(), skip, dst.cast(), len, false) };
+        Ok(())
     }
 }
 

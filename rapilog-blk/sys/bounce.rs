@@ -8,8 +8,17 @@ use kernel::alloc::{flags::GFP_KERNEL, AllocError, KVec};
 use kernel::page::{Page, PAGE_SIZE};
 
 use super::region::Region;
+use super::CopyError;
 
 /// A fixed set of pages, addressed as one byte range.
+///
+/// # Invariants
+///
+/// `pages` were allocated for this buffer and are ordinary kernel memory,
+/// never region memory. Their contents are reached only through this
+/// buffer: `&mut self` to change them, or a bio of
+/// `BackingDisk::transfer`, which holds the buffer borrowed until the I/O
+/// completed.
 pub(crate) struct BounceBuffer {
     pages: KVec<Page>,
 }
@@ -22,6 +31,7 @@ impl BounceBuffer {
         for _ in 0..count {
             pages.push(Page::alloc_page(GFP_KERNEL)?, GFP_KERNEL)?;
         }
+        // INVARIANT: Pages just allocated, reachable only through `pages`.
         Ok(Self { pages })
     }
 
@@ -40,77 +50,83 @@ impl BounceBuffer {
     ///
     /// `src` must be valid for reads of `len` bytes and must not point into
     /// this buffer.
-    unsafe fn copy_in(&mut self, at: usize, src: *const u8, len: usize) -> bool {
+    unsafe fn copy_in(&mut self, at: usize, src: *const u8, len: usize) -> Result<(), CopyError> {
         if at.checked_add(len).is_none_or(|end| end > self.capacity()) {
-            return false;
+            return Err(CopyError::OutsideBuffer);
         }
         let mut done = 0;
         while done < len {
             let pos = at + done;
             let in_page = pos % PAGE_SIZE;
             let n = (PAGE_SIZE - in_page).min(len - done);
-            let Some(page) = self.pages.get(pos / PAGE_SIZE) else {
-                return false;
-            };
+            let page = self
+                .pages
+                .get(pos / PAGE_SIZE)
+                .ok_or(CopyError::OutsideBuffer)?;
             // SAFETY: `src + done` is readable for `n` bytes (caller), the
             // range lies inside the page, and we hold `&mut self`, so nobody
-            // else accesses the page.
-            if unsafe { page.write_raw(src.add(done), in_page, n) }.is_err() {
-                return false;
-            }
+            // else accesses the page (type invariant).
+            unsafe { page.write_raw(src.add(done), in_page, n) }
+                .map_err(|_| CopyError::OutsideBuffer)?;
             done += n;
         }
-        true
+        Ok(())
     }
 
-    /// Copies `dst.len()` bytes of the buffer from `at` into `dst`; `false`
-    /// if the range is out of bounds.
-    pub(crate) fn copy_to_slice(&self, at: usize, dst: &mut [u8]) -> bool {
-        if at.checked_add(dst.len()).is_none_or(|end| end > self.capacity()) {
-            return false;
+    /// Copies `dst.len()` bytes of the buffer from `at` into `dst`
+    /// ([`CopyError::OutsideBuffer`] if the range is out of bounds).
+    pub(crate) fn copy_to_slice(&self, at: usize, dst: &mut [u8]) -> Result<(), CopyError> {
+        if at
+            .checked_add(dst.len())
+            .is_none_or(|end| end > self.capacity())
+        {
+            return Err(CopyError::OutsideBuffer);
         }
         let mut done = 0;
         while done < dst.len() {
             let pos = at + done;
             let in_page = pos % PAGE_SIZE;
             let n = (PAGE_SIZE - in_page).min(dst.len() - done);
-            let Some(page) = self.pages.get(pos / PAGE_SIZE) else {
-                return false;
-            };
-            let Some(out) = dst.get_mut(done..done + n) else {
-                return false;
-            };
+            let page = self
+                .pages
+                .get(pos / PAGE_SIZE)
+                .ok_or(CopyError::OutsideBuffer)?;
+            let out = dst
+                .get_mut(done..done + n)
+                .ok_or(CopyError::OutsideBuffer)?;
             // SAFETY: `out` is writable for `n` bytes and is ordinary memory,
-            // not one of our pages; the range lies inside the page.
-            if unsafe { page.read_raw(out.as_mut_ptr(), in_page, n) }.is_err() {
-                return false;
-            }
+            // not one of our pages (only we reach those: type invariant); the
+            // range lies inside the page.
+            unsafe { page.read_raw(out.as_mut_ptr(), in_page, n) }
+                .map_err(|_| CopyError::OutsideBuffer)?;
             done += n;
         }
-        true
+        Ok(())
     }
 
-    /// Copies `src` into the buffer at `at`; `false` if it does not fit.
-    pub(crate) fn copy_from_slice(&mut self, at: usize, src: &[u8]) -> bool {
+    /// Copies `src` into the buffer at `at` ([`CopyError::OutsideBuffer`]
+    /// if it does not fit).
+    pub(crate) fn copy_from_slice(&mut self, at: usize, src: &[u8]) -> Result<(), CopyError> {
         // SAFETY: A slice is readable for its length and cannot alias the
-        // pages, which are only reachable through `&mut self`.
+        // pages, which are only reachable through `&mut self` (type
+        // invariant).
         unsafe { self.copy_in(at, src.as_ptr(), src.len()) }
     }
 
     /// Copies `len` bytes of the region from `offset` into the buffer at
-    /// `at`; `false` if either range is out of bounds.
+    /// `at`; nothing is copied if either range is out of bounds.
     pub(crate) fn copy_from_region(
         &mut self,
         at: usize,
         region: &Region,
         offset: usize,
         len: usize,
-    ) -> bool {
-        let Some(src) = region.view_ptr(offset, len) else {
-            return false;
-        };
+    ) -> Result<(), CopyError> {
+        let src = region
+            .view_ptr(offset, len)
+            .ok_or(CopyError::OutsideRegion)?;
         // SAFETY: `view_ptr` checked that `len` bytes are mapped at `src`;
-        // region memory is never one of our pages.
+        // region memory is never one of our pages (type invariant).
         unsafe { self.copy_in(at, src, len) }
     }
 }

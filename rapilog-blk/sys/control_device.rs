@@ -57,6 +57,12 @@ pub(crate) fn caller_is_admin() -> bool {
 
 /// The registered device; deregistered when dropped. Open files keep the
 /// handler (an `Arc`) and the module (the file operations' owner) alive.
+///
+/// # Invariants
+///
+/// Every registration of `ControlFile<T>` is the `registration` field of a
+/// pinned `ControlDevice<T>` (only [`ControlDevice::register`] makes one),
+/// and that field is dropped (deregistered) before `handler`.
 #[pin_data]
 pub(crate) struct ControlDevice<T: ControlHandler> {
     /// Dropped first: no open happens after it is gone.
@@ -68,6 +74,9 @@ pub(crate) struct ControlDevice<T: ControlHandler> {
 impl<T: ControlHandler> ControlDevice<T> {
     /// Registers `/dev/<name>`, served by `handler`.
     pub(crate) fn register(name: &'static CStr, handler: Arc<T>) -> Result<Pin<KBox<Self>>> {
+        // INVARIANT: The registration is made in place as a field of the
+        // pinned device; fields drop in declaration order, `registration`
+        // first.
         KBox::try_pin_init(
             try_pin_init!(Self {
                 // The handler first: the device may be opened as soon as it
@@ -89,10 +98,10 @@ impl<T: ControlHandler> MiscDevice for ControlFile<T> {
 
     fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<T>> {
         let misc: *const MiscDeviceRegistration<Self> = misc;
-        // `ControlFile<T>` is private to this file and only ever registered
-        // as the `registration` field of a pinned `ControlDevice<T>`, which
-        // outlives its registration (the field drops first).
-        // SAFETY: So `misc` lies inside a live `ControlDevice<T>`.
+        // SAFETY: `ControlFile<T>` is private to this file and only ever
+        // registered as the `registration` field of a pinned
+        // `ControlDevice<T>` (its type invariant), which outlives its
+        // registration: so `misc` lies inside a live `ControlDevice<T>`.
         let control = unsafe { &*kernel::container_of!(misc, ControlDevice<T>, registration) };
         Ok(control.handler.clone())
     }

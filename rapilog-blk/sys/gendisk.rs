@@ -43,6 +43,16 @@ pub(crate) struct DiskParams<'a> {
 }
 
 /// A registered disk; deleted when dropped.
+///
+/// # Invariants
+///
+/// - `disk` points to a `struct gendisk` that `__blk_alloc_disk()` allocated
+///   and `device_add_disk()` added, and this object holds the reference
+///   that `put_disk()` drops; nothing else deletes it.
+/// - Its `fops` are `Table::<T>::OPS` (whose `submit_bio` is
+///   [`submit_bio_trampoline::<T>`]) and its `private_data` is `handler`.
+/// - `handler` came from `Arc::into_raw()` of an `Arc<T>` this object owns:
+///   it stays valid until `drop` gives it back, after `del_gendisk()`.
 pub(crate) struct GenDisk<T: BioHandler> {
     disk: NonNull<bindings::gendisk>,
     /// The handler, as stored in `private_data`.
@@ -50,7 +60,7 @@ pub(crate) struct GenDisk<T: BioHandler> {
 }
 
 // SAFETY: The gendisk is a kernel object usable from any thread; the handler
-// is an `Arc<T>` with `T: Send + Sync`.
+// is an `Arc<T>` (type invariants) with `T: Send + Sync`.
 unsafe impl<T: BioHandler> Send for GenDisk<T> {}
 // SAFETY: `&GenDisk` gives access to nothing.
 unsafe impl<T: BioHandler> Sync for GenDisk<T> {}
@@ -60,11 +70,13 @@ unsafe extern "C" fn submit_bio_trampoline<T: BioHandler>(bio: *mut bindings::bi
     let Some(bio) = NonNull::new(bio) else {
         return;
     };
-    // SAFETY: The block layer calls us with a valid bio of our disk, whose
-    // `private_data` is the `Arc<T>` (`Arc::into_raw`) set in `GenDisk::add`; it stays alive
+    // SAFETY: Only a `GenDisk<T>`'s fops point here, and the block layer
+    // calls us with a valid bio of that disk, whose `private_data` is the
+    // `Arc<T>` pointer of the `GenDisk` (type invariants); it stays alive
     // until after `del_gendisk` returned, i.e. after the last call.
     let handler = unsafe { &*rapilog_bio_disk_private(bio.as_ptr()).cast::<T>() };
-    // SAFETY: The bio is ours to complete from here on.
+    // SAFETY: `submit_bio` hands us a valid bio of our disk to complete; we
+    // do not touch `bio` again after handing it to `Bio::arrived`.
     if let Some(bio) = unsafe { Bio::arrived(bio) } {
         handler.submit_bio(bio);
     }
@@ -143,21 +155,26 @@ impl<T: BioHandler> GenDisk<T> {
             bindings::device_add_disk(core::ptr::null_mut(), disk.as_ptr(), core::ptr::null_mut())
         });
         if let Err(e) = added {
-            // SAFETY: Never added: drop our reference and the handler.
+            // SAFETY: Never added: drop our reference and the handler, which
+            // came from `Arc::into_raw` above.
             unsafe {
                 bindings::put_disk(disk.as_ptr());
                 drop(Arc::<T>::from_raw(handler));
             }
             return Err(e);
         }
+        // INVARIANT: `disk` was allocated and added above, with our fops and
+        // `handler` (from `Arc::into_raw`) as its `private_data`.
         Ok(Self { disk, handler })
     }
 }
 
 impl<T: BioHandler> Drop for GenDisk<T> {
     fn drop(&mut self) {
-        // SAFETY: The disk was added in `add`. `del_gendisk` returns once no
-        // `submit_bio` call is running or can start, so the handler may go.
+        // SAFETY: By the type invariants the disk was added and we hold its
+        // reference, and `handler` came from `Arc::into_raw`. `del_gendisk`
+        // returns once no `submit_bio` call is running or can start, so the
+        // handler may go after it.
         unsafe {
             bindings::del_gendisk(self.disk.as_ptr());
             bindings::put_disk(self.disk.as_ptr());

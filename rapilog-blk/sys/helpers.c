@@ -4,7 +4,7 @@
  * macros (bindgen sees only real functions, and flag macros with __force
  * casts do not make it into the bindings). Each wrapper is one kernel call;
  * all logic stays in Rust, and the Rust side declares these prototypes by
- * hand in sys/ (keep the two in step).
+ * hand in sys/; tests/host/test_ffi_prototypes.py checks that the two agree.
  */
 #include <linux/bio.h>
 #include <linux/blkdev.h>

@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Prototypes of helpers.c; the Rust files in sys/ declare the same functions. */
+/*
+ * Prototypes of helpers.c, powerfail_signals.c and lifecycle_events.c; the
+ * Rust files in sys/ declare the same functions by hand, and
+ * tests/host/test_ffi_prototypes.py checks that they agree.
+ */
 #ifndef RAPILOG_HELPERS_H
 #define RAPILOG_HELPERS_H
 

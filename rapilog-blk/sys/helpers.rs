@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Prototypes of `helpers.c`: one-line C wrappers around kernel functions
-//! that are static inline or macros, which bindgen cannot see. Keep in step
-//! with `helpers.h`.
+//! that are static inline or macros, which bindgen cannot see. Written by
+//! hand from `helpers.h`; `tests/host/test_ffi_prototypes.py` (`make test`,
+//! host-tests) checks every `extern "C"` block of `sys/` against it: names,
+//! argument counts, types, and the constants that cross over.
 
 use kernel::bindings::{
     bio, bio_set, blk_features_t, block_device, file, page, pci_dev, pte_t, pteval_t, task_struct,

@@ -36,6 +36,11 @@ pub(crate) fn should_stop() -> bool {
 ///
 /// Ends (restores the thread's previous state) when dropped, on the thread
 /// that entered it: it is not `Send`.
+///
+/// # Invariants
+///
+/// `saved` is what `memalloc_noio_save()` returned when the scope was
+/// entered on the current thread, the only thread it can be dropped on.
 pub(crate) struct NoIoScope {
     saved: c_uint,
     _this_thread: PhantomData<*mut ()>,
@@ -48,6 +53,8 @@ impl NoIoScope {
         // is handed back to `memalloc_noio_restore` on the same task by
         // `drop` (the type is not `Send`), scopes nesting like the stack.
         let saved = unsafe { rapilog_memalloc_noio_save() };
+        // INVARIANT: Saved on this thread; `PhantomData<*mut ()>` keeps the
+        // scope on it.
         Self {
             saved,
             _this_thread: PhantomData,
@@ -57,27 +64,38 @@ impl NoIoScope {
 
 impl Drop for NoIoScope {
     fn drop(&mut self) {
-        // SAFETY: On the task that entered the scope, with what `enter` saved.
+        // SAFETY: On the task that entered the scope, with what `enter` saved
+        // (type invariant).
         unsafe { rapilog_memalloc_noio_restore(self.saved) };
     }
 }
 
 /// A running kernel thread; dropping it stops it and waits for it to exit.
+///
+/// # Invariants
+///
+/// - `task` is a kthread that `kthread_create_on_node()` created to run
+///   `trampoline::<T>` over `_job`, and it was started; we hold a reference
+///   to its `task_struct`, dropped only in `drop`, after `kthread_stop()`.
+/// - `_job` is the `Arc<T>` whose pointer the thread was given: it outlives
+///   the thread.
 pub(crate) struct Kthread<T: ThreadJob> {
     task: NonNull<bindings::task_struct>,
     /// Kept alive until the thread has exited: the thread borrows it.
     _job: Arc<T>,
 }
 
-// SAFETY: The task pointer is reference-counted (we hold a reference) and
-// kthread_stop may be called from any thread; `T` is `Send + Sync`.
+// SAFETY: The task pointer is reference-counted (we hold a reference: type
+// invariants) and kthread_stop may be called from any thread; `T` is
+// `Send + Sync`.
 unsafe impl<T: ThreadJob> Send for Kthread<T> {}
 // SAFETY: `&Kthread` only gives access to `&T`, and `T: Sync`.
 unsafe impl<T: ThreadJob> Sync for Kthread<T> {}
 
 unsafe extern "C" fn trampoline<T: ThreadJob>(data: *mut c_void) -> c_int {
-    // SAFETY: `data` is the `Arc<T>` held by the `Kthread`, which outlives
-    // the thread (its drop waits in `kthread_stop`).
+    // SAFETY: `data` is the `Arc<T>` held by the `Kthread` (its type
+    // invariants), which outlives the thread (its drop waits in
+    // `kthread_stop`).
     let job = unsafe { &*data.cast::<T>() };
     job.run();
     // `kthread_stop` expects us to be asked to stop before returning; if the
@@ -111,15 +129,17 @@ impl<T: ThreadJob> Kthread<T> {
             rapilog_get_task_struct(task.as_ptr());
             bindings::wake_up_process(task.as_ptr());
         }
+        // INVARIANT: Created over `job`'s pointer, referenced and started.
         Ok(Self { task, _job: job })
     }
 }
 
 impl<T: ThreadJob> Drop for Kthread<T> {
     fn drop(&mut self) {
-        // SAFETY: We hold a reference to the task; `kthread_stop` wakes it,
-        // waits until the thread function returned, and we then drop our
-        // reference. Only after that may `job` go.
+        // SAFETY: We hold a reference to the task, a started kthread (type
+        // invariants); `kthread_stop` wakes it, waits until the thread
+        // function returned, and we then drop our reference. Only after
+        // that may `job` go.
         unsafe {
             bindings::kthread_stop(self.task.as_ptr());
             rapilog_put_task_struct(self.task.as_ptr());

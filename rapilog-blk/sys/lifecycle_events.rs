@@ -80,7 +80,7 @@ pub(crate) trait LifecycleHandler: Send + Sync + 'static {
 unsafe extern "C" fn stop_event<T: LifecycleHandler>(ctx: *mut c_void, how: c_uint) -> c_int {
     // SAFETY: `ctx` is the `Arc<T>` pointer `register` passed, kept alive by
     // the `LifecycleEvents` until it unregistered, which waits for a
-    // callback in flight.
+    // callback in flight (its type invariants).
     let handler = unsafe { &*ctx.cast_const().cast::<T>() };
     handler.stopping(match how {
         STOP_RESTART => Stop::Restart,
@@ -108,6 +108,13 @@ unsafe extern "C" fn pm_event<T: LifecycleHandler>(ctx: *mut c_void, event: c_ui
 }
 
 /// The registered notifiers; unregistered when dropped. One per module.
+///
+/// # Invariants
+///
+/// The reboot and PM notifiers are registered with `stop_event::<T>`,
+/// `pm_event::<T>` and `Arc::as_ptr(&_handler)` as their context, until
+/// `drop` unregisters them (which waits for a callback in flight), before
+/// `_handler` goes.
 pub(crate) struct LifecycleEvents<T: LifecycleHandler> {
     /// Kept alive for the callbacks until unregistered.
     _handler: Arc<T>,
@@ -120,13 +127,14 @@ impl<T: LifecycleHandler> LifecycleEvents<T> {
         // SAFETY: The callbacks match the C prototypes, and `ctx` stays
         // valid until `Drop` unregisters (see `stop_event`).
         to_result(unsafe { rapilog_lifecycle_register(stop_event::<T>, pm_event::<T>, ctx) })?;
+        // INVARIANT: Registered above with `handler`'s pointer.
         Ok(Self { _handler: handler })
     }
 }
 
 impl<T: LifecycleHandler> Drop for LifecycleEvents<T> {
     fn drop(&mut self) {
-        // SAFETY: Registered by `register` (this object exists); waits for a
+        // SAFETY: Registered by `register` (type invariants); waits for a
         // callback in flight.
         unsafe { rapilog_lifecycle_unregister() };
     }

@@ -23,12 +23,18 @@ use kernel::{bindings, ffi::c_void};
 const PERM_READ_ONLY: u16 = 0o444;
 
 /// Storage of a string parameter of at most `N - 1` bytes.
+///
+/// # Invariants
+///
+/// Only the kernel writes the storage, only while it parses the module's
+/// arguments (before any code of the module runs), and always NUL-terminated
+/// within `N` bytes: the parameter is registered read-only (0444) with
+/// `maxlen = N`. Every access by the module is a read.
 #[repr(transparent)]
 pub(crate) struct StrParam<const N: usize>(UnsafeCell<[u8; N]>);
 
-// SAFETY: The kernel writes the storage only while parsing module arguments,
-// before the module's code runs; the parameter is read-only in sysfs, so every
-// later access is a read.
+// SAFETY: Once the module's code runs, every access is a read (type
+// invariant).
 unsafe impl<const N: usize> Sync for StrParam<N> {}
 
 impl<const N: usize> StrParam<N> {
@@ -45,12 +51,15 @@ impl<const N: usize> StrParam<N> {
             buf[i] = bytes[i];
             i += 1;
         }
+        // INVARIANT: NUL-terminated (`bytes.len() < N`); `module_param!`
+        // registers it read-only with `maxlen = N` (`kparam`).
         Self(UnsafeCell::new(buf))
     }
 
     /// The value in force (given at load time, else the default), without its NUL.
     pub(crate) fn value(&'static self) -> &'static [u8] {
-        // SAFETY: No writer exists once the module's code runs (see `Sync`).
+        // SAFETY: No writer exists once the module's code runs (type
+        // invariant).
         let buf = unsafe { &*self.0.get() };
         let len = buf.iter().position(|&b| b == 0).unwrap_or(N);
         &buf[..len]
@@ -67,22 +76,29 @@ impl<const N: usize> StrParam<N> {
 }
 
 /// Storage of an unsigned integer parameter, parsed by `param_ops_uint`.
+///
+/// # Invariants
+///
+/// As for [`StrParam`]: only the kernel writes it, only while it parses the
+/// module's arguments; the module only reads it.
 #[repr(transparent)]
 pub(crate) struct UintParam(UnsafeCell<u32>);
 
-// SAFETY: As for `StrParam`: written only while the module's arguments are
-// parsed, read-only afterwards.
+// SAFETY: Once the module's code runs, every access is a read (type
+// invariant).
 unsafe impl Sync for UintParam {}
 
 impl UintParam {
     /// An integer parameter holding `default` until the kernel parses a value.
     pub(crate) const fn new(default: u32) -> Self {
+        // INVARIANT: `module_param!` registers it read-only.
         Self(UnsafeCell::new(default))
     }
 
     /// The value in force.
     pub(crate) fn value(&'static self) -> u32 {
-        // SAFETY: No writer exists once the module's code runs (see `Sync`).
+        // SAFETY: No writer exists once the module's code runs (type
+        // invariant).
         unsafe { *self.0.get() }
     }
 
@@ -174,6 +190,10 @@ macro_rules! module_param {
         };
     };
     (@register $name:ident, $ops:expr, $arg:expr, $type:literal, $desc:literal) => {
+        // `#[link_section]` counts as unsafe code: these statics are expanded
+        // where the macro is called (`params.rs`, which denies unsafe code),
+        // but what they hold and where they go is this file's business.
+        #[allow(unsafe_code)]
         #[link_section = "__param"]
         #[used(compiler)]
         static PARAM: $crate::sys::module_param::KernelParam =
@@ -183,10 +203,12 @@ macro_rules! module_param {
                 $arg,
             );
         const PARM: &str = concat!("parm=", stringify!($name), ":", $desc, "\0");
+        #[allow(unsafe_code)]
         #[link_section = ".modinfo"]
         #[used(compiler)]
         static PARM_INFO: [u8; PARM.len()] = $crate::sys::module_param::modinfo(PARM);
         const PARMTYPE: &str = concat!("parmtype=", stringify!($name), ":", $type, "\0");
+        #[allow(unsafe_code)]
         #[link_section = ".modinfo"]
         #[used(compiler)]
         static PARMTYPE_INFO: [u8; PARMTYPE.len()] = $crate::sys::module_param::modinfo(PARMTYPE);

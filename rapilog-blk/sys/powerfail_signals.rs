@@ -33,6 +33,13 @@ pub(crate) trait PowerFailHandler: Send + Sync + 'static {
 }
 
 /// The armed signals; disarmed when dropped. One at a time per module.
+///
+/// # Invariants
+///
+/// The signals are armed with `signalled::<T>` and
+/// `Arc::as_ptr(&_handler)` as its context, until `drop` disarms them
+/// (which waits for a callback in flight: `irq_work_sync()`), before
+/// `_handler` goes.
 pub(crate) struct ArmedSignals<T: PowerFailHandler> {
     /// Kept alive for the callback until disarmed.
     _handler: Arc<T>,
@@ -41,7 +48,7 @@ pub(crate) struct ArmedSignals<T: PowerFailHandler> {
 unsafe extern "C" fn signalled<T: PowerFailHandler>(ctx: *mut c_void, sources: c_uint) {
     // SAFETY: `ctx` is the `Arc<T>` pointer `arm` passed, and the
     // `ArmedSignals` holding that `Arc` disarms before dropping it, which
-    // waits for a running callback to return (`irq_work_sync`).
+    // waits for a running callback to return (its type invariants).
     let handler = unsafe { &*ctx.cast_const().cast::<T>() };
     handler.signalled(sources);
 }
@@ -53,13 +60,14 @@ impl<T: PowerFailHandler> ArmedSignals<T> {
         // SAFETY: `signalled::<T>` matches the callback type, and `ctx`
         // stays valid until `Drop` disarms (see `signalled`).
         to_result(unsafe { rapilog_powerfail_arm(sources, signalled::<T>, ctx) })?;
+        // INVARIANT: Armed above with `handler`'s pointer.
         Ok(Self { _handler: handler })
     }
 }
 
 impl<T: PowerFailHandler> Drop for ArmedSignals<T> {
     fn drop(&mut self) {
-        // SAFETY: Armed by `arm` (this object exists); unregisters both
+        // SAFETY: Armed by `arm` (type invariants); unregisters both
         // handlers and waits for a callback in flight.
         unsafe { rapilog_powerfail_disarm() };
     }

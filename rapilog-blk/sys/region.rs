@@ -108,7 +108,41 @@
 //! path's protocol (ring reservations, one superblock writer), not something
 //! references could express. The one exception is [`Region::quiescent`],
 //! which needs `&mut Region`, i.e. no window and no reader can exist.
+//!
+//! # Nothing sleeps while a write window is open
+//!
+//! An open window holds this CPU's slot with preemption disabled. Sleeping
+//! there would schedule with preemption off ("scheduling while atomic"),
+//! and another task on this CPU would find the slot busy. This is enforced
+//! by construction, as far as the type system reaches:
+//!
+//! - **No window leaves this file.** [`WriteWindow`] is private; safe code
+//!   writes the region through three calls that open a window, copy, and
+//!   close it before they return: [`Region::write`], [`Region::zero`] and
+//!   [`Region::publish`]. So no caller can keep a window open across code of
+//!   its own, store one, or hand one to another thread (the guard is
+//!   `!Send` as well).
+//! - **The only caller code that runs inside a window** is `publish`'s
+//!   `describe`, which turns the payload's checksum into the descriptor's
+//!   bytes. It is a `fn` pointer, so it captures nothing, and it gets plain
+//!   data `D: Copy + 'static`: no reference to the device, hence to none of
+//!   its locks, condition variables, disk or bios, the things in this
+//!   driver that sleep.
+//! - **The payload is copied by a [`WindowSource`]**, an `unsafe trait`:
+//!   only `sys/` can implement one (unsafe code is denied everywhere else),
+//!   and each implementation promises that its copy does not sleep (a bio's
+//!   pages are mapped with `kmap_local_page()`).
+//!
+//! What no type can rule out is `describe` calling a free function that
+//! sleeps (`fsleep()`, an allocation with `GFP_KERNEL`), or reaching the
+//! device through a `&'static` made on purpose by leaking an `Arc`: Rust
+//! has no "may sleep" effect. Upstream checks that with klint's atomic-context analysis,
+//! which this out-of-tree build does not run. `describe` is one encoder
+//! call in `write_path.rs`, and should it ever schedule, the kernel
+//! (`CONFIG_PREEMPT_COUNT=y`, as Debian builds it) reports "scheduling while
+//! atomic" at once.
 
+use core::marker::PhantomData;
 use core::ops::Range;
 use core::ptr::{self, NonNull};
 
@@ -117,8 +151,10 @@ use kernel::bindings;
 use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::sync::atomic::{Atomic, Relaxed};
+use kernel::sync::barrier::{smp_mb, Write};
 
 use super::helpers::*;
+use super::CopyError;
 use crate::config::Protect;
 
 /// Pages of one CPU's write-window slot: the most a window maps at once. A
@@ -167,9 +203,51 @@ pub(crate) enum WindowError {
     Busy,
 }
 
+/// Why [`Region::write`] wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteError {
+    /// No window could be opened over the range.
+    Window(WindowError),
+    /// The bytes do not fit the range.
+    Copy(CopyError),
+}
+
+/// Why [`Region::publish`] failed; the record is not published (its
+/// descriptor was not written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PublishError {
+    /// No window could be opened over the payload and the descriptor.
+    Window(WindowError),
+    /// The payload could not be copied (nothing was).
+    Payload(CopyError),
+    /// The descriptor's bytes do not fit its range.
+    Descriptor(CopyError),
+}
+
+/// Bytes a write window can be filled from: what [`Region::publish`] copies
+/// into a record's payload.
+///
+/// # Safety
+///
+/// [`WindowSource::copy_to`] must not sleep, nor take a lock that a task
+/// on this CPU could hold: it runs inside a write window, with preemption
+/// disabled (module docs). Implementations live in `sys/` only.
+pub(crate) unsafe trait WindowSource {
+    /// Size in bytes.
+    fn len(&self) -> usize;
+
+    /// Copies all of it to `dst`.
+    ///
+    /// # Safety
+    ///
+    /// `dst` is valid for writes of `self.len()` bytes and is not memory
+    /// of the source.
+    unsafe fn copy_to(&self, dst: *mut u8) -> Result<(), CopyError>;
+}
+
 /// Which range of a [`WriteWindow`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Part {
+enum Part {
     /// The first range given to [`Region::open_window`].
     First,
     /// The second range.
@@ -186,6 +264,11 @@ impl Part {
 }
 
 /// The region claimed in `iomem_resource` as "rapilog".
+///
+/// # Invariants
+///
+/// `[start, start + len)` was claimed with `__request_region()` on
+/// `iomem_resource` and is released only by `drop`.
 struct Claim {
     start: u64,
     len: u64,
@@ -193,8 +276,8 @@ struct Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        // SAFETY: `[start, start + len)` was claimed with `__request_region`
-        // on `iomem_resource` by `Region::claim` and is released only here.
+        // SAFETY: Claimed on `iomem_resource` and not yet released (type
+        // invariant).
         unsafe {
             bindings::__release_region(&raw mut bindings::iomem_resource, self.start, self.len)
         };
@@ -202,20 +285,35 @@ impl Drop for Claim {
 }
 
 /// The `memremap()` mapping of the whole region: the view.
+///
+/// # Invariants
+///
+/// The pointer is what `memremap()` returned for the whole region, and the
+/// mapping is removed only by `drop`.
 struct View(NonNull<u8>);
 
 impl Drop for View {
     fn drop(&mut self) {
         // The leaves may be read-only: `memunmap` clears them whatever
         // their bits, and no TLB entry of the view is writable.
-        // SAFETY: The address came from `memremap()` and is unmapped only
-        // here; no copy of it outlives the `Region` that owns this view.
+        // SAFETY: The address came from `memremap()` and is still mapped
+        // (type invariant); no copy of it outlives the `Region` that owns
+        // this view.
         unsafe { bindings::memunmap(self.0.as_ptr().cast()) };
     }
 }
 
 /// One CPU's write-window slot: [`SLOT_PAGES`] pages of vmalloc space whose
 /// PTEs this module sets and clears.
+///
+/// # Invariants
+///
+/// - `base` is a `vmap()` area of [`SLOT_PAGES`] pages that this slot owns
+///   (nobody else has its address) and unmaps only in `drop`.
+/// - Once [`Slots::new`] returns, `ptes[i]` is the 4 KiB PTE that maps page
+///   `i` of that area, valid for the slot's life (module docs), and every
+///   PTE is clear unless the slot is held (`busy`) by its CPU, which alone
+///   writes them, with preemption disabled.
 struct Slot {
     base: NonNull<u8>,
     /// The PTE of each page of the slot (see the module docs for why the
@@ -243,8 +341,8 @@ impl Slot {
     unsafe fn map(&self, at: usize, pfn: c_ulong, count: usize, flags: bindings::pteval_t) {
         let ptes = self.ptes.get(at..at + count).unwrap_or(&[]);
         for (i, pte) in ptes.iter().enumerate() {
-            // SAFETY: `pte` is the slot's own PTE (invariant of `ptes`),
-            // written only by the slot's holder, which the caller is.
+            // SAFETY: `pte` is the slot's own PTE (type invariant), written
+            // only by the slot's holder, which the caller is.
             unsafe { rapilog_pte_set(*pte, pfn + i as c_ulong, flags) };
         }
     }
@@ -271,9 +369,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // SAFETY: `base` came from `vmap()` and is unmapped only here; its
-        // PTEs are clear or still map the dummy page, both of which
-        // `vunmap` handles.
+        // SAFETY: `base` came from `vmap()` and is unmapped only here (type
+        // invariant); its PTEs are clear or still map the dummy page, both
+        // of which `vunmap` handles.
         unsafe { rapilog_vunmap(self.base.as_ptr().cast()) };
     }
 }
@@ -287,6 +385,11 @@ fn invalidate_local(addr: usize) {
 }
 
 /// The per-CPU write-window slots (`protect=window`).
+///
+/// # Invariants
+///
+/// `slots[cpu]` is CPU `cpu`'s slot, one for each possible CPU
+/// (`0..nr_cpu_ids`), and only that CPU holds it ([`Slots::hold`]).
 struct Slots {
     /// Indexed by CPU number (`0..nr_cpu_ids`).
     slots: KVVec<Slot>,
@@ -330,6 +433,8 @@ impl Slots {
                 // else knows about yet.
                 unsafe { rapilog_pte_clear(*pte) };
             }
+            // INVARIANT: `ptes` are the area's 4 KiB PTEs, all clear, and the
+            // slot is pushed at index `cpu`.
             slots
                 .push(slot, GFP_KERNEL)
                 .map_err(|_| ClaimError::NoMemory)?;
@@ -347,9 +452,12 @@ impl Slots {
         unsafe { rapilog_preempt_disable() };
         // SAFETY: Preemption is disabled: the CPU number stays ours.
         let cpu = unsafe { rapilog_this_cpu() } as usize;
+        // `slots[cpu]` is this CPU's slot (type invariant).
         match self.slots.get(cpu) {
             Some(slot) if !slot.busy.load(Relaxed) => {
                 slot.busy.store(true, Relaxed);
+                // INVARIANT: Preemption is disabled, and this CPU's slot was
+                // free and is now marked busy by us.
                 Ok(SlotHold {
                     slot,
                     flags: self.flags,
@@ -365,6 +473,14 @@ impl Slots {
 }
 
 /// This CPU's slot, held with preemption disabled.
+///
+/// # Invariants
+///
+/// Preemption has been disabled since [`Slots::hold`] made this (once per
+/// hold), `slot` is this CPU's slot, and its `busy` flag was set by that
+/// call: no other window uses the slot until `drop` clears it. The hold is
+/// `!Send` (`&Slot` is: a slot holds raw PTE pointers), so it is dropped on
+/// this CPU.
 struct SlotHold<'a> {
     slot: &'a Slot,
     /// Attributes of a window PTE ([`Slots::flags`]).
@@ -379,7 +495,8 @@ impl SlotHold<'_> {
     /// `at + count <= SLOT_PAGES` and the pages lie inside the region that
     /// `base_pfn` starts.
     unsafe fn map(&self, at: usize, base_pfn: c_ulong, page: usize, count: usize) {
-        // SAFETY: We hold the slot; the rest is the caller's promise.
+        // SAFETY: We hold the slot on its CPU (type invariant); the rest is
+        // the caller's promise.
         unsafe {
             self.slot
                 .map(at, base_pfn + page as c_ulong, count, self.flags)
@@ -390,7 +507,8 @@ impl SlotHold<'_> {
 impl Drop for SlotHold<'_> {
     fn drop(&mut self) {
         self.slot.busy.store(false, Relaxed);
-        // SAFETY: Pairs with the disable in `Slots::hold`.
+        // SAFETY: Pairs with the disable in `Slots::hold` (type invariant:
+        // one disable per hold, not yet undone).
         unsafe { rapilog_preempt_enable() };
     }
 }
@@ -523,6 +641,20 @@ fn first_direct_mapped(phys: u64, len: u64) -> Option<u64> {
 }
 
 /// The claimed and mapped region.
+///
+/// # Invariants
+///
+/// - `[phys, phys + len)` is page aligned, not empty, reserved memory (no
+///   System RAM, covered by "Reserved" resources, not in the direct map),
+///   and claimed in `iomem_resource` by `_claim` for as long as `self`
+///   lives.
+/// - `view` maps all `len` bytes, write-back cached, for as long as `self`
+///   lives, and nothing else maps them writable in this kernel except a
+///   held window slot.
+/// - With `slots: Some` (`protect=window`) every leaf entry of the view is
+///   read-only, no CPU holds a writable TLB entry for it, and `slots` is
+///   one slot per possible CPU whose PTEs are clear unless that CPU holds
+///   it; with `None` (`protect=off`) the view is writable.
 pub(crate) struct Region {
     phys: u64,
     len: usize,
@@ -585,6 +717,7 @@ impl Region {
         if claimed.is_null() {
             return Err(ClaimError::Claimed);
         }
+        // INVARIANT: Just claimed; released by `Claim::drop` only.
         let claim = Claim { start: phys, len };
         // Only now: an MMIO range someone claimed is reported as claimed.
         if let Some(at) = first_unreserved(phys, len) {
@@ -596,6 +729,8 @@ impl Region {
         // SAFETY: The range is reserved memory we claimed, not RAM the
         // kernel uses (checked above); `memremap` maps it in vmalloc space.
         let view = unsafe { bindings::memremap(phys, bytes, bindings::MEMREMAP_WB as c_ulong) };
+        // INVARIANT: A non-null result maps the whole region until
+        // `View::drop` unmaps it.
         let view = View(NonNull::new(view.cast::<u8>()).ok_or(ClaimError::Map(
             "memremap() failed (the kernel log above may say why)",
         ))?);
@@ -608,6 +743,10 @@ impl Region {
                 Some(slots)
             }
         };
+        // INVARIANT: The range was checked and claimed above; `check_view`
+        // found every byte mapped as expected and, with `protect=window`,
+        // made each leaf read-only; `invalidate_everywhere` then dropped
+        // every CPU's TLB entries of the view and of its slot.
         Ok(Self {
             phys,
             len: bytes,
@@ -682,9 +821,9 @@ impl Region {
     /// The whole region as bytes, while nothing else can touch it: at load,
     /// before the device exists (`&mut self`: no window, no copy in flight).
     pub(crate) fn quiescent(&mut self) -> &[u8] {
-        // SAFETY: The view maps `len` bytes for as long as `self` lives, and
-        // the exclusive borrow keeps every writer of this driver away while
-        // the slice exists.
+        // SAFETY: The view maps `len` bytes for as long as `self` lives (type
+        // invariants), and the exclusive borrow keeps every writer of this
+        // driver away while the slice exists.
         unsafe { core::slice::from_raw_parts(self.view.0.as_ptr(), self.len) }
     }
 
@@ -701,8 +840,9 @@ impl Region {
         // Writers may change those region bytes concurrently through their
         // windows: no reference to them is formed, they are copied as raw
         // memory, which is what the kernel's own memcpy of shared buffers does.
-        // SAFETY: `src..src + len` lies inside the view (`view_ptr` checked)
-        // and `dst` is ours, so the ranges do not overlap.
+        // SAFETY: `src..src + len` lies inside the view (`view_ptr` checked),
+        // mapped while `self` lives (type invariants), and `dst` is ours, so
+        // the ranges do not overlap.
         unsafe { ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), len) };
         len
     }
@@ -739,16 +879,65 @@ impl Region {
         if end > self.len {
             return None;
         }
-        // SAFETY: `offset <= len`, so the result stays inside the mapping.
+        // SAFETY: `offset <= len`, so the result stays inside the mapping of
+        // `len` bytes (type invariants).
         Some(unsafe { self.view.0.as_ptr().add(offset) }.cast_const())
+    }
+
+    /// Copies `src` into the region from `range.start` on, through a write
+    /// window over `range` that is closed again before this returns.
+    /// Nothing is written unless `src` fits `range`.
+    pub(crate) fn write(&self, range: Range<usize>, src: &[u8]) -> Result<(), WriteError> {
+        let mut window = self.open_window(range, None).map_err(WriteError::Window)?;
+        window.write(Part::First, 0, src).map_err(WriteError::Copy)
+    }
+
+    /// Zeroes the region's bytes `range`, through a write window closed
+    /// again before this returns.
+    pub(crate) fn zero(&self, range: Range<usize>) -> Result<(), WindowError> {
+        self.open_window(range, None)?.zero(Part::First);
+        Ok(())
+    }
+
+    /// Writes a record, steps 2 and 3 of the publication protocol
+    /// (FORMAT.md), in one write window over `payload` and `descriptor`:
+    /// copies `src` into `payload` (which must have its size), computes the
+    /// CRC-32C of what landed in the region, has `describe(data, crc)` make
+    /// the descriptor's bytes, and writes them into `descriptor` after a
+    /// write barrier: the payload is visible before any byte of the
+    /// descriptor. The window is closed before this returns.
+    ///
+    /// `describe` runs inside the window, so it gets plain data and
+    /// captures nothing (module docs, "Nothing sleeps while a write window
+    /// is open").
+    pub(crate) fn publish<S: WindowSource, D: Copy + 'static, const N: usize>(
+        &self,
+        payload: Range<usize>,
+        descriptor: Range<usize>,
+        src: &S,
+        data: D,
+        describe: fn(D, u32) -> [u8; N],
+    ) -> Result<(), PublishError> {
+        let mut window = self
+            .open_window(payload, Some(descriptor))
+            .map_err(PublishError::Window)?;
+        window
+            .fill(Part::First, src)
+            .map_err(PublishError::Payload)?;
+        let bytes = describe(data, window.checksum(Part::First));
+        // On x86 stores are ordered anyway; this documents and enforces it.
+        smp_mb(Write);
+        window
+            .write(Part::Second, 0, &bytes)
+            .map_err(PublishError::Descriptor)
     }
 
     /// Opens a window through which `first` (and `second`, if given) can be
     /// written. With `protect=window` the window is this CPU's slot, mapped
-    /// writable: **do not sleep until it is dropped** (preemption is
-    /// disabled). Ranges may not overlap; two ranges together may span at
-    /// most [`SLOT_PAGES`] pages (with `protect=window`).
-    pub(crate) fn open_window(
+    /// writable: **nothing may sleep until it is dropped** (preemption is
+    /// disabled; module docs). Ranges may not overlap; two ranges together
+    /// may span at most [`SLOT_PAGES`] pages (with `protect=window`).
+    fn open_window(
         &self,
         first: Range<usize>,
         second: Option<Range<usize>>,
@@ -764,10 +953,13 @@ impl Region {
         let two_parts = second.is_some();
         let ranges = [first, second.unwrap_or(0..0)];
         let Some(slots) = &self.slots else {
+            // INVARIANT: Ranges checked above; `protect=off`: the view is
+            // writable (`Region`'s invariants).
             return Ok(WriteWindow {
                 region: self,
                 ranges,
                 access: Access::View,
+                _not_send: PhantomData,
             });
         };
         let page_span = |r: &Range<usize>| {
@@ -785,15 +977,18 @@ impl Region {
         }
         let hold = slots.hold()?;
         if total > SLOT_PAGES {
+            // INVARIANT: Ranges checked above, one part; the slot is held
+            // and none of its pages is mapped.
             return Ok(WriteWindow {
                 region: self,
                 ranges,
                 access: Access::Streamed(hold),
+                _not_send: PhantomData,
             });
         }
         let base = pfn(self.phys);
-        // SAFETY: `total <= SLOT_PAGES`; both page spans lie inside the
-        // region (`check`).
+        // SAFETY: We hold the slot; `total <= SLOT_PAGES`; both page spans
+        // lie inside the region (`check`), which starts at frame `base`.
         unsafe {
             hold.map(0, base, first_pages.start, first_pages.len());
             hold.map(
@@ -811,6 +1006,8 @@ impl Region {
             }
         };
         let addrs = [at(0, &ranges[0]), at(first_pages.len(), &ranges[1])];
+        // INVARIANT: Ranges checked above; the slot is held and its first
+        // `total` pages map both parts' pages, writable, at `addrs`.
         Ok(WriteWindow {
             region: self,
             ranges,
@@ -819,6 +1016,7 @@ impl Region {
                 pages: total,
                 addrs,
             },
+            _not_send: PhantomData,
         })
     }
 
@@ -836,8 +1034,9 @@ impl Region {
             let page = pos / PAGE_SIZE;
             let end = ((page + SLOT_PAGES) * PAGE_SIZE).min(range.end);
             let count = (end - 1) / PAGE_SIZE + 1 - page;
-            // SAFETY: `count <= SLOT_PAGES`; the pages lie inside the region
-            // (the window's range was checked).
+            // SAFETY: `hold` is held (its type invariant); `count <=
+            // SLOT_PAGES`; the pages lie inside the region (the window's
+            // range was checked).
             unsafe { hold.map(0, pfn(self.phys), page, count) };
             f(
                 (hold.slot.page_addr(0) + pos % PAGE_SIZE) as *mut u8,
@@ -868,7 +1067,7 @@ impl Region {
             drop(window);
             addr
         } else {
-            // SAFETY: `last < len`: inside the mapping.
+            // SAFETY: `last < len`: inside the mapping (type invariants).
             unsafe { self.view.0.as_ptr().add(last) }
         };
         // Deliberately the write a stray pointer would do, through a mapping
@@ -894,27 +1093,42 @@ enum Access<'a> {
     Streamed(SlotHold<'a>),
 }
 
-/// One or two byte ranges of the region, writable until dropped.
-pub(crate) struct WriteWindow<'a> {
+/// One or two byte ranges of the region, writable until dropped. Private to
+/// this file: it is opened and closed within one call of [`Region`]'s
+/// (module docs, "Nothing sleeps while a write window is open").
+///
+/// # Invariants
+///
+/// - `ranges[0]` is a non-empty range of the region, `ranges[1]` one too or
+///   empty, and the two do not overlap.
+/// - [`Access::View`]: `protect=off`, the view is writable.
+/// - [`Access::Mapped`]: `hold` holds this CPU's slot (preemption disabled);
+///   its first `pages` pages map the page spans of both ranges, writable,
+///   and `addrs[i]` is where `ranges[i].start` is mapped (null if empty).
+/// - [`Access::Streamed`]: `hold` holds this CPU's slot, none of whose pages
+///   is mapped between two accesses; `ranges[1]` is empty.
+struct WriteWindow<'a> {
     region: &'a Region,
     /// Region offsets of each part (the second may be empty).
     ranges: [Range<usize>; 2],
     access: Access<'a>,
+    /// Used and dropped on the CPU that opened it (its slot is that CPU's).
+    _not_send: PhantomData<*mut ()>,
 }
 
 impl WriteWindow<'_> {
-    /// Address and length of a part for sibling modules that copy into it
-    /// (bios); the window stays open while `self` is borrowed. A streamed
-    /// window (larger than a slot: formatting only) has no single address:
-    /// its parts come back empty.
-    pub(super) fn raw(&mut self, part: Part) -> (*mut u8, usize) {
+    /// Address and length of a part; the window stays open while `self` is
+    /// borrowed. A streamed window (larger than a slot: formatting only) has
+    /// no single address: its parts come back empty.
+    fn raw(&mut self, part: Part) -> (*mut u8, usize) {
         let range = &self.ranges[part.index()];
         if range.is_empty() {
             return (ptr::null_mut(), 0);
         }
         match &self.access {
             Access::View => (
-                // SAFETY: `open_window` checked the range against the region.
+                // SAFETY: The range lies inside the region (type invariant),
+                // which the view maps.
                 unsafe { self.region.view.0.as_ptr().add(range.start) },
                 range.len(),
             ),
@@ -924,37 +1138,53 @@ impl WriteWindow<'_> {
     }
 
     /// Calls `f(dst, done, n)` for pieces of `len` bytes from `offset` in a
-    /// part, each writable at `dst` for `n` bytes while `f` runs; `false`
-    /// (and no call) if they do not fit.
+    /// part, each writable at `dst` for `n` bytes while `f` runs; no call if
+    /// they do not fit the part.
     fn pieces(
         &self,
         part: Part,
         offset: usize,
         len: usize,
         mut f: impl FnMut(*mut u8, usize, usize),
-    ) -> bool {
+    ) -> Result<(), CopyError> {
         let range = &self.ranges[part.index()];
         if offset.checked_add(len).is_none_or(|end| end > range.len()) {
-            return false;
+            return Err(CopyError::OutsideBuffer);
         }
         if len == 0 {
-            return true;
+            return Ok(());
         }
         let start = range.start + offset;
         match &self.access {
             Access::View => {
-                // SAFETY: Inside the region (checked above and at open).
+                // SAFETY: Inside the part (checked above), which lies inside
+                // the region (type invariant), which the view maps.
                 f(unsafe { self.region.view.0.as_ptr().add(start) }, 0, len)
             }
-            // SAFETY: The part is mapped from `addrs` on for its length.
+            // SAFETY: The part is mapped writable from `addrs` on for its
+            // length (type invariant), and `offset + len` is inside it.
             Access::Mapped { addrs, .. } => f(unsafe { addrs[part.index()].add(offset) }, 0, len),
             Access::Streamed(hold) => self.region.stream(hold, start..start + len, f),
         }
-        true
+        Ok(())
     }
 
-    /// Copies `src` to `offset` in a part; `false` if it does not fit.
-    pub(crate) fn write(&mut self, part: Part, offset: usize, src: &[u8]) -> bool {
+    /// Fills a part with `src`, which must have the part's size
+    /// ([`CopyError::SizeMismatch`]; a streamed part never matches).
+    fn fill<S: WindowSource>(&mut self, part: Part, src: &S) -> Result<(), CopyError> {
+        let (dst, len) = self.raw(part);
+        if len != src.len() {
+            return Err(CopyError::SizeMismatch);
+        }
+        // SAFETY: The window maps `len` writable bytes at `dst` while it is
+        // borrowed (`raw`, type invariants); region memory is no source's
+        // memory.
+        unsafe { src.copy_to(dst) }
+    }
+
+    /// Copies `src` to `offset` in a part ([`CopyError::OutsideBuffer`] if
+    /// it does not fit, and nothing is written).
+    fn write(&mut self, part: Part, offset: usize, src: &[u8]) -> Result<(), CopyError> {
         self.pieces(part, offset, src.len(), |dst, done, n| {
             // SAFETY: `dst` is writable for `n` bytes while this runs
             // (`pieces`), and `done + n <= src.len()`; `src` is ordinary
@@ -964,9 +1194,10 @@ impl WriteWindow<'_> {
     }
 
     /// Zeroes a whole part.
-    pub(crate) fn zero(&mut self, part: Part) {
+    fn zero(&mut self, part: Part) {
         let len = self.ranges[part.index()].len();
-        self.pieces(part, 0, len, |dst, _, n| {
+        // Cannot fail: the whole part, from its start.
+        let _ = self.pieces(part, 0, len, |dst, _, n| {
             // SAFETY: `dst` is writable for `n` bytes while this runs.
             unsafe { ptr::write_bytes(dst, 0, n) }
         });
@@ -975,7 +1206,7 @@ impl WriteWindow<'_> {
     /// CRC-32C (standard form) of a part's current contents, read through
     /// the view (same frames, same cache mode: it sees this CPU's writes
     /// through the window).
-    pub(crate) fn checksum(&self, part: Part) -> u32 {
+    fn checksum(&self, part: Part) -> u32 {
         let range = &self.ranges[part.index()];
         match self.region.view_ptr(range.start, range.len()) {
             // SAFETY: `view_ptr` checked that the view maps the part.
@@ -988,8 +1219,8 @@ impl WriteWindow<'_> {
 impl Drop for WriteWindow<'_> {
     fn drop(&mut self) {
         if let Access::Mapped { hold, pages, .. } = &self.access {
-            // SAFETY: We hold the slot and mapped `pages` pages of it at
-            // open; no pointer into them outlives the window.
+            // SAFETY: We hold the slot and `pages` pages of it are mapped
+            // (type invariant); no pointer into them outlives the window.
             unsafe { hold.slot.unmap(*pages) };
         }
         // Then the hold (if any) is dropped: slot released, preemption on.
