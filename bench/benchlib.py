@@ -300,8 +300,11 @@ class IcountJob:
     """One fio job run under -icount: means in ns of the icount clock
     (= guest instructions).
 
-    write_ns: mean latency of the writes (fio's `lat_ns`: submission to
-    completion; for psync the pwrite() call, clock reads included);
+    write_ns: mean latency of the writes (fio's `lat_ns`: from fio's start
+    stamp of the I/O to its completion; for psync the pwrite() call plus a
+    few hundred instructions of fio's own preparation, clock reads included);
+    write_clat_ns: fio's `clat_ns` mean (the pwrite() call alone; psync has
+    no submission latency, slat N=0);
     sync_ns: mean latency of the fsync() calls (0 without any);
     write_min_ns, sync_min_ns: the smallest of each (the steady path)."""
     name: str
@@ -312,6 +315,7 @@ class IcountJob:
     sync_ns: float
     write_min_ns: float = float("nan")
     sync_min_ns: float = float("nan")
+    write_clat_ns: float = float("nan")
 
     @property
     def per_write_ns(self) -> float:
@@ -338,7 +342,8 @@ def parse_fio_icount(text: str) -> list[IcountJob]:
             name=job["jobname"], bs=int(w.get("io_bytes", 0)) // ios, writes=ios,
             syncs=int((job.get("sync") or {}).get("total_ios") or s.get("N") or 0),
             write_ns=float(lat.get("mean", float("nan"))), sync_ns=float(s.get("mean", 0.0)),
-            write_min_ns=float(lat.get("min", float("nan"))), sync_min_ns=float(s.get("min", float("nan")))))
+            write_min_ns=float(lat.get("min", float("nan"))), sync_min_ns=float(s.get("min", float("nan"))),
+            write_clat_ns=float((w.get("clat_ns") or {}).get("mean", float("nan")))))
     return out
 
 
@@ -355,14 +360,16 @@ def icount_table(runs: list[dict], devices: list[str], jobs: list[tuple[str, str
     IcountJob); jobs: [(job name, label)]. Columns: the write and the fsync
     (means over the repetitions), write + fsync of each repetition (the
     determinism check), and the ratio of the repetitions' mean to each
-    reference device's for the same job."""
+    reference device's for the same job; last, clat + fsync: the write's
+    clat (the pwrite() call alone, without fio's own preparation that lat
+    includes) plus the fsync, mean over the repetitions."""
     reps = sorted({int(r["rep"]) for r in runs}) or [1]
     def sel(dev, job):
         return [r for r in runs if r["device"] == dev and r["job"] == job]
     def total(r):
         return float(r["write_ns"]) + float(r["sync_ns"])
     header = (["device", "job", "write", "fsync"] + [f"write+fsync run {i}" for i in reps] +
-              [f"/ {ref}" for ref in refs])
+              [f"/ {ref}" for ref in refs] + ["clat+fsync"])
     rows, csv_rows = [], []
     for job, label in jobs:
         ref_mean = {ref: _mean(total(r) for r in sel(ref, job)) for ref in refs}
@@ -374,9 +381,10 @@ def icount_table(runs: list[dict], devices: list[str], jobs: list[tuple[str, str
             per_rep = [_mean(total(r) for r in rs if int(r["rep"]) == i) for i in reps]
             m = _mean(total(r) for r in rs)
             rat = [ratio(m, ref_mean[ref]) for ref in refs]
+            clat = _mean(float(r.get("write_clat_ns", float("nan"))) + float(r["sync_ns"]) for r in rs)
             rows.append([dev, label, fmt_int(w), fmt_int(s)] + [fmt_int(x) for x in per_rep] +
-                        [fmt_ratio(x) for x in rat])
-            csv_rows.append([dev, label, w, s] + per_rep + rat)
+                        [fmt_ratio(x) for x in rat] + [fmt_int(clat)])
+            csv_rows.append([dev, label, w, s] + per_rep + rat + [clat])
     return markdown_table(header, rows), [header] + csv_rows
 
 

@@ -191,22 +191,36 @@ def test_parse_fio_icount_means_are_instructions():
         bl.parse_fio_icount(_fio_doc([bad]))
 
 
+def test_parse_fio_icount_real_output():
+    """fio 3.39 under -icount shift=0 in the bench guest: rapilog protect=window,
+    4 KiB write + fsync, 3,000 writes (fio prints one fsync fewer)."""
+    [j] = bl.parse_fio_icount((DATA / "fio-icount-rapilog-w4k.json").read_text())
+    assert (j.name, j.bs, j.writes, j.syncs) == ("w4k", 4096, 3000, 2999)
+    assert j.write_ns == pytest.approx(10533.284333) and j.write_clat_ns == pytest.approx(10207.912)
+    assert j.sync_ns == pytest.approx(1789.243414)
+    assert j.per_write_ns == pytest.approx(12322.527747)
+    assert (j.write_min_ns, j.sync_min_ns) == (10321, 1785)
+
+
 def test_icount_table_runs_and_ratios():
     runs = []
     for dev, w4, w64 in (("brd", 9000, 50000), ("dm-writecache", 12000, 60000), ("rapilog window", 30000, 250000)):
         for rep, d in ((1, 0), (2, 2)):
-            runs.append({"device": dev, "job": "w4k", "rep": rep, "write_ns": w4 - 3000 + d, "sync_ns": 3000})
+            runs.append({"device": dev, "job": "w4k", "rep": rep, "write_ns": w4 - 3000 + d, "sync_ns": 3000,
+                         "write_clat_ns": w4 - 3300 + d})
             runs.append({"device": dev, "job": "w64k", "rep": rep, "write_ns": w64 - 3000, "sync_ns": 3000})
     table, rows = bl.icount_table(runs, ["brd", "dm-writecache", "rapilog window", "absent"],
                                   [("w4k", "4 KiB"), ("w64k", "64 KiB")])
     hdr = rows[0]
     assert hdr == ["device", "job", "write", "fsync", "write+fsync run 1", "write+fsync run 2",
-                   "/ brd", "/ dm-writecache"]
+                   "/ brd", "/ dm-writecache", "clat+fsync"]
     assert len(rows) == 7  # 3 devices x 2 jobs
     rap4 = rows[3]
     assert rap4[:2] == ["rapilog window", "4 KiB"] and rap4[4:6] == [30000, 30002]
     assert rap4[6] == pytest.approx(30001 / 9001) and rap4[7] == pytest.approx(30001 / 12001)
+    assert rap4[8] == 29701  # clat (300 below lat) + fsync
     rap64 = rows[6]
+    assert math.isnan(rap64[8])  # no clat recorded (older results.json)
     assert rap64[6] == pytest.approx(5.0) and rap64[7] == pytest.approx(250000 / 60000)
     assert "| rapilog window | 64 KiB |" in table and "30,002" in table and "5.00x" in table
     assert bl.icount_spread(runs) == pytest.approx(2 / 9000)
