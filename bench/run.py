@@ -3,7 +3,7 @@
 
   bench/run.py                 full run (both disk profiles, 3 repetitions)
   QUICK=1 bench/run.py         quick run (200-IOPS profile, 1 repetition, short runs)
-  bench/run.py --only icount   the instruction-cost section alone (one -icount boot, ~5 min)
+  bench/run.py --only icount   the instruction-cost section alone (one -icount boot, ~1 min)
   bench/run.py --report DIR    tables and plots again from DIR/results.json
   RAPILOG_KO=path bench/run.py use that rapilog.ko instead of building the tree's
   RAPILOG_CTL=path bench/run.py  use that rapilogctl instead of `cargo build --release`
