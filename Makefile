@@ -12,7 +12,7 @@
 #   make demo            boot the stock kernel in QEMU and show rapilog working
 #   make crash-test N=20 N panics under load (N/5 with ext4, N/5 power cuts per
 #                        power-fail signal), 0 losses or it fails
-#   make bench           benchmarks (never part of `make test`)
+#   make bench           benchmarks (never part of `make test`; ONLY=icount: instruction cost)
 #   make rust-analyzer   rapilog-blk/rust-project.json, so rust-analyzer
 #                        follows the module into the kernel crate
 #
@@ -71,9 +71,11 @@ demo:
 	qemu-scripts/demo.py
 
 # fio and PostgreSQL on rapilog vs the raw disk, dm-writecache and brd, in one
-# QEMU guest; QUICK=1 for a short run. Results: .cache/bench/DATE/MODE/.
+# QEMU guest; QUICK=1 for a short run; ONLY=icount (the instruction-cost
+# section alone, ~5 min), ONLY=fio, ONLY=drain or ONLY=pg for one part.
+# Results: .cache/bench/DATE/MODE[-ONLY]/.
 bench:
-	bench/run.py
+	bench/run.py $(if $(ONLY),--only $(ONLY))
 
 host-deps:
 	qemu-scripts/host-deps.sh

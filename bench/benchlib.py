@@ -288,3 +288,199 @@ def fsync_table(results: dict[tuple[str, str], dict[str, tuple[float, float]]], 
         rows.append([key[0], key[1], fmt(m[0]), fmt(m[1]), fmt_ratio(r)])
         csv_rows.append([key[0], key[1], m[0], m[1], r])
     return markdown_table(header, rows), [header] + csv_rows
+
+
+# --- instruction cost (QEMU -icount shift=0,sleep=off) ------------------------------------
+# Under `-icount shift=0` the guest's clock advances by one nanosecond per
+# executed guest instruction (and, with sleep=off, jumps straight to the next
+# timer when every vCPU is idle). fio's latencies are read from that clock, so
+# a mean latency in ns is a mean number of guest instructions.
+@dataclass
+class IcountJob:
+    """One fio job run under -icount: means in ns of the icount clock
+    (= guest instructions).
+
+    write_ns: mean latency of the writes (fio's `lat_ns`: from fio's start
+    stamp of the I/O to its completion; for psync the pwrite() call plus a
+    few hundred instructions of fio's own preparation, clock reads included);
+    write_clat_ns: fio's `clat_ns` mean (the pwrite() call alone; psync has
+    no submission latency, slat N=0);
+    sync_ns: mean latency of the fsync() calls (0 without any);
+    write_min_ns, sync_min_ns: the smallest of each (the steady path)."""
+    name: str
+    bs: int
+    writes: int
+    syncs: int
+    write_ns: float
+    sync_ns: float
+    write_min_ns: float = float("nan")
+    sync_min_ns: float = float("nan")
+    write_clat_ns: float = float("nan")
+
+    @property
+    def per_write_ns(self) -> float:
+        """Instructions per write + fsync: the two phases' means added (each
+        write is followed by one fsync, fio --fsync=1)."""
+        return self.write_ns + (self.sync_ns if self.syncs else 0.0)
+
+
+def parse_fio_icount(text: str) -> list[IcountJob]:
+    """Mean latencies of each job of a fio --output-format=json run (for the
+    -icount section); the block size is io_bytes / total_ios."""
+    doc = json.loads(_fio_json_text(text))
+    out = []
+    for job in doc["jobs"]:
+        w = job["write"]
+        lat = w.get("lat_ns") or {}
+        if not lat.get("N"):
+            lat = w.get("clat_ns") or {}
+        s = (job.get("sync") or {}).get("lat_ns") or {}
+        ios = int(w.get("total_ios") or lat.get("N") or 0)
+        if not ios:
+            raise ValueError(f"fio job {job.get('jobname')!r} did no write")
+        out.append(IcountJob(
+            name=job["jobname"], bs=int(w.get("io_bytes", 0)) // ios, writes=ios,
+            syncs=int((job.get("sync") or {}).get("total_ios") or s.get("N") or 0),
+            write_ns=float(lat.get("mean", float("nan"))), sync_ns=float(s.get("mean", 0.0)),
+            write_min_ns=float(lat.get("min", float("nan"))), sync_min_ns=float(s.get("min", float("nan"))),
+            write_clat_ns=float((w.get("clat_ns") or {}).get("mean", float("nan")))))
+    return out
+
+
+def _mean(xs) -> float:
+    xs = [x for x in xs if x == x]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def icount_table(runs: list[dict], devices: list[str], jobs: list[tuple[str, str]],
+                 refs: tuple[str, ...] = ("brd", "dm-writecache")) -> tuple[str, list[list]]:
+    """Instructions per write + fsync, one row per (device, job).
+
+    runs: dicts with device, job, rep (1, 2, ...), write_ns, sync_ns (as
+    IcountJob); jobs: [(job name, label)]. Columns: the write and the fsync
+    (means over the repetitions), write + fsync of each repetition (the
+    determinism check), and the ratio of the repetitions' mean to each
+    reference device's for the same job; last, clat + fsync: the write's
+    clat (the pwrite() call alone, without fio's own preparation that lat
+    includes) plus the fsync, mean over the repetitions."""
+    reps = sorted({int(r["rep"]) for r in runs}) or [1]
+    def sel(dev, job):
+        return [r for r in runs if r["device"] == dev and r["job"] == job]
+    def total(r):
+        return float(r["write_ns"]) + float(r["sync_ns"])
+    header = (["device", "job", "write", "fsync"] + [f"write+fsync run {i}" for i in reps] +
+              [f"/ {ref}" for ref in refs] + ["clat+fsync"])
+    rows, csv_rows = [], []
+    for job, label in jobs:
+        ref_mean = {ref: _mean(total(r) for r in sel(ref, job)) for ref in refs}
+        for dev in devices:
+            rs = sel(dev, job)
+            if not rs:
+                continue
+            w, s = _mean(float(r["write_ns"]) for r in rs), _mean(float(r["sync_ns"]) for r in rs)
+            per_rep = [_mean(total(r) for r in rs if int(r["rep"]) == i) for i in reps]
+            m = _mean(total(r) for r in rs)
+            rat = [ratio(m, ref_mean[ref]) for ref in refs]
+            clat = _mean(float(r.get("write_clat_ns", float("nan"))) + float(r["sync_ns"]) for r in rs)
+            rows.append([dev, label, fmt_int(w), fmt_int(s)] + [fmt_int(x) for x in per_rep] +
+                        [fmt_ratio(x) for x in rat] + [fmt_int(clat)])
+            csv_rows.append([dev, label, w, s] + per_rep + rat + [clat])
+    return markdown_table(header, rows), [header] + csv_rows
+
+
+def fmt_int(x: float) -> str:
+    """A count (instructions): rounded, thousands separated; '-' for missing."""
+    return "-" if x is None or x != x else f"{x:,.0f}"
+
+
+def icount_spread(runs: list[dict]) -> float:
+    """Largest relative difference between repetitions of one (device, job)
+    in write + fsync instructions (0 when deterministic)."""
+    groups: dict[tuple, list[float]] = {}
+    for r in runs:
+        groups.setdefault((r["device"], r["job"]), []).append(float(r["write_ns"]) + float(r["sync_ns"]))
+    worst = 0.0
+    for xs in groups.values():
+        if len(xs) > 1 and min(xs) > 0:
+            worst = max(worst, (max(xs) - min(xs)) / min(xs))
+    return worst
+
+
+# --- queue-depth scaling -------------------------------------------------------------------
+def scaling_ratios(fio: dict[str, dict], devices: list[str]) -> dict[str, float]:
+    """QD32 IOPS / QD1 IOPS per device, from fio results
+    {device: {"qd1": FioResult or dict, "qd32": ...}} (devices missing either
+    job are left out)."""
+    def iops(x):
+        return float(x["iops"] if isinstance(x, dict) else x.iops)
+    out = {}
+    for dev in devices:
+        d = fio.get(dev) or {}
+        if d.get("qd1") is not None and d.get("qd32") is not None:
+            out[dev] = ratio(iops(d["qd32"]), iops(d["qd1"]))
+    return out
+
+
+def scaling_line(ratios: dict[str, float], subject: str = "rapilog window",
+                 refs: tuple[str, ...] = ("dm-writecache", "brd")) -> str:
+    """One line: each device's QD32/QD1 IOPS ratio, and the subject's ratio
+    relative to each reference's."""
+    parts = ", ".join(f"{dev} {fmt_ratio(x)}" for dev, x in ratios.items())
+    rel = "; ".join(f"{subject} / {ref}: {fmt(ratio(ratios.get(subject, float('nan')), ratios[ref]))}"
+                    for ref in refs if ref in ratios)
+    return (f"QD32/QD1 IOPS scaling (emulated: QEMU TCG wall clock, same boot): {parts}"
+            + (f"; {rel}" if rel else "") + ".")
+
+
+# --- drain bandwidth ----------------------------------------------------------------------------
+def fio_write_bw(text: str) -> float:
+    """Write bandwidth of the first job of a fio JSON run, bytes/s."""
+    doc = json.loads(_fio_json_text(text))
+    w = doc["jobs"][0]["write"]
+    if "bw_bytes" in w:
+        return float(w["bw_bytes"])
+    return float(w["bw"]) * 1024  # older fio: KiB/s
+
+
+def json_doc(text: str) -> dict:
+    """The JSON document in a command's output (from the first '{')."""
+    i = text.find("{")
+    if i < 0:
+        raise ValueError("no JSON document in: " + text[:300])
+    return json.loads(text[i:])
+
+
+def drain_summary(raw_bw: dict[int, float], flush: dict, wall_s: float | None = None) -> dict:
+    """The drain-bandwidth comparison.
+
+    raw_bw: {queue depth: bytes/s} of fio's sequential 1 MiB writes on the
+    raw partition; flush: `rapilogctl flush --json` (rapilogctl.flush:
+    written_back_bytes, duration_us, dirty_before); wall_s: the flush
+    command's own wall time (process start and exit included)."""
+    best_qd = max(raw_bw, key=lambda q: raw_bw[q]) if raw_bw else None
+    best = raw_bw[best_qd] if best_qd is not None else float("nan")
+    b, us = float(flush.get("written_back_bytes") or 0), float(flush.get("duration_us") or 0)
+    drain = b / (us / 1e6) if us else float("nan")
+    return {"raw_best_qd": best_qd, "raw_best_bytes_per_s": best, "raw_bytes_per_s": dict(raw_bw),
+            "drain_bytes": b, "drain_us": us, "drain_bytes_per_s": drain,
+            "dirty_before": flush.get("dirty_before"),
+            "drain_wall_bytes_per_s": (float(flush.get("dirty_before") or 0) / wall_s) if wall_s else float("nan"),
+            "ratio": ratio(drain, best)}
+
+
+def drain_line(s: dict, bound: dict | None = None) -> str:
+    """The drain-bandwidth line (MB = 10^6 bytes), and the dirty bound line
+    when `bound` (status' power_fail: dirty_bound_bytes, writeback_bandwidth,
+    holdup_ms) is given."""
+    mb = 1e6
+    per_qd = ", ".join(f"QD{q} {fmt(v / mb)}" for q, v in sorted((int(k), v) for k, v in s["raw_bytes_per_s"].items()))
+    text = (f"Drain bandwidth (emulated: QEMU TCG wall clock, unthrottled log disk partition): raw partition, "
+            f"fio 1 MiB sequential writes, best {fmt(s['raw_best_bytes_per_s'] / mb)} MB/s at QD{s['raw_best_qd']} "
+            f"({per_qd} MB/s); rapilog drain (`rapilogctl flush` of {fmt(s['drain_bytes'] / (1 << 20))} MiB) "
+            f"{fmt(s['drain_bytes_per_s'] / mb)} MB/s in {fmt(s['drain_us'] / 1000)} ms; "
+            f"drain / raw best: {fmt(s['ratio'])}.")
+    if bound:
+        text += (f"\nDirty bound (`rapilogctl status`, powerfail=nmi, holdup_ms={bound.get('holdup_ms')}): "
+                 f"{fmt(float(bound.get('dirty_bound_bytes') or 0) / (1 << 20))} MiB at the module's writeback "
+                 f"bandwidth estimate {fmt(float(bound.get('writeback_bandwidth') or 0) / mb)} MB/s.")
+    return text

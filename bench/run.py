@@ -3,8 +3,23 @@
 
   bench/run.py                 full run (both disk profiles, 3 repetitions)
   QUICK=1 bench/run.py         quick run (200-IOPS profile, 1 repetition, short runs)
+  bench/run.py --only icount   the instruction-cost section alone (one -icount boot, ~1 min)
   bench/run.py --report DIR    tables and plots again from DIR/results.json
   RAPILOG_KO=path bench/run.py use that rapilog.ko instead of building the tree's
+  RAPILOG_CTL=path bench/run.py  use that rapilogctl instead of `cargo build --release`
+  (make bench [QUICK=1] [ONLY=icount|fio|drain|pg] runs bench/run.py)
+
+0. Instruction cost (issue 17): a separate guest boot under QEMU
+   `-icount shift=0,sleep=off` (1 vCPU): the guest clock advances one
+   nanosecond per executed guest instruction, so fio's latencies in ns are
+   guest instructions, deterministic and free of TCG's uneven slow-down (it
+   over-charges a CRC-32C instruction far more than a memory copy). fio
+   4 KiB sequential write + fsync at QD1 (psync, direct, fsync=1, 3,000
+   writes) and 64 KiB write + fsync at QD1 (500 writes), twice each, on brd,
+   dm-writecache (pmem mode), rapilog protect=window and protect=off.
+   Instructions per write = fio's mean write latency (lat_ns) + mean fsync
+   latency (sync lat_ns). Each cache is drained before each job (not
+   measured), so no writeback runs during one. bench/README.md explains.
 
 One guest (stock Debian kernel, QEMU TCG, Debian trixie rootfs with fio and
 PostgreSQL) boots with two disks: the log disk (throttled by QEMU: a number
@@ -43,7 +58,13 @@ unthrottled data disk. Reserved memory: 128 MiB for rapilog
    partition's /sys/block stat delta holds that run's writeback: writes per
    committed transaction and average write size.
 
-Output: .cache/bench/<date>/<quick|full>/ (results.json, *.csv, results.md,
+Also in the fio boot: the QD32/QD1 IOPS ratio of each device (scaling
+line), and the drain bandwidth: fio's best 1 MiB sequential write
+bandwidth (QD 1..16) on the raw partition, unthrottled, against rapilog's
+drain of a filled region (`rapilogctl flush`), and the power-fail dirty
+bound `rapilogctl status` reports with powerfail=nmi.
+
+Output: .cache/bench/<date>/<quick|full>/ (--only X: <quick|full>-X/) (results.json, *.csv, results.md,
 *.png) and the tables on stdout.
 """
 from __future__ import annotations
@@ -81,6 +102,16 @@ P = dict(
     fio_qd1_s=4 if QUICK else 10,
     fio_qd32_span="8M" if QUICK else "16M",
     pg_test_fsync_s=1 if QUICK else 2,
+    # Instruction cost (-icount): the same in both modes (deterministic and short).
+    icount_writes_4k=3000,
+    icount_writes_64k=500,
+    icount_reps=2,
+    # Drain bandwidth: fio on the raw partition at these depths, then rapilog's
+    # region filled with this much (writeback held) and drained.
+    drain_qds=[1, 2, 4, 8, 16],
+    drain_fio_s=2 if QUICK else 4,
+    drain_fill_mib=64,
+    drain_reps=3,
 )
 # The region straddles two 128 MiB memory sections that also hold RAM (the
 # driver maps any reserved range, with or without struct pages). The pmem
@@ -101,6 +132,16 @@ WORKLOADS = {"tpcb": ("TPC-B-like", ""), "insert": ("one-row INSERT per transact
 INSERT_SQL = b"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, now());\n"
 FIO_DEVICES = ["rapilog window", "rapilog off", "dm-writecache", "brd", "raw 200 IOPS"]
 KO_GUEST = "/lib/modules/KREL/extra/rapilog.ko"
+CTL_GUEST = "/usr/local/bin/rapilogctl"
+# Instruction cost: QEMU's instruction counter as the guest clock (1 ns per
+# guest instruction; sleep=off: an idle guest jumps to its next timer). One
+# vCPU: every instruction counted in a latency is one the writing CPU ran.
+ICOUNT_QEMU_ARGS = ["-icount", "shift=0,sleep=off"]
+ICOUNT_SMP = 1
+ICOUNT_DEVICES = [("brd", "brd", None), ("dm-writecache", "writecache", None),
+                  ("rapilog window", "rapilog", "window"), ("rapilog off", "rapilog", "off")]
+ICOUNT_JOBS = [("w4k", "4 KiB", 4096, "icount_writes_4k"), ("w64k", "64 KiB", 65536, "icount_writes_64k")]
+ICOUNT_BRD_KIB = 65536  # brd for the icount boot: 64 MiB, written once before
 # The log disk has one 512 MiB partition per device kind, so that every
 # configuration is up at once and the runs interleave (a, b, c, d, e at each
 # client count): the host's load drifts (other QEMU guests share its 2 cores)
@@ -139,6 +180,7 @@ class Bench:
     def __init__(self, g, out: Path, results: dict):
         self.g, self.out, self.r = g, out, results
         self.cmdlog = open(out / "guest-commands.log", "a")
+        self.throttled = True  # the log disk has a QEMU throttle (not in the icount boot)
 
     # --- guest helpers ---------------------------------------------------------------------
     def sh(self, cmd: str, timeout: float = 120) -> str:
@@ -155,6 +197,8 @@ class Bench:
 
     def throttle(self, iops: int) -> None:
         """The log disk's limit (0: unlimited, e.g. to drain a cache quickly)."""
+        if not self.throttled:
+            return
         args = {"id": "rl-log/virtio-backend", "bps": DISK_BPS if iops else 0, "bps_rd": 0, "bps_wr": 0,
                 "iops": iops, "iops_rd": 0, "iops_wr": 0}
         if iops:
@@ -182,6 +226,10 @@ class Bench:
         info = self.sh("uname -r; nproc; grep MemTotal /proc/meminfo; fio --version; "
                        f"{self.pg}/postgres --version").strip().splitlines()
         self.r["guest"] = info
+        self.setup_pmem()
+        self.setup_brd(393216)
+
+    def setup_pmem(self) -> None:
         # dm-writecache's pmem mode needs DAX with struct pages: the legacy
         # (memmap=!) namespace is made fsdax with its memmap in RAM.
         self.sh("modprobe nd_e820; modprobe nd_pmem; modprobe dax_pmem; modprobe dm-writecache; "
@@ -189,12 +237,14 @@ class Bench:
                 "ndctl create-namespace -f -e namespace0.0 -m fsdax --map=mem >/dev/null && "
                 "for i in $(seq 50); do [ -b /dev/pmem0 ] && break; sleep 0.1; done; ls -l /dev/pmem0",
                 timeout=180)
+
+    def setup_brd(self, kib: int) -> None:
         # brd allocates a page at the first write to it: written once here,
         # so that every measurement sees its steady state.
-        self.sh("modprobe brd rd_nr=1 rd_size=393216 && dd if=/dev/zero of=/dev/ram0 bs=1M oflag=direct 2>/dev/null; "
-                "[ $(blockdev --getsize64 /dev/ram0) = 402653184 ]", timeout=300)
+        self.sh(f"modprobe brd rd_nr=1 rd_size={kib} && dd if=/dev/zero of=/dev/ram0 bs=1M oflag=direct 2>/dev/null; "
+                f"[ $(blockdev --getsize64 /dev/ram0) = {kib * 1024} ]", timeout=600)
 
-    def attach(self, kind: str, protect: str = "window") -> str:
+    def attach(self, kind: str, protect: str = "window", params: str = "") -> str:
         """Bring up the device under test; returns its /dev path."""
         backing = f"{self.log_dev}{PART.get(kind, '')}"
         if kind == "raw":
@@ -202,7 +252,8 @@ class Bench:
         if kind == "brd":
             return "/dev/ram0"
         if kind == "rapilog":
-            self.sh(INSMOD.format(backing=backing) + f" protect={protect}", timeout=180)
+            self.sh(INSMOD.format(backing=backing) + f" protect={protect}" + (f" {params}" if params else ""),
+                    timeout=180)
             return "/dev/rapilog0"
         if kind == "writecache":
             # A zeroed superblock: dm-writecache starts with an empty cache.
@@ -256,6 +307,117 @@ class Bench:
             dev = self.attach(kind, protect or "window")
             self.fio(dev, label)
             self.detach(kind, iops)
+        self.r["scaling"] = bl.scaling_ratios(self.r["fio"], FIO_DEVICES)
+        log(bl.scaling_line(self.r["scaling"]))
+        self.save()
+
+    # --- instruction cost (-icount boot) -----------------------------------------------------
+    def setup_icount(self) -> None:
+        self.log_dev = self.sh("disk-by-serial rl-log").strip()
+        self.sh(f"[ -b {self.log_dev}3 ]")
+        info = self.sh("uname -r; nproc; grep MemTotal /proc/meminfo; fio --version; "
+                       "cat /sys/devices/system/clocksource/clocksource0/current_clocksource").strip().splitlines()
+        self.r.setdefault("icount", {})["guest"] = info
+        self.setup_pmem()
+        self.setup_brd(ICOUNT_BRD_KIB)
+
+    def settle(self, kind: str) -> None:
+        """Empty a cache before a measured job (not measured): no writeback
+        of an earlier job may run during it."""
+        if kind == "rapilog":
+            self.sh(f"{CTL_GUEST} flush >/dev/null", timeout=600)
+        elif kind == "writecache":
+            self.sh("dmsetup message wc 0 flush", timeout=600)
+
+    def run_icount(self) -> None:
+        res = self.r.setdefault("icount", {})
+        res["params"] = {"qemu": " ".join(ICOUNT_QEMU_ARGS), "smp": ICOUNT_SMP, "reps": P["icount_reps"],
+                         "jobs": {job: {"bs": bs, "writes": P[key]} for job, _, bs, key in ICOUNT_JOBS}}
+        runs = res.setdefault("runs", [])
+        for label, kind, protect in ICOUNT_DEVICES:
+            dev = self.attach(kind, protect or "window")
+            for rep in range(1, P["icount_reps"] + 1):
+                for job, _, bs, key in ICOUNT_JOBS:
+                    self.settle(kind)
+                    # --size: the job ends after exactly that many writes.
+                    cmd = (f"fio --output-format=json --name={job} --filename={dev} --rw=write --bs={bs} "
+                           f"--size={P[key] * bs} --ioengine=psync --iodepth=1 --direct=1 --fsync=1 "
+                           "--clocksource=clock_gettime")
+                    out = self.sh(cmd, timeout=900)
+                    (self.out / f"icount-{label.replace(' ', '_')}-{job}-run{rep}.json").write_text(out)
+                    [j] = bl.parse_fio_icount(out)
+                    runs.append({"device": label, "job": job, "rep": rep, **j.__dict__})
+                    log(f"icount {label} {job} run {rep}: write {j.write_ns:,.0f} + fsync {j.sync_ns:,.0f} = "
+                        f"{j.per_write_ns:,.0f} instructions per write ({j.writes} writes, {j.syncs} fsyncs)")
+                    self.save()
+            self.detach(kind, 0)
+
+    # --- drain bandwidth ------------------------------------------------------------------------
+    def ctl_json(self, args: str) -> dict:
+        return bl.json_doc(self.sh(f"{CTL_GUEST} {args} --json 2>/tmp/ctl.err || {{ cat /tmp/ctl.err; exit 1; }}",
+                                   timeout=600))
+
+    def run_drain(self) -> None:
+        """fio's best sequential bandwidth on the raw partition against
+        rapilog's drain of a filled region, both on the unthrottled disk;
+        then the dirty bound the power-fail path sets (powerfail=nmi)."""
+        self.throttle(0)
+        res = self.r.setdefault("drain", {})
+        raw = f"{self.log_dev}{PART['raw']}"
+        bw = {}
+        for qd in P["drain_qds"]:
+            out = self.sh(f"fio --output-format=json --name=seq-qd{qd} --filename={raw} --rw=write --bs=1M "
+                          f"--ioengine=libaio --iodepth={qd} --direct=1 --size=448M --time_based "
+                          f"--runtime={P['drain_fio_s']}", timeout=300)
+            (self.out / f"drain-raw-qd{qd}.json").write_text(out)
+            bw[qd] = bl.fio_write_bw(out)
+            log(f"drain: raw partition 1 MiB sequential writes QD{qd}: {bw[qd] / 1e6:.1f} MB/s (emulated)")
+        # Writeback held back (writeback_delay_ms=60000, the maximum); it
+        # also starts once an eighth of the ring is dirty, so the fill stays
+        # below that.
+        dev = self.attach("rapilog", "window", "writeback_delay_ms=60000")
+        ring = int(self.ctl_json("status")["ring"]["ring_bytes"])
+        fill = min(P["drain_fill_mib"], ring // 8 // (1 << 20) - 1)
+        drains = []
+        for _ in range(P["drain_reps"]):
+            wb0 = self.ctl_json("status")["writeback"]["bytes"]
+            self.sh(f"dd if=/dev/zero of={dev} bs=1M count={fill} oflag=direct 2>/dev/null", timeout=600)
+            before = self.ctl_json("status")
+            out = self.sh(f"s=$(date +%s%N); {CTL_GUEST} flush --json >/tmp/flush.json 2>/tmp/flush.err; rc=$?; "
+                          "e=$(date +%s%N); cat /tmp/flush.err >&2; echo \"wall_ns $((e - s))\"; cat /tmp/flush.json; "
+                          "exit $rc", timeout=600)
+            flush = bl.json_doc(out.split("wall_ns ", 1)[1])
+            flush["wall_s"] = int(out.split("wall_ns ", 1)[1].split()[0]) / 1e9
+            flush["writeback_bytes_before"] = before["writeback"]["bytes"] - wb0  # during the fill: 0
+            drains.append(flush)
+            log(f"drain: rapilogctl flush of {fill} MiB: {flush['written_back_bytes'] / flush['duration_us']:.1f} "
+                f"MB/s (emulated; {flush['written_back_ios']} writes, {flush['writeback_bytes_before']} bytes written "
+                "back during the fill)")
+        after = self.ctl_json("status")
+        self.detach("rapilog", 0)
+        # The median drain of the repetitions.
+        med = sorted(drains, key=lambda f: f["written_back_bytes"] / max(f["duration_us"], 1))[len(drains) // 2]
+        s = bl.drain_summary(bw, med, med["wall_s"])
+        s.update({"fill_bytes": fill << 20, "ring_bytes": ring, "flush": med, "flushes": drains,
+                  "writeback_bytes_before_flush": med["writeback_bytes_before"],
+                  "status_after": {k: after[k] for k in ("ring", "writeback", "power_fail")}})
+        res.update(s)
+        # The dirty bound: with a power-fail signal armed the module bounds
+        # dirty data to what drains in half the hold-up time at the
+        # bandwidth writeback measured; a fio job gives it batches to measure.
+        dev = self.attach("rapilog", "window", "powerfail=nmi")
+        out = self.sh(f"fio --output-format=json --name=bound --filename={dev} --rw=write --bs=1M --ioengine=libaio "
+                      f"--iodepth=16 --direct=1 --size=448M --time_based --runtime={P['drain_fio_s']}", timeout=300)
+        (self.out / "drain-bound-fio.json").write_text(out)
+        st = self.ctl_json("status")
+        text = self.sh(f"{CTL_GUEST} status")
+        (self.out / "drain-bound-status.txt").write_text(text)
+        self.detach("rapilog", 0)
+        res["bound"] = st["power_fail"]
+        res["bound_fio_bytes_per_s"] = bl.fio_write_bw(out)
+        res["bound_status_line"] = next((l.strip() for l in text.splitlines() if l.startswith("power-fail")), "")
+        log(bl.drain_line(res, res["bound"]))
+        self.save()
 
     # --- PostgreSQL ---------------------------------------------------------------------------
     def pgsu(self, cmd: str) -> str:
@@ -362,10 +524,14 @@ def report(out: Path) -> str:
     r = json.loads((out / "results.json").read_text())
     md = []
     meta = r.get("meta", {})
+    if "guest" not in r and "icount" in r:  # --only icount
+        r["guest"] = r["icount"].get("guest")
     md.append(f"Run {meta.get('date', '?')} ({meta.get('mode', '?')} mode): host CPU {meta.get('cpu', '?')}, "
               f"{meta.get('host_cores', '?')} host cores, QEMU TCG guest ({(r.get('guest') or ['?'])[0]}, "
               f"{(r.get('guest') or ['', '?'])[1]} vCPUs); module {meta.get('module', '?')}; "
               f"parameters {json.dumps(meta.get('params', {}))}; wall clock {meta.get('wall_s', 0) / 60:.1f} min.")
+    if "icount" in r:
+        md.append(icount_report(r["icount"], out))
     if "fio" in r:
         fio = {dev: {qd: bl.FioResult(**{**v, "write_lat": {float(k): x for k, x in v["write_lat"].items()},
                                           "sync_lat": {float(k): x for k, x in v["sync_lat"].items()}})
@@ -381,6 +547,23 @@ def report(out: Path) -> str:
                       f"p50 {bl.fmt(rat(rw, b, 50.0))}, p99 {bl.fmt(rat(rw, b, 99.0))}; rapilog / raw disk: "
                       f"p50 {bl.fmt(rat(rw, rr, 50.0))} (1/{bl.fmt(1 / rat(rw, rr, 50.0))}), "
                       f"p99 {bl.fmt(rat(rw, rr, 99.0))} (1/{bl.fmt(1 / rat(rw, rr, 99.0))}).")
+        md.append(bl.scaling_line(r.get("scaling") or bl.scaling_ratios(fio, FIO_DEVICES)))
+    if "drain" in r:
+        d = r["drain"]
+        md.append("### Drain bandwidth (emulated: QEMU TCG wall clock)\n\n" + bl.drain_line(d, d.get("bound")) +
+                  f"\n\nThe region held {bl.fmt(d['fill_bytes'] / (1 << 20))} MiB (below an eighth of the "
+                  f"{bl.fmt(d['ring_bytes'] / (1 << 20))} MiB ring, where writeback starts by itself; "
+                  f"{d['writeback_bytes_before_flush']} bytes written back during the fill) at "
+                  f"writeback_delay_ms=60000; the median of {len(d.get('flushes') or [1])} fill + flush cycles "
+                  "(" + ", ".join(bl.fmt(f["written_back_bytes"] / f["duration_us"]) for f in d.get("flushes") or []) +
+                  f" MB/s): `rapilogctl flush` wrote back {bl.fmt(d['drain_bytes'] / (1 << 20))} MiB "
+                  f"in {d['flush'].get('written_back_ios')} writes; with process start and exit "
+                  f"{bl.fmt(d['drain_wall_bytes_per_s'] / 1e6)} MB/s. Status after the flush: writeback "
+                  f"{bl.fmt((d['status_after']['writeback'].get('busy_bytes_per_s') or 0) / 1e6)} MB/s while busy, "
+                  f"bandwidth estimate {bl.fmt((d['status_after']['power_fail'].get('writeback_bandwidth') or 0) / 1e6)}"
+                  f" MB/s. fio on rapilog0 with powerfail=nmi (writers held at the dirty bound): "
+                  f"{bl.fmt(d.get('bound_fio_bytes_per_s', float('nan')) / 1e6)} MB/s; status: "
+                  f"`{d.get('bound_status_line', '')}`.")
     if "pg_test_fsync" in r:
         res = {(x["profile"], x["device"]): {k: tuple(v) for k, v in x["methods"].items()} for x in r["pg_test_fsync"]}
         order = list(res)
@@ -437,9 +620,75 @@ def report(out: Path) -> str:
     return text
 
 
+def icount_report(ic: dict, out: Path) -> str:
+    """The instruction-cost section of results.md (and icount.csv)."""
+    labels = [label for label, _, _ in ICOUNT_DEVICES]
+    jobs = [(job, name) for job, name, _, _ in ICOUNT_JOBS]
+    for x in ic.get("runs") or []:  # results.json of a run before write_clat_ns: from its fio output
+        f = out / f"icount-{x['device'].replace(' ', '_')}-{x['job']}-run{x['rep']}.json"
+        if "write_clat_ns" not in x and f.exists():
+            x["write_clat_ns"] = bl.parse_fio_icount(f.read_text())[0].write_clat_ns
+    table, rows = bl.icount_table(ic.get("runs") or [], labels, jobs)
+    (out / "icount.csv").write_text(bl.to_csv(rows[0], rows[1:]))
+    prm = ic.get("params", {})
+    guest = ic.get("guest") or []
+    return ("### Instruction cost: guest instructions per write + fsync at QD1 (QEMU "
+            f"`{prm.get('qemu', '-icount shift=0,sleep=off')}`, {prm.get('smp', '?')} vCPU)\n\n" + table +
+            "\n\nfio psync, O_DIRECT, fsync=1, sequential: "
+            + ", ".join(f"{name} x {prm.get('jobs', {}).get(job, {}).get('writes', '?')}" for job, name in jobs) +
+            f", {prm.get('reps', '?')} runs each in one boot; write = fio's mean write latency (lat_ns), fsync = "
+            "mean fsync latency, in ns of the icount clock = guest instructions (1 ns per instruction). "
+            f"Largest difference between runs: {bl.fmt(100 * bl.icount_spread(ic.get('runs') or []))} %. "
+            f"Guest clocksource {guest[-1] if guest else '?'}; icount boot "
+            f"{bl.fmt(ic.get('wall_s', float('nan')))} s wall clock.")
+
+
+def make_log_image(path: Path) -> None:
+    """The log disk: three 512 MiB partitions (raw, rapilog's, dm-writecache's)."""
+    path.unlink(missing_ok=True)
+    part_sectors = 512 << 11  # 512 MiB
+    with open(path, "wb") as f:
+        f.truncate((3 * part_sectors + 2048) * 512)
+        f.write(bl.mbr([(2048 + i * part_sectors, part_sectors) for i in range(3)]))
+
+
+def rapilogctl_path() -> str:
+    """$RAPILOG_CTL, or rapilogctl built from the tree (cargo, release)."""
+    if os.environ.get("RAPILOG_CTL"):
+        return os.environ["RAPILOG_CTL"]
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet", "-p", "rapilogctl"], cwd=REPO, check=True)
+    meta = json.loads(subprocess.run(["cargo", "metadata", "--format-version=1", "--no-deps"], cwd=REPO, check=True,
+                                     stdout=subprocess.PIPE).stdout)
+    return f"{meta['target_directory']}/release/rapilogctl"
+
+
+def run_icount_boot(out: Path, results: dict, ko: str, ctl: str) -> None:
+    """The instruction-cost section: its own guest boot under -icount."""
+    from rapilog_harness import LOG_ROOT, Disk, Guest, scaled
+    t = time.monotonic()
+    img = out / "icount-log.img"
+    make_log_image(img)
+    try:
+        with Guest("bench-icount", krel=KREL, mem="2G", smp=ICOUNT_SMP, memmap=REGION_BOOT,
+                   append=f"memmap={PMEM_BOOT}", disks=[Disk(img, serial="rl-log")], rootfs=["postgresql"],
+                   files={KO_GUEST: ko, CTL_GUEST: ctl}, qemu_args=ICOUNT_QEMU_ARGS,
+                   log_dir=LOG_ROOT / "bench-icount", boot_timeout=scaled(600)) as g:
+            g.boot()
+            log(f"icount guest booted in {g.ready_times[-1]:.1f} s (logs: {g.log_dir})")
+            b = Bench(g, out, results)
+            b.throttled = False
+            b.setup_icount()
+            b.run_icount()
+            results["icount"]["wall_s"] = time.monotonic() - t
+            b.save()
+    finally:
+        img.unlink(missing_ok=True)
+    log(f"instruction cost section: {time.monotonic() - t:.0f} s")
+
+
 def ensure_matplotlib() -> None:
     """Re-run under the project venv with matplotlib (installed once, from PyPI)."""
-    venv_py = REPO / ".cache" / "venv" / "bin" / "python"
+    venv_py = Path(os.environ.get("RAPILOG_CACHE") or REPO / ".cache") / "venv" / "bin" / "python"
     if os.environ.get("RAPILOG_BENCH_VENV") == "1":
         return
     py = subprocess.run([str(REPO / "tests" / "setup-venv.sh")], check=True, stdout=subprocess.PIPE,
@@ -454,7 +703,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--report", metavar="DIR", help="only tables and plots from DIR/results.json")
     ap.add_argument("--out", metavar="DIR", help="output directory (default .cache/bench/DATE/MODE)")
-    ap.add_argument("--only", choices=["fio", "pg"], help="run one part only (development)")
+    ap.add_argument("--only", choices=["icount", "fio", "drain", "pg"],
+                    help="run one part only: icount (its own boot), fio (with the scaling line), drain, pg")
     args = ap.parse_args()
     ensure_matplotlib()
     if args.report:
@@ -464,7 +714,8 @@ def main() -> int:
     from rapilog_harness import LOG_ROOT, Disk, Guest
     t_start = time.time()
     now = datetime.datetime.now()
-    out = Path(args.out) if args.out else REPO / ".cache" / "bench" / now.strftime("%Y-%m-%d") / MODE
+    out = Path(args.out) if args.out else (REPO / ".cache" / "bench" / now.strftime("%Y-%m-%d") /
+                                            (MODE + (f"-{args.only}" if args.only else "")))
     out.mkdir(parents=True, exist_ok=True)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     results = {"meta": {"date": now.strftime("%Y-%m-%d %H:%M"), "mode": MODE, "cpu": cpu,
@@ -475,27 +726,41 @@ def main() -> int:
     # RAPILOG_KO: a prebuilt module (e.g. of a commit, while the tree is mid-edit).
     ko = os.environ.get("RAPILOG_KO") or build("kernels/build-module.sh", KREL)
     results["meta"]["module"] = ko
+    ctl = rapilogctl_path()
+    results["meta"]["rapilogctl"] = ctl
+    results["meta"]["only"] = args.only
+    if args.only in (None, "icount"):
+        run_icount_boot(out, results, ko, ctl)
+        print(icount_report(results["icount"], out), flush=True)
+    if args.only == "icount":
+        results["meta"]["wall_s"] = time.time() - t_start
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        print()
+        print(report(out))
+        log(f"done: instruction cost took {(time.time() - t_start) / 60:.1f} min; results in {out}")
+        return 0
     disks = [Disk(out / "log.img", serial="rl-log", size=None, iops=P["profiles"][0], iops_size=IOPS_SIZE,
                   extra=f"throttling.bps-total={DISK_BPS}"),
              Disk(out / "data.img", serial="rl-data", size="4G", cache="unsafe")]
     for d in disks:
         Path(d.path).unlink(missing_ok=True)
-    part_sectors = 512 << 11  # 512 MiB
-    with open(disks[0].path, "wb") as f:
-        f.truncate((3 * part_sectors + 2048) * 512)
-        f.write(bl.mbr([(2048 + i * part_sectors, part_sectors) for i in range(3)]))
+    make_log_image(Path(disks[0].path))
     try:
         with Guest("bench", krel=KREL, mem="2G", memmap=REGION_BOOT, append=f"memmap={PMEM_BOOT}", disks=disks,
-                   rootfs=["postgresql"], files={KO_GUEST: ko}, log_dir=LOG_ROOT / "bench") as g:
+                   rootfs=["postgresql"], files={KO_GUEST: ko, CTL_GUEST: ctl}, log_dir=LOG_ROOT / "bench") as g:
             g.boot()
             log(f"guest booted in {g.ready_times[-1]:.1f} s (logs: {g.log_dir})")
             b = Bench(g, out, results)
             b.setup()
-            if args.only != "pg":
+            if args.only in (None, "fio"):
                 t = time.monotonic()
                 b.run_fio()
                 results["meta"]["fio_s"] = time.monotonic() - t
-            if args.only != "fio":
+            if args.only in (None, "drain"):
+                t = time.monotonic()
+                b.run_drain()
+                results["meta"]["drain_s"] = time.monotonic() - t
+            if args.only in (None, "pg"):
                 t = time.monotonic()
                 b.run_pg()
                 results["meta"]["pg_s"] = time.monotonic() - t

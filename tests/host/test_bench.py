@@ -156,3 +156,104 @@ def test_mbr_partitions():
     assert m[478:510] == bytes(32)
     with pytest.raises(ValueError):
         bl.mbr([(1, 1)] * 5)
+
+
+# --- instruction cost, scaling, drain ---------------------------------------------------------
+def _fio_doc(jobs):
+    import json
+    return "fio: note\n" + json.dumps({"fio version": "fio-3.39", "jobs": jobs})
+
+
+def _icount_job(name, bs, n, wmean, smean, wmin=1, smin=1, syncs=None):
+    return {"jobname": name,
+            "write": {"io_bytes": bs * n, "total_ios": n, "iops": 1.0,
+                      "slat_ns": {"min": 0, "max": 0, "mean": 0.0, "N": 0},
+                      "clat_ns": {"min": wmin, "max": 9, "mean": wmean - 50, "N": n},
+                      "lat_ns": {"min": wmin, "max": 9, "mean": wmean, "N": n}},
+            "sync": {"total_ios": n if syncs is None else syncs,
+                     "lat_ns": {"min": smin, "max": 9, "mean": smean, "N": n if syncs is None else syncs}}}
+
+
+def test_parse_fio_icount_means_are_instructions():
+    [j] = bl.parse_fio_icount(_fio_doc([_icount_job("w4k", 4096, 3000, 6248.5, 3000.25, 6000, 2900)]))
+    assert (j.name, j.bs, j.writes, j.syncs) == ("w4k", 4096, 3000, 3000)
+    assert j.write_ns == 6248.5 and j.sync_ns == 3000.25  # lat_ns (total), not clat_ns
+    assert j.per_write_ns == pytest.approx(9248.75)
+    assert (j.write_min_ns, j.sync_min_ns) == (6000, 2900)
+    # No fsync: the write alone; no write at all is an error.
+    [k] = bl.parse_fio_icount(_fio_doc([_icount_job("w", 65536, 10, 100.0, 0.0, syncs=0)]))
+    assert k.bs == 65536 and k.per_write_ns == 100.0
+    bad = _icount_job("w", 4096, 1, 1, 1)
+    bad["write"].update(total_ios=0, lat_ns={"N": 0}, clat_ns={"N": 0})
+    with pytest.raises(ValueError):
+        bl.parse_fio_icount(_fio_doc([bad]))
+
+
+def test_parse_fio_icount_real_output():
+    """fio 3.39 under -icount shift=0 in the bench guest: rapilog protect=window,
+    4 KiB write + fsync, 3,000 writes (fio prints one fsync fewer)."""
+    [j] = bl.parse_fio_icount((DATA / "fio-icount-rapilog-w4k.json").read_text())
+    assert (j.name, j.bs, j.writes, j.syncs) == ("w4k", 4096, 3000, 2999)
+    assert j.write_ns == pytest.approx(10533.284333) and j.write_clat_ns == pytest.approx(10207.912)
+    assert j.sync_ns == pytest.approx(1789.243414)
+    assert j.per_write_ns == pytest.approx(12322.527747)
+    assert (j.write_min_ns, j.sync_min_ns) == (10321, 1785)
+
+
+def test_icount_table_runs_and_ratios():
+    runs = []
+    for dev, w4, w64 in (("brd", 9000, 50000), ("dm-writecache", 12000, 60000), ("rapilog window", 30000, 250000)):
+        for rep, d in ((1, 0), (2, 2)):
+            runs.append({"device": dev, "job": "w4k", "rep": rep, "write_ns": w4 - 3000 + d, "sync_ns": 3000,
+                         "write_clat_ns": w4 - 3300 + d})
+            runs.append({"device": dev, "job": "w64k", "rep": rep, "write_ns": w64 - 3000, "sync_ns": 3000})
+    table, rows = bl.icount_table(runs, ["brd", "dm-writecache", "rapilog window", "absent"],
+                                  [("w4k", "4 KiB"), ("w64k", "64 KiB")])
+    hdr = rows[0]
+    assert hdr == ["device", "job", "write", "fsync", "write+fsync run 1", "write+fsync run 2",
+                   "/ brd", "/ dm-writecache", "clat+fsync"]
+    assert len(rows) == 7  # 3 devices x 2 jobs
+    rap4 = rows[3]
+    assert rap4[:2] == ["rapilog window", "4 KiB"] and rap4[4:6] == [30000, 30002]
+    assert rap4[6] == pytest.approx(30001 / 9001) and rap4[7] == pytest.approx(30001 / 12001)
+    assert rap4[8] == 29701  # clat (300 below lat) + fsync
+    rap64 = rows[6]
+    assert math.isnan(rap64[8])  # no clat recorded (older results.json)
+    assert rap64[6] == pytest.approx(5.0) and rap64[7] == pytest.approx(250000 / 60000)
+    assert "| rapilog window | 64 KiB |" in table and "30,002" in table and "5.00x" in table
+    assert bl.icount_spread(runs) == pytest.approx(2 / 9000)
+    assert bl.fmt_int(float("nan")) == "-" and bl.fmt_int(9248.6) == "9,249"
+
+
+def test_scaling_ratios_and_line():
+    fio = {"rapilog window": {"qd1": {"iops": 1000.0}, "qd32": {"iops": 3000.0}},
+           "dm-writecache": {"qd1": _fio(2000, 1, 1), "qd32": _fio(8000, 1, 1)},
+           "brd": {"qd1": {"iops": 5000.0}, "qd32": {"iops": 10000.0}},
+           "raw 200 IOPS": {"qd1": {"iops": 200.0}}}
+    r = bl.scaling_ratios(fio, ["rapilog window", "dm-writecache", "brd", "raw 200 IOPS"])
+    assert r == {"rapilog window": 3.0, "dm-writecache": 4.0, "brd": 2.0}
+    line = bl.scaling_line(r)
+    assert "emulated" in line and "rapilog window 3.00x" in line
+    assert "rapilog window / dm-writecache: 0.75" in line and "rapilog window / brd: 1.5" in line
+
+
+def test_drain_summary_and_line():
+    doc = _fio_doc([{"jobname": "seq", "write": {"bw_bytes": 250_000_000, "bw": 244140}}])
+    assert bl.fio_write_bw(doc) == 250e6
+    assert bl.fio_write_bw(_fio_doc([{"jobname": "seq", "write": {"bw": 1000}}])) == 1024000
+    flush = bl.json_doc('warning\n{"schema": "rapilogctl.flush", "dirty_before": 15728640, '
+                        '"written_back_bytes": 15728640, "duration_us": 157286, "written_back_ios": 16}')
+    s = bl.drain_summary({1: 100e6, 4: 300e6, 16: 250e6}, flush, wall_s=0.2)
+    assert s["raw_best_qd"] == 4 and s["raw_best_bytes_per_s"] == 300e6
+    assert s["drain_bytes_per_s"] == pytest.approx(100e6, rel=1e-5)
+    assert s["ratio"] == pytest.approx(1 / 3, rel=1e-5)
+    assert s["drain_wall_bytes_per_s"] == pytest.approx(15728640 / 0.2)
+    # After a JSON round trip the depths are strings.
+    import json
+    s2 = json.loads(json.dumps(s))
+    line = bl.drain_line(s2, {"dirty_bound_bytes": 2621440, "writeback_bandwidth": 104857600, "holdup_ms": 50})
+    assert "best 300 MB/s at QD4" in line and "QD1 100, QD4 300, QD16 250 MB/s" in line
+    assert "drain / raw best: 0.33." in line and "15 MiB" in line
+    assert "Dirty bound" in line and "2.5 MiB" in line and "holdup_ms=50" in line
+    with pytest.raises(ValueError):
+        bl.json_doc("rapilogctl: error: no module")
