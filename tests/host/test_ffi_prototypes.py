@@ -164,7 +164,7 @@ def c_params(text):
 def c_prototypes(header_text):
     """name -> (return type, [parameter types]) for every function prototype."""
     text = c_strip(header_text)
-    text = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#"))
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     text = re.sub(r"\benum\s+\w+\s*\{.*?\}\s*;", " ", text, flags=re.S)
     protos = {}
     for stmt in text.split(";"):
@@ -228,7 +228,8 @@ def rust_externs(sources):
                 stmt = " ".join(stmt.split())
                 if not stmt:
                     continue
-                m = re.fullmatch(r"(?:#\[[^\]]*\]\s*)*(?:pub(?:\([\w:]+\))?\s+)?fn\s+(\w+)\s*\((.*)\)(?:\s*->\s*(.+))?", stmt)
+                m = re.fullmatch(r"(?:#\[[^\]]*\]\s*)*(?:pub(?:\([\w:]+\))?\s+)?"
+                                 r"fn\s+(\w+)\s*\((.*)\)(?:\s*->\s*(.+))?", stmt)
                 if not m:
                     raise Mismatch(f"{fname}: cannot read the declaration {stmt!r}")
                 name, params, ret = m.groups()
