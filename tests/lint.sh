@@ -11,6 +11,8 @@ step() {
 }
 # Userspace and the shared no_std crates (the workspace).
 step cargo fmt --all -- --check
+# The kernel module is not in the workspace: rustfmt follows its `mod`s from the root.
+step rustfmt --edition 2021 --check rapilog-blk/rapilog_blk.rs
 step cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 # Every Python file (the harness tests/lib/rapilog_harness, the tests, the
 # scripts, bench/): ruff, pinned in tests/requirements.txt, from the test venv
