@@ -27,7 +27,7 @@ use kernel::prelude::*;
 use kernel::str::BStr;
 
 use crate::config::Config;
-use crate::format::{DiskId, DiskIdentity, DISK_ID_BYTES};
+use crate::format::{disk, DiskId, DiskIdentity, DISK_ID_BYTES};
 use crate::kernel_display::Escaped;
 use crate::sys::backing::BackingDisk;
 
@@ -120,9 +120,9 @@ fn reported(disk: &BackingDisk) -> Option<DiskId> {
         };
         let raw = raw.get(..n).unwrap_or(&[]);
         let value = if attribute == VPD_PG80 {
-            vpd80_serial(raw)
+            disk::vpd80_serial(raw)
         } else {
-            trim(raw)
+            disk::trim_attribute(raw)
         };
         if value.is_empty() {
             continue;
@@ -143,14 +143,6 @@ fn reported(disk: &BackingDisk) -> Option<DiskId> {
         }
     }
     None
-}
-
-/// The unit serial of a VPD page 0x80, trimmed; empty if it is not one.
-fn vpd80_serial(raw: &[u8]) -> &[u8] {
-    match raw {
-        [_, 0x80, _, len, rest @ ..] => trim(rest.get(..usize::from(*len)).unwrap_or(rest)),
-        _ => &[],
-    }
 }
 
 /// Appends `bytes` at `*len`; false if they do not fit.
@@ -175,22 +167,4 @@ fn decimal(mut n: u32, digits: &mut [u8; 10]) -> &[u8] {
         }
     }
     &digits[at..]
-}
-
-/// Strips whitespace and NULs from both ends, as rapilog-rescue does.
-fn trim(mut s: &[u8]) -> &[u8] {
-    let junk = |b: &u8| b.is_ascii_whitespace() || *b == 0;
-    while let [first, rest @ ..] = s {
-        if !junk(first) {
-            break;
-        }
-        s = rest;
-    }
-    while let [rest @ .., last] = s {
-        if !junk(last) {
-            break;
-        }
-        s = rest;
-    }
-    s
 }

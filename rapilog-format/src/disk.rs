@@ -120,3 +120,55 @@ mod tests {
         .is_valid());
     }
 }
+
+/// A sysfs identity attribute (`serial`, `wwid`, ...) with whitespace and
+/// NULs stripped from both ends: the value the module at load and
+/// `rapilog-replay`'s discovery both compare, so that they agree on it.
+pub fn trim_attribute(mut s: &[u8]) -> &[u8] {
+    let junk = |b: &u8| b.is_ascii_whitespace() || *b == 0;
+    while let [first, rest @ ..] = s {
+        if !junk(first) {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !junk(last) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// The unit serial number of a SCSI VPD page 0x80 (sysfs `vpd_pg80`),
+/// trimmed; empty if `page` is not such a page. The length byte is capped
+/// at what the page holds.
+pub fn vpd80_serial(page: &[u8]) -> &[u8] {
+    match page {
+        [_, 0x80, _, len, rest @ ..] => {
+            trim_attribute(rest.get(..usize::from(*len)).unwrap_or(rest))
+        }
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod attribute_tests {
+    use super::*;
+
+    #[test]
+    fn trims_whitespace_and_nuls_at_both_ends_only() {
+        assert_eq!(trim_attribute(b"\0 rl-log\n\0"), b"rl-log");
+        assert_eq!(trim_attribute(b"a b"), b"a b");
+        assert_eq!(trim_attribute(b" \n"), b"");
+    }
+
+    #[test]
+    fn vpd80_serial_reads_the_page_and_caps_its_length() {
+        assert_eq!(vpd80_serial(b"\0\x80\0\x06 SN42 "), b"SN42");
+        assert_eq!(vpd80_serial(b"\0\x80\0\x40SN42"), b"SN42");
+        assert_eq!(vpd80_serial(b"\0\x83\0\x04SN42"), b"");
+        assert_eq!(vpd80_serial(b"\0\x80"), b"");
+    }
+}

@@ -55,7 +55,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rapilog_format::DISK_ID_BYTES;
+use rapilog_format::{disk, DISK_ID_BYTES};
 
 use crate::idtext::IdText;
 use crate::sys;
@@ -104,39 +104,17 @@ impl BlockDev {
 /// unreadable or empty.
 fn attr(path: &Path) -> Option<Vec<u8>> {
     let raw = fs::read(path).ok()?;
-    let trimmed = trim(&raw);
+    let trimmed = disk::trim_attribute(&raw);
     (!trimmed.is_empty()).then(|| trimmed.to_vec())
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    let junk = |b: &u8| b.is_ascii_whitespace() || *b == 0;
-    while let [first, rest @ ..] = s {
-        if !junk(first) {
-            break;
-        }
-        s = rest;
-    }
-    while let [rest @ .., last] = s {
-        if !junk(last) {
-            break;
-        }
-        s = rest;
-    }
-    s
 }
 
 fn attr_u64(path: &Path) -> Option<u64> {
     std::str::from_utf8(&attr(path)?).ok()?.parse().ok()
 }
 
-/// The unit serial number of a SCSI VPD page 0x80 (`vpd_pg80`).
+/// The unit serial number of a SCSI VPD page 0x80 (`vpd_pg80`), if any.
 fn vpd80_serial(raw: &[u8]) -> Option<Vec<u8>> {
-    let (header, rest) = (raw.get(..4)?, raw.get(4..)?);
-    if header[1] != 0x80 {
-        return None;
-    }
-    let len = usize::from(header[3]).min(rest.len());
-    let serial = trim(&rest[..len]);
+    let serial = disk::vpd80_serial(raw);
     (!serial.is_empty()).then(|| serial.to_vec())
 }
 
@@ -204,7 +182,7 @@ pub fn disk_ids(dir: &Path) -> Vec<Vec<u8>> {
 fn udev_name(value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len());
     let mut space = false;
-    for &b in trim(value) {
+    for &b in disk::trim_attribute(value) {
         if b.is_ascii_whitespace() {
             space = true;
             continue;
@@ -421,12 +399,5 @@ mod tests {
         assert_eq!(vpd80_serial(&[0, 0x80]), None);
         // Page length beyond the data: what is there counts.
         assert_eq!(vpd80_serial(&[0, 0x80, 0, 200, b'a']).unwrap(), b"a");
-    }
-
-    #[test]
-    fn trims_whitespace_and_nuls() {
-        assert_eq!(trim(b"\0 rl-log\n\0"), b"rl-log");
-        assert_eq!(trim(b"a b"), b"a b");
-        assert_eq!(trim(b" \n"), b"");
     }
 }
