@@ -200,7 +200,9 @@ def derive(krel: str) -> dict[str, str]:
     suite = KERNEL_SUITES[ksuite]
     config = kernel_config(krel, ksuite, kversion)
     if config_value(config, "CONFIG_RUST") != "y":
-        raise Refusal(f"{krel} ({ksuite}) is built without Rust (CONFIG_RUST is not set): rapilog needs a Rust-enabled kernel")
+        raise Refusal(
+            f"{krel} ({ksuite}) is built without Rust (CONFIG_RUST is not set): rapilog needs a Rust-enabled kernel"
+        )
     rustc_text = config_value(config, "CONFIG_RUSTC_VERSION_TEXT") or ""
     bindgen_text = config_value(config, "CONFIG_BINDGEN_VERSION_TEXT") or ""
     cc_text = config_value(config, "CONFIG_CC_VERSION_TEXT") or ""
@@ -208,7 +210,9 @@ def derive(krel: str) -> dict[str, str]:
     bindgen_up = re.search(r"bindgen (\d+\.\d+\.\d+)", bindgen_text)
     gcc = re.search(r"\bgcc-(\d+)\b", cc_text)
     if not (rustc_up and bindgen_up and gcc):
-        raise Refusal(f"{krel}: cannot read the compiler set from its .config ({rustc_text!r}, {bindgen_text!r}, {cc_text!r})")
+        raise Refusal(
+            f"{krel}: cannot read the compiler set from its .config ({rustc_text!r}, {bindgen_text!r}, {cc_text!r})"
+        )
     sources = [suite] if ksuite == suite else [suite, ksuite]
     rustc = debian_version_of("rustc", rustc_up.group(1), sources)
     # rust-src is built from the same source as rustc: it must have rustc's version.
@@ -217,7 +221,8 @@ def derive(krel: str) -> dict[str, str]:
     missing = []
     if not rustc or not rust_src:
         offered = sorted({p.version for s in sources for p in packages(s).get("rustc", [])}, key=version_sort_key)
-        missing.append(f"rustc {rustc_up.group(1)} (the archive's {'/'.join(sources)} offers {', '.join(offered) or 'none'})")
+        where = "/".join(sources)
+        missing.append(f"rustc {rustc_up.group(1)} (the archive's {where} offers {', '.join(offered) or 'none'})")
     if not bindgen:
         offered = sorted({p.version for s in sources for p in packages(s).get("bindgen", [])}, key=version_sort_key)
         missing.append(f"bindgen {bindgen_up.group(1)} (offered: {', '.join(offered) or 'none'})")
@@ -276,7 +281,8 @@ def cmd_list(_args) -> int:
             pinned = (TOP / "kernels" / f"{krel}.env").exists()
             try:
                 s = derive(krel)
-                rows.append((krel, ksuite, version, "yes", f"rustc {upstream(s['RUSTC_VERSION'])}, {s['GCC']}", "yes", pinned))
+                compilers = f"rustc {upstream(s['RUSTC_VERSION'])}, {s['GCC']}"
+                rows.append((krel, ksuite, version, "yes", compilers, "yes", pinned))
             except Refusal as e:
                 rust = "no" if "without Rust" in str(e) else "yes"
                 why = "" if rust == "no" else str(e).split("the archive no longer serves ", 1)[-1].split(":", 1)[0]
@@ -285,7 +291,8 @@ def cmd_list(_args) -> int:
     head = ("kernel (KREL)", "suite", "version", "Rust", "compiler set", "buildable", "pinned")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
-        print("  ".join(str(c if not isinstance(c, bool) else ("pin" if c else "derived")).ljust(w) for c, w in zip(r, widths)).rstrip())
+        cells = [("pin" if c else "derived") if isinstance(c, bool) else str(c) for c in r]
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
     print("\nbuildable: `make KREL=<kernel>` builds the module for it (settings derived unless pinned in kernels/).")
     return 0
 
@@ -311,8 +318,11 @@ def cmd_check(args) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the kernels the archive offers, Rust-enabled or not").set_defaults(func=cmd_list)
     for name, func, what in [("derive", cmd_derive, "print KREL's settings (kernels/*.env format)"),

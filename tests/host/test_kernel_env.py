@@ -70,7 +70,12 @@ def archive(monkeypatch):
 
 @pytest.mark.parametrize(
     "debian, up",
-    [("1.85.1+dfsg1-1+deb13u1", "1.85.1"), ("0.71.1-6", "0.71.1"), ("1:2.3~rc1-2", "2.3"), ("7.2.12-1~bpo13+1", "7.2.12")],
+    [
+        ("1.85.1+dfsg1-1+deb13u1", "1.85.1"),
+        ("0.71.1-6", "0.71.1"),
+        ("1:2.3~rc1-2", "2.3"),
+        ("7.2.12-1~bpo13+1", "7.2.12"),
+    ],
 )
 def test_upstream_version(debian, up):
     assert kernel_env.upstream(debian) == up
@@ -102,7 +107,8 @@ def test_env_text_round_trips(archive, tmp_path):
 def test_the_committed_pins_parse_to_every_key():
     for pin in (REPO / "kernels").glob("*.env"):
         got = kernel_env.read_env(pin)
-        assert set(got) >= {"KREL", "KPKG_VERSION", "SUITE", "KSUITE", "KSERIES", "RUSTC_VERSION", "BINDGEN_VERSION", "GCC"}, pin
+        keys = {"KREL", "KPKG_VERSION", "SUITE", "KSUITE", "KSERIES", "RUSTC_VERSION", "BINDGEN_VERSION", "GCC"}
+        assert set(got) >= keys, pin
         assert got["KREL"] == pin.stem
 
 
