@@ -34,6 +34,7 @@ import io
 import lzma
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -318,6 +319,7 @@ def cmd_check(args) -> int:
 
 
 def main() -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `list | head` ends quietly
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
