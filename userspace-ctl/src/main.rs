@@ -32,7 +32,7 @@ to stderr as one line `rapilogctl: error: ...`; with --json, stdout also gets
 
 #[derive(Parser, Debug)]
 #[command(name = "rapilogctl", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXIT_CODES)]
-struct Cli {
+pub(crate) struct Cli {
     /// sysfs mount point (for tests and chroots)
     #[arg(long, global = true, default_value = "/sys", hide = true)]
     sysfs: PathBuf,
