@@ -10,18 +10,23 @@
 //! A kernel parameter such as `memmap=64M$0x60000000` goes through two
 //! parsers before the kernel sees it, and each needs its own escaping:
 //!
-//! 1. **The shell.** `grub-mkconfig` (Debian's grub2-common) sources
+//! 1. **The shell.** `grub-mkconfig` (`/usr/sbin/grub-mkconfig` of
+//!    trixie's grub2-common 2.12-9+deb13u4, lines 161-167) sources
 //!    `/etc/default/grub` and then every `/etc/default/grub.d/*.cfg` with
 //!    `/bin/sh` (`. "${x}"`), and exports `GRUB_CMDLINE_LINUX_DEFAULT` to
 //!    the `/etc/grub.d/*` scripts. We write the value in double quotes, where
 //!    `\`, `$`, `"` and `` ` `` keep a special meaning and are escaped with a
 //!    backslash (POSIX, "Double-Quotes"); `$GRUB_CMDLINE_LINUX_DEFAULT` stays
 //!    unescaped so the value extends the one `/etc/default/grub` set.
-//! 2. **GRUB's own script parser.** `/etc/grub.d/10_linux` (`linux_entry`)
-//!    writes the value into `grub.cfg` unchanged: it expands it inside an
-//!    unquoted here-document (`linux ${rel_dirname}/${basename}
-//!    root=... ro ${args}`), and the shell does not rescan the result of a
-//!    parameter expansion for backslashes or `$`. GRUB then parses that
+//! 2. **GRUB's own script parser.** `/etc/grub.d/10_linux` (grub-common
+//!    2.12-9+deb13u4: `linux_entry` gets `"${GRUB_CMDLINE_LINUX}
+//!    ${GRUB_CMDLINE_LINUX_DEFAULT}"` as `args`, line 384) writes the value
+//!    into `grub.cfg` unchanged: it expands it inside an unquoted
+//!    here-document piped through `sed "s/^/$submenu_indentation/"` (line
+//!    186: `linux ${rel_dirname}/${basename} root=... ro ${args}`), and the
+//!    shell does not rescan the result of a parameter expansion for
+//!    backslashes or `$`. (Recovery entries get `GRUB_CMDLINE_LINUX` only,
+//!    so they boot without the region, like any recovery boot.) GRUB then parses that
 //!    `linux` line like a shell does: `$NAME` is a GRUB variable (`$0x6...`
 //!    would expand to nothing), and `\` quotes the next character (GRUB
 //!    manual, "Shell-like scripting": "the backslash ... preserves the
