@@ -107,11 +107,18 @@ install -m 0644 "$ko" "$src/debian/prebuilt/rapilog.ko"
 # --- 3. the crates, vendored once per Cargo.lock
 lock_stamp=vendor-$(md5sum <"$RAPILOG_TOP/Cargo.lock" | cut -c1-8)
 if ! stage_done "$lock_stamp"; then
-	command -v cargo >/dev/null || die "cargo not found on the host (needed once to vendor the crates)"
 	log "cargo vendor: the crates of Cargo.lock into $ROOT/build/vendor"
 	rm -f "$BUILD"/.stage-vendor-*
-	cargo vendor --quiet --locked --manifest-path "$RAPILOG_TOP/Cargo.toml" "$ROOT/build/vendor" >/dev/null ||
-		die "cargo vendor failed"
+	if command -v cargo >/dev/null; then
+		cargo vendor --quiet --locked --manifest-path "$RAPILOG_TOP/Cargo.toml" "$ROOT/build/vendor" >/dev/null ||
+			die "cargo vendor failed"
+	else
+		# No cargo on the host: trixie's, in the chroot (which then needs to
+		# reach crates.io itself).
+		run_in_chroot "$ROOT" env CARGO_HOME=/build/cargo-vendor-home \
+			cargo vendor --quiet --locked --manifest-path /rapilog/Cargo.toml /build/vendor >/dev/null ||
+			die "cargo vendor (in $ROOT) failed"
+	fi
 	cat >"$ROOT/build/cargo-home/config.toml" <<-'CONFIG'
 		[source.crates-io]
 		replace-with = "vendored-sources"
@@ -141,5 +148,5 @@ log "built and lintian-checked in $((SECONDS - t0)) s"
 rm -f "$OUT"/rapilog-modules-"$krel"_*.deb "$OUT"/rapilog-tools_*.deb "$OUT"/rapilog_*.changes "$OUT"/rapilog_*.buildinfo
 cp "$ROOT"/build/src/*.deb "$ROOT"/build/src/*.changes "$ROOT"/build/src/*.buildinfo "$OUT/"
 cp "$ROOT/build/src/lintian.txt" "$OUT/lintian-$krel.txt"
-log "make deb: $((SECONDS - t_start)) s; lintian: $(grep -c . "$OUT/lintian-$krel.txt" || true) line(s) of notes (none fatal)"
+log "make deb: $((SECONDS - t_start)) s; lintian: $(grep -c '^[A-Z]: ' "$OUT/lintian-$krel.txt" || true) tag(s), none an error or warning ($OUT/lintian-$krel.txt)"
 ls -1 "$OUT"/*.deb "$OUT"/*.changes
