@@ -148,5 +148,5 @@ log "built and lintian-checked in $((SECONDS - t0)) s"
 rm -f "$OUT"/rapilog-modules-"$krel"_*.deb "$OUT"/rapilog-tools_*.deb "$OUT"/rapilog_*.changes "$OUT"/rapilog_*.buildinfo
 cp "$ROOT"/build/src/*.deb "$ROOT"/build/src/*.changes "$ROOT"/build/src/*.buildinfo "$OUT/"
 cp "$ROOT/build/src/lintian.txt" "$OUT/lintian-$krel.txt"
-log "make deb: $((SECONDS - t_start)) s; lintian: $(grep -c '^[A-Z]: ' "$OUT/lintian-$krel.txt" || true) tag(s), none an error or warning ($OUT/lintian-$krel.txt)"
+log "make deb: $((SECONDS - t_start)) s; lintian: $(grep -c '^[EWIPX]: ' "$OUT/lintian-$krel.txt" || true) tag(s), none an error or warning ($OUT/lintian-$krel.txt)"
 ls -1 "$OUT"/*.deb "$OUT"/*.changes
