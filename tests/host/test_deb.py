@@ -34,9 +34,16 @@ ROOT = CACHE / "debbuild" / "root"
 OUT = CACHE / "deb"
 
 
-def in_chroot(script: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs script with sh in the packaging chroot (kernels/lib.sh's run_in_chroot)."""
+def in_chroot(script: str, check: bool = True, stock_modules: Path | None = None) -> subprocess.CompletedProcess:
+    """Runs script with sh in the packaging chroot (kernels/lib.sh's run_in_chroot).
+    stock_modules: a lib/modules/KREL tree bound at /usr/lib/modules/KREL there,
+    as if linux-image-KREL were installed (in a private mount namespace)."""
     cmd = f'source "{LIB}"; run_in_chroot "{ROOT}" sh -c {shlex.quote(script)}'
+    if stock_modules:
+        target = ROOT / "usr/lib/modules" / KREL
+        cmd = (f'set -e; mkdir -p "{target}"; trap \'umount "{target}" 2>/dev/null; rmdir "{target}"\' EXIT;'
+               f' mount --bind "{stock_modules}" "{target}"; {cmd}')
+        cmd = f"unshare --mount --propagation private -- bash -c {shlex.quote(cmd)}"
     r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
     if check:
         assert r.returncode == 0, f"in the chroot: {script}\n{r.stdout}\n{r.stderr}"
@@ -193,7 +200,19 @@ def test_installed_in_trixie(debs):
         want = (r'GRUB_CMDLINE_LINUX_DEFAULT="\$GRUB_CMDLINE_LINUX_DEFAULT '
                 r'memmap=\d+M\\\\\\\$0x[0-9a-f]+ crashkernel=256M"')
         assert len(line) == 1 and re.fullmatch(want, line[0]), r.stdout
+        # The kernel postinst hook, as for a newly installed KREL (the stock
+        # modules bound in): the rescue initramfs where rapilog.conf says,
+        # with the packaged static rapilog-rescue and the disk drivers.
+        guest = subprocess.run([str(TOP / "qemu-scripts" / "fetch-kernel.sh"), KREL], check=True,
+                               capture_output=True, text=True).stdout.strip()
+        img = f"/var/lib/rapilog/rescue-initrd-{KREL}.img"
+        r = in_chroot(f"/etc/kernel/postinst.d/zz-rapilog {KREL} && zcat {img} | cpio -t --quiet",
+                      stock_modules=Path(guest) / "root/lib/modules" / KREL)
+        listing = r.stdout.split()
+        for member in ["init", "sbin/rapilog-rescue", "bin/busybox"]:
+            assert member in listing, f"{member} not in {img}: {r.stdout}"
+        assert any(m.endswith("/virtio_blk.ko") for m in listing), listing
     finally:
         in_chroot("apt-get purge -y -q rapilog-tools >/dev/null")
-    r = in_chroot("ls /etc/rapilog /usr/sbin/rapilogctl 2>&1; true")
-    assert "No such file" in r.stdout, r.stdout
+    r = in_chroot("ls /etc/rapilog /usr/sbin/rapilogctl /var/lib/rapilog 2>&1; true")
+    assert r.stdout.count("No such file") == 3, r.stdout
