@@ -26,13 +26,18 @@
 //!    186: `linux ${rel_dirname}/${basename} root=... ro ${args}`), and the
 //!    shell does not rescan the result of a parameter expansion for
 //!    backslashes or `$`. (Recovery entries get `GRUB_CMDLINE_LINUX` only,
-//!    so they boot without the region, like any recovery boot.) GRUB then parses that
-//!    `linux` line like a shell does: `$NAME` is a GRUB variable (`$0x6...`
-//!    would expand to nothing), and `\` quotes the next character (GRUB
-//!    manual, "Shell-like scripting": "the backslash ... preserves the
-//!    literal value of the next character"). The characters GRUB's lexer
-//!    treats specially outside quotes (grub-core/script/yylex.l: blanks,
-//!    `{ } | & $ ; < >`, quotes and `\`) are escaped with a backslash.
+//!    so they boot without the region, like any recovery boot.)
+//!
+//!    GRUB then parses that `linux` line with its own lexer
+//!    (grub-core/script/yylex.l): outside quotes `$` starts a variable
+//!    reference, and `$0x60000000` is the positional parameter `$0`,
+//!    replaced by its value (normally nothing), followed by `x60000000`:
+//!    the kernel would get `memmap=64Mx60000000`. A backslash escapes the next character: the
+//!    lexer keeps `\$` as text, and grub_script_arglist_to_argv
+//!    (grub-core/script/execute.c) removes the backslash
+//!    (`wildcard_unescape`) before `linux` gets its arguments. The
+//!    characters the lexer treats specially outside quotes (blanks,
+//!    `{ } | & $ ; < >`, quotes and `\`) are all escaped that way here.
 //!
 //! So `memmap=64M$0x60000000` must be `memmap=64M\$0x60000000` in
 //! `grub.cfg` (layer 2), hence `memmap=64M\\\$0x60000000` inside the double
