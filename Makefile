@@ -5,6 +5,9 @@
 #   make KREL=...        module for any Rust-enabled Debian kernel (settings
 #                        pinned in kernels/*.env or derived from the archive)
 #   make kernels         which kernels the archive offers, Rust-enabled or not
+#   make deb [KREL=...]  Debian packages in .cache/deb/: rapilog-tools and
+#                        rapilog-modules-KREL (debhelper in a trixie chroot,
+#                        lintian-checked; docs/install.md installs them)
 #   make KDIR=/lib/modules/$(uname -r)/build
 #                        module against headers installed on this machine
 #                        (after `make host-rust-artifacts`)
@@ -29,7 +32,7 @@ CACHE := $(CURDIR)/.cache
 MODULE := $(CACHE)/build/$(KREL)/rapilog.ko
 
 # `kernels` names a directory too: phony, so make always runs it.
-.PHONY: kernels all module userspace rescue test host-test lint crash-test demo bench host-deps host-rust-artifacts rust-analyzer clean distclean help
+.PHONY: kernels all module userspace rescue deb test host-test lint crash-test demo bench host-deps host-rust-artifacts rust-analyzer clean distclean help
 
 all: module userspace rescue
 
@@ -58,6 +61,10 @@ kernels:
 rescue:
 	rapilog-rescue/build-initramfs.sh -k $(KREL) -r "$$(qemu-scripts/fetch-kernel.sh $(KREL))/root" \
 		-o $(CACHE)/build/$(KREL)/rescue-initramfs.cpio.gz
+
+# Debian packages for KREL (packaging/build-deb.sh builds the module too).
+deb:
+	packaging/build-deb.sh $(KREL)
 
 test:
 	tests/run-all.sh
