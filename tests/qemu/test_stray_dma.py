@@ -33,7 +33,6 @@ in the wrong place.
 import json
 import re
 
-import pytest
 
 from rapilog_harness import REPO, Disk, parse_memmap, scaled
 from rapilog_harness.crashload import BLOCK, block, find_record_seq, rlio_binary
@@ -111,7 +110,6 @@ def payloads_intact(g) -> None:
         assert g.read_phys(addr, BLOCK) == block(n), f"block {n}'s record changed in the region"
 
 
-@pytest.mark.slow
 def test_with_an_iommu_the_stray_dma_faults_and_the_region_is_unchanged(guest_factory, module_path, ctl_bin,
                                                                        tmp_path):
     g = make_guest(guest_factory, module_path, ctl_bin, tmp_path, iommu=True)
@@ -153,7 +151,6 @@ def test_with_an_iommu_the_stray_dma_faults_and_the_region_is_unchanged(guest_fa
     print(f"seq {seq}: {COUNT} of {COUNT} blocks on the disk byte-exact after the faulted DMA")
 
 
-@pytest.mark.slow
 def test_without_an_iommu_the_stray_dma_lands_and_the_checksum_keeps_it_off_the_disk(guest_factory, module_path,
                                                                                     ctl_bin, tmp_path):
     g = make_guest(guest_factory, module_path, ctl_bin, tmp_path, iommu=False)
