@@ -46,6 +46,11 @@ pub const LOW_LIMIT: u64 = 16 << 20;
 /// Crash kernel reservation: a stock Debian kernel plus the small rescue
 /// initramfs boot in it (kexec-tools-config/README.md).
 pub const CRASHKERNEL: &str = "256M";
+/// `panic=` proposed: seconds before a panicked kernel that could not
+/// start the crash kernel reboots (warm: the module replays the region at
+/// its next load). Debian's kernels are built with `CONFIG_PANIC_TIMEOUT=0`
+/// (wait for ever).
+pub const PANIC_REBOOT_S: i64 = 10;
 /// Bandwidth assumed when none is given or measured: a slow SATA disk.
 pub const DEFAULT_BANDWIDTH: u64 = 100_000_000;
 
@@ -113,6 +118,12 @@ pub struct CmdlineFacts {
     pub memmap: Vec<Memmap>,
     /// `crashkernel=` as written.
     pub crashkernel: Option<String>,
+    /// `panic=` (seconds before a panicked kernel reboots; 0 waits for
+    /// ever, negative reboots at once), the last one given.
+    pub panic: Option<i64>,
+    /// Every `mce=` value, in order (the kernel takes one option per
+    /// `mce=`: `mce=off,x` is not `off`).
+    pub mce: Vec<String>,
 }
 
 /// Parses the parts of the kernel command line that matter here.
@@ -143,6 +154,16 @@ pub fn parse_cmdline(text: &str) -> CmdlineFacts {
             }
         } else if let Some(v) = word.strip_prefix("crashkernel=") {
             facts.crashkernel = Some(v.to_string());
+        } else if let Some(v) = word.strip_prefix("panic=") {
+            // The kernel's own parser (core_param, int) takes an optional
+            // sign and a number; anything else leaves panic_timeout as it was.
+            if let Ok(n) = v.parse::<i64>() {
+                facts.panic = Some(n);
+            }
+        } else if let Some(v) = word.strip_prefix("mce=") {
+            facts.mce.push(v.to_string());
+        } else if word == "mce" {
+            facts.mce.push(String::new());
         }
     }
     facts
@@ -354,6 +375,13 @@ pub struct Plan {
     pub crashkernel: String,
     /// `crashkernel=` already on the command line.
     pub crashkernel_present: bool,
+    /// The `panic=` parameter.
+    pub panic: String,
+    /// A `panic=` that reboots is already on the command line.
+    pub panic_present: bool,
+    /// Parameters to remove from the command line (as written there), e.g.
+    /// `mce=off`; empty if none.
+    pub remove: Vec<String>,
     /// Parameters still to add (kernel command line form); empty if none.
     pub add: Vec<String>,
     /// The same for `/etc/default/grub`.
@@ -496,6 +524,54 @@ pub fn make_plan(machine: &Machine, bandwidth: Bandwidth, hold_up_ms: u64) -> Re
     if !crashkernel_present {
         add.push(crashkernel.clone());
     }
+    let panic = format!("panic={PANIC_REBOOT_S}");
+    let panic_present = matches!(machine.cmdline.panic, Some(n) if n != 0);
+    reasoning.push(match machine.cmdline.panic {
+        Some(n) if n != 0 => format!(
+            "panic={n} is already there: a kernel that panics without a crash kernel to start \
+             reboots by itself, and the module replays the region at its next load."
+        ),
+        _ => format!(
+            "{panic}: a kernel that panics while the crash kernel is not armed (or cannot \
+             start it) reboots warm after {PANIC_REBOOT_S} s, and the module replays the \
+             region at its next load; without it (Debian builds its kernels with \
+             CONFIG_PANIC_TIMEOUT=0) it waits for ever, and the power cycle that ends the \
+             wait may lose the region. With the crash kernel armed a panic never waits for it."
+        ),
+    });
+    if !panic_present {
+        add.push(panic.clone());
+    }
+    // Machine checks (arch/x86/kernel/cpu/mce/core.c, 7.x): an uncorrected
+    // error the kernel cannot recover from (processor context corrupt,
+    // consumed in kernel context, no restart IP) always panics through
+    // mce_panic(), so the crash kernel replays the region like after any
+    // panic. There is no tolerance level any more (mce=N sets only the
+    // rendezvous timeout, in microseconds; a timeout panics as well). Only
+    // mce=off takes that away: CR4.MCE stays clear, and a machine check then
+    // shuts the processor down (a reset, no panic, no crash kernel).
+    let mut remove = Vec::new();
+    if machine.cmdline.mce.iter().any(|o| o == "off") {
+        remove.push("mce=off".to_string());
+        warnings.push(
+            "mce=off is on the command line: with machine checks off, an uncorrected hardware \
+             error shuts the processor down (a reset without a panic: no crash kernel replays \
+             the region, which survives only if the reset keeps RAM); remove it"
+                .into(),
+        );
+        reasoning.push(
+            "Machine checks are off (mce=off): remove it, so that an uncorrected hardware \
+             error panics and the crash kernel replays the region."
+                .into(),
+        );
+    } else {
+        reasoning.push(
+            "Machine checks need nothing: an uncorrected error the kernel cannot recover from \
+             (processor context corrupt, or consumed by the kernel) panics, and the crash \
+             kernel replays the region like after any panic; mce=off would take that away."
+                .into(),
+        );
+    }
     let total = machine.mem_total_bytes.unwrap_or(ram).max(1);
     if region_size + (256 << 20) > total / 4 {
         warnings.push(format!(
@@ -524,6 +600,9 @@ pub fn make_plan(machine: &Machine, bandwidth: Bandwidth, hold_up_ms: u64) -> Re
         memmap,
         crashkernel,
         crashkernel_present,
+        panic,
+        panic_present,
+        remove,
         add_grub: add.iter().map(|p| grub_escape(p)).collect(),
         add,
         disks: machine.disks.clone(),
@@ -573,6 +652,12 @@ pub fn render(plan: &Plan) -> String {
         out.push_str(&format!("  - {r}\n"));
     }
     out.push('\n');
+    if !plan.remove.is_empty() {
+        out.push_str(&format!(
+            "Remove from the kernel command line:\n  {}\n",
+            plan.remove.join(" ")
+        ));
+    }
     if plan.add.is_empty() {
         out.push_str("The kernel command line has everything already.\n");
     } else {
@@ -847,6 +932,12 @@ c0001000-eebfffff : PCI Bus 0000:00
         );
         assert_eq!((f.memmap[1].kind, f.memmap[1].phys), ('!', 4 << 30));
         assert_eq!(parse_cmdline("quiet"), CmdlineFacts::default());
+        let f = parse_cmdline("panic=5 mce=off mce=bootlog panic=x mce -- panic=7");
+        assert_eq!(f.panic, Some(5));
+        assert_eq!(
+            f.mce,
+            vec!["off".to_string(), "bootlog".into(), String::new()]
+        );
         assert_eq!(
             parse_meminfo_total("MemTotal:        2030000 kB\nMemFree: 1 kB\n"),
             Some(2030000 * 1024)
@@ -911,6 +1002,59 @@ c0001000-eebfffff : PCI Bus 0000:00
     }
 
     #[test]
+    fn machine_checks_and_panic_reboot() {
+        let plan = |cmdline: &str| make_plan(&machine(BIG_IOMEM, cmdline), given(500_000_000), 50);
+        // Nothing on the command line: panic=10 proposed, machine checks
+        // need nothing.
+        let p = plan("root=/dev/vda1").unwrap();
+        assert!(p.add.contains(&"panic=10".to_string()), "{:?}", p.add);
+        assert!(p.remove.is_empty() && p.warnings.is_empty(), "{p:?}");
+        assert!(
+            p.reasoning
+                .iter()
+                .any(|r| r.starts_with("Machine checks need nothing")),
+            "{:?}",
+            p.reasoning
+        );
+        // panic=0 waits for ever: replaced; a rebooting one is kept.
+        assert!(plan("panic=0").unwrap().add.contains(&"panic=10".into()));
+        assert!(!plan("panic=-1")
+            .unwrap()
+            .add
+            .iter()
+            .any(|a| a.starts_with("panic=")));
+        assert!(!plan("panic=30")
+            .unwrap()
+            .add
+            .iter()
+            .any(|a| a.starts_with("panic=")));
+        // mce=off: to be removed, with a warning; other mce= options are fine.
+        let p = plan("root=/dev/vda1 mce=off").unwrap();
+        assert_eq!(p.remove, vec!["mce=off".to_string()]);
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.starts_with("mce=off is on the command line")),
+            "{:?}",
+            p.warnings
+        );
+        let text = render(&p);
+        assert!(
+            text.contains("Remove from the kernel command line:\n  mce=off\n"),
+            "{text}"
+        );
+        for ok in [
+            "mce=bootlog",
+            "mce=3",
+            "mce=off,x",
+            "mce=no_cmci mce=dont_log_ce",
+        ] {
+            let p = plan(ok).unwrap();
+            assert!(p.remove.is_empty() && p.warnings.is_empty(), "{ok}: {p:?}");
+        }
+    }
+
+    #[test]
     fn whole_plan() {
         let p = make_plan(
             &machine(BIG_IOMEM, "root=/dev/vda1 quiet"),
@@ -923,22 +1067,24 @@ c0001000-eebfffff : PCI Bus 0000:00
             p.add,
             vec![
                 "memmap=12M$0xbf400000".to_string(),
-                "crashkernel=256M".into()
+                "crashkernel=256M".into(),
+                "panic=10".into()
             ]
         );
+        assert!(p.remove.is_empty());
         assert_eq!(p.add_grub[0], r"memmap=12M\\\$0xbf400000");
         assert_eq!(p.module_region, "region=12M@0xbf400000");
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
         let text = render(&p);
         assert!(
             text.contains(
-                "Add to the kernel command line:\n  memmap=12M$0xbf400000 crashkernel=256M"
+                "Add to the kernel command line:\n  memmap=12M$0xbf400000 crashkernel=256M panic=10"
             ),
             "{text}"
         );
         // Already configured: nothing to add; the existing region is kept.
         let p = make_plan(
-            &machine(BIG_IOMEM, "memmap=64M$0x60000000 crashkernel=384M"),
+            &machine(BIG_IOMEM, "memmap=64M$0x60000000 crashkernel=384M panic=30"),
             given(500_000_000),
             50,
         )

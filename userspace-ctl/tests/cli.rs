@@ -888,8 +888,9 @@ fn plan_from_fixture_files() {
         "vda",
         "serial:rl-log",
         "At 500.0 MB/s (given with --bandwidth) the log disk writes 11.9 MiB (12500000 bytes) in 25 ms",
-        "Add to the kernel command line:\n  memmap=12M$0x7f200000 crashkernel=256M",
-        r"memmap=12M\\\$0x7f200000 crashkernel=256M",
+        "Add to the kernel command line:\n  memmap=12M$0x7f200000 crashkernel=256M panic=10",
+        r"memmap=12M\\\$0x7f200000 crashkernel=256M panic=10",
+        "Machine checks need nothing",
         "region=12M@0x7f200000",
     ] {
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");
@@ -904,6 +905,8 @@ fn plan_from_fixture_files() {
     assert_eq!(v["sizing"]["dirty_bound_bytes"], 25_000_000);
     assert_eq!(v["bandwidth"]["source"], "given");
     assert_eq!(v["crashkernel"], "crashkernel=256M");
+    assert_eq!(v["panic"], "panic=10");
+    assert_eq!(v["remove"].as_array().unwrap().len(), 0);
     assert_eq!(v["disks"][0]["name"], "vda");
     let region = v["sizing"]["region_bytes"].as_u64().unwrap();
     let phys = v["placement"]["phys"].as_u64().unwrap();
@@ -925,7 +928,7 @@ fn plan_keeps_an_existing_reservation_and_needs_root_for_addresses() {
     let base = plan_fixture(
         &dir,
         &iomem,
-        "root=/dev/vda1 memmap=64M$0x60000000 crashkernel=256M\n",
+        "root=/dev/vda1 memmap=64M$0x60000000 crashkernel=256M panic=10\n",
     );
     let v = json(&run_plan(&base, &["--bandwidth", "500", "--json"]));
     assert_eq!(v["add"].as_array().unwrap().len(), 0, "{v}");

@@ -246,15 +246,20 @@ class CrashRig:
                                      f"writer: {self.g.run('cat /tmp/load.out')[1]}\n{self.g.console_tail()}")
             time.sleep(0.2)
 
-    def panic_and_replay(self, pause=None) -> dict:
+    def panic_and_replay(self, pause=None, trigger=None) -> dict:
         """Panics the guest; waits for rapilog-rescue's report in the crash
         kernel and for the guest to come up again. `pause(g)`, if given,
         runs with the guest stopped (QMP stop) right after the panic message.
+        `trigger(g)`, if given, causes the panic instead of sysrq-c (e.g. a
+        machine check injected through QEMU's monitor: test_mce.py).
         Returns {report, console (from the panic request on), times}."""
         g = self.g
         mark = g.console_mark()
         t0 = time.monotonic()
-        g.send("echo c > /proc/sysrq-trigger")
+        if trigger is None:
+            g.send("echo c > /proc/sysrq-trigger")
+        else:
+            trigger(g)
         g.wait_console(PANIC, scaled(60), since=mark)
         t_panic = time.monotonic()
         if pause is not None:
@@ -275,13 +280,15 @@ class CrashRig:
                 "request_to_panic": t_panic - t0}
 
 
-    def run_until_panic(self, cmd: str, kind: str, first: int, delay: float, region: str = "written") -> dict:
+    def run_until_panic(self, cmd: str, kind: str, first: int, delay: float, region: str = "written",
+                        trigger=None) -> dict:
         """Starts the writer `cmd` (whose lines are `KIND N CRC`, N from
         `first` on), panics `delay` seconds after its first acknowledgement,
         lets the crash kernel replay and the guest reboot (panic_and_replay);
         adds `acks`: the numbers acknowledged before the panic, and `garbled`.
         `region`: what the report must say of the region ("dry-run" when
-        the crash kernel is told rapilog.dry_run=1).
+        the crash kernel is told rapilog.dry_run=1). `trigger`: as for
+        panic_and_replay.
 
         The writer is sequential: N is acknowledged only after every number
         before it, so the newest intact line vouches for all of them (the
@@ -290,7 +297,7 @@ class CrashRig:
         self.start(cmd)
         self.wait_acks(kind, mark, scaled(60))
         time.sleep(delay)
-        r = self.panic_and_replay()
+        r = self.panic_and_replay(trigger=trigger)
         rep = r["report"]
         assert rep["exit"] == "0" and rep["region"] == region, rep
         assert int(rep["bad_payload"]) == 0 and int(rep["malformed"]) == 0, rep
