@@ -96,7 +96,8 @@ pub fn dropin_text(params: &[String]) -> String {
 # `rapilogctl plan --apply` (rewritten whole each time; edit the plan, not
 # this file). Run update-grub after a change, then reboot.
 #   {kernel}
-# memmap=SIZE$PHYS reserves the region; crashkernel= the crash kernel's memory.
+# memmap=SIZE$PHYS reserves the region; crashkernel= the crash kernel's memory;
+# panic= reboots a kernel that panicked without a crash kernel (warm: replayed at load).
 # grub-mkconfig sources this file with /bin/sh: inside the double quotes
 # \\\\\\$ is \\$ in grub.cfg, which GRUB's parser reads as a plain $.
 GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT {words}\"
@@ -117,7 +118,12 @@ pub fn dropin_params(plan: &crate::plan::Plan, machine: &crate::plan::Machine) -
         Some(c) => format!("crashkernel={c}"),
         None => plan.crashkernel.clone(),
     };
-    vec![plan.memmap.clone(), crashkernel]
+    // A rebooting `panic=` already there is kept (the plan keeps it too).
+    let panic = match machine.cmdline.panic {
+        Some(n) if n != 0 => format!("panic={n}"),
+        _ => plan.panic.clone(),
+    };
+    vec![plan.memmap.clone(), crashkernel, panic]
 }
 
 /// What [`write_dropin`] did.

@@ -316,7 +316,7 @@ measured with --disk DEV --measure: with --scratch FILE by writing up to
 reading DEV with O_DIRECT (read-only) and halving the read bandwidth. No
 disk is ever written without --scratch. Default: 100 MB/s, assumed.
 
---apply writes memmap= and crashkernel= to /etc/default/grub.d/rapilog.cfg
+--apply writes memmap=, crashkernel= and panic= to /etc/default/grub.d/rapilog.cfg
 (under --root DIR), --grub-dropin PATH to PATH: a drop-in that extends
 GRUB_CMDLINE_LINUX_DEFAULT, with `$` escaped for the shell and for GRUB
 (memmap=64M\\\\\\$0x... in the file, memmap=64M\\$0x... in grub.cfg). Rewritten

@@ -1323,7 +1323,7 @@ fn plan_apply_writes_a_grub_dropin_once() {
         .expect("an assignment");
     assert_eq!(
         line,
-        r#"GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT memmap=12M\\\$0x7f200000 crashkernel=256M""#
+        r#"GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT memmap=12M\\\$0x7f200000 crashkernel=256M panic=10""#
     );
     // Again: nothing changes.
     let o = run_plan(
