@@ -13,6 +13,8 @@
 #   make crash-test N=20 N panics under load (N/5 with ext4, N/5 power cuts per
 #                        power-fail signal), 0 losses or it fails
 #   make bench           benchmarks (never part of `make test`; ONLY=icount: instruction cost)
+#   make ha-test         two QEMU guests, DRBD over rapilog: commit latency, then
+#                        the primary killed and the secondary promoted (not in `make test`)
 #   make rust-analyzer   rapilog-blk/rust-project.json, so rust-analyzer
 #                        follows the module into the kernel crate
 #
@@ -26,12 +28,12 @@ export KREL KDIR
 CACHE := $(CURDIR)/.cache
 MODULE := $(CACHE)/build/$(KREL)/rapilog.ko
 
-.PHONY: all module userspace rescue test host-test lint crash-test demo bench host-deps host-rust-artifacts rust-analyzer clean distclean help
+.PHONY: all module userspace rescue test host-test lint crash-test ha-test demo bench host-deps host-rust-artifacts rust-analyzer clean distclean help
 
 all: module userspace rescue
 
 help:
-	@sed -n '2,20p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,22p' Makefile | sed 's/^# \{0,1\}//'
 
 # Kbuild decides what to rebuild; the script builds the chroot once if needed.
 module:
@@ -69,6 +71,13 @@ crash-test:
 
 demo:
 	qemu-scripts/demo.py
+
+# Losing the whole machine (docs/two-nodes.md): DRBD protocol C over rapilog
+# in two QEMU guests; commit latency against DRBD on the raw disk, then the
+# primary's QEMU killed, the secondary promoted, every acknowledged commit
+# checked. About 10 minutes; never part of `make test`.
+ha-test:
+	tests/ha/run.sh
 
 # fio and PostgreSQL on rapilog vs the raw disk, dm-writecache and brd, in one
 # QEMU guest; QUICK=1 for a short run; ONLY=icount (the instruction-cost
