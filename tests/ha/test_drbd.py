@@ -284,6 +284,10 @@ def test_drbd_over_rapilog_latency_and_failover(nodes):
                         timeout=PASS_S + 300)
             us = [float(line.split()[2]) for line in a.sh(f"cat {prefix}.*").splitlines() if line.strip()]
             assert us, f"pgbench logged no transaction:\n{outp}"
+            # Replicated all along: a connection lost under emulation would
+            # have measured the primary's disk alone.
+            state = a.sh(f"drbdadm cstate {res}; drbdadm dstate {res}").split()
+            assert state == ["Connected", "UpToDate/UpToDate"], f"{label}: DRBD {state} after the run"
             lat[label] += us
             tps[label].append(len(us) / PASS_S)
             a.sh(f"rm -f {prefix}.*")
