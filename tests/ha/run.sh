@@ -9,7 +9,7 @@
 # venv, a rootfs image with drbd-utils and postgresql). Env: RAPILOG_KO=path
 # uses that rapilog.ko; KREL / RAPILOG_KREL, RAPILOG_TIMEOUT_SCALE as for
 # `make test`; RAPILOG_HA_PASS_S (pgbench seconds per run, default 8),
-# RAPILOG_HA_ROUNDS (default 2), RAPILOG_HA_MIN_ACKED (acknowledged commits
+# RAPILOG_HA_ROUNDS (default 3), RAPILOG_HA_MIN_ACKED (acknowledged commits
 # before the kill, default 40). Results: .cache/test-logs/ha/results.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit

@@ -15,7 +15,7 @@ PostgreSQL cluster (data directory and pg_wal) on the primary.
 1. Commit latency: pgbench, one client, one single-row INSERT per
    transaction, synchronous_commit=on, on `raw` and on `rl` (DRBD's
    default flush settings, then disk-flushes and md-flushes off),
-   interleaved in rounds; per-transaction latencies from pgbench's log.
+   interleaved in rounds (rotated order); per-transaction latencies from pgbench's log.
    Emulated wall clock (QEMU TCG): the ratios are the result.
 2. Failover: a client on the secondary commits numbered rows into the
    primary's `rl` cluster over the network and records each id once its
@@ -53,7 +53,7 @@ PG_PORT = {"rl": 5432, "raw": 5433}
 DRBD_MINOR = {"rl": 0, "raw": 1}
 DRBD_PORT = {"rl": 7789, "raw": 7790}
 PASS_S = int(os.environ.get("RAPILOG_HA_PASS_S", "8"))  # pgbench -T per run
-ROUNDS = int(os.environ.get("RAPILOG_HA_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("RAPILOG_HA_ROUNDS", "3"))
 MIN_ACKED = int(os.environ.get("RAPILOG_HA_MIN_ACKED", "40"))  # acknowledged rows before the kill
 # Measured configurations: (label, resource, DRBD disk options on both nodes).
 DEFAULT_FLUSHES = "disk-flushes yes; md-flushes yes; disk-barrier no;"
@@ -270,7 +270,10 @@ def test_drbd_over_rapilog_latency_and_failover(nodes):
     tps: dict[str, list[float]] = {label: [] for label, _, _ in CONFIGS}
     cur_opts = {"rl": DEFAULT_FLUSHES, "raw": DEFAULT_FLUSHES}
     for rnd in range(ROUNDS):
-        for i, (label, res, opts) in enumerate(CONFIGS):
+        # Rotated each round (like bench/run.py), so that no configuration
+        # always follows the same one while the host's load drifts.
+        for i, (label, res, opts) in [(j, CONFIGS[j]) for j in
+                                      (k % len(CONFIGS) for k in range(rnd, rnd + len(CONFIGS)))]:
             if cur_opts[res] != opts:
                 cur_opts[res] = opts
                 write_conf(nodes, cur_opts)
