@@ -5,8 +5,10 @@ Two QEMU guests (1 vCPU, 1 GiB each, the stock kernel, the Debian rootfs
 with drbd-utils and PostgreSQL) on a private point-to-point network that
 stays on the host's loopback (rapilog_harness.network: QEMU `-netdev
 dgram` on 127.0.0.1; 10.99.0.1 and 10.99.0.2 in the guests). Each guest
-has two log disks throttled to 200 requests/s: one fronted by rapilog
-(`/dev/rapilog0`, 64 MiB region), one raw. Two DRBD 8.4 resources
+has two log disks throttled to 200 requests/s, each used through a
+dm-delay target that delays every write by 5 ms (a disk's write time:
+QEMU's throttle alone limits the rate, not the time of one write): one
+fronted by rapilog (`/dev/rapilog0`, 64 MiB region), one raw. Two DRBD 8.4 resources
 (the kernel's drbd.ko, drbd-utils' drbdadm, which runs its 8.4 front end
 for an 8.4 module), protocol C, internal metadata: `rl` on /dev/rapilog0
 and `raw` on the raw disk, each with an ext4 file system and a
@@ -48,6 +50,12 @@ MEM = "1G"
 REGION_BOOT, REGION_PARAM = "64M$0x30000000", "64M@0x30000000"
 DISK_SIZE = "192M"
 IOPS = 200  # both log disks: a 10k rpm disk (requests of up to 4 KiB)
+# QEMU's throttle limits a rate: a write goes through at once while the
+# bucket has room, so a commit every few ms never waits for it. A disk's
+# write takes time whatever the rate: each log disk is used through a
+# dm-delay target in the guest that delays every write by this much
+# (reads and empty flushes not: QEMU's disk has no volatile cache).
+WRITE_DELAY_MS = int(os.environ.get("RAPILOG_HA_WRITE_MS", "5"))
 NODES = {"a": ("ha-a", "10.99.0.1"), "b": ("ha-b", "10.99.0.2")}
 PG_PORT = {"rl": 5432, "raw": 5433}
 DRBD_MINOR = {"rl": 0, "raw": 1}
@@ -174,10 +182,16 @@ class Node:
         """Host name, network, rapilog over the first log disk, drbd.ko."""
         self.sh(f"hostname {self.host}")
         configure_ipv4(self.g, f"{self.ip}/24")
-        log_disk = self.sh("disk-by-serial ha-log").strip()
-        self.disks = {"rl": "/dev/rapilog0", "raw": self.sh("disk-by-serial ha-raw").strip()}
-        self.sh(f"insmod /lib/modules/$(uname -r)/extra/rapilog.ko region={region_param} backing={log_disk} "
-                "disk_id=serial:ha-log && [ -b /dev/rapilog0 ]", timeout=180)
+        # Each log disk through dm-delay (WRITE_DELAY_MS per write); no udev:
+        # dmsetup makes the /dev/mapper node itself.
+        for d in ("log", "raw"):
+            self.sh(f"modprobe dm-delay && dev=$(disk-by-serial ha-{d}) && n=$(blockdev --getsz $dev) && "
+                    f"dmsetup create slow-{d} --table \"0 $n delay $dev 0 0 $dev 0 {WRITE_DELAY_MS} $dev 0 0\" && "
+                    f"dmsetup mknodes slow-{d} && [ -b /dev/mapper/slow-{d} ]")
+        self.disks = {"rl": "/dev/rapilog0", "raw": "/dev/mapper/slow-raw"}
+        # The identity stays the disk's serial, whichever path reaches it.
+        self.sh(f"insmod /lib/modules/$(uname -r)/extra/rapilog.ko region={region_param} "
+                "backing=/dev/mapper/slow-log disk_id=serial:ha-log && [ -b /dev/rapilog0 ]", timeout=180)
         # drbdadm locks /var/lock/drbd-147-MINOR (/var/lock -> /run/lock, which
         # nothing creates in this rootfs: no systemd-tmpfiles).
         self.sh("modprobe drbd && grep -q '^version: 8.4' /proc/drbd && mkdir -p /run/lock /var/lib/drbd")
@@ -223,7 +237,7 @@ def test_drbd_over_rapilog_latency_and_failover(nodes):
     out_dir = LOG_ROOT / "ha"
     a, b = nodes["a"], nodes["b"]
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "pass_s": PASS_S, "rounds": ROUNDS,
-                     "iops": IOPS, "guest": {"mem": MEM, "smp": 1}}
+                     "iops": IOPS, "write_delay_ms": WRITE_DELAY_MS, "guest": {"mem": MEM, "smp": 1}}
     for n in (a, b):
         n.setup(REGION_PARAM)
     results["kernel"] = a.sh("uname -r").strip()
@@ -341,7 +355,8 @@ def test_drbd_over_rapilog_latency_and_failover(nodes):
 def report(r: dict) -> str:
     lines = [f"## DRBD protocol C over rapilog: two QEMU guests ({r['date']})", "",
              f"Kernel {r['kernel']}, {r['drbd']}; 1 vCPU and {r['guest']['mem']} per guest; log disks throttled "
-             f"to {r['iops']} requests/s; pgbench 1 client, one-row INSERT per transaction, synchronous_commit=on, "
+             f"to {r['iops']} requests/s, each write delayed {r.get('write_delay_ms', 0)} ms (dm-delay); "
+             "pgbench 1 client, one-row INSERT per transaction, synchronous_commit=on, "
              f"{r['rounds']} x {r['pass_s']} s per configuration (interleaved).", "",
              "Commit latency (emulated: QEMU TCG wall clock; the ratios are the result):", "",
              "| configuration | transactions | TPS | mean ms | p50 ms | p99 ms | max ms |",
