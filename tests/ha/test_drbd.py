@@ -254,7 +254,7 @@ def test_drbd_over_rapilog_latency_and_failover(nodes):
         n.sh("for r in rl raw; do yes yes | drbdadm create-md $r >/dev/null 2>&1 || exit 1; done && drbdadm up all",
              timeout=180)
     # Which tools drbdadm runs for this kernel (a dry run prints the commands).
-    results["drbdadm_dry_run"] = a.sh("drbdadm -d adjust rl 2>&1 | head -n 3")
+    results["drbdadm_dry_run"] = a.sh("drbdadm -d down rl 2>&1 | head -n 3")
     for n in (a, b):
         for res in ("rl", "raw"):
             wait_for(n.g, f"[ \"$(drbdadm cstate {res})\" = Connected ]", scaled(120), f"{res} connected")
