@@ -75,7 +75,8 @@ demo:
 # Losing the whole machine (docs/two-nodes.md): DRBD protocol C over rapilog
 # in two QEMU guests; commit latency against DRBD on the raw disk, then the
 # primary's QEMU killed, the secondary promoted, every acknowledged commit
-# checked. About 10 minutes; never part of `make test`.
+# checked. About 4 minutes once the module and the rootfs image exist; never
+# part of `make test`.
 ha-test:
 	tests/ha/run.sh
 

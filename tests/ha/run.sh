@@ -16,6 +16,8 @@ cd "$(dirname "$0")/../.." || exit
 . kernels/lib.sh
 export RAPILOG_KREL=${KREL:-${RAPILOG_KREL:-7.3.4+deb13-amd64}}
 t0=$SECONDS
+# The test skips itself without root (debootstrap): here that is a failure.
+[ "$(id -u)" = 0 ] || { echo "ha-test: must run as root (debootstrap, QEMU disks)" >&2; exit 1; }
 qemu-scripts/host-deps.sh >/dev/null || exit 1
 [ -n "${RAPILOG_KO:-}" ] || kernels/build-module.sh "$RAPILOG_KREL" >/dev/null || exit 1
 py=$(tests/setup-venv.sh) || exit 1
