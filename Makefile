@@ -2,7 +2,12 @@
 #
 #   make                 module for the default stock kernel, userspace tools,
 #                        and the crash kernel's rescue initramfs
-#   make KREL=...        module for another supported kernel (see kernels/*.env)
+#   make KREL=...        module for any Rust-enabled Debian kernel (settings
+#                        pinned in kernels/*.env or derived from the archive)
+#   make kernels         which kernels the archive offers, Rust-enabled or not
+#   make deb [KREL=...]  Debian packages in .cache/deb/: rapilog-tools and
+#                        rapilog-modules-KREL (debhelper in a trixie chroot,
+#                        lintian-checked; docs/install.md installs them)
 #   make KDIR=/lib/modules/$(uname -r)/build
 #                        module against headers installed on this machine
 #                        (after `make host-rust-artifacts`)
@@ -28,12 +33,13 @@ export KREL KDIR
 CACHE := $(CURDIR)/.cache
 MODULE := $(CACHE)/build/$(KREL)/rapilog.ko
 
-.PHONY: all module userspace rescue test host-test lint crash-test ha-test demo bench host-deps host-rust-artifacts rust-analyzer clean distclean help
+# `kernels` names a directory too: phony, so make always runs it.
+.PHONY: kernels all module userspace rescue deb test host-test lint crash-test ha-test demo bench host-deps host-rust-artifacts rust-analyzer clean distclean help
 
 all: module userspace rescue
 
 help:
-	@sed -n '2,22p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,/^$$/p' Makefile | sed -e 's/^# \{0,1\}//' -e '/^$$/d'
 
 # Kbuild decides what to rebuild; the script builds the chroot once if needed.
 module:
@@ -47,11 +53,20 @@ userspace:
 rust-analyzer:
 	kernels/rust-analyzer.sh $(KREL)
 
+# Every kernel the Debian archive offers (trixie, trixie-backports, forky,
+# sid), whether it has CONFIG_RUST and whether its compiler set is still served.
+kernels:
+	python3 kernels/kernel-env.py list
+
 # The crash kernel's initramfs (static rapilog-rescue + the stock disk drivers
 # of KREL, taken from the Debian archive's linux-modules package).
 rescue:
 	rapilog-rescue/build-initramfs.sh -k $(KREL) -r "$$(qemu-scripts/fetch-kernel.sh $(KREL))/root" \
 		-o $(CACHE)/build/$(KREL)/rescue-initramfs.cpio.gz
+
+# Debian packages for KREL (packaging/build-deb.sh builds the module too).
+deb:
+	packaging/build-deb.sh $(KREL)
 
 test:
 	tests/run-all.sh

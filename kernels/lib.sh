@@ -38,15 +38,24 @@ debian_mirror() {
     die "cannot find a Debian mirror in /etc/apt (set DEBIAN_MIRROR=http://.../debian)"
 }
 
-# load_kernel_env KREL: source kernels/KREL.env (KEY=VALUE lines; unknown keys
-# are fine) and check the variables the harness needs.
+# load_kernel_env KREL: source the kernel's settings (KEY=VALUE lines; unknown
+# keys are fine) and check the variables the harness needs. A committed pin,
+# kernels/KREL.env, wins (the default kernel has one: its build is
+# reproducible); any other kernel's settings are derived from the Debian
+# archive and the kernel's own .config by kernels/kernel-env.py, once, into
+# $RAPILOG_CACHE/kernels/KREL.env.
 load_kernel_env() {
     local krel=$1 f
     f=$RAPILOG_TOP/kernels/$krel.env
     if [[ ! -r $f ]]; then
-        local known=() k
-        for k in "$RAPILOG_TOP"/kernels/*.env; do [[ -e $k ]] && known+=("$(basename "$k" .env)"); done
-        die "no pin file $f (known: ${known[*]:-none})"
+        f=$RAPILOG_CACHE/kernels/$krel.env
+        if [[ ! -s $f ]]; then
+            mkdir -p "$RAPILOG_CACHE/kernels"
+            log "no pin kernels/$krel.env: deriving its build settings from the archive (kernels/kernel-env.py)"
+            python3 "$RAPILOG_TOP/kernels/kernel-env.py" derive "$krel" >"$f.tmp.$$" ||
+                { rm -f "$f.tmp.$$"; die "cannot build for $krel (the line above says why; 'kernels/kernel-env.py list' shows the kernels that can)"; }
+            mv "$f.tmp.$$" "$f"
+        fi
     fi
     # shellcheck disable=SC1090
     source "$f"

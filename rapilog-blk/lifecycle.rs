@@ -78,6 +78,7 @@ use crate::live::{Admission, Chore, Live};
 use crate::metadata;
 use crate::stats;
 use crate::sys::clock;
+use crate::sys::compat;
 use crate::sys::kthread::Kthread;
 use crate::sys::lifecycle_events::{Sleep, Stop};
 use crate::writeback::Writeback;
@@ -163,7 +164,7 @@ fn wait_until(
         if left <= Delta::ZERO {
             return false;
         }
-        let ms = left.as_millis_ceil().clamp(1, 100) as u32;
+        let ms = compat::millis_ceil(left).clamp(1, 100) as u32;
         if let CondVarTimeoutResult::Signal { .. } = dev
             .space_freed()
             .wait_interruptible_timeout(&mut live, msecs_to_jiffies(ms))

@@ -37,6 +37,7 @@ use crate::metadata;
 use crate::sys::backing::{BackingDisk, MAX_IO_BYTES};
 use crate::sys::bounce::BounceBuffer;
 use crate::sys::clock;
+use crate::sys::compat;
 use crate::sys::crc32c::KernelCrc32c;
 use crate::sys::region::Region;
 
@@ -171,7 +172,7 @@ fn check_loss(
                  database's recovery), then load with accept_loss=1 to go on, or see `rapilogctl \
                  marker {path}`\n"
             );
-            Err(EUCLEAN)
+            Err(compat::euclean())
         }
     }
 }

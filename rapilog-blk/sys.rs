@@ -15,6 +15,7 @@
 //! - [`gendisk`]: `/dev/rapilog0` itself, a bio-based disk.
 //! - [`kthread`]: the writeback thread.
 //! - [`clock`]: wall clock and randomness.
+//! - [`compat`]: what differs between the kernels' Rust APIs.
 //! - [`control_device`]: `/dev/rapilog-ctl`, the control interface.
 //! - [`crc32c`]: the kernel's CRC-32C for the format crate.
 //! - [`iommu`]: which PCI devices' DMA an IOMMU translates.
@@ -43,6 +44,7 @@ pub(crate) mod backing;
 pub(crate) mod bio;
 pub(crate) mod bounce;
 pub(crate) mod clock;
+pub(crate) mod compat;
 pub(crate) mod control_device;
 pub(crate) mod crc32c;
 pub(crate) mod gendisk;

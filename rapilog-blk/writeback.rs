@@ -98,6 +98,7 @@ use crate::ratelimit::RateLimit;
 use crate::stats;
 use crate::sys::backing::MAX_IO_BYTES;
 use crate::sys::bounce::BounceBuffer;
+use crate::sys::compat;
 use crate::sys::crc32c::KernelCrc32c;
 use crate::sys::kthread::should_stop;
 
@@ -331,7 +332,7 @@ fn next_batch(dev: &Device, wb: &mut Writeback) -> Next {
             powerfail::Resume::After(left) => sleep = sleep.min(left),
             powerfail::Resume::Due(due) => return Next::Resume(due),
         }
-        let ms = sleep.as_millis_ceil().clamp(1, IDLE_MS) as u32;
+        let ms = compat::millis_ceil(sleep).clamp(1, IDLE_MS) as u32;
         // A signal cannot reach a kthread; waking early is harmless.
         let _ = dev
             .work()
@@ -501,7 +502,7 @@ fn retry(
             Failing::JustDead(failing) => disk_dead(dev, failing, e),
         }
         if let Some(suppressed) = errors.allow() {
-            let ms = sleep.as_millis_ceil();
+            let ms = compat::millis_ceil(sleep);
             pr_err!(
                 "writeback: {step} failed ({}); the data stays in the region, retrying in {ms} ms \
                  ({suppressed} similar lines suppressed)\n",
@@ -734,7 +735,7 @@ pub(crate) fn skip_bad_record(dev: &Device, seq: u64) -> Result {
     let mut live = dev.lock_live();
     match live.held {
         None => return Err(ENOENT),
-        Some(h) if h.seq != seq => return Err(ESTALE),
+        Some(h) if h.seq != seq => return Err(compat::estale()),
         Some(_) => {}
     }
     live.skip_request = Some(seq);

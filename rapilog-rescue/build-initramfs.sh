@@ -29,8 +29,16 @@
 # see rapilog-rescue/README.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=kernels/lib.sh
-source "$here/../kernels/lib.sh"
+if [[ -r $here/../kernels/lib.sh ]]; then
+    # shellcheck source=kernels/lib.sh
+    source "$here/../kernels/lib.sh"
+else
+    # Installed by the rapilog-tools package as /usr/lib/rapilog/build-initramfs,
+    # next to the static rapilog-rescue, without the repository's helpers.
+    die() { echo "error: $*" >&2; exit 1; }
+    log() { echo "[$(date +%H:%M:%S) build-initramfs] $*" >&2; }
+    RAPILOG_CACHE=/var/cache/rapilog
+fi
 
 krel=$(uname -r)
 root=/
@@ -60,6 +68,9 @@ for tool in cpio depmod modprobe xz ldd; do
 done
 static() { { ldd "$1" 2>&1 || true; } | grep -Eq 'statically linked|not a dynamic executable'; }
 [[ -x $busybox ]] && static "$busybox" || die "$busybox is not a static busybox (apt-get install busybox-static)"
+if [[ -z $rescue && -x $here/rapilog-rescue ]]; then
+    rescue=$here/rapilog-rescue # installed by the package
+fi
 [[ -n $rescue ]] || rescue=$("$here/build-static.sh")
 [[ -x $rescue ]] && static "$rescue" || die "$rescue is not a static executable (see rapilog-rescue/build-static.sh)"
 kmods=$root/lib/modules/$krel

@@ -151,8 +151,8 @@ use kernel::bindings;
 use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::sync::atomic::{Atomic, Relaxed};
-use kernel::sync::barrier::{smp_mb, Write};
 
+use super::compat::{smp_mb, Write};
 use super::helpers::*;
 use super::CopyError;
 use crate::config::Protect;

@@ -15,6 +15,8 @@
 //!   marker, read offline and cleared after a possible loss is dealt with.
 //! - [`plan`]: boot parameters (`memmap=`, `crashkernel=`) and a region
 //!   size from the machine's memory map and the log disk's bandwidth.
+//! - [`grub`]: `plan --apply | --grub-dropin`, the boot parameters as a
+//!   GRUB drop-in, escaped for the shell and for GRUB's parser.
 //! - [`arm`]: `rapilog-arm arm|disarm`, the script the systemd unit uses.
 //! - [`live`]: the live commands (`status`, `flush`, `dump`, `inspect
 //!   --live`, `fence`) over the driver's control device `/dev/rapilog-ctl`;
@@ -26,6 +28,7 @@
 #![deny(unsafe_code)]
 
 pub mod arm;
+pub mod grub;
 pub mod inspect;
 pub mod live;
 pub mod marker;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use rapilogctl::{arm, inspect, live, marker, plan, replay, status, Code, Error, EXIT_CODES};
+use rapilogctl::{arm, grub, inspect, live, marker, plan, replay, status, Code, Error, EXIT_CODES};
 
 const ABOUT: &str = "Inspect and operate rapilog: the write-back log buffer in crash-safe memory";
 
@@ -32,7 +32,7 @@ to stderr as one line `rapilogctl: error: ...`; with --json, stdout also gets
 
 #[derive(Parser, Debug)]
 #[command(name = "rapilogctl", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXIT_CODES)]
-struct Cli {
+pub(crate) struct Cli {
     /// sysfs mount point (for tests and chroots)
     #[arg(long, global = true, default_value = "/sys", hide = true)]
     sysfs: PathBuf,
@@ -316,6 +316,12 @@ measured with --disk DEV --measure: with --scratch FILE by writing up to
 reading DEV with O_DIRECT (read-only) and halving the read bandwidth. No
 disk is ever written without --scratch. Default: 100 MB/s, assumed.
 
+--apply writes memmap= and crashkernel= to /etc/default/grub.d/rapilog.cfg
+(under --root DIR), --grub-dropin PATH to PATH: a drop-in that extends
+GRUB_CMDLINE_LINUX_DEFAULT, with `$` escaped for the shell and for GRUB
+(memmap=64M\\\\\\$0x... in the file, memmap=64M\\$0x... in grub.cfg). Rewritten
+only if it changes; then run update-grub and reboot.
+
 Exit: 0 planned, 1 no room in RAM or a measurement failed, 2 bad arguments
 or unreadable input, 77 needs root (/proc/iomem hides addresses otherwise).")]
     Plan {
@@ -343,6 +349,15 @@ or unreadable input, 77 needs root (/proc/iomem hides addresses otherwise).")]
         /// meminfo to read
         #[arg(long, value_name = "FILE", default_value = "/proc/meminfo")]
         meminfo: PathBuf,
+        /// Write the boot parameters to /etc/default/grub.d/rapilog.cfg (then update-grub)
+        #[arg(long, conflicts_with = "grub_dropin")]
+        apply: bool,
+        /// The root directory --apply writes under
+        #[arg(long, value_name = "DIR", default_value = "/", requires = "apply")]
+        root: PathBuf,
+        /// Write the boot parameters as a GRUB drop-in to PATH
+        #[arg(long, value_name = "PATH")]
+        grub_dropin: Option<PathBuf>,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -558,6 +573,9 @@ fn run(cli: Cli) -> Result<Code, (Error, bool)> {
             iomem,
             cmdline,
             meminfo,
+            apply,
+            root,
+            grub_dropin,
             json,
         } => {
             let j = json.json;
@@ -611,6 +629,11 @@ fn run(cli: Cli) -> Result<Code, (Error, bool)> {
                 print_json(&p);
             } else {
                 print!("{}", plan::render(&p));
+            }
+            if let Some(path) = grub_dropin.or(apply.then(|| grub::apply_path(&root))) {
+                let done = grub::write_dropin(&path, &grub::dropin_params(&p, &machine))
+                    .map_err(|e| (e, j))?;
+                eprintln!("rapilogctl: {}", done.message());
             }
             Ok(Code::Ok)
         }

@@ -1300,3 +1300,58 @@ fn replay_writes_a_live_marker_clean_and_leaves_one_of_another_epoch() {
     let v = json(&ctl(&["marker", s(&t.disk), "--json"]));
     assert_eq!(v["marker"]["epoch"], "0x1234");
 }
+
+#[test]
+fn plan_apply_writes_a_grub_dropin_once() {
+    let dir = TempDir::new("plan-apply");
+    let base = plan_fixture(&dir, IOMEM, "root=/dev/vda1 quiet\n");
+    let root = dir.join("root");
+    let o = run_plan(
+        &base,
+        &["--bandwidth", "500", "--apply", "--root", s(&root)],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("now run update-grub"), "{}", stderr(&o));
+    let path = root.join("etc/default/grub.d/rapilog.cfg");
+    let text = fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| !l.starts_with('#'))
+        .expect("an assignment");
+    assert_eq!(
+        line,
+        r#"GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT memmap=12M\\\$0x7f200000 crashkernel=256M""#
+    );
+    // Again: nothing changes.
+    let o = run_plan(
+        &base,
+        &["--bandwidth", "500", "--apply", "--root", s(&root)],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to do"), "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    // After the reboot the parameters are on the command line (and the
+    // region reserved): the plan keeps them and the drop-in stays the same.
+    let iomem = IOMEM.replace(
+        "  02c88000-02ffffff : Kernel bss\n",
+        "  02c88000-02ffffff : Kernel bss\n7f200000-7fdfffff : Reserved\n",
+    );
+    let after = plan_fixture(
+        &dir,
+        &iomem,
+        "root=/dev/vda1 quiet memmap=12M$0x7f200000 crashkernel=256M\n",
+    );
+    let o = run_plan(
+        &after,
+        &["--bandwidth", "500", "--apply", "--root", s(&root)],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing to do"), "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    // --grub-dropin PATH: the same file anywhere; --root needs --apply.
+    let other = dir.join("elsewhere.cfg");
+    let o = run_plan(&base, &["--bandwidth", "500", "--grub-dropin", s(&other)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(fs::read_to_string(&other).unwrap(), text);
+    assert_eq!(code(&run_plan(&base, &["--root", s(&root)])), 2);
+}
