@@ -18,6 +18,8 @@
 #   make crash-test N=20 N panics under load (N/5 with ext4, N/5 power cuts per
 #                        power-fail signal), 0 losses or it fails
 #   make bench           benchmarks (never part of `make test`; ONLY=icount: instruction cost)
+#   make ha-test         two QEMU guests, DRBD over rapilog: commit latency, then
+#                        the primary killed and the secondary promoted (not in `make test`)
 #   make rust-analyzer   rapilog-blk/rust-project.json, so rust-analyzer
 #                        follows the module into the kernel crate
 #
@@ -32,7 +34,7 @@ CACHE := $(CURDIR)/.cache
 MODULE := $(CACHE)/build/$(KREL)/rapilog.ko
 
 # `kernels` names a directory too: phony, so make always runs it.
-.PHONY: kernels all module userspace rescue deb test host-test lint crash-test demo bench host-deps host-rust-artifacts rust-analyzer clean distclean help
+.PHONY: kernels all module userspace rescue deb test host-test lint crash-test ha-test demo bench host-deps host-rust-artifacts rust-analyzer clean distclean help
 
 all: module userspace rescue
 
@@ -84,6 +86,14 @@ crash-test:
 
 demo:
 	qemu-scripts/demo.py
+
+# Losing the whole machine (docs/two-nodes.md): DRBD protocol C over rapilog
+# in two QEMU guests; commit latency against DRBD on the raw disk, then the
+# primary's QEMU killed, the secondary promoted, every acknowledged commit
+# checked. About 4 minutes once the module and the rootfs image exist; never
+# part of `make test`.
+ha-test:
+	tests/ha/run.sh
 
 # fio and PostgreSQL on rapilog vs the raw disk, dm-writecache and brd, in one
 # QEMU guest; QUICK=1 for a short run; ONLY=icount (the instruction-cost

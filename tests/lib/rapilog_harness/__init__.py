@@ -32,6 +32,7 @@ Modules (everything public is also importable from the package itself):
     images     the kernel, initramfs, rootfs image and rapilog.ko a guest boots
     memory     sizes, memmap= specs, q35 RAM file offsets, read_phys/write_phys
     qemu       Disk, the QEMU command line and process lifecycle
+    network    a private network between guests on the host's loopback (Nic, loopback_link)
     console    the kernel console: reader thread, wait_console()
     qmp        QMP commands and events
     agent      the guest agent protocol: run()/check()/send()/read_file()/write_file()
@@ -52,6 +53,7 @@ from .images import (ROOT_INIT, ROOTFS_SERIAL, build_initramfs, build_module, bu
 from .memory import parse_memmap, parse_size, q35_phys_to_offset
 from .agent import AGENT_PORT_NAME
 from .qemu import Disk
+from .network import Nic, configure_ipv4, free_udp_ports, loopback_link
 from .guest import Guest
 
 __all__ = [
@@ -66,6 +68,6 @@ __all__ = [
     "pinned_krels", "rootfs_module_index",
     # memory
     "parse_memmap", "parse_size", "q35_phys_to_offset",
-    # agent, qemu, guest
-    "AGENT_PORT_NAME", "Disk", "Guest",
+    # agent, qemu, network, guest
+    "AGENT_PORT_NAME", "Disk", "Guest", "Nic", "configure_ipv4", "free_udp_ports", "loopback_link",
 ]

@@ -17,6 +17,7 @@ from .agent import AgentMixin
 from .config import BOOT_TIMEOUT, DEFAULT_KREL, LOG_ROOT, ROOTFS_BOOT_TIMEOUT
 from .console import ConsoleMixin
 from .memory import GuestMemoryMixin, parse_size
+from .network import Nic
 from .qemu import Disk, QemuProcessMixin
 from .qmp import QMPMixin
 
@@ -34,7 +35,8 @@ class Guest(QemuProcessMixin, ConsoleMixin, QMPMixin, AgentMixin, GuestMemoryMix
                  initramfs: str | Path | None = None, agent: str = "virtio",
                  no_reboot: bool = False, qemu_args: list[str] | None = None,
                  log_dir: str | Path | None = None, boot_timeout: float | None = None,
-                 rootfs: bool | str | Path | list[str] | tuple[str, ...] | None = None):
+                 rootfs: bool | str | Path | list[str] | tuple[str, ...] | None = None,
+                 nics: list[Nic] | None = None):
         """rootfs: boot the Debian rootfs image instead of staying in the
         busybox initramfs: True (default image for krel), a list of extra
         Debian packages (their own image), or the path of an image (raw or
@@ -44,6 +46,9 @@ class Guest(QemuProcessMixin, ConsoleMixin, QMPMixin, AgentMixin, GuestMemoryMix
         switch_roots into it (qemu-scripts/guest/rapilog-root-init). files=,
         overlays= and load= apply to the rootfs; modules= is moot (every
         stock module is there). The agent and boot hooks are the same.
+
+        nics: network interfaces (network.Nic, e.g. the two ends of
+        network.loopback_link() for two guests); none by default.
         """
         self.name = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
         self.krel = krel
@@ -63,6 +68,7 @@ class Guest(QemuProcessMixin, ConsoleMixin, QMPMixin, AgentMixin, GuestMemoryMix
         self.agent = agent
         self.no_reboot = no_reboot
         self.qemu_args = list(qemu_args or [])
+        self.nics = list(nics or [])
         if rootfs is False:
             rootfs = None
         if isinstance(rootfs, (list, tuple)):

@@ -142,6 +142,8 @@ class QemuProcessMixin:
             cmd += ["-device", "pvpanic-pci", "-action", f"panic={self.panic_action}"]
         if self.no_reboot:
             cmd += ["-action", "reboot=shutdown"]
+        for nic in getattr(self, "nics", []):
+            cmd += nic.qemu_args(vdev)
         return cmd + self.qemu_args
 
     # --- lifecycle -----------------------------------------------------------------------
