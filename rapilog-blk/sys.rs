@@ -17,6 +17,7 @@
 //! - [`clock`]: wall clock and randomness.
 //! - [`control_device`]: `/dev/rapilog-ctl`, the control interface.
 //! - [`crc32c`]: the kernel's CRC-32C for the format crate.
+//! - `copy_crc`: a write's payload copied and checksummed in one pass.
 //! - [`iommu`]: which PCI devices' DMA an IOMMU translates.
 //! - [`module_param`]: string and integer module parameters.
 //! - [`powerfail_signals`]: the power button and NMI signals, power off,
@@ -44,6 +45,7 @@ pub(crate) mod bio;
 pub(crate) mod bounce;
 pub(crate) mod clock;
 pub(crate) mod control_device;
+mod copy_crc;
 pub(crate) mod crc32c;
 pub(crate) mod gendisk;
 mod helpers;

@@ -27,6 +27,17 @@ impl Crc32c for KernelCrc32c {
     }
 }
 
+/// The raw CRC-32C register (no inversions) after `len` bytes at `ptr`,
+/// from `crc`: the kernel's `crc32c()` itself.
+///
+/// # Safety
+///
+/// `ptr` must be valid for reads of `len` bytes for the duration of the call.
+pub(super) unsafe fn update_raw(crc: u32, ptr: *const u8, len: usize) -> u32 {
+    // SAFETY: The caller guarantees `ptr` is readable for `len` bytes.
+    unsafe { crc32c(crc, ptr.cast(), len) }
+}
+
 /// Standard CRC-32C of `len` bytes at `ptr`, for region memory that is only
 /// ever accessed through raw pointers (see `region`).
 ///

@@ -243,6 +243,21 @@ pub(crate) unsafe trait WindowSource {
     /// `dst` is valid for writes of `self.len()` bytes and is not memory
     /// of the source.
     unsafe fn copy_to(&self, dst: *mut u8) -> Result<(), CopyError>;
+
+    /// Copies all of it to `dst` and returns the standard CRC-32C of the
+    /// bytes stored there, computed from the values stored (so it is the
+    /// checksum of what landed in `dst`, as [`WriteWindow::checksum`]
+    /// would read it back); `None` if this source or CPU has no such copy
+    /// (then only [`copy_to`](Self::copy_to) ran, and the caller checksums
+    /// `dst`).
+    ///
+    /// # Safety
+    ///
+    /// As [`copy_to`](Self::copy_to).
+    unsafe fn copy_checksummed(&self, dst: *mut u8) -> Result<Option<u32>, CopyError> {
+        // SAFETY: The caller's promise, passed on.
+        unsafe { self.copy_to(dst) }.map(|()| None)
+    }
 }
 
 /// Which range of a [`WriteWindow`].
@@ -921,10 +936,15 @@ impl Region {
         let mut window = self
             .open_window(payload, Some(descriptor))
             .map_err(PublishError::Window)?;
-        window
+        let checksum = match window
             .fill(Part::First, src)
-            .map_err(PublishError::Payload)?;
-        let bytes = describe(data, window.checksum(Part::First));
+            .map_err(PublishError::Payload)?
+        {
+            // Copied and checksummed in one pass (`copy_crc`).
+            Some(checksum) => checksum,
+            None => window.checksum(Part::First),
+        };
+        let bytes = describe(data, checksum);
         // On x86 stores are ordered anyway; this documents and enforces it.
         smp_mb(Write);
         window
@@ -1170,8 +1190,10 @@ impl WriteWindow<'_> {
     }
 
     /// Fills a part with `src`, which must have the part's size
-    /// ([`CopyError::SizeMismatch`]; a streamed part never matches).
-    fn fill<S: WindowSource>(&mut self, part: Part, src: &S) -> Result<(), CopyError> {
+    /// ([`CopyError::SizeMismatch`]; a streamed part never matches), and
+    /// returns the CRC-32C of what landed if the source computed it on the
+    /// way ([`WindowSource::copy_checksummed`]).
+    fn fill<S: WindowSource>(&mut self, part: Part, src: &S) -> Result<Option<u32>, CopyError> {
         let (dst, len) = self.raw(part);
         if len != src.len() {
             return Err(CopyError::SizeMismatch);
@@ -1179,7 +1201,7 @@ impl WriteWindow<'_> {
         // SAFETY: The window maps `len` writable bytes at `dst` while it is
         // borrowed (`raw`, type invariants); region memory is no source's
         // memory.
-        unsafe { src.copy_to(dst) }
+        unsafe { src.copy_checksummed(dst) }
     }
 
     /// Copies `src` to `offset` in a part ([`CopyError::OutsideBuffer`] if
