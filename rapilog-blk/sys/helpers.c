@@ -149,7 +149,7 @@ struct bio *rapilog_bio_split_to_limits(struct bio *bio)
  * + CRC-32C of sys/copy_crc.rs). Returns the last register value.
  */
 u32 rapilog_bio_copy_crc(struct bio *bio, unsigned int skip, void *buf, unsigned int len, u32 crc,
-			 rapilog_copy_crc_fn copy)
+			 u32 (*copy)(u32 crc, void *dst, const void *src, unsigned int len))
 {
 	struct bvec_iter start = bio->bi_iter, iter;
 	struct bio_vec bv;
