@@ -51,7 +51,9 @@ fn crc_1stream(crc: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(8);
     for w in &mut chunks {
         let v = u64::from_le_bytes(w.try_into().unwrap());
-        unsafe { asm!("crc32 {c}, {v}", c = inout(reg) c, v = in(reg) v, options(nostack, pure, nomem)) };
+        unsafe {
+            asm!("crc32 {c}, {v}", c = inout(reg) c, v = in(reg) v, options(nostack, pure, nomem))
+        };
     }
     crc_bitwise(c as u32, chunks.remainder())
 }
@@ -101,8 +103,16 @@ fn check() {
             let s = &src[so..so + len];
             dst[dof..dof + len].fill(0);
             let got = fused(!0, &mut dst[dof..dof + len], s);
-            assert_eq!(got, crc_bitwise(!0, s), "crc, len {len}, offsets {so} {dof}");
-            assert_eq!(&dst[dof..dof + len], s, "copy, len {len}, offsets {so} {dof}");
+            assert_eq!(
+                got,
+                crc_bitwise(!0, s),
+                "crc, len {len}, offsets {so} {dof}"
+            );
+            assert_eq!(
+                &dst[dof..dof + len],
+                s,
+                "copy, len {len}, offsets {so} {dof}"
+            );
             n += 1;
         }
     }
@@ -130,7 +140,10 @@ fn time(name: &str, len: usize, mut f: impl FnMut() -> u32) -> f64 {
         }
         best = best.min(t.elapsed().as_nanos() as f64 / iters as f64);
     }
-    println!("  {name:<42} {len:>6} B: {best:8.1} ns ({:5.2} B/ns)", len as f64 / best);
+    println!(
+        "  {name:<42} {len:>6} B: {best:8.1} ns ({:5.2} B/ns)",
+        len as f64 / best
+    );
     best
 }
 
@@ -141,7 +154,10 @@ fn main() {
         return;
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpu.lines().find(|l| l.starts_with("model name")).unwrap_or("?");
+    let model = cpu
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .unwrap_or("?");
     println!("timing, data hot in cache, best of 15 rounds ({model})");
     for len in [4096usize, 65536] {
         let src: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
@@ -151,7 +167,8 @@ fn main() {
             crc_3way(0, &dst)
         });
         let b = time("fused copy + crc32 3-way (copy_crc)", len, || {
-            let (c, _) = unsafe { copy_crc::copy_crc(0, dst.as_mut_ptr(), black_box(src.as_ptr()), len) };
+            let (c, _) =
+                unsafe { copy_crc::copy_crc(0, dst.as_mut_ptr(), black_box(src.as_ptr()), len) };
             c
         });
         time("memcpy (rep movsb) + crc32 1 stream", len, || {

@@ -337,7 +337,8 @@ unsafe impl WindowSource for Bio {
         // bio's pages. The helper calls `copy_segment` with each mapped
         // segment and the part of `dst` it goes to; the CPU has SSE4.2
         // (`rapilog_cpu_copy_crc`), as `copy_segment` requires.
-        let crc = unsafe { rapilog_bio_copy_crc(self.raw(), skip, dst.cast(), len, !0, copy_segment) };
+        let crc =
+            unsafe { rapilog_bio_copy_crc(self.raw(), skip, dst.cast(), len, !0, copy_segment) };
         Ok(Some(!crc))
     }
 }
@@ -349,7 +350,12 @@ unsafe impl WindowSource for Bio {
 ///
 /// The CPU has SSE4.2; `src` is valid for reads and `dst` for writes of
 /// `len` bytes, and they do not overlap.
-unsafe extern "C" fn copy_segment(crc: u32, dst: *mut c_void, src: *const c_void, len: c_uint) -> u32 {
+unsafe extern "C" fn copy_segment(
+    crc: u32,
+    dst: *mut c_void,
+    src: *const c_void,
+    len: c_uint,
+) -> u32 {
     let (dst, src, len) = (dst.cast::<u8>(), src.cast::<u8>(), len as usize);
     // SAFETY: This function's own contract.
     let (crc, done) = unsafe { super::copy_crc::copy_crc(crc, dst, src, len) };

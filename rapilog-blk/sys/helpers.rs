@@ -48,7 +48,12 @@ extern "C" {
         buf: *mut c_void,
         len: c_uint,
         crc: u32,
-        copy: unsafe extern "C" fn(crc: u32, dst: *mut c_void, src: *const c_void, len: c_uint) -> u32,
+        copy: unsafe extern "C" fn(
+            crc: u32,
+            dst: *mut c_void,
+            src: *const c_void,
+            len: c_uint,
+        ) -> u32,
     ) -> u32;
     pub(super) fn rapilog_cpu_copy_crc() -> bool;
     pub(super) fn rapilog_bio_remap(bio: *mut bio, bdev: *mut block_device);
