@@ -204,6 +204,44 @@ unsafe fn one_stream(crc: u32, dst: *mut u8, src: *const u8, len: usize) -> u32 
     c
 }
 
+/// The raw CRC-32C register after `len` bytes at `src`, from `crc`, in one
+/// stream: what the kernel's `crc32c()` runs below 512 bytes, inline (a
+/// descriptor, a superblock).
+///
+/// # Safety
+///
+/// The CPU has SSE4.2; `src` is valid for reads of `len` bytes.
+pub(crate) unsafe fn crc_one_stream(crc: u32, src: *const u8, len: usize) -> u32 {
+    let mut c = u64::from(crc);
+    let mut done = 0;
+    while done + 8 <= len {
+        // SAFETY: `done + 8 <= len`: inside the buffer (the caller's).
+        unsafe {
+            asm!(
+                "crc32 {c}, qword ptr [{s}]",
+                s = in(reg) src.add(done),
+                c = inout(reg) c,
+                options(nostack, preserves_flags, readonly),
+            );
+        }
+        done += 8;
+    }
+    let mut c = c as u32;
+    while done < len {
+        // SAFETY: `done < len`: inside the buffer.
+        unsafe {
+            asm!(
+                "crc32 {c:e}, byte ptr [{s}]",
+                s = in(reg) src.add(done),
+                c = inout(reg) c,
+                options(nostack, preserves_flags, readonly),
+            );
+        }
+        done += 1;
+    }
+    c
+}
+
 /// Copies as much of `len` bytes as this file does well: whole blocks,
 /// then the rest in one stream if it is shorter than [`ONE_STREAM_MAX`].
 /// Returns the raw CRC-32C register after the bytes copied, from `crc`,

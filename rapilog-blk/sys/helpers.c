@@ -167,6 +167,12 @@ u32 rapilog_bio_copy_crc(struct bio *bio, unsigned int skip, void *buf, unsigned
 	return crc;
 }
 
+/* Whether the CPU has the crc32 instruction (SSE4.2). */
+bool rapilog_cpu_has_crc32(void)
+{
+	return boot_cpu_has(X86_FEATURE_XMM4_2);
+}
+
 /*
  * Whether the fused copy + CRC-32C is the faster way to fill a record: the
  * CPU has the crc32 instruction, and the kernel's crc32c() does not use

@@ -35,6 +35,7 @@ void rapilog_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned in
 struct bio *rapilog_bio_split_to_limits(struct bio *bio);
 u32 rapilog_bio_copy_crc(struct bio *bio, unsigned int skip, void *buf, unsigned int len, u32 crc,
 			 u32 (*copy)(u32 crc, void *dst, const void *src, unsigned int len));
+bool rapilog_cpu_has_crc32(void);
 bool rapilog_cpu_copy_crc(void);
 void rapilog_bio_remap(struct bio *bio, struct block_device *bdev);
 struct bio *rapilog_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs);

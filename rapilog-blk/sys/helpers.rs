@@ -55,6 +55,7 @@ extern "C" {
             len: c_uint,
         ) -> u32,
     ) -> u32;
+    pub(super) fn rapilog_cpu_has_crc32() -> bool;
     pub(super) fn rapilog_cpu_copy_crc() -> bool;
     pub(super) fn rapilog_bio_remap(bio: *mut bio, bdev: *mut block_device);
     pub(super) fn rapilog_bio_split_front(
