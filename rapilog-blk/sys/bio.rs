@@ -306,7 +306,10 @@ impl Bio {
 
 // SAFETY: `copy_to` is `rapilog_bio_copy()`, which copies segment by
 // segment with `memcpy_from_bvec()`: `kmap_local_page()` and `memcpy`, no
-// sleeping and no lock.
+// sleeping and no lock; `copy_checksummed` is `rapilog_bio_copy_crc()`,
+// the same walk with `bvec_kmap_local()`, calling `copy_segment`: plain
+// loads, stores and `crc32`, or `memcpy` and `crc32c()` (neither sleeps
+// nor locks).
 unsafe impl WindowSource for Bio {
     fn len(&self) -> usize {
         self.bytes() as usize

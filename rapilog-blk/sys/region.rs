@@ -229,8 +229,10 @@ pub(crate) enum PublishError {
 ///
 /// # Safety
 ///
-/// [`WindowSource::copy_to`] must not sleep, nor take a lock that a task
-/// on this CPU could hold: it runs inside a write window, with preemption
+/// [`WindowSource::copy_to`] and [`WindowSource::copy_checksummed`] must
+/// not sleep, nor take a lock that a task on this CPU could hold, and the
+/// checksum the latter returns must be the standard CRC-32C of the bytes
+/// it stored (the descriptor vouches for them): it runs inside a write window, with preemption
 /// disabled (module docs). Implementations live in `sys/` only.
 pub(crate) unsafe trait WindowSource {
     /// Size in bytes.
