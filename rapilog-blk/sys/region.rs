@@ -959,6 +959,10 @@ impl Region {
     /// writable: **nothing may sleep until it is dropped** (preemption is
     /// disabled; module docs). Ranges may not overlap; two ranges together
     /// may span at most [`SLOT_PAGES`] pages (with `protect=window`).
+    /// Inlined so that the window is built where the caller keeps it: a
+    /// returned `WriteWindow` (78 bytes) is otherwise moved with a `memcpy`
+    /// call on every write.
+    #[inline(always)]
     fn open_window(
         &self,
         first: Range<usize>,
