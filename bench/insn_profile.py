@@ -123,6 +123,31 @@ def per_function(short: dict[int, int], long: dict[int, int], syms: Symbols, n: 
     return dict(funcs)
 
 
+def short_name(sym: str) -> str:
+    """A readable name for a Rust (v0-mangled) symbol: its path without the
+    crate, e.g. `sys::bio::copy_segment [rapilog]` (crate hashes and
+    generic arguments dropped); other symbols as they are."""
+    name, _, module = sym.partition(" ")
+    if not name.startswith("_R"):
+        return sym
+    idents, i = [], 2
+    while i < len(name):
+        if name.startswith("Cs", i) or name[i] in "Bs":  # crate hash, back-reference, disambiguator
+            j = name.find("_", i)
+            i = j + 1 if j > 0 else len(name)
+            continue
+        digits = len(name[i:]) - len(name[i:].lstrip("0123456789"))
+        if digits and i + digits < len(name):
+            n = int(name[i:i + digits])
+            start = i + digits + (name[i + digits] == "_")
+            idents.append(name[start:start + n])
+            i = start + n
+        else:
+            i += 1
+    path = [x for x in idents if x not in ("rapilog_blk", "core", "kernel")]
+    return "::".join(path) + (f" {module}" if module else "")
+
+
 def table(profiles: dict[str, dict[str, float]], top: int = TOP) -> str:
     labels = list(profiles)
     keys: set[str] = set()
@@ -135,7 +160,7 @@ def table(profiles: dict[str, dict[str, float]], top: int = TOP) -> str:
     head = "| function | " + " | ".join(labels) + " |\n|---|" + "---:|" * len(labels) + "\n"
     rows = []
     for k in order:
-        rows.append(f"| `{k}` | " + " | ".join(f"{profiles[lb].get(k, 0):,.0f}" for lb in labels) + " |")
+        rows.append(f"| `{short_name(k)}` | " + " | ".join(f"{profiles[lb].get(k, 0):,.0f}" for lb in labels) + " |")
     for name, f in (("other kernel functions", lambda p: sum(v for k, v in p.items()
                                                              if k not in keys and k != "[user]")),
                     ("kernel total", lambda p: sum(v for k, v in p.items() if k != "[user]")),
