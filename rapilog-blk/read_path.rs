@@ -52,6 +52,7 @@ pub(crate) fn read(dev: &Device, bio: Bio) {
         match read_once(dev, bio, tries >= RETRIES) {
             None => return,
             Some(again) => {
+                stats::add(&dev.stats().reads_again, 1);
                 bio = again;
                 tries += 1;
             }
