@@ -19,7 +19,9 @@
 //!   another record's, so the read looks its sectors up again and copies
 //!   again (the index may now send them to the disk or to a newer record).
 //!   After [`RETRIES`] such tries (writeback freeing space during every
-//!   one) the copy is made under the lock, so a read always finishes.
+//!   one) the copy is made under the lock, so a read always finishes. A
+//!   redone lookup that needs a split resubmits the bio instead (one split
+//!   per call, below).
 //! - A disk piece is passed to the backing disk. The disk holds the newest
 //!   data there: the index dropped those sectors only after writeback made
 //!   them durable, and a write that lands after the lookup is concurrent
@@ -49,7 +51,7 @@ pub(crate) fn read(dev: &Device, bio: Bio) {
     let mut bio = bio;
     let mut tries = 0;
     loop {
-        match read_once(dev, bio, tries >= RETRIES) {
+        match read_once(dev, bio, tries > 0, tries >= RETRIES) {
             None => return,
             Some(again) => {
                 stats::add(&dev.stats().reads_again, 1);
@@ -62,8 +64,9 @@ pub(crate) fn read(dev: &Device, bio: Bio) {
 
 /// One lookup and the handling of the first piece; returns the bio (now
 /// just that piece) if its copy out of the region must be redone.
-/// `locked`: copy under the lock (the last try).
-fn read_once(dev: &Device, bio: Bio, locked: bool) -> Option<Bio> {
+/// `again`: a copy was redone already in this call, which may have split
+/// the bio once; `locked`: copy under the lock (the last try).
+fn read_once(dev: &Device, bio: Bio, again: bool, locked: bool) -> Option<Bio> {
     let sector = bio.sector();
     let sectors = u64::from(bio.bytes()) / u64::from(SECTOR_BYTES);
     let live = dev.lock_live();
@@ -86,6 +89,14 @@ fn read_once(dev: &Device, bio: Bio, locked: bool) -> Option<Bio> {
         ),
     };
     let mut bio = if piece_sectors < sectors {
+        if again {
+            // A second split in one call could wait on the split pool for
+            // the first split, which only this call completes: the bio
+            // comes back as a new call instead.
+            drop(live);
+            bio.resubmit();
+            return None;
+        }
         // `piece_sectors` < the bio's sector count, which fits in u32.
         match bio.split_front(piece_sectors as u32, dev.splits()) {
             Ok(front) => front,

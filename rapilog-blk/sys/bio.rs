@@ -275,6 +275,21 @@ impl Bio {
         unsafe { rapilog_bio_remap(self.into_raw(), backing.bdev()) };
     }
 
+    /// Hands the bio back to the block layer unchanged, for our own disk: it
+    /// comes back to our `submit_bio` as a new arrival once this call
+    /// returns (counted anew). For a read that must split again within one
+    /// call (`read_path`): one split per call keeps the split pool from
+    /// running dry.
+    pub(crate) fn resubmit(mut self) {
+        self.stop_accounting();
+        // SAFETY: We own the bio (type invariant) and hand it over; it still
+        // addresses our disk (`bi_bdev`), which outlives its bios.
+        unsafe {
+            let raw = self.into_raw();
+            rapilog_bio_remap(raw, (*raw).bi_bdev)
+        };
+    }
+
     /// Splits off the first `sectors` sectors and returns them; the rest goes
     /// back to the block layer and comes back to our `submit_bio` later.
     /// Gives the bio back unchanged if it cannot be split.
