@@ -4,10 +4,12 @@
   bench/run.py                 full run (both disk profiles, 3 repetitions)
   QUICK=1 bench/run.py         quick run (200-IOPS profile, 1 repetition, short runs)
   bench/run.py --only icount   the instruction-cost section alone (one -icount boot, ~1 min)
+  bench/run.py --only profile  per-function instruction profile of the 4 KiB write + fsync job
+                               (an -icount boot with a QEMU plugin, bench/insn_profile.py)
   bench/run.py --report DIR    tables and plots again from DIR/results.json
   RAPILOG_KO=path bench/run.py use that rapilog.ko instead of building the tree's
   RAPILOG_CTL=path bench/run.py  use that rapilogctl instead of `cargo build --release`
-  (make bench [QUICK=1] [ONLY=icount|fio|drain|pg] runs bench/run.py)
+  (make bench [QUICK=1] [ONLY=icount|profile|fio|drain|pg] runs bench/run.py)
 
 0. Instruction cost (issue 17): a separate guest boot under QEMU
    `-icount shift=0,sleep=off` (1 vCPU): the guest clock advances one
@@ -703,8 +705,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--report", metavar="DIR", help="only tables and plots from DIR/results.json")
     ap.add_argument("--out", metavar="DIR", help="output directory (default .cache/bench/DATE/MODE)")
-    ap.add_argument("--only", choices=["icount", "fio", "drain", "pg"],
-                    help="run one part only: icount (its own boot), fio (with the scaling line), drain, pg")
+    ap.add_argument("--only", choices=["icount", "profile", "fio", "drain", "pg"],
+                    help="run one part only: icount (its own boot), profile (its own boot, not part of a full "
+                         "run), fio (with the scaling line), drain, pg")
     args = ap.parse_args()
     ensure_matplotlib()
     if args.report:
@@ -729,6 +732,13 @@ def main() -> int:
     ctl = rapilogctl_path()
     results["meta"]["rapilogctl"] = ctl
     results["meta"]["only"] = args.only
+    if args.only == "profile":
+        import insn_profile
+        print(insn_profile.run_profile_boot(sys.modules[__name__], out, results, ko, ctl), flush=True)
+        results["meta"]["wall_s"] = time.time() - t_start
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        log(f"done: profile took {(time.time() - t_start) / 60:.1f} min; results in {out}")
+        return 0
     if args.only in (None, "icount"):
         run_icount_boot(out, results, ko, ctl)
         print(icount_report(results["icount"], out), flush=True)

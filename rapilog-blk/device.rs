@@ -37,10 +37,11 @@
 //!    writes, the held bad record, the disk's health, and the requests to
 //!    writeback (chore, drain, skip, stopping). Taken by **submit_bio**
 //!    (any task that submits I/O: reserve, publish, abandon; a read's
-//!    lookup, its split and its copy out of the region; a flush's admission
-//!    check), the **writeback thread** (under `writeback`), **ioctls**
+//!    lookup, its split and the check after its copy out of the region,
+//!    `Live::freed`; a flush's admission check), the **writeback thread** (under `writeback`), **ioctls**
 //!    (status, drain, skip), the **reboot and PM notifiers** (`lifecycle`)
-//!    and **unload**. Held only for bookkeeping and copies: never across
+//!    and **unload**. Held only for bookkeeping (and, rarely, a read's copy:
+//!    its fourth try, `read_path`): never across
 //!    disk I/O or a sleep, except that a read allocates its split bio
 //!    under it (`GFP_NOIO`, from a private pool; `read_path` says why that
 //!    pool cannot run dry). A superblock written under it opens a write

@@ -6,9 +6,9 @@
 //! each live record is.
 //!
 //! The lock is held only for bookkeeping (reserve, publish, look up,
-//! release) and for copying record bytes into a read; never while a
-//! record's payload is copied in, so writers on several CPUs fill their
-//! records concurrently.
+//! release); never while a record's payload is copied in, so writers on
+//! several CPUs fill their records concurrently, nor (normally) while a
+//! read copies record bytes out: see [`Live::freed`].
 //!
 //! # Where writeback is
 //!
@@ -135,6 +135,20 @@ pub(crate) struct Live {
     /// Whether the log disk is failing, and dead (`dead_disk`): new writes
     /// then fail whatever the admission.
     pub(crate) disk: DiskHealth,
+    /// How many times ring space was freed ([`Live::release_through`]) or
+    /// the ring emptied ([`Live::reset`]): the generation of the ring's
+    /// free space. It protects reads that copy record bytes **outside**
+    /// the lock (`read_path`): a published record's bytes never change
+    /// while it is live, and its space can be reused (written by a new
+    /// record) only after a writer reserved it, under the lock, after a
+    /// release that changed this counter, under the lock too. So a read
+    /// that looked a record up under the lock, noted `freed`, copied
+    /// without the lock and then finds `freed` unchanged under the lock
+    /// again copied the record's bytes, untorn: any reuse of the space
+    /// would have been ordered after a change of `freed` that the second
+    /// look (which follows the copy in the lock's order) would see. A read
+    /// that finds it changed looks up again (the index may have moved on).
+    pub(crate) freed: u64,
 }
 
 impl Live {
@@ -162,6 +176,7 @@ impl Live {
             chore: None,
             chore_done: None,
             disk: DiskHealth::new(dead_disk_ms),
+            freed: 0,
         })
     }
 
@@ -179,6 +194,7 @@ impl Live {
         self.written_to = first_seq;
         self.held = None;
         self.skip_request = None;
+        self.freed = self.freed.wrapping_add(1);
     }
 
     fn slot_mut(&mut self, seq: u64) -> Option<&mut Option<Record>> {
@@ -386,6 +402,8 @@ impl Live {
             seq += 1;
         }
         self.index.retire_through(last.seq);
+        // Before any writer can reserve the space (under this lock).
+        self.freed = self.freed.wrapping_add(1);
         // Cannot fail: `last` is live (taken from this state by writeback).
         let _ = self.ring.release_through(last);
     }

@@ -46,6 +46,7 @@ counters! {
     bad_records: "Records that failed writeback's check (never written).",
     bad_skipped: "Bad records an administrator skipped (IOCTL_SKIP_BAD_RECORD).",
     reads_bad: "Read pieces failed with EIO: their newest data is a bad record.",
+    reads_again: "Region read pieces copied again: ring space was freed during the copy (`Live::freed`).",
 }
 
 /// Adds `n` to a counter.
@@ -70,7 +71,7 @@ impl fmt::Display for Stats {
             f,
             "{} writes ({} KiB), {} flushes absorbed, {} writes throttled, reads {} from region {} from disk; \
              {} writes passed through; writeback {} records in {} disk writes ({} KiB), {} disk flushes, \
-             {} disk errors, {} bad records ({} skipped)",
+             {} disk errors, {} bad records ({} skipped), {} region reads copied again",
             v(&self.writes),
             v(&self.write_bytes) / 1024,
             v(&self.flushes),
@@ -84,7 +85,8 @@ impl fmt::Display for Stats {
             v(&self.wb_flushes),
             v(&self.disk_errors),
             v(&self.bad_records),
-            v(&self.bad_skipped)
+            v(&self.bad_skipped),
+            v(&self.reads_again)
         )
     }
 }

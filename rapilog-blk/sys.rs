@@ -18,6 +18,7 @@
 //! - [`compat`]: what differs between the kernels' Rust APIs.
 //! - [`control_device`]: `/dev/rapilog-ctl`, the control interface.
 //! - [`crc32c`]: the kernel's CRC-32C for the format crate.
+//! - `copy_crc`: a write's payload copied and checksummed in one pass.
 //! - [`iommu`]: which PCI devices' DMA an IOMMU translates.
 //! - [`module_param`]: string and integer module parameters.
 //! - [`powerfail_signals`]: the power button and NMI signals, power off,
@@ -46,6 +47,7 @@ pub(crate) mod bounce;
 pub(crate) mod clock;
 pub(crate) mod compat;
 pub(crate) mod control_device;
+mod copy_crc;
 pub(crate) mod crc32c;
 pub(crate) mod gendisk;
 mod helpers;

@@ -12,10 +12,10 @@
 //! or hand-over to the log disk. Empty flushes are not: a bio-based driver
 //! has no call that counts them as flushes (device mapper does the same).
 
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
 
 use kernel::bindings;
-use kernel::ffi::{c_uint, c_ulong};
+use kernel::ffi::{c_uint, c_ulong, c_void};
 
 use super::backing::BackingDisk;
 use super::helpers::*;
@@ -133,8 +133,9 @@ unsafe impl Send for Bio {}
 
 impl Bio {
     /// Takes charge of a bio handed to `submit_bio`: splits it to the queue
-    /// limits (max size, segments; the rest comes back to `submit_bio`
-    /// later) and starts its I/O accounting. `None` if the block layer ended
+    /// limits (a read or write: its size only, `rapilog_bio_split_to_limits`;
+    /// the rest comes back to `submit_bio` later) and starts its I/O
+    /// accounting. `None` if the block layer ended
     /// the bio instead (an invalid bio).
     ///
     /// # Safety
@@ -145,7 +146,7 @@ impl Bio {
         // SAFETY: We own the bio (caller's guarantee); the block layer
         // returns either the front part to handle now (resubmitting the
         // rest) or NULL after ending it.
-        let raw = NonNull::new(unsafe { bindings::bio_split_to_limits(bio.as_ptr()) })?;
+        let raw = NonNull::new(unsafe { rapilog_bio_split_to_limits(bio.as_ptr()) })?;
         // INVARIANT: `raw` is the caller's bio (or its front part), ours to
         // complete, and not counted yet.
         let mut bio = Self {
@@ -274,6 +275,21 @@ impl Bio {
         unsafe { rapilog_bio_remap(self.into_raw(), backing.bdev()) };
     }
 
+    /// Hands the bio back to the block layer unchanged, for our own disk: it
+    /// comes back to our `submit_bio` as a new arrival once this call
+    /// returns (counted anew). For a read that must split again within one
+    /// call (`read_path`): one split per call keeps the split pool from
+    /// running dry.
+    pub(crate) fn resubmit(mut self) {
+        self.stop_accounting();
+        // SAFETY: We own the bio (type invariant) and hand it over; it still
+        // addresses our disk (`bi_bdev`), which outlives its bios.
+        unsafe {
+            let raw = self.into_raw();
+            rapilog_bio_remap(raw, (*raw).bi_bdev)
+        };
+    }
+
     /// Splits off the first `sectors` sectors and returns them; the rest goes
     /// back to the block layer and comes back to our `submit_bio` later.
     /// Gives the bio back unchanged if it cannot be split.
@@ -305,7 +321,10 @@ impl Bio {
 
 // SAFETY: `copy_to` is `rapilog_bio_copy()`, which copies segment by
 // segment with `memcpy_from_bvec()`: `kmap_local_page()` and `memcpy`, no
-// sleeping and no lock.
+// sleeping and no lock; `copy_checksummed` is `rapilog_bio_copy_crc()`,
+// the same walk with `bvec_kmap_local()`, calling `copy_segment`: plain
+// loads, stores and `crc32`, or `memcpy` and `crc32c()` (neither sleeps
+// nor locks).
 unsafe impl WindowSource for Bio {
     fn len(&self) -> usize {
         self.bytes() as usize
@@ -320,6 +339,54 @@ unsafe impl WindowSource for Bio {
         // and distinct from the bio's pages.
         unsafe { rapilog_bio_copy(self.raw(), skip, dst.cast(), len, false) };
         Ok(())
+    }
+
+    unsafe fn copy_checksummed(&self, dst: *mut u8) -> Result<Option<u32>, CopyError> {
+        // SAFETY: Reads the boot CPU's feature bits only.
+        if !unsafe { rapilog_cpu_copy_crc() } {
+            // SAFETY: The caller's promise, passed on.
+            return unsafe { self.copy_to(dst) }.map(|()| None);
+        }
+        let (skip, len) = self
+            .fits(0, self.bytes() as usize)
+            .ok_or(CopyError::OutsideBuffer)?;
+        // SAFETY: As in `copy_to`: `raw` is a valid bio we own with `len`
+        // bytes of data, `dst` is writable for them and distinct from the
+        // bio's pages. The helper calls `copy_segment` with each mapped
+        // segment and the part of `dst` it goes to; the CPU has SSE4.2
+        // (`rapilog_cpu_copy_crc`), as `copy_segment` requires.
+        let crc =
+            unsafe { rapilog_bio_copy_crc(self.raw(), skip, dst.cast(), len, !0, copy_segment) };
+        Ok(Some(!crc))
+    }
+}
+
+/// Copies one mapped segment of a bio into a write window and returns the
+/// raw CRC-32C register after it, from `crc` (`rapilog_bio_copy_crc`).
+///
+/// # Safety
+///
+/// The CPU has SSE4.2; `src` is valid for reads and `dst` for writes of
+/// `len` bytes, and they do not overlap.
+unsafe extern "C" fn copy_segment(
+    crc: u32,
+    dst: *mut c_void,
+    src: *const c_void,
+    len: c_uint,
+) -> u32 {
+    let (dst, src, len) = (dst.cast::<u8>(), src.cast::<u8>(), len as usize);
+    // SAFETY: This function's own contract.
+    let (crc, done) = unsafe { super::copy_crc::copy_crc(crc, dst, src, len) };
+    if done == len {
+        return crc;
+    }
+    // A long remainder (a segment that is not whole pages): memcpy, then
+    // the kernel's crc32c() over what landed, as without `copy_crc`.
+    // SAFETY: `done < len`: the rest is inside both buffers, which do not
+    // overlap; then `dst`'s rest is readable.
+    unsafe {
+        ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done);
+        super::crc32c::update_raw(crc, dst.add(done), len - done)
     }
 }
 

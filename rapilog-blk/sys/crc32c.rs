@@ -5,6 +5,7 @@
 
 use kernel::ffi::c_void;
 
+use super::helpers::rapilog_cpu_has_crc32;
 use crate::format::Crc32c;
 
 // `crc32c()` is exported by lib/crc but not part of the kernel crate's
@@ -19,12 +20,31 @@ pub(crate) struct KernelCrc32c;
 
 impl Crc32c for KernelCrc32c {
     fn update(&self, crc: u32, bytes: &[u8]) -> u32 {
+        // Short input (a descriptor on every write): the kernel's own
+        // one-stream loop, inline, without the call. Checked at load with
+        // the format crate's test vectors, like the kernel's.
+        // SAFETY: Reads the boot CPU's feature bits only.
+        if bytes.len() < super::copy_crc::ONE_STREAM_MAX && unsafe { rapilog_cpu_has_crc32() } {
+            // SAFETY: The CPU has SSE4.2; `bytes` is readable for its length.
+            return !unsafe { super::copy_crc::crc_one_stream(!crc, bytes.as_ptr(), bytes.len()) };
+        }
         // The kernel's function is the raw register update (no inversions);
         // the format crate's values are standard CRC-32C (see its crc32c module).
         // SAFETY: `bytes` is valid for reads of `bytes.len()` bytes for the
         // duration of the call, and `crc32c` only reads them.
         !unsafe { crc32c(!crc, bytes.as_ptr().cast(), bytes.len()) }
     }
+}
+
+/// The raw CRC-32C register (no inversions) after `len` bytes at `ptr`,
+/// from `crc`: the kernel's `crc32c()` itself.
+///
+/// # Safety
+///
+/// `ptr` must be valid for reads of `len` bytes for the duration of the call.
+pub(super) unsafe fn update_raw(crc: u32, ptr: *const u8, len: usize) -> u32 {
+    // SAFETY: The caller guarantees `ptr` is readable for `len` bytes.
+    unsafe { crc32c(crc, ptr.cast(), len) }
 }
 
 /// Standard CRC-32C of `len` bytes at `ptr`, for region memory that is only

@@ -126,6 +126,67 @@ void rapilog_bio_copy(struct bio *bio, unsigned int skip, void *buf,
 	}
 }
 
+/*
+ * bio_split_to_limits(), skipped for a read or write no larger than the
+ * queue's max_sectors: the only limit rapilog has is the size of a record
+ * (max_hw_sectors), since it copies the data segment by segment and never
+ * hands the bio to hardware. The block layer's check (bio_may_need_split)
+ * sends every multi-page or unaligned bio through bio_split_rw, which
+ * walks its segments for limits that do not apply here.
+ */
+struct bio *rapilog_bio_split_to_limits(struct bio *bio)
+{
+	if ((bio_op(bio) == REQ_OP_READ || bio_op(bio) == REQ_OP_WRITE) &&
+	    bio->bi_iter.bi_size <= (queue_max_sectors(bdev_get_queue(bio->bi_bdev)) << SECTOR_SHIFT))
+		return bio;
+	return bio_split_to_limits(bio);
+}
+
+/*
+ * Copies the bio's `len` bytes from `skip` on into `buf` through `copy`,
+ * one mapped segment at a time: `crc = copy(crc, dst, src, n)`, which
+ * copies `n` bytes and returns the CRC register after them (the fused copy
+ * + CRC-32C of sys/copy_crc.rs). Returns the last register value.
+ */
+u32 rapilog_bio_copy_crc(struct bio *bio, unsigned int skip, void *buf, unsigned int len, u32 crc,
+			 u32 (*copy)(u32 crc, void *dst, const void *src, unsigned int len))
+{
+	struct bvec_iter start = bio->bi_iter, iter;
+	struct bio_vec bv;
+	char *p = buf;
+
+	bio_advance_iter(bio, &start, skip);
+	start.bi_size = len;
+	__bio_for_each_segment(bv, bio, iter, start) {
+		void *src = bvec_kmap_local(&bv);
+
+		crc = copy(crc, p, src, bv.bv_len);
+		kunmap_local(src);
+		p += bv.bv_len;
+	}
+	return crc;
+}
+
+/* Whether the CPU has the crc32 instruction (SSE4.2). */
+bool rapilog_cpu_has_crc32(void)
+{
+	return boot_cpu_has(X86_FEATURE_XMM4_2);
+}
+
+/*
+ * Whether the fused copy + CRC-32C is the faster way to fill a record: the
+ * CPU has the crc32 instruction, and the kernel's crc32c() does not use
+ * its AVX-512 VPCLMULQDQ code (lib/crc/x86/crc32.h), which beats three
+ * crc32 streams; the features are the kernel's conditions for that code.
+ */
+bool rapilog_cpu_copy_crc(void)
+{
+	return boot_cpu_has(X86_FEATURE_XMM4_2) &&
+	       !(boot_cpu_has(X86_FEATURE_VPCLMULQDQ) && boot_cpu_has(X86_FEATURE_AVX2) &&
+		 boot_cpu_has(X86_FEATURE_AVX512BW) && boot_cpu_has(X86_FEATURE_AVX512VL) &&
+		 !boot_cpu_has(X86_FEATURE_PREFER_YMM));
+}
+
 /* Sends the bio to `bdev` (same sector numbers) once our submit_bio returns. */
 void rapilog_bio_remap(struct bio *bio, struct block_device *bdev)
 {

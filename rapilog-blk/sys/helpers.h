@@ -32,6 +32,11 @@ bool rapilog_bio_preflush(struct bio *bio);
 bool rapilog_bio_fua(struct bio *bio);
 void rapilog_bio_end(struct bio *bio, unsigned int status);
 void rapilog_bio_copy(struct bio *bio, unsigned int skip, void *buf, unsigned int len, bool to_bio);
+struct bio *rapilog_bio_split_to_limits(struct bio *bio);
+u32 rapilog_bio_copy_crc(struct bio *bio, unsigned int skip, void *buf, unsigned int len, u32 crc,
+			 u32 (*copy)(u32 crc, void *dst, const void *src, unsigned int len));
+bool rapilog_cpu_has_crc32(void);
+bool rapilog_cpu_copy_crc(void);
 void rapilog_bio_remap(struct bio *bio, struct block_device *bdev);
 struct bio *rapilog_bio_split_front(struct bio *bio, unsigned int sectors, struct bio_set *bs);
 struct bio_set *rapilog_bioset_create(unsigned int pool_size, bool bvecs);

@@ -41,6 +41,22 @@ extern "C" {
         len: c_uint,
         to_bio: bool,
     );
+    pub(super) fn rapilog_bio_split_to_limits(bio: *mut bio) -> *mut bio;
+    pub(super) fn rapilog_bio_copy_crc(
+        bio: *mut bio,
+        skip: c_uint,
+        buf: *mut c_void,
+        len: c_uint,
+        crc: u32,
+        copy: unsafe extern "C" fn(
+            crc: u32,
+            dst: *mut c_void,
+            src: *const c_void,
+            len: c_uint,
+        ) -> u32,
+    ) -> u32;
+    pub(super) fn rapilog_cpu_has_crc32() -> bool;
+    pub(super) fn rapilog_cpu_copy_crc() -> bool;
     pub(super) fn rapilog_bio_remap(bio: *mut bio, bdev: *mut block_device);
     pub(super) fn rapilog_bio_split_front(
         bio: *mut bio,

@@ -229,8 +229,10 @@ pub(crate) enum PublishError {
 ///
 /// # Safety
 ///
-/// [`WindowSource::copy_to`] must not sleep, nor take a lock that a task
-/// on this CPU could hold: it runs inside a write window, with preemption
+/// [`WindowSource::copy_to`] and [`WindowSource::copy_checksummed`] must
+/// not sleep, nor take a lock that a task on this CPU could hold, and the
+/// checksum the latter returns must be the standard CRC-32C of the bytes
+/// it stored (the descriptor vouches for them): it runs inside a write window, with preemption
 /// disabled (module docs). Implementations live in `sys/` only.
 pub(crate) unsafe trait WindowSource {
     /// Size in bytes.
@@ -243,6 +245,21 @@ pub(crate) unsafe trait WindowSource {
     /// `dst` is valid for writes of `self.len()` bytes and is not memory
     /// of the source.
     unsafe fn copy_to(&self, dst: *mut u8) -> Result<(), CopyError>;
+
+    /// Copies all of it to `dst` and returns the standard CRC-32C of the
+    /// bytes stored there, computed from the values stored (so it is the
+    /// checksum of what landed in `dst`, as [`WriteWindow::checksum`]
+    /// would read it back); `None` if this source or CPU has no such copy
+    /// (then only [`copy_to`](Self::copy_to) ran, and the caller checksums
+    /// `dst`).
+    ///
+    /// # Safety
+    ///
+    /// As [`copy_to`](Self::copy_to).
+    unsafe fn copy_checksummed(&self, dst: *mut u8) -> Result<Option<u32>, CopyError> {
+        // SAFETY: The caller's promise, passed on.
+        unsafe { self.copy_to(dst) }.map(|()| None)
+    }
 }
 
 /// Which range of a [`WriteWindow`].
@@ -921,14 +938,19 @@ impl Region {
         let mut window = self
             .open_window(payload, Some(descriptor))
             .map_err(PublishError::Window)?;
-        window
+        let checksum = match window
             .fill(Part::First, src)
-            .map_err(PublishError::Payload)?;
-        let bytes = describe(data, window.checksum(Part::First));
+            .map_err(PublishError::Payload)?
+        {
+            // Copied and checksummed in one pass (`copy_crc`).
+            Some(checksum) => checksum,
+            None => window.checksum(Part::First),
+        };
+        let bytes = describe(data, checksum);
         // On x86 stores are ordered anyway; this documents and enforces it.
         smp_mb(Write);
         window
-            .write(Part::Second, 0, &bytes)
+            .write_all(Part::Second, &bytes)
             .map_err(PublishError::Descriptor)
     }
 
@@ -937,6 +959,10 @@ impl Region {
     /// writable: **nothing may sleep until it is dropped** (preemption is
     /// disabled; module docs). Ranges may not overlap; two ranges together
     /// may span at most [`SLOT_PAGES`] pages (with `protect=window`).
+    /// Inlined so that the window is built where the caller keeps it: a
+    /// returned `WriteWindow` (78 bytes) is otherwise moved with a `memcpy`
+    /// call on every write.
+    #[inline(always)]
     fn open_window(
         &self,
         first: Range<usize>,
@@ -1170,8 +1196,10 @@ impl WriteWindow<'_> {
     }
 
     /// Fills a part with `src`, which must have the part's size
-    /// ([`CopyError::SizeMismatch`]; a streamed part never matches).
-    fn fill<S: WindowSource>(&mut self, part: Part, src: &S) -> Result<(), CopyError> {
+    /// ([`CopyError::SizeMismatch`]; a streamed part never matches), and
+    /// returns the CRC-32C of what landed if the source computed it on the
+    /// way ([`WindowSource::copy_checksummed`]).
+    fn fill<S: WindowSource>(&mut self, part: Part, src: &S) -> Result<Option<u32>, CopyError> {
         let (dst, len) = self.raw(part);
         if len != src.len() {
             return Err(CopyError::SizeMismatch);
@@ -1179,7 +1207,7 @@ impl WriteWindow<'_> {
         // SAFETY: The window maps `len` writable bytes at `dst` while it is
         // borrowed (`raw`, type invariants); region memory is no source's
         // memory.
-        unsafe { src.copy_to(dst) }
+        unsafe { src.copy_checksummed(dst) }
     }
 
     /// Copies `src` to `offset` in a part ([`CopyError::OutsideBuffer`] if
@@ -1190,6 +1218,26 @@ impl WriteWindow<'_> {
             // (`pieces`), and `done + n <= src.len()`; `src` is ordinary
             // memory, not region memory.
             unsafe { ptr::copy_nonoverlapping(src.as_ptr().add(done), dst, n) }
+        })
+    }
+
+    /// Writes a whole part of `N` bytes (a descriptor) with one
+    /// constant-size store, which the compiler emits as a few moves rather
+    /// than a `memcpy` call ([`CopyError::SizeMismatch`] if the part is not
+    /// `N` bytes, and nothing is written).
+    fn write_all<const N: usize>(&mut self, part: Part, src: &[u8; N]) -> Result<(), CopyError> {
+        if self.ranges[part.index()].len() != N {
+            return Err(CopyError::SizeMismatch);
+        }
+        self.pieces(part, 0, N, |dst, done, n| {
+            if done == 0 && n == N {
+                // SAFETY: `dst` is writable for `n` = N bytes while this
+                // runs (`pieces`); no alignment is assumed.
+                unsafe { ptr::write_unaligned(dst.cast::<[u8; N]>(), *src) }
+            } else {
+                // SAFETY: As in `write`.
+                unsafe { ptr::copy_nonoverlapping(src.as_ptr().add(done), dst, n) }
+            }
         })
     }
 

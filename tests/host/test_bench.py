@@ -257,3 +257,21 @@ def test_drain_summary_and_line():
     assert "Dirty bound" in line and "2.5 MiB" in line and "holdup_ms=50" in line
     with pytest.raises(ValueError):
         bl.json_doc("rapilogctl: error: no module")
+
+
+def test_insn_profile_names_and_per_write_difference():
+    import insn_profile as ip  # bench/insn_profile.py
+    sym = ("_RNvXs_NtCsexUQerXZ7cr_11rapilog_blk6deviceNtB4_6DeviceNtNtNtB6_3sys7gendisk"
+           "10BioHandler10submit_bio [rapilog]")
+    assert ip.short_name(sym) == "device::Device::sys::gendisk::BioHandler::submit_bio [rapilog]"
+    assert ip.short_name("_RNvNtNtCsexUQerXZ7cr_11rapilog_blk3sys3bio12copy_segment [rapilog]") == \
+        "sys::bio::copy_segment [rapilog]"
+    assert ip.short_name("memcpy") == "memcpy"
+    syms = ip.Symbols("ffffffff81000000 T memcpy\nffffffff81000100 t other\nffffffffc0000000 t f [m]\n")
+    assert syms.name(0xFFFFFFFF81000010) == "memcpy"
+    assert syms.name(0xFFFFFFFFC0000004) == "f [m]"
+    assert syms.name(0x401000) == "[user]"
+    short = {0xFFFFFFFF81000000: 1000, 0x401000: 500}
+    long = {0xFFFFFFFF81000000: 5000, 0x401000: 900, 0xFFFFFFFF81000100: 40}
+    per = ip.per_function(short, long, syms, 4)
+    assert per == {"memcpy": 1000, "[user]": 100, "other": 10}
