@@ -178,6 +178,7 @@ def test_systemd_install_to_recovery(guest_factory, systemd_image, debs, krel):
     wait_systemd(g, "first boot with the region")
     cmdline = g.check("cat /proc/cmdline").split()
     assert memmap in cmdline and crash in cmdline, cmdline
+    print(g.check("journalctl -b -u rapilog.service -u rapilog-crash.service --no-pager -o cat"))
     st = g.run("systemctl is-active rapilog.service rapilog-crash.service")[1].split()
     assert st == ["active", "active"], g.check("journalctl -b -u rapilog.service -u rapilog-crash.service --no-pager")
     assert g.check("rapilog-arm status").strip().startswith("armed")
