@@ -11,7 +11,7 @@
 #      (grub-mkconfig, update-grub) and every dependency of rapilog-tools
 #      (busybox-static, cpio, kexec-tools, kmod, xz-utils): the guest's
 #      `apt install ./rapilog-*.deb` then needs no network;
-#   2. a copy of that tree (.cache/guest/KREL/systemd/tree) in which the
+#   2. a copy of that tree (.cache/guest/KREL/systemd/tree-SET) in which the
 #      stock kernel is installed as a Debian package from KSUITE
 #      (linux-image-KREL and its linux-base, linux-binary, linux-modules;
 #      the .debs fetch-kernel.sh verified are put in apt's cache first), so
@@ -23,8 +23,9 @@
 #      early, restarted if it exits), /etc/default/kexec LOAD_KEXEC=false
 #      (kexec-tools' "handle reboots": reboots stay real reboots), a root
 #      password-less console, /etc/default/grub from grub2-common's template;
-#   4. mkfs.ext4 -d into .cache/guest/KREL/rootfs-systemd-KEY.img, KEY over
-#      the step-1 image key, this script and the kernel set.
+#   4. mkfs.ext4 -d into .cache/guest/KREL/rootfs-systemd-SET-KEY.img, SET
+#      naming the kernel set, KEY over the step-1 image key, this script and
+#      the kernels' pins.
 # The harness boots it like any Guest(rootfs=PATH): the busybox initramfs
 # mounts it and switch_roots to rapilog.init=/sbin/init (systemd).
 set -euo pipefail
@@ -57,8 +58,10 @@ key=$( {
     cat "$0" "$here/guest/rapilog-agent"
 } | sha256sum | cut -c1-12)
 base=$RAPILOG_CACHE/guest/$KREL
-img=$base/rootfs-systemd-$key.img
-if ((print_key)); then echo "systemd-$key"; exit 0; fi
+# One image per kernel set (the cleanup below keeps the other sets).
+set=$(echo "${krels[*]}" | sha256sum | cut -c1-6)
+img=$base/rootfs-systemd-$set-$key.img
+if ((print_key)); then echo "systemd-$set-$key"; exit 0; fi
 if [[ -e $img ]]; then echo "$img"; exit 0; fi
 [[ $(id -u) == 0 ]] || die "must run as root"
 t0=$SECONDS
@@ -67,13 +70,14 @@ t0=$SECONDS
 "$here/build-rootfs.sh" -k "$krel" -p "$SYSTEMD_PACKAGES" >/dev/null
 src=$base/rootfs/${basekey%%-*}
 [[ -e $src/.rapilog-debootstrapped ]] || die "no debootstrap tree at $src"
-exec 9>"$base/.lock-systemd-rootfs"
+mkdir -p "$base/systemd"
+exec 9>"$base/systemd/.lock"
 flock 9
 if [[ -e $img ]]; then echo "$img"; exit 0; fi
 
 # --- 2. copy, install the stock kernel package(s) ------------------------------------------
-tree=$base/systemd/tree
-slog=$base/systemd/build.log
+tree=$base/systemd/tree-$set
+slog=$base/systemd/build-$set.log
 release_mounts "$tree" 2>/dev/null || true
 rm -rf --one-file-system "$tree"
 mkdir -p "$tree"
@@ -143,7 +147,7 @@ echo rapilog-guest >"$tree/etc/hostname"
 
 # --- 4. pack -------------------------------------------------------------------------------
 pack_tree "$tree" "$img" rapilog-root $((2 << 30))
-for old in "$base"/rootfs-systemd-*.img; do
+for old in "$base"/rootfs-systemd-"$set"-*.img; do
     [[ $old == "$img" ]] || rm -f "$old"
 done
 log "packed $img ($(du -sh "$img" | cut -f1) used) in $((SECONDS - t0)) s"
