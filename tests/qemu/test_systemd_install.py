@@ -49,28 +49,52 @@ SYSTEMD_BOOT_TIMEOUT = scaled(600)
 PSQL = "runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -d postgres"
 
 
-@pytest.fixture(scope="module")
-def systemd_image() -> str:
-    p = subprocess.run([str(SCRIPTS / "build-systemd-rootfs.sh"), "-k", DEFAULT_KREL], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, timeout=scaled(1800))
+def systemd_image(*extra_krels: str) -> str:
+    args = [str(SCRIPTS / "build-systemd-rootfs.sh"), "-k", DEFAULT_KREL]
+    for k in extra_krels:
+        args += ["--extra-krel", k]
+    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=scaled(1800))
     assert p.returncode == 0, p.stderr[-3000:]
     return p.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="module")
-def debs() -> dict[str, str]:
-    """`make deb`'s packages for the default kernel ({guest path: host path})."""
-    p = subprocess.run([str(REPO / "packaging/build-deb.sh"), DEFAULT_KREL], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, timeout=scaled(1800))
-    assert p.returncode == 0, p.stderr[-3000:]
+def make_debs(*krels: str) -> dict[str, str]:
+    """`make deb [KREL=...]`'s packages: rapilog-tools and rapilog-modules-KREL
+    for each krel ({guest path: host path})."""
+    for k in krels:
+        p = subprocess.run([str(REPO / "packaging/build-deb.sh"), k], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=scaled(1800))
+        assert p.returncode == 0, p.stderr[-3000:]
     version = subprocess.run([str(REPO / "packaging/version.sh")], stdout=subprocess.PIPE, text=True,
                              check=True).stdout.strip()
     out = {}
-    for name in ("rapilog-tools", f"rapilog-modules-{DEFAULT_KREL}"):
+    for name in ("rapilog-tools", *(f"rapilog-modules-{k}" for k in krels)):
         files = glob.glob(str(CACHE / "deb" / f"{name}_{version}_amd64.deb"))
         assert len(files) == 1, f"no {name}_{version}_amd64.deb in {CACHE / 'deb'}"
         out[f"/root/debs/{Path(files[0]).name}"] = files[0]
     return out
+
+
+def install_debs(g, debs: dict[str, str]) -> None:
+    names = " ".join(f"./{Path(p).name}" for p in debs)
+    # apt, as docs/install.md says (apt-get --no-download refuses local files)
+    rc, out = g.run(f"cd /root/debs && DEBIAN_FRONTEND=noninteractive apt install -y {names}", timeout=scaled(900))
+    print(out[-1500:])
+    assert rc == 0, out[-3000:]
+
+
+def plan_and_configure(g) -> tuple[dict, str, str]:
+    """rapilogctl plan's parameters; /etc/rapilog/rapilog.conf gets its
+    region and the log disk by id. Returns (plan, memmap=..., crashkernel=...)."""
+    plan = json.loads(g.check("rapilogctl plan --bandwidth 100 --json", timeout=scaled(60)))
+    memmap = next(a for a in plan["add"] if a.startswith("memmap="))
+    crash = next(a for a in plan["add"] if a.startswith("crashkernel="))
+    region = plan["module_region"].removeprefix("region=")
+    print(f"plan: {plan['add']} region={region}")
+    g.check(f"sed -i -e 's|^REGION=.*|REGION={region}|' -e 's|^BACKING=.*|BACKING={LOG_BY_ID}|' "
+            "/etc/rapilog/rapilog.conf")
+    print(g.check("grep -E '^(REGION|BACKING)=' /etc/rapilog/rapilog.conf"))
+    return plan, memmap, crash
 
 
 def wait_systemd(g, what: str) -> str:
@@ -119,9 +143,10 @@ def check_stack_up(g, what: str, booted: bool = True) -> None:
     assert 0 < t["rapilog.service"] < t["var-lib-postgresql-wal.mount"] < t["local-fs.target"], t
 
 
-def test_systemd_install_to_recovery(guest_factory, systemd_image, debs, krel):
+def test_systemd_install_to_recovery(guest_factory, krel):
+    debs = make_debs(krel)
     t_start = time.monotonic()
-    g = guest_factory(rootfs=systemd_image, mem="2G", smp=2, files=debs, boot_timeout=SYSTEMD_BOOT_TIMEOUT,
+    g = guest_factory(rootfs=systemd_image(), mem="2G", smp=2, files=debs, boot_timeout=SYSTEMD_BOOT_TIMEOUT,
                       append="rapilog.init=/sbin/init",
                       disks=[Disk("log.img", serial=LOG_SERIAL, size="256M", iops=200)])
 
@@ -132,23 +157,14 @@ def test_systemd_install_to_recovery(guest_factory, systemd_image, debs, krel):
     assert g.check("uname -r").strip() == krel
     assert g.check(f"readlink -f {LOG_BY_ID}").strip().startswith("/dev/vd")
     assert g.check(f"dpkg-query -W -f '${{Status}}' linux-image-{krel}") == "install ok installed"
-    names = " ".join(f"./{Path(p).name}" for p in debs)
-    # apt, as docs/install.md says (apt-get --no-download refuses local files)
-    rc, out = g.run(f"cd /root/debs && DEBIAN_FRONTEND=noninteractive apt install -y {names}",
-                    timeout=scaled(900))
-    print(out[-1500:])
-    assert rc == 0, out[-3000:]
+    install_debs(g, debs)
     assert g.check(f"test -s /var/lib/rapilog/rescue-initrd-{krel}.img && echo ok").strip() == "ok"
     assert g.check(f"test -e /usr/lib/modules/{krel}/updates/rapilog.ko && modinfo -F vermagic rapilog"
                    ).startswith(krel + " ")
     assert g.run("systemctl is-enabled rapilog.service rapilog-crash.service")[1].split() == ["enabled"] * 2
 
     # The boot parameters: the plan, its GRUB drop-in, grub-mkconfig's kernel line.
-    plan = json.loads(g.check("rapilogctl plan --bandwidth 100 --json", timeout=scaled(60)))
-    memmap = next(a for a in plan["add"] if a.startswith("memmap="))
-    crash = next(a for a in plan["add"] if a.startswith("crashkernel="))
-    region = plan["module_region"].removeprefix("region=")
-    print(f"plan: {plan['add']} region={region}")
+    plan, memmap, crash = plan_and_configure(g)
     g.check("rapilogctl plan --bandwidth 100 --apply", timeout=scaled(60))
     print(g.check("cat /etc/default/grub.d/rapilog.cfg"))
     rc, out = g.run("grub-mkconfig -o /tmp/grub.cfg", timeout=scaled(600))
@@ -164,10 +180,6 @@ def test_systemd_install_to_recovery(guest_factory, systemd_image, debs, krel):
     # the recovery entry boots without the region
     assert any("single" in k and "memmap=" not in k for k in klines), klines
 
-    # /etc/rapilog/rapilog.conf: the plan's region, the log disk by id.
-    g.check(f"sed -i -e 's|^REGION=.*|REGION={region}|' -e 's|^BACKING=.*|BACKING={LOG_BY_ID}|' "
-            "/etc/rapilog/rapilog.conf")
-    print(g.check("grep -E '^(REGION|BACKING)=' /etc/rapilog/rapilog.conf"))
     g.send("systemctl poweroff")
     assert g.wait_exit(SYSTEMD_BOOT_TIMEOUT) == 0
 
@@ -241,3 +253,46 @@ def test_systemd_install_to_recovery(guest_factory, systemd_image, debs, krel):
     print(f"after systemctl poweroff: {len(acked)} rows acknowledged, {len(found)} found")
     assert set(acked) <= set(found)
     print(f"wall time of the test (image and packages cached): {time.monotonic() - t_start:.0f} s")
+
+
+SECOND_KREL = "7.2.12+deb13-amd64"
+
+
+def test_systemd_second_kernel(guest_factory, krel):
+    """Item 4: a second stock kernel installed (linux-image-7.2.12+deb13-amd64,
+    in the image before rapilog), its rapilog-modules package from
+    `make deb KREL=7.2.12+deb13-amd64`; rebooted into it, systemd loads
+    rapilog and arms the crash kernel with that kernel's rescue initramfs."""
+    debs = make_debs(krel, SECOND_KREL)
+    g = guest_factory(rootfs=systemd_image(SECOND_KREL), mem="2G", smp=2, files=debs,
+                      boot_timeout=SYSTEMD_BOOT_TIMEOUT, append="rapilog.init=/sbin/init",
+                      disks=[Disk("log.img", serial=LOG_SERIAL, size="256M")])
+    g.boot()
+    wait_systemd(g, "install boot")
+    assert g.check(f"dpkg-query -W -f '${{Status}}' linux-image-{SECOND_KREL}") == "install ok installed"
+    install_debs(g, debs)
+    for k in (krel, SECOND_KREL):
+        assert g.check(f"test -s /var/lib/rapilog/rescue-initrd-{k}.img && echo ok").strip() == "ok", k
+    _, memmap, crash = plan_and_configure(g)
+    g.send("systemctl poweroff")
+    assert g.wait_exit(SYSTEMD_BOOT_TIMEOUT) == 0
+
+    # The machine's next boot is the other kernel (the host's -kernel/-initrd).
+    g.krel, g.kdir, g.initramfs = SECOND_KREL, None, None
+    g.append = f"rapilog.init=/sbin/init {memmap} {crash}"
+    g.start()
+    g.wait_booted()
+    wait_systemd(g, SECOND_KREL)
+    assert g.check("uname -r").strip() == SECOND_KREL
+    print(g.check("journalctl -b -u rapilog.service -u rapilog-crash.service --no-pager -o cat"))
+    st = g.run("systemctl is-active rapilog.service rapilog-crash.service")[1].split()
+    assert st == ["active", "active"], st
+    assert g.check("modinfo -F vermagic rapilog").startswith(SECOND_KREL + " ")
+    assert g.check("test -d /sys/module/rapilog && test -b /dev/rapilog0 && echo ok").strip() == "ok"
+    assert g.check("rapilog-arm status").strip() == "armed"
+    assert f"rescue-initrd-{SECOND_KREL}.img" in g.check("rapilog-arm command")
+    # one block through /dev/rapilog0 and back
+    g.check("head -c 4096 /dev/urandom >/tmp/b && "
+            "dd if=/tmp/b of=/dev/rapilog0 bs=4096 oflag=direct,sync status=none && "
+            "dd if=/dev/rapilog0 of=/tmp/c bs=4096 count=1 iflag=direct status=none && cmp /tmp/b /tmp/c")
+    print(g.check("rapilogctl status"))
