@@ -195,6 +195,8 @@ def test_systemd_install_to_recovery(guest_factory, krel):
     assert st == ["active", "active"], g.check("journalctl -b -u rapilog.service -u rapilog-crash.service --no-pager")
     assert g.check("rapilog-arm status").strip().startswith("armed")
     assert g.check("cat /sys/kernel/kexec_crash_loaded").strip() == "1"
+    # rapilog-rescue compares rapilog.disk= with the id the module recorded
+    assert f"rapilog.disk=serial:{LOG_SERIAL}" in g.check("rapilog-arm command")
     g.check(f"""set -e
         mkfs.ext4 -q -F /dev/rapilog0
         install -d -o postgres -g postgres {WAL_MNT}
@@ -217,6 +219,7 @@ def test_systemd_install_to_recovery(guest_factory, krel):
     g.send("echo c > /proc/sysrq-trigger")
     m = g.wait_console(r"rapilog-rescue: report (applied=\S+ .* exit=\d+)", scaled(300), since=mark)
     print(f"panic after {len(acked)} acknowledged rows; crash kernel: rapilog-rescue: report {m.group(1)}")
+    assert m.group(1).endswith("exit=0"), m.group(1)
     g.wait_booted()
     wait_systemd(g, "after the panic")
     check_stack_up(g, "after the panic")
