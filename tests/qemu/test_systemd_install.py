@@ -209,6 +209,7 @@ def test_systemd_install_to_recovery(guest_factory, krel):
         ln -s {WAL_MNT}/pg_wal $d/pg_wal
         chown -R postgres:postgres {WAL_MNT}
         systemctl start postgresql@17-main.service
+        sync  # the configuration on the root fs (fstab, the symlink) before any panic
     """, timeout=scaled(300))
     g.check(f"{PSQL} -c 'CREATE TABLE acked (id int PRIMARY KEY)'", timeout=scaled(120))
     check_stack_up(g, "configured", booted=False)
