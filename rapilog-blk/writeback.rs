@@ -96,7 +96,7 @@ use crate::metadata;
 use crate::powerfail;
 use crate::ratelimit::RateLimit;
 use crate::stats;
-use crate::sys::backing::MAX_IO_BYTES;
+use crate::sys::backing::{Write, MAX_IO_BYTES, WRITES_IN_FLIGHT};
 use crate::sys::bounce::BounceBuffer;
 use crate::sys::crc32c::KernelCrc32c;
 use crate::sys::kthread::should_stop;
@@ -128,8 +128,13 @@ pub(crate) struct Writeback {
     /// The log disk's loss marker, as last written (`lifecycle` writes it
     /// while holding this state, with `bounce` as scratch space).
     pub(crate) marker: Marker,
-    /// Pages records are copied into for the disk (one disk write's worth).
+    /// Pages records are copied into for the disk: the first of the
+    /// [`WRITES_IN_FLIGHT`] bounce buffers of a write group (one disk
+    /// write's worth each), and the scratch space of the marker's writes.
     pub(crate) bounce: BounceBuffer,
+    /// The other bounce buffers of a write group, allocated at load
+    /// (`WRITES_IN_FLIGHT - 1` of them), so a drain never allocates one.
+    more_bounce: KVec<BounceBuffer>,
     /// Records of the batch in progress.
     batch: KVec<Record>,
     /// What of the batch goes to the disk: its extents in the dirty-extent
@@ -153,7 +158,13 @@ pub(crate) struct GaveUp;
 
 /// A step that may fail and be retried, for messages.
 enum Step {
-    Write { sector: u64, bytes: usize },
+    /// A write group: `writes` disk writes of `bytes` in all, the first at
+    /// `sector`, in flight together.
+    Writes {
+        sector: u64,
+        bytes: usize,
+        writes: usize,
+    },
     Flush,
     Superblock,
 }
@@ -161,7 +172,19 @@ enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Write { sector, bytes } => write!(f, "writing {bytes} bytes at sector {sector}"),
+            Self::Writes {
+                sector,
+                bytes,
+                writes: 1,
+            } => write!(f, "writing {bytes} bytes at sector {sector}"),
+            Self::Writes {
+                sector,
+                bytes,
+                writes,
+            } => write!(
+                f,
+                "writing {bytes} bytes in {writes} writes from sector {sector} on"
+            ),
             Self::Flush => f.write_str("flushing the disk cache"),
             Self::Superblock => f.write_str("updating the superblock"),
         }
@@ -182,10 +205,15 @@ impl Writeback {
         bounce: BounceBuffer,
         geometry: &Geometry,
     ) -> Result<Self> {
+        let mut more_bounce = KVec::with_capacity(WRITES_IN_FLIGHT - 1, GFP_KERNEL)?;
+        for _ in 1..WRITES_IN_FLIGHT {
+            more_bounce.push(BounceBuffer::new(MAX_IO_BYTES)?, GFP_KERNEL)?;
+        }
         Ok(Self {
             superblock,
             marker,
             bounce,
+            more_bounce,
             batch: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
             extents: KVVec::with_capacity(2 * geometry.descriptor_slots as usize + 1, GFP_KERNEL)?,
             bad: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
@@ -569,6 +597,14 @@ fn disk_back(dev: &Device, step: &Step) {
     }
 }
 
+/// The bounce buffers of a write group, each once.
+fn buffers<'a>(
+    first: &'a mut BounceBuffer,
+    more: &'a mut KVec<BounceBuffer>,
+) -> impl Iterator<Item = &'a mut BounceBuffer> {
+    Iterator::chain(core::iter::once(first), more.iter_mut())
+}
+
 /// Steps 3 to 7 for the collected batch; with `drain`, past bad records.
 fn write_batch(
     dev: &Device,
@@ -581,6 +617,7 @@ fn write_batch(
     let Writeback {
         superblock,
         bounce,
+        more_bounce,
         batch,
         extents,
         bad,
@@ -629,33 +666,73 @@ fn write_batch(
         }
         extents.retain(|e| e.seq < end && bad.binary_search(&e.seq).is_err());
 
-        // Step 4.
+        // Step 4: the runs cover disjoint sectors (each sector's newest
+        // data once), so the writes of a group may be in flight together
+        // and complete in any order; the flush (step 5) waits for all.
         let capacity = bounce.capacity().min(MAX_IO_BYTES);
-        for run in WritePlan::new(extents, (capacity / SECTOR_BYTES as usize) as u64) {
-            let mut len = 0usize;
-            for piece in run.pieces() {
-                let piece_bytes = (piece.sectors * u64::from(SECTOR_BYTES)) as usize;
-                // `record` is the payload's offset in the region.
-                let offset =
-                    (piece.record + piece.record_offset * u64::from(SECTOR_BYTES)) as usize;
-                if bounce
-                    .copy_from_region(len, dev.region(), offset, piece_bytes)
-                    .is_err()
-                {
-                    // Impossible with a valid geometry; never write what we did not copy.
-                    pr_err!("writeback: record {} lies outside the region\n", piece.seq);
-                    return Err(GaveUp);
-                }
-                len += piece_bytes;
+        let mut plan = WritePlan::new(extents, (capacity / SECTOR_BYTES as usize) as u64);
+        loop {
+            let mut group = [Write::default(); WRITES_IN_FLIGHT];
+            let mut count = 0;
+            let mut outside = None;
+            // The first attempt copies each run into its buffer and submits
+            // it before copying the next; a retry writes the same buffers
+            // again, unchanged.
+            let first = dev.backing().write_group(
+                buffers(bounce, more_bounce),
+                |k, buffer| {
+                    let run = plan.next()?;
+                    let mut len = 0usize;
+                    for piece in run.pieces() {
+                        let piece_bytes = (piece.sectors * u64::from(SECTOR_BYTES)) as usize;
+                        // `record` is the payload's offset in the region.
+                        let offset =
+                            (piece.record + piece.record_offset * u64::from(SECTOR_BYTES)) as usize;
+                        if buffer
+                            .copy_from_region(len, dev.region(), offset, piece_bytes)
+                            .is_err()
+                        {
+                            outside = Some(piece.seq);
+                            return None;
+                        }
+                        len += piece_bytes;
+                    }
+                    let write = Write {
+                        sector: run.sector,
+                        bytes: len,
+                    };
+                    *group.get_mut(k)? = write;
+                    count = k + 1;
+                    Some(write)
+                },
+            );
+            if let Some(seq) = outside {
+                // Impossible with a valid geometry; never write what we did
+                // not copy (what this group submitted before it is waited
+                // for, nothing is flushed or released).
+                pr_err!("writeback: record {seq} lies outside the region\n");
+                return Err(GaveUp);
             }
-            ios += 1;
-            bytes += len as u64;
-            let step = Step::Write {
-                sector: run.sector,
-                bytes: len,
+            if count == 0 {
+                break;
+            }
+            let writes = group.get(..count).unwrap_or(&[]);
+            let group_bytes: usize = writes.iter().map(|w| w.bytes).sum();
+            ios += count as u64;
+            bytes += group_bytes as u64;
+            let step = Step::Writes {
+                sector: group[0].sector,
+                bytes: group_bytes,
+                writes: count,
             };
+            let mut first = Some(first);
             retry(dev, errors, stopping, step, || {
-                dev.backing().write(run.sector, bounce, len)
+                first.take().unwrap_or_else(|| {
+                    dev.backing().write_group(
+                        buffers(bounce, more_bounce),
+                        |k, _| writes.get(k).copied(),
+                    )
+                })
             })?;
         }
         // Step 5 (nothing to flush if nothing was written: each batch
