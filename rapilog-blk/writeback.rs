@@ -26,8 +26,16 @@
 //!    (`format::writeback_plan`). A sector rewritten by several records,
 //!    like a database log's current page at every commit, goes to the
 //!    disk once per batch, not once per record; one rewritten again after
-//!    the batch waits for that newer record.
-//! 5. Flush the disk's cache: now they are durable there.
+//!    the batch waits for that newer record. The writes go in groups of up
+//!    to [`WRITES_IN_FLIGHT`] (8 x 1 MiB), all in flight at once, each from
+//!    its own bounce buffer (`BackingDisk::write_group`): the batch's runs
+//!    cover disjoint sectors, so they may reach the disk and complete in
+//!    any order. A group is waited for as a whole; if any of its writes
+//!    failed, the whole group is retried (the buffers still hold its data;
+//!    writing a sector again with the same bytes is harmless), and the next
+//!    group starts only once this one succeeded.
+//! 5. Flush the disk's cache, after every write of the batch completed:
+//!    now they are durable there.
 //! 6. Advance the durable tail in the superblock (the other copy,
 //!    generation + 1) over the records written back, never past a bad one.
 //! 7. Only then drop them from the index, free their slots and ring space,
@@ -678,9 +686,9 @@ fn write_batch(
             // The first attempt copies each run into its buffer and submits
             // it before copying the next; a retry writes the same buffers
             // again, unchanged.
-            let first = dev.backing().write_group(
-                buffers(bounce, more_bounce),
-                |k, buffer| {
+            let first = dev
+                .backing()
+                .write_group(buffers(bounce, more_bounce), |k, buffer| {
                     let run = plan.next()?;
                     let mut len = 0usize;
                     for piece in run.pieces() {
@@ -704,8 +712,7 @@ fn write_batch(
                     *group.get_mut(k)? = write;
                     count = k + 1;
                     Some(write)
-                },
-            );
+                });
             if let Some(seq) = outside {
                 // Impossible with a valid geometry; never write what we did
                 // not copy (what this group submitted before it is waited
@@ -728,10 +735,8 @@ fn write_batch(
             let mut first = Some(first);
             retry(dev, errors, stopping, step, || {
                 first.take().unwrap_or_else(|| {
-                    dev.backing().write_group(
-                        buffers(bounce, more_bounce),
-                        |k, _| writes.get(k).copied(),
-                    )
+                    dev.backing()
+                        .write_group(buffers(bounce, more_bounce), |k, _| writes.get(k).copied())
                 })
             })?;
         }
