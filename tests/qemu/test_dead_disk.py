@@ -303,7 +303,7 @@ def test_a_failed_write_among_several_in_flight_is_retried_and_nothing_is_releas
     # A 128 MiB region: 12 MiB stay below an eighth of its ring, so nothing
     # is written back before the flush asks for it.
     g = guest_factory(rootfs=True, overlays=[], memmap="128M$0x60000000",
-                      files=dict(files, **{"/tmp/pattern": str(pattern)}),
+                      files=dict(files, **{"/root/pattern": str(pattern)}),
                       disks=[Disk(disk, serial=SERIAL, size=DISK_SIZE)])
     g.boot()
     prepare(g)
@@ -317,7 +317,7 @@ def test_a_failed_write_among_several_in_flight_is_retried_and_nothing_is_releas
     rc, out = g.run(f"{INSMOD} region=128M@0x60000000 backing=/dev/mapper/rllog disk_id=serial:{SERIAL} "
                     "writeback_delay_ms=60000", timeout=scaled(120))
     assert rc == 0, out + g.check("dmesg | tail -20")
-    g.check("dd if=/tmp/pattern of=/dev/rapilog0 bs=1M oflag=direct 2>&1", timeout=scaled(120))
+    g.check("dd if=/root/pattern of=/dev/rapilog0 bs=1M oflag=direct 2>&1", timeout=scaled(120))
     before = status(g)
     assert before["ring"]["dirty_bytes"] == span * mib and before["writeback"]["ios"] == 0, before
 
