@@ -28,7 +28,11 @@
 //!    disk once per batch, not once per record; one rewritten again after
 //!    the batch waits for that newer record. The writes go in groups of up
 //!    to [`WRITES_IN_FLIGHT`] (8 x 1 MiB), all in flight at once, each from
-//!    its own bounce buffer (`BackingDisk::write_group`): the batch's runs
+//!    its own bounce buffer (`BackingDisk::write_group`); fewer on a disk
+//!    that writes less than that in half a second at the bandwidth
+//!    measured so far (`format::writes_in_flight`: a deeper queue would
+//!    only delay the group's end, its errors, a `dmsetup suspend`, and
+//!    make its retry longer). The batch's runs
 //!    cover disjoint sectors, so they may reach the disk and complete in
 //!    any order. A group is waited for as a whole; if any of its writes
 //!    failed, the whole group is retried (the buffers still hold its data;
@@ -94,8 +98,8 @@ use crate::device::Device;
 use crate::disk_marker::Marker;
 use crate::format::dirty_bound::BandwidthEstimate;
 use crate::format::{
-    batch_extents, check_record, ActiveSuperblock, ExpectedRecord, Extent, Geometry, RecordFault,
-    WritePlan, DESCRIPTOR_BYTES, SECTOR_BYTES,
+    batch_extents, check_record, writes_in_flight, ActiveSuperblock, ExpectedRecord, Extent,
+    Geometry, RecordFault, WritePlan, DESCRIPTOR_BYTES, SECTOR_BYTES,
 };
 use crate::kernel_display::Errno;
 use crate::lifecycle;
@@ -679,6 +683,9 @@ fn write_batch(
         // and complete in any order; the flush (step 5) waits for all.
         let capacity = bounce.capacity().min(MAX_IO_BYTES);
         let mut plan = WritePlan::new(extents, (capacity / SECTOR_BYTES as usize) as u64);
+        // As many as the disk writes in half a second at the bandwidth
+        // measured so far (`format::writes_in_flight`), at most 8.
+        let depth = writes_in_flight(bandwidth.bytes_per_sec(), WRITES_IN_FLIGHT, capacity as u64);
         loop {
             let mut group = [Write::default(); WRITES_IN_FLIGHT];
             let mut count = 0;
@@ -686,33 +693,34 @@ fn write_batch(
             // The first attempt copies each run into its buffer and submits
             // it before copying the next; a retry writes the same buffers
             // again, unchanged.
-            let first = dev
-                .backing()
-                .write_group(buffers(bounce, more_bounce), |k, buffer| {
-                    let run = plan.next()?;
-                    let mut len = 0usize;
-                    for piece in run.pieces() {
-                        let piece_bytes = (piece.sectors * u64::from(SECTOR_BYTES)) as usize;
-                        // `record` is the payload's offset in the region.
-                        let offset =
-                            (piece.record + piece.record_offset * u64::from(SECTOR_BYTES)) as usize;
-                        if buffer
-                            .copy_from_region(len, dev.region(), offset, piece_bytes)
-                            .is_err()
-                        {
-                            outside = Some(piece.seq);
-                            return None;
+            let first =
+                dev.backing()
+                    .write_group(buffers(bounce, more_bounce).take(depth), |k, buffer| {
+                        let run = plan.next()?;
+                        let mut len = 0usize;
+                        for piece in run.pieces() {
+                            let piece_bytes = (piece.sectors * u64::from(SECTOR_BYTES)) as usize;
+                            // `record` is the payload's offset in the region.
+                            let offset = (piece.record
+                                + piece.record_offset * u64::from(SECTOR_BYTES))
+                                as usize;
+                            if buffer
+                                .copy_from_region(len, dev.region(), offset, piece_bytes)
+                                .is_err()
+                            {
+                                outside = Some(piece.seq);
+                                return None;
+                            }
+                            len += piece_bytes;
                         }
-                        len += piece_bytes;
-                    }
-                    let write = Write {
-                        sector: run.sector,
-                        bytes: len,
-                    };
-                    *group.get_mut(k)? = write;
-                    count = k + 1;
-                    Some(write)
-                });
+                        let write = Write {
+                            sector: run.sector,
+                            bytes: len,
+                        };
+                        *group.get_mut(k)? = write;
+                        count = k + 1;
+                        Some(write)
+                    });
             if let Some(seq) = outside {
                 // Impossible with a valid geometry; never write what we did
                 // not copy (what this group submitted before it is waited
