@@ -23,7 +23,10 @@
 //! below it is held):
 //!
 //! 1. [`Device::lock_writeback`] (`Mutex<Writeback>`): the superblock as
-//!    last written, the disk's loss marker, the bounce pages, writeback's
+//!    last written, the disk's loss marker, the bounce pages (the
+//!    `WRITES_IN_FLIGHT` buffers of a write group, allocated at load; a
+//!    group's bios borrow them until every one completed, within one
+//!    `BackingDisk::write_group` call), writeback's
 //!    batch buffers, bandwidth estimate and rate limits. Taken by the
 //!    **writeback thread** for its whole life (so everything that writes
 //!    the superblock or the marker while the device is live runs there:

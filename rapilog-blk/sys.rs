@@ -9,7 +9,8 @@
 //! macro: the `#[link_section]` statics it expands in `params.rs`.)
 //!
 //! - [`region`]: the reserved region, its read-only view and write windows.
-//! - [`backing`]: the log disk, opened exclusively; synchronous writes, flush.
+//! - [`backing`]: the log disk, opened exclusively; synchronous writes, groups
+//!   of writes in flight together, flush.
 //! - [`bounce`]: pages that carry region data to the disk.
 //! - [`bio`]: bios submitted to `/dev/rapilog0`.
 //! - [`gendisk`]: `/dev/rapilog0` itself, a bio-based disk.

@@ -26,8 +26,20 @@
 //!    (`format::writeback_plan`). A sector rewritten by several records,
 //!    like a database log's current page at every commit, goes to the
 //!    disk once per batch, not once per record; one rewritten again after
-//!    the batch waits for that newer record.
-//! 5. Flush the disk's cache: now they are durable there.
+//!    the batch waits for that newer record. The writes go in groups of up
+//!    to [`WRITES_IN_FLIGHT`] (8 x 1 MiB), all in flight at once, each from
+//!    its own bounce buffer (`BackingDisk::write_group`); fewer on a disk
+//!    that writes less than that in half a second at the bandwidth
+//!    measured so far (`format::writes_in_flight`: a deeper queue would
+//!    only delay the group's end, its errors, a `dmsetup suspend`, and
+//!    make its retry longer). The batch's runs
+//!    cover disjoint sectors, so they may reach the disk and complete in
+//!    any order. A group is waited for as a whole; if any of its writes
+//!    failed, the whole group is retried (the buffers still hold its data;
+//!    writing a sector again with the same bytes is harmless), and the next
+//!    group starts only once this one succeeded.
+//! 5. Flush the disk's cache, after every write of the batch completed:
+//!    now they are durable there.
 //! 6. Advance the durable tail in the superblock (the other copy,
 //!    generation + 1) over the records written back, never past a bad one.
 //! 7. Only then drop them from the index, free their slots and ring space,
@@ -86,8 +98,8 @@ use crate::device::Device;
 use crate::disk_marker::Marker;
 use crate::format::dirty_bound::BandwidthEstimate;
 use crate::format::{
-    batch_extents, check_record, ActiveSuperblock, ExpectedRecord, Extent, Geometry, RecordFault,
-    WritePlan, DESCRIPTOR_BYTES, SECTOR_BYTES,
+    batch_extents, check_record, writes_in_flight, ActiveSuperblock, ExpectedRecord, Extent,
+    Geometry, RecordFault, WritePlan, DESCRIPTOR_BYTES, SECTOR_BYTES,
 };
 use crate::kernel_display::Errno;
 use crate::lifecycle;
@@ -96,7 +108,7 @@ use crate::metadata;
 use crate::powerfail;
 use crate::ratelimit::RateLimit;
 use crate::stats;
-use crate::sys::backing::MAX_IO_BYTES;
+use crate::sys::backing::{Write, MAX_IO_BYTES, WRITES_IN_FLIGHT};
 use crate::sys::bounce::BounceBuffer;
 use crate::sys::compat;
 use crate::sys::crc32c::KernelCrc32c;
@@ -129,8 +141,13 @@ pub(crate) struct Writeback {
     /// The log disk's loss marker, as last written (`lifecycle` writes it
     /// while holding this state, with `bounce` as scratch space).
     pub(crate) marker: Marker,
-    /// Pages records are copied into for the disk (one disk write's worth).
+    /// Pages records are copied into for the disk: the first of the
+    /// [`WRITES_IN_FLIGHT`] bounce buffers of a write group (one disk
+    /// write's worth each), and the scratch space of the marker's writes.
     pub(crate) bounce: BounceBuffer,
+    /// The other bounce buffers of a write group, allocated at load
+    /// (`WRITES_IN_FLIGHT - 1` of them), so a drain never allocates one.
+    more_bounce: KVec<BounceBuffer>,
     /// Records of the batch in progress.
     batch: KVec<Record>,
     /// What of the batch goes to the disk: its extents in the dirty-extent
@@ -154,7 +171,13 @@ pub(crate) struct GaveUp;
 
 /// A step that may fail and be retried, for messages.
 enum Step {
-    Write { sector: u64, bytes: usize },
+    /// A write group: `writes` disk writes of `bytes` in all, the first at
+    /// `sector`, in flight together.
+    Writes {
+        sector: u64,
+        bytes: usize,
+        writes: usize,
+    },
     Flush,
     Superblock,
 }
@@ -162,7 +185,19 @@ enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Write { sector, bytes } => write!(f, "writing {bytes} bytes at sector {sector}"),
+            Self::Writes {
+                sector,
+                bytes,
+                writes: 1,
+            } => write!(f, "writing {bytes} bytes at sector {sector}"),
+            Self::Writes {
+                sector,
+                bytes,
+                writes,
+            } => write!(
+                f,
+                "writing {bytes} bytes in {writes} writes from sector {sector} on"
+            ),
             Self::Flush => f.write_str("flushing the disk cache"),
             Self::Superblock => f.write_str("updating the superblock"),
         }
@@ -183,10 +218,15 @@ impl Writeback {
         bounce: BounceBuffer,
         geometry: &Geometry,
     ) -> Result<Self> {
+        let mut more_bounce = KVec::with_capacity(WRITES_IN_FLIGHT - 1, GFP_KERNEL)?;
+        for _ in 1..WRITES_IN_FLIGHT {
+            more_bounce.push(BounceBuffer::new(MAX_IO_BYTES)?, GFP_KERNEL)?;
+        }
         Ok(Self {
             superblock,
             marker,
             bounce,
+            more_bounce,
             batch: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
             extents: KVVec::with_capacity(2 * geometry.descriptor_slots as usize + 1, GFP_KERNEL)?,
             bad: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
@@ -570,6 +610,14 @@ fn disk_back(dev: &Device, step: &Step) {
     }
 }
 
+/// The bounce buffers of a write group, each once.
+fn buffers<'a>(
+    first: &'a mut BounceBuffer,
+    more: &'a mut KVec<BounceBuffer>,
+) -> impl Iterator<Item = &'a mut BounceBuffer> {
+    Iterator::chain(core::iter::once(first), more.iter_mut())
+}
+
 /// Steps 3 to 7 for the collected batch; with `drain`, past bad records.
 fn write_batch(
     dev: &Device,
@@ -582,6 +630,7 @@ fn write_batch(
     let Writeback {
         superblock,
         bounce,
+        more_bounce,
         batch,
         extents,
         bad,
@@ -630,33 +679,74 @@ fn write_batch(
         }
         extents.retain(|e| e.seq < end && bad.binary_search(&e.seq).is_err());
 
-        // Step 4.
+        // Step 4: the runs cover disjoint sectors (each sector's newest
+        // data once), so the writes of a group may be in flight together
+        // and complete in any order; the flush (step 5) waits for all.
         let capacity = bounce.capacity().min(MAX_IO_BYTES);
-        for run in WritePlan::new(extents, (capacity / SECTOR_BYTES as usize) as u64) {
-            let mut len = 0usize;
-            for piece in run.pieces() {
-                let piece_bytes = (piece.sectors * u64::from(SECTOR_BYTES)) as usize;
-                // `record` is the payload's offset in the region.
-                let offset =
-                    (piece.record + piece.record_offset * u64::from(SECTOR_BYTES)) as usize;
-                if bounce
-                    .copy_from_region(len, dev.region(), offset, piece_bytes)
-                    .is_err()
-                {
-                    // Impossible with a valid geometry; never write what we did not copy.
-                    pr_err!("writeback: record {} lies outside the region\n", piece.seq);
-                    return Err(GaveUp);
-                }
-                len += piece_bytes;
+        let mut plan = WritePlan::new(extents, (capacity / SECTOR_BYTES as usize) as u64);
+        // As many as the disk writes in half a second at the bandwidth
+        // measured so far (`format::writes_in_flight`), at most 8.
+        let depth = writes_in_flight(bandwidth.bytes_per_sec(), WRITES_IN_FLIGHT, capacity as u64);
+        loop {
+            let mut group = [Write::default(); WRITES_IN_FLIGHT];
+            let mut count = 0;
+            let mut outside = None;
+            // The first attempt copies each run into its buffer and submits
+            // it before copying the next; a retry writes the same buffers
+            // again, unchanged.
+            let first =
+                dev.backing()
+                    .write_group(buffers(bounce, more_bounce).take(depth), |k, buffer| {
+                        let run = plan.next()?;
+                        let mut len = 0usize;
+                        for piece in run.pieces() {
+                            let piece_bytes = (piece.sectors * u64::from(SECTOR_BYTES)) as usize;
+                            // `record` is the payload's offset in the region.
+                            let offset = (piece.record
+                                + piece.record_offset * u64::from(SECTOR_BYTES))
+                                as usize;
+                            if buffer
+                                .copy_from_region(len, dev.region(), offset, piece_bytes)
+                                .is_err()
+                            {
+                                outside = Some(piece.seq);
+                                return None;
+                            }
+                            len += piece_bytes;
+                        }
+                        let write = Write {
+                            sector: run.sector,
+                            bytes: len,
+                        };
+                        *group.get_mut(k)? = write;
+                        count = k + 1;
+                        Some(write)
+                    });
+            if let Some(seq) = outside {
+                // Impossible with a valid geometry; never write what we did
+                // not copy (what this group submitted before it is waited
+                // for, nothing is flushed or released).
+                pr_err!("writeback: record {seq} lies outside the region\n");
+                return Err(GaveUp);
             }
-            ios += 1;
-            bytes += len as u64;
-            let step = Step::Write {
-                sector: run.sector,
-                bytes: len,
+            if count == 0 {
+                break;
+            }
+            let writes = group.get(..count).unwrap_or(&[]);
+            let group_bytes: usize = writes.iter().map(|w| w.bytes).sum();
+            ios += count as u64;
+            bytes += group_bytes as u64;
+            let step = Step::Writes {
+                sector: group[0].sector,
+                bytes: group_bytes,
+                writes: count,
             };
+            let mut first = Some(first);
             retry(dev, errors, stopping, step, || {
-                dev.backing().write(run.sector, bounce, len)
+                first.take().unwrap_or_else(|| {
+                    dev.backing()
+                        .write_group(buffers(bounce, more_bounce), |k, _| writes.get(k).copied())
+                })
             })?;
         }
         // Step 5 (nothing to flush if nothing was written: each batch

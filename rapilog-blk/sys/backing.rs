@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The backing log disk: opened exclusively for the life of the module, and
-//! written synchronously from bounce pages (writeback and replay only; the
-//! region itself is never handed to a device).
+//! written from bounce pages (writeback and replay only; the region itself
+//! is never handed to a device): one bio at a time and waited for
+//! ([`BackingDisk::write`], [`BackingDisk::read`]), or a group of up to
+//! [`WRITES_IN_FLIGHT`] bios in flight at once, waited for together
+//! ([`BackingDisk::write_group`], writeback's batches and drains).
 
 use core::ptr::NonNull;
 
@@ -24,15 +27,34 @@ static HOLDER: u8 = 0;
 /// Most bytes one bio carries (`BIO_MAX_VECS` pages).
 pub(crate) const MAX_IO_BYTES: usize = bindings::BIO_MAX_VECS as usize * PAGE_SIZE;
 
-/// Bios [`BackingDisk::transfer`] keeps in reserve. At most one bio of the
-/// disk's set is in flight at a time: a transfer allocates one, waits for
-/// its completion and frees it before it returns, and its callers (replay
-/// at load, then only the writeback thread, which holds `Device::lock_writeback`
-/// for every disk write: batches, loss markers, drains) never overlap. A
-/// bio in flight waits only for the log disk. So one reserved bio already
-/// guarantees that writeback gets its bio while memory is exhausted; the
-/// second is the block layer's customary spare.
-const RESERVED_BIOS: u32 = 2;
+/// Most disk writes writeback keeps in flight at once
+/// ([`BackingDisk::write_group`]), each from its own bounce buffer of
+/// [`MAX_IO_BYTES`]: 8 MiB of bounce pages, allocated at load.
+pub(crate) const WRITES_IN_FLIGHT: usize = 8;
+
+/// Bios the disk's bio set keeps in reserve. The bios of the set are held
+/// by one task at a time: replay at load, then only the writeback thread,
+/// which holds `Device::lock_writeback` for every disk I/O (batches, loss
+/// markers, drains), so these never overlap. A [`BackingDisk::transfer`]
+/// holds one bio; a [`BackingDisk::write_group`] holds at most
+/// [`WRITES_IN_FLIGHT`] (one per bounce buffer; each frees its bio when it
+/// completes, and the group returns only once all of them have). Every bio
+/// held waits only for the log disk, or, the one of a group not yet
+/// submitted, for the copy of the group's next buffer, which allocates
+/// nothing. So a reserve of [`WRITES_IN_FLIGHT`] bios guarantees that
+/// writeback gets every bio it asks for while memory is exhausted (each
+/// allocation finds the slab, a reserved bio, or one that completes and
+/// refills the reserve; `BioSet`); the one more is the block layer's
+/// customary spare.
+const RESERVED_BIOS: u32 = WRITES_IN_FLIGHT as u32 + 1;
+
+/// One write of a [`BackingDisk::write_group`]: the first `bytes` bytes of
+/// its bounce buffer, at `sector`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Write {
+    pub(crate) sector: u64,
+    pub(crate) bytes: usize,
+}
 
 /// The log disk, held open read-write and exclusively.
 ///
@@ -173,42 +195,136 @@ impl BackingDisk {
     /// changes the pages behind a shared reference: `read` takes
     /// `&mut BounceBuffer`, so nothing else can look at them meanwhile.
     fn transfer(&self, write: bool, sector: u64, data: &BounceBuffer, bytes: usize) -> Result {
+        let bio = self.bio_for(write, sector, data, bytes)?;
+        // SAFETY: `bio` is ours, built and not submitted (`bio_for`);
+        // `submit_bio_wait` returns once it completed, and `data`, whose
+        // pages it carries, is borrowed until we return.
+        let result = to_result(unsafe { bindings::submit_bio_wait(bio.as_ptr()) });
+        // SAFETY: Drops our reference; the bio is complete.
+        unsafe { bindings::bio_put(bio.as_ptr()) };
+        result
+    }
+
+    /// A bio from the disk's own set over the first `bytes` bytes of `data`
+    /// at `sector`, not submitted. The caller owns it: it must submit it (or
+    /// chain it and submit it) and keep `data` alive and unchanged until it
+    /// completed, or free it with `bio_put` unsubmitted.
+    fn bio_for(
+        &self,
+        write: bool,
+        sector: u64,
+        data: &BounceBuffer,
+        bytes: usize,
+    ) -> Result<NonNull<bindings::bio>> {
         if bytes == 0 || bytes > data.capacity() || bytes > MAX_IO_BYTES {
             return Err(EINVAL);
         }
         let pages = bytes.div_ceil(PAGE_SIZE);
         let nr_vecs = c_ushort::try_from(pages).map_err(|_| EINVAL)?;
         // SAFETY: The device is held open (type invariants). The bio comes
-        // from the disk's own set with GFP_NOIO, whose reserve covers every bio of the set that
-        // can be in flight ([`RESERVED_BIOS`]), so it does not fail.
+        // from the disk's own set with GFP_NOIO, whose reserve covers every
+        // bio of the set that can be held at once ([`RESERVED_BIOS`]), so it
+        // does not fail.
         let bio = unsafe { rapilog_bio_alloc(self.bdev(), nr_vecs, write, self.bios.raw()) };
         let Some(bio) = NonNull::new(bio) else {
             return Err(ENOMEM);
         };
         let mut left = bytes;
-        let mut result = Ok(());
         for page in data.pages().iter().take(pages) {
             let len = left.min(PAGE_SIZE);
             // SAFETY: `bio` has room for `pages` vectors; the page belongs to
-            // `data`, which outlives the synchronous I/O below.
+            // `data`, which the caller keeps until the I/O completed.
             let added =
                 unsafe { bindings::bio_add_page(bio.as_ptr(), page.as_ptr(), len as c_uint, 0) };
             if added as usize != len {
-                result = Err(EIO);
-                break;
+                // SAFETY: Ours and never submitted.
+                unsafe { bindings::bio_put(bio.as_ptr()) };
+                return Err(EIO);
             }
             left -= len;
         }
-        if result.is_ok() {
-            // SAFETY: We own the bio until `bio_put`; `submit_bio_wait`
-            // returns once it completed.
-            result = to_result(unsafe {
-                (*bio.as_ptr()).bi_iter.bi_sector = sector;
-                bindings::submit_bio_wait(bio.as_ptr())
-            });
+        // SAFETY: We own the bio and have not submitted it.
+        unsafe { (*bio.as_ptr()).bi_iter.bi_sector = sector };
+        Ok(bio)
+    }
+
+    /// Writes up to one group of [`WRITES_IN_FLIGHT`] bios, all in flight
+    /// at once, and waits until every one of them completed (not for
+    /// durability: see [`Self::flush`]).
+    ///
+    /// `next(k, buffer)` is asked for the `k`-th write, in order, with the
+    /// `k`-th of `buffers` (distinct buffers, each borrowed for the whole
+    /// call; a write is of that buffer's first bytes): it may fill the
+    /// buffer first (the writes before it are in flight meanwhile), and
+    /// returns `None` to end the group. So the copy of one buffer overlaps
+    /// the disk's work on the ones before it.
+    ///
+    /// The writes of a group may reach the disk in any order and complete
+    /// in any order: the caller gives them disjoint sectors. The result is
+    /// an error if any of them failed (or could not be built: the group
+    /// then ends there, after waiting for those already submitted); which
+    /// one is not said, so a retry writes the whole group again.
+    ///
+    /// # Invariants (of the chain, inside the call)
+    ///
+    /// - `pending` is `None` or the bio of the latest write: built from the
+    ///   disk's set, not yet submitted. Every earlier write's bio of the
+    ///   group was chained to its successor (`bio_chain`: the child's
+    ///   completion, with its status if it failed and the parent has none
+    ///   yet, is passed to the parent, whose completion waits for it) and
+    ///   then submitted. So the last bio completes only after all of them,
+    ///   and carries an error status if any of them failed.
+    /// - The bio of write `k` references only pages of the `k`-th buffer,
+    ///   which `next` has had its last access to before the bio was built
+    ///   (the iterator hands out each buffer once); every buffer stays
+    ///   borrowed for the whole call, and the call returns only after the
+    ///   last bio (hence every bio) completed.
+    /// - Chained children are freed by the block layer when they complete
+    ///   (`bio_chain_endio`), the last bio by us after its wait: at most
+    ///   [`WRITES_IN_FLIGHT`] bios of the set are held at once.
+    pub(crate) fn write_group<'b>(
+        &self,
+        buffers: impl IntoIterator<Item = &'b mut BounceBuffer>,
+        mut next: impl FnMut(usize, &mut BounceBuffer) -> Option<Write>,
+    ) -> Result {
+        let mut pending: Option<NonNull<bindings::bio>> = None;
+        let mut result = Ok(());
+        for (k, buffer) in buffers.into_iter().take(WRITES_IN_FLIGHT).enumerate() {
+            let Some(write) = next(k, buffer) else {
+                break;
+            };
+            let bio = match self.bio_for(true, write.sector, buffer, write.bytes) {
+                Ok(bio) => bio,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            if let Some(previous) = pending {
+                // SAFETY: Both bios are ours and not yet submitted
+                // (invariant of `pending`; `bio` was just built);
+                // `bio_chain` makes `bio` wait for `previous`, which is
+                // then submitted and from now on owned by the block layer
+                // (freed by `bio_chain_endio`). Its pages are in the
+                // previous buffer, which `next` no longer reaches and which
+                // stays borrowed until the whole chain completed.
+                unsafe {
+                    bindings::bio_chain(previous.as_ptr(), bio.as_ptr());
+                    bindings::submit_bio(previous.as_ptr());
+                }
+            }
+            // INVARIANT: `bio` is the latest write's, not submitted.
+            pending = Some(bio);
         }
-        // SAFETY: Drops our reference; the bio is complete or never submitted.
-        unsafe { bindings::bio_put(bio.as_ptr()) };
+        if let Some(last) = pending {
+            // SAFETY: The last bio is ours and not submitted (invariant of
+            // `pending`); `submit_bio_wait` returns once it completed, which
+            // is after every bio chained to it completed.
+            let status = to_result(unsafe { bindings::submit_bio_wait(last.as_ptr()) });
+            // SAFETY: Drops our reference; the bio is complete.
+            unsafe { bindings::bio_put(last.as_ptr()) };
+            result = result.and(status);
+        }
         result
     }
 

@@ -17,8 +17,8 @@ use super::CopyError;
 /// `pages` were allocated for this buffer and are ordinary kernel memory,
 /// never region memory. Their contents are reached only through this
 /// buffer: `&mut self` to change them, or a bio of
-/// `BackingDisk::transfer`, which holds the buffer borrowed until the I/O
-/// completed.
+/// `BackingDisk::transfer` or `BackingDisk::write_group`, which hold the
+/// buffer borrowed until the I/O completed.
 pub(crate) struct BounceBuffer {
     pages: KVec<Page>,
 }

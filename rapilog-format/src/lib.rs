@@ -114,4 +114,4 @@ pub use superblock::{
     generation_is_newer, ActiveSuperblock, LoadError, RegionState, Superblock, SuperblockCopy,
     SuperblockError, FORMAT_VERSION,
 };
-pub use writeback_plan::{batch_extents, Run, WritePlan};
+pub use writeback_plan::{batch_extents, writes_in_flight, Run, WritePlan};

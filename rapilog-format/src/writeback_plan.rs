@@ -146,6 +146,33 @@ impl<'a> Run<'a> {
     }
 }
 
+/// How long the writes one group keeps in flight may take at the disk's
+/// measured bandwidth, in milliseconds ([`writes_in_flight`]).
+pub const GROUP_MS: u64 = 500;
+
+/// How many writes of up to `write_bytes` writeback keeps in flight at once
+/// (1 to `max_writes`), given the disk's measured bandwidth
+/// (`BandwidthEstimate::bytes_per_sec`, `None` before the first batch:
+/// `max_writes`): as many as the disk writes in [`GROUP_MS`].
+///
+/// A disk that takes more than [`GROUP_MS`] for a write gains little
+/// from a deeper queue, and pays for one: a group is waited for, and an
+/// error seen, only once all of it is done, a `dmsetup suspend` or a hot
+/// removal waits for all of it, and a failed group is written again whole.
+/// A fast disk gets the full depth: its estimate, measured with the full
+/// depth, stays high.
+pub fn writes_in_flight(bytes_per_sec: Option<u64>, max_writes: usize, write_bytes: u64) -> usize {
+    let max_writes = max_writes.max(1);
+    let Some(bytes_per_sec) = bytes_per_sec else {
+        return max_writes;
+    };
+    let budget = bytes_per_sec.saturating_mul(GROUP_MS) / 1000;
+    let writes = budget / write_bytes.max(1);
+    usize::try_from(writes)
+        .unwrap_or(max_writes)
+        .clamp(1, max_writes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +251,22 @@ mod tests {
             r.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
             [(0, 8), (8, 4)]
         );
+    }
+
+    #[test]
+    fn writes_in_flight_follow_the_measured_bandwidth() {
+        const MIB: u64 = 1 << 20;
+        // Unmeasured: the full depth.
+        assert_eq!(writes_in_flight(None, 8, MIB), 8);
+        // A throttled 800 KB/s disk: one write at a time.
+        assert_eq!(writes_in_flight(Some(800_000), 8, MIB), 1);
+        assert_eq!(writes_in_flight(Some(0), 8, MIB), 1);
+        // 4 MiB in half a second: four.
+        assert_eq!(writes_in_flight(Some(8 * MIB), 8, MIB), 4);
+        // Fast disks: capped.
+        assert_eq!(writes_in_flight(Some(100_000_000), 8, MIB), 8);
+        assert_eq!(writes_in_flight(Some(u64::MAX), 8, MIB), 8);
+        // Degenerate arguments.
+        assert_eq!(writes_in_flight(Some(u64::MAX), 0, 0), 1);
     }
 }

@@ -282,3 +282,72 @@ def test_hot_removed_disk_fails_writes_in_time_and_the_region_replays_when_it_re
     lost = missing(disk, refused)
     assert lost == [], f"{len(lost)} acknowledged blocks not on the log disk, first {lost[:10]}"
     print(f"device_del: {refused} blocks ({refused * BLOCK} bytes) acknowledged, all on the log disk image")
+
+
+def test_a_failed_write_among_several_in_flight_is_retried_and_nothing_is_released_early(guest_factory, tmp_path,
+                                                                                         files):
+    """Writeback keeps up to 8 disk writes of 1 MiB in flight
+    (`BackingDisk::write_group`): a drain of 12 MiB is one batch of two
+    groups. The log disk's MiB 4 fails (a dm table of `linear`, `error`,
+    `linear`): the fifth write of the first group, not its last. The group's
+    error must be seen, the group retried, nothing flushed or released
+    while it fails (the ring keeps every byte, the durable tail stays, the
+    flush waits), and once the disk takes it again the drain completes and
+    the disk holds the 12 MiB byte for byte."""
+    mib = 1 << 20
+    span, bad = 12, 4
+    data = os.urandom(span * mib)
+    pattern = tmp_path / "pattern"
+    pattern.write_bytes(data)
+    disk = tmp_path / "log.img"
+    # A 128 MiB region: 12 MiB stay below an eighth of its ring, so nothing
+    # is written back before the flush asks for it.
+    g = guest_factory(rootfs=True, overlays=[], memmap="128M$0x60000000",
+                      files=dict(files, **{"/root/pattern": str(pattern)}),
+                      disks=[Disk(disk, serial=SERIAL, size=DISK_SIZE)])
+    g.boot()
+    prepare(g)
+    dev = g.check(f"disk-by-serial {SERIAL}").strip()
+    sectors = int(g.check(f"blockdev --getsz {dev}"))
+    first, last = bad * 2048, (bad + 1) * 2048
+    g.check(f"echo '0 {sectors} linear {dev} 0' > /tmp/linear && "
+            f"printf '0 {first} linear {dev} 0\\n{first} 2048 error\\n{last} {sectors - last} linear {dev} {last}\\n'"
+            " > /tmp/holed")
+    g.check(f"modprobe dm-mod && {DMSETUP} create rllog /tmp/linear && dmsetup mknodes rllog")
+    rc, out = g.run(f"{INSMOD} region=128M@0x60000000 backing=/dev/mapper/rllog disk_id=serial:{SERIAL} "
+                    "writeback_delay_ms=60000", timeout=scaled(120))
+    assert rc == 0, out + g.check("dmesg | tail -20")
+    g.check("dd if=/root/pattern of=/dev/rapilog0 bs=1M oflag=direct 2>&1", timeout=scaled(120))
+    before = status(g)
+    assert before["ring"]["dirty_bytes"] == span * mib and before["writeback"]["ios"] == 0, before
+
+    g.check(f"{DMSETUP} suspend --nolockfs rllog && {DMSETUP} load rllog /tmp/holed && {DMSETUP} resume rllog",
+            timeout=scaled(90))
+    g.check("rm -f /tmp/f.*; setsid sh -c 'rapilogctl flush > /tmp/f.out 2>&1; echo $? > /tmp/f.rc0; "
+            "mv /tmp/f.rc0 /tmp/f.rc' < /dev/null > /dev/null 2>&1 &")
+    failing = wait_status(g, "the group's write error seen and retried", lambda s: s["errors"]["disk_errors"] >= 2,
+                          timeout=120)
+    assert g.run("test -e /tmp/f.rc")[0] != 0, "the flush completed while the disk failed: " + g.check("cat /tmp/f.*")
+    for key in ("dirty_bytes", "live_records", "tail_seq", "durable_tail"):
+        assert failing["ring"][key] == before["ring"][key], (key, before["ring"], failing["ring"])
+    dmesg = g.check("dmesg")
+    # The whole first group failed together: 8 writes of 1 MiB in flight.
+    assert re.search(rf"writeback: writing {8 * mib} bytes in 8 writes from sector 0 on failed", dmesg), dmesg
+    assert failing["writeback"]["disk_flushes"] == before["writeback"]["disk_flushes"], failing["writeback"]
+
+    g.check(f"{DMSETUP} suspend --nolockfs rllog && {DMSETUP} load rllog /tmp/linear && {DMSETUP} resume rllog",
+            timeout=scaled(90))
+    deadline = time.monotonic() + scaled(60)
+    while g.run("test -e /tmp/f.rc")[0] != 0:
+        assert time.monotonic() < deadline, "the flush did not complete once the disk was back\n" + \
+            g.check("dmesg | tail -20")
+        time.sleep(1)
+    assert g.check("cat /tmp/f.rc").strip() == "0", g.check("cat /tmp/f.out")
+    after = status(g)
+    assert after["ring"]["dirty_bytes"] == 0 and after["writeback"]["bytes"] == span * mib, after
+    g.send("poweroff -f")
+    g.wait_exit(scaled(120))
+    with open(disk, "rb") as f:
+        got = f.read(span * mib)
+    bad_mib = [m for m in range(span) if got[m * mib:(m + 1) * mib] != data[m * mib:(m + 1) * mib]]
+    assert bad_mib == [], f"MiB {bad_mib} of the drain are not on the log disk image as written"
