@@ -198,7 +198,7 @@ def test_installed_in_trixie(debs):
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("GRUB_CMDLINE_LINUX_DEFAULT=")]
         # memmap=SIZE\\\$PHYS: the shell makes it \$ in grub.cfg, GRUB a plain $.
         want = (r'GRUB_CMDLINE_LINUX_DEFAULT="\$GRUB_CMDLINE_LINUX_DEFAULT '
-                r'memmap=\d+M\\\\\\\$0x[0-9a-f]+ crashkernel=256M"')
+                r'memmap=\d+M\\\\\\\$0x[0-9a-f]+ crashkernel=256M panic=10"')
         assert len(line) == 1 and re.fullmatch(want, line[0]), r.stdout
         # The kernel postinst hook, as for a newly installed KREL (the stock
         # modules bound in): the rescue initramfs where rapilog.conf says,
