@@ -33,6 +33,8 @@ fn crc_bitwise(mut c: u32, data: &[u8]) -> u32 {
 
 fn fused(crc: u32, dst: &mut [u8], src: &[u8]) -> u32 {
     assert_eq!(dst.len(), src.len());
+    // SAFETY: `src` is readable and `dst` writable for `src.len()` bytes
+    // (asserted equal above), and they do not overlap (`&mut` and `&`).
     let (c, done) = unsafe { copy_crc::copy_crc(crc, dst.as_mut_ptr(), src.as_ptr(), src.len()) };
     // The module's fallback for a long remainder: memcpy + crc32c().
     dst[done..].copy_from_slice(&src[done..]);
@@ -40,6 +42,9 @@ fn fused(crc: u32, dst: &mut [u8], src: &[u8]) -> u32 {
 }
 
 fn rep_movsb(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(dst.len(), src.len());
+    // SAFETY: `rep movsb` copies `rcx = src.len()` bytes from `src` into
+    // `dst`, both that long (asserted above) and disjoint.
     unsafe {
         asm!("rep movsb", inout("rcx") src.len() => _, inout("rsi") src.as_ptr() => _,
              inout("rdi") dst.as_mut_ptr() => _, options(nostack, preserves_flags));
@@ -51,6 +56,8 @@ fn crc_1stream(crc: u32, data: &[u8]) -> u32 {
     let mut chunks = data.chunks_exact(8);
     for w in &mut chunks {
         let v = u64::from_le_bytes(w.try_into().unwrap());
+        // SAFETY: `crc32` on two registers touches no memory; the CPU has
+        // SSE4.2 (`main` checks before anything runs).
         unsafe {
             asm!("crc32 {c}, {v}", c = inout(reg) c, v = in(reg) v, options(nostack, pure, nomem))
         };
@@ -69,6 +76,8 @@ fn crc_3way(crc: u32, data: &[u8]) -> u32 {
         let p = blk.as_ptr();
         let mut i = 0;
         while i < N {
+            // SAFETY: `i + 8 < N` and the block is `3 * N` bytes, so every
+            // qword read lies inside `blk`; the asm only reads.
             unsafe {
                 asm!("crc32 {a}, qword ptr [{p}]", "crc32 {b}, qword ptr [{p} + {n}]",
                      "crc32 {c}, qword ptr [{p} + {n2}]",
@@ -129,6 +138,7 @@ fn check() {
     }
     for len in 0..600 {
         let s = &src[3..3 + len];
+        // SAFETY: `s` is readable for `len` bytes.
         let got = unsafe { copy_crc::crc_one_stream(!0, s.as_ptr(), len) };
         assert_eq!(got, crc_bitwise(!0, s), "crc_one_stream, len {len}");
         n += 1;
@@ -154,11 +164,13 @@ fn time(name: &str, len: usize, mut f: impl FnMut() -> u32) -> f64 {
 }
 
 fn main() {
-    check();
+    // Everything here executes `crc32` (SSE4.2), as the module does only
+    // after `rapilog_cpu_copy_crc` said the CPU has it.
     if !std::is_x86_feature_detected!("sse4.2") {
-        println!("no SSE4.2: nothing to time");
+        println!("no SSE4.2: nothing to check or time");
         return;
     }
+    check();
     let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpu
         .lines()
@@ -173,6 +185,7 @@ fn main() {
             crc_3way(0, &dst)
         });
         let b = time("fused copy + crc32 3-way (copy_crc)", len, || {
+            // SAFETY: `src` and `dst` are both `len` bytes long and disjoint.
             let (c, _) =
                 unsafe { copy_crc::copy_crc(0, dst.as_mut_ptr(), black_box(src.as_ptr()), len) };
             c
