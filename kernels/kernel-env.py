@@ -72,8 +72,9 @@ def die(msg: str) -> None:
     sys.exit(1)
 
 
+@functools.cache
 def mirror() -> str:
-    """The Debian archive URI, as kernels/lib.sh finds it."""
+    """The Debian archive URI, as kernels/lib.sh finds it (asked once)."""
     out = subprocess.run(
         ["bash", "-c", f". {TOP}/kernels/lib.sh && debian_mirror"],
         capture_output=True, text=True, check=False,
