@@ -451,10 +451,14 @@ pub(crate) fn resume(dev: &Device, wb: &mut Writeback, due: Due) {
         return;
     }
     let alarm = dev.powerfail().rearm(dev, due, admission);
-    drop(live);
+    // Logged before `live` is released: a writer is admitted only under
+    // `live` after seeing `Armed`, so the resume line precedes every write
+    // it lets in (the woken writer may preempt this thread for many
+    // writes before it would otherwise get to the line).
     if let Some(alarm) = alarm {
-        dev.space_freed().notify_all();
         log_false_alarm(dev, alarm);
+        drop(live);
+        dev.space_freed().notify_all();
     }
 }
 
