@@ -5,14 +5,17 @@
 //!
 //! | parameter | meaning |
 //! |---|---|
-//! | `rapilog.region=SIZE@PHYS` | the region (required) |
-//! | `rapilog.disk=ID` | the disk id the region must name ([`rapilog_replay::idtext`] form); optional |
+//! | `rapilog.region=SIZE@PHYS` | a region (required; repeated for several, one per device, in order) |
+//! | `rapilog.disk=ID` | the disk id a region must name ([`rapilog_replay::idtext`] form); optional; the k-th belongs to the k-th region, an empty one means none |
 //! | `rapilog.dry_run=0\|1` | verify and report, write nothing (default 0) |
 //! | `rapilog.reboot=0\|1` | reboot when done (default 1 in a crash kernel, see `Config::reboot_wanted`) |
 //! | `rapilog.wait=SECONDS` | how long to wait for the disk to appear (default 30) |
 //!
 //! As for kernel parameters, `-` and `_` are the same in names, and the last
-//! occurrence wins.
+//! occurrence wins, except for `rapilog.region` and `rapilog.disk`: every
+//! occurrence counts, in order, so that one command line names several
+//! regions (`rapilog.region=A rapilog.disk=X rapilog.region=B rapilog.disk=Y`).
+//! Pairing them is the configuration's job (`config.rs`).
 
 use std::fmt;
 
@@ -51,10 +54,10 @@ pub fn split(cmdline: &str) -> Vec<String> {
 /// The `rapilog.*` parameters found on a command line, as text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RescueParams {
-    /// `rapilog.region`.
-    pub region: Option<String>,
-    /// `rapilog.disk`.
-    pub disk: Option<String>,
+    /// Every `rapilog.region`, in order.
+    pub regions: Vec<String>,
+    /// Every `rapilog.disk`, in order (the k-th belongs to the k-th region).
+    pub disks: Vec<String>,
     /// `rapilog.dry_run`.
     pub dry_run: Option<bool>,
     /// `rapilog.reboot`.
@@ -116,8 +119,8 @@ impl RescueParams {
                 expected,
             };
             match key.replace('-', "_").as_str() {
-                "region" => params.region = Some(value.to_string()),
-                "disk" => params.disk = Some(value.to_string()),
+                "region" => params.regions.push(value.to_string()),
+                "disk" => params.disks.push(value.to_string()),
                 "dry_run" => {
                     params.dry_run = Some(parse_bool(value).ok_or_else(|| error("0 or 1"))?)
                 }
@@ -161,23 +164,38 @@ mod tests {
         assert_eq!(
             p,
             RescueParams {
-                region: Some("64M@0x60000000".into()),
-                disk: Some("serial:rl-log".into()),
+                regions: vec!["64M@0x60000000".into()],
+                disks: vec!["serial:rl-log".into()],
                 dry_run: Some(true),
                 reboot: Some(false),
                 wait_secs: Some(5),
             }
         );
-        // Last one wins; quoted values keep their spaces.
+        // Quoted values keep their spaces; the last of a flag wins.
         let p =
-            RescueParams::parse("rapilog.disk=a rapilog.disk=\"wwid:t10.ATA  X\" rapilog.reboot")
+            RescueParams::parse("rapilog.disk=\"wwid:t10.ATA  X\" rapilog.reboot=0 rapilog.reboot")
                 .unwrap();
-        assert_eq!(p.disk.as_deref(), Some("wwid:t10.ATA  X"));
+        assert_eq!(p.disks, ["wwid:t10.ATA  X"]);
         assert_eq!(p.reboot, Some(true));
         assert_eq!(
             RescueParams::parse("quiet").unwrap(),
             RescueParams::default()
         );
+    }
+
+    #[test]
+    fn regions_and_disks_accumulate_in_order() {
+        let p = RescueParams::parse(
+            "rapilog.region=64M@0x60000000 rapilog.disk=serial:a \
+             rapilog.region=32M@0x64000000 rapilog.disk= \
+             rapilog.region=16M@0x66000000 rapilog.disk=serial:c",
+        )
+        .unwrap();
+        assert_eq!(
+            p.regions,
+            ["64M@0x60000000", "32M@0x64000000", "16M@0x66000000"]
+        );
+        assert_eq!(p.disks, ["serial:a", "", "serial:c"]);
     }
 
     #[test]

@@ -9,6 +9,15 @@
 //! override them.
 //! With `--region` or `--image`, the kernel command line is not read and
 //! reboot is off unless `--reboot` is given.
+//!
+//! Several regions (one per rapilog device): `rapilog.region=` repeated on
+//! the kernel command line, or `--region`/`--image` repeated; the k-th
+//! `rapilog.disk=` (`--disk-id`) belongs to the k-th region. Disks are given
+//! for every region or for none, and an empty one means "none for this
+//! region" (the region's own identity is looked for): a count that does not
+//! match is refused rather than guessed, since a disk paired with the wrong
+//! region would be refused at replay anyway, after the wait. With one
+//! region the last disk wins, as it always has.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -73,15 +82,34 @@ pub enum Action {
     Version,
 }
 
+/// One region to replay, and the disk it must name if configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionConfig {
+    /// Where the region is.
+    pub source: RegionSource,
+    /// The disk the region must name, if configured.
+    pub disk_id: Option<DiskId>,
+}
+
+impl RegionConfig {
+    /// The region as the configuration named it: `SIZE@PHYS`, or the image path.
+    pub fn describe(&self) -> String {
+        match &self.source {
+            RegionSource::Memory { spec, .. } => spec.to_string(),
+            RegionSource::Image(path) => path.display().to_string(),
+        }
+    }
+}
+
 /// A complete configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// What to do.
     pub action: Action,
-    /// The region (unset only for actions other than replay).
-    pub region: Option<RegionSource>,
-    /// The disk the region must name, if configured.
-    pub disk_id: Option<DiskId>,
+    /// The regions, in the order given (empty only for actions other than
+    /// replay); the k-th is `/dev/rapilog<k>`'s when `rapilog-arm` built
+    /// the command line.
+    pub regions: Vec<RegionConfig>,
     /// How to find the disk.
     pub target: TargetSelect,
     /// sysfs mount point (also used for the live-driver check).
@@ -110,19 +138,24 @@ impl Config {
 /// Usage text.
 pub const USAGE: &str = "\
 usage: rapilog-rescue [OPTIONS]
-Replays the rapilog region onto its log disk, found by identity.
+Replays each rapilog region onto its log disk, found by identity.
 
 Without --region/--image the kernel command line configures the run:
   rapilog.region=SIZE@PHYS  rapilog.disk=ID  rapilog.dry_run=0|1
   rapilog.reboot=0|1 (default 1 in a crash kernel)  rapilog.wait=SECONDS (30)
+Several regions: rapilog.region=A rapilog.disk=X rapilog.region=B rapilog.disk=Y
+(the k-th disk belongs to the k-th region; one per region or none; empty: none).
+Each region is replayed in turn; one failing does not stop the others.
 
-  --region SIZE@PHYS   the region in physical memory (e.g. 64M@0x60000000)
-  --image FILE         read the region from an image file instead
-  --disk-id ID         the disk the region must name (text form, \\xHH escapes)
+  --region SIZE@PHYS   a region in physical memory (e.g. 64M@0x60000000);
+                       repeat for several
+  --image FILE         read a region from an image file instead; repeatable
+  --disk-id ID         the disk the region must name (text form, \\xHH escapes);
+                       repeat, one per region in the same order
   --mem PATH           memory device (default /dev/mem)
   --read               read(2) the region instead of mapping it
   --target DEV         write to DEV whatever its identity (size and block
-                       size are still checked)
+                       size are still checked); one region only
   --block-bytes N      logical block size when --target is a regular file (512)
   --sysfs DIR          sysfs mount point (default /sys)
   --dev-dir DIR        device nodes directory (default /dev; a given DIR may
@@ -141,7 +174,9 @@ exit codes: 0 replayed (or nothing to do), 1 replayed but damaged records
 skipped, 2 usage, 3 region refused, 4 disk refused or not found,
 5 disk write/flush failed, 6 report not recorded in the region,
 9 POSSIBLE LOSS: the log disk's marker says a region held acknowledged
-writes that neither this region nor the disk has (marker left as it is)";
+writes that neither this region nor the disk has (marker left as it is).
+With several regions: the highest of theirs, and the last line says how many
+were replayed cleanly.";
 
 fn usage(message: impl Into<String>) -> Failure {
     Failure::new(FailureKind::Usage, message)
@@ -164,9 +199,9 @@ pub fn parse_args(
     read_cmdline: &mut dyn FnMut(&str) -> std::io::Result<String>,
 ) -> Result<Config, Failure> {
     let mut action = Action::Replay;
-    let mut region_text: Option<String> = None;
-    let mut image: Option<PathBuf> = None;
-    let mut disk_text: Option<String> = None;
+    let mut region_texts: Vec<String> = Vec::new();
+    let mut images: Vec<PathBuf> = Vec::new();
+    let mut disk_texts: Vec<String> = Vec::new();
     let mut mem = PathBuf::from("/dev/mem");
     let mut access = MemAccess::Map;
     let mut target_path: Option<PathBuf> = None;
@@ -195,9 +230,9 @@ pub fn parse_args(
             }
         };
         match flag {
-            "--region" => region_text = Some(value(flag)?),
-            "--image" => image = Some(value(flag)?.into()),
-            "--disk-id" => disk_text = Some(value(flag)?),
+            "--region" => region_texts.push(value(flag)?),
+            "--image" => images.push(value(flag)?.into()),
+            "--disk-id" => disk_texts.push(value(flag)?),
             "--mem" => mem = value(flag)?.into(),
             "--read" => access = MemAccess::Read,
             "--target" => target_path = Some(value(flag)?.into()),
@@ -232,42 +267,91 @@ pub fn parse_args(
         }
     }
 
-    let from_cmdline = action == Action::Replay && region_text.is_none() && image.is_none();
+    let from_cmdline = action == Action::Replay && region_texts.is_empty() && images.is_empty();
     let mut params = RescueParams::default();
     if from_cmdline {
         let path = cmdline_path.as_deref().unwrap_or("/proc/cmdline");
         let text = read_cmdline(path).map_err(|e| usage(format!("cannot read {path}: {e}")))?;
         params = RescueParams::parse(&text).map_err(|e| usage(e.to_string()))?;
-        if params.region.is_none() {
+        if params.regions.is_empty() {
             return Err(usage(format!(
                 "no rapilog.region=SIZE@PHYS on the kernel command line ({path}) and no --region"
             )));
         }
-    } else if region_text.is_some() && image.is_some() {
+    } else if !region_texts.is_empty() && !images.is_empty() {
         return Err(usage("--region and --image exclude each other"));
     }
 
-    let region = if action != Action::Replay {
-        None
-    } else if let Some(image) = image {
-        Some(RegionSource::Image(image))
+    let sources: Vec<RegionSource> = if action != Action::Replay {
+        Vec::new()
+    } else if !images.is_empty() {
+        images.into_iter().map(RegionSource::Image).collect()
     } else {
-        let (text, origin) = match (&region_text, &params.region) {
-            (Some(t), _) => (t.clone(), "--region"),
-            (None, Some(t)) => (t.clone(), "rapilog.region="),
-            (None, None) => unreachable!("checked above"),
+        let (texts, origin) = if region_texts.is_empty() {
+            (std::mem::take(&mut params.regions), "rapilog.region=")
+        } else {
+            (region_texts, "--region")
         };
-        Some(RegionSource::Memory {
-            mem,
-            spec: parse_region(&text, origin)?,
-            access,
+        texts
+            .iter()
+            .map(|text| {
+                Ok(RegionSource::Memory {
+                    mem: mem.clone(),
+                    spec: parse_region(text, origin)?,
+                    access,
+                })
+            })
+            .collect::<Result<_, Failure>>()?
+    };
+    let (disk_texts, disk_origin) = if disk_texts.is_empty() {
+        (std::mem::take(&mut params.disks), "rapilog.disk=")
+    } else {
+        (disk_texts, "--disk-id")
+    };
+    let mut disk_ids: Vec<Option<DiskId>> = disk_texts
+        .iter()
+        .map(|t| {
+            if t.is_empty() {
+                Ok(None)
+            } else {
+                parse_disk(t, disk_origin).map(Some)
+            }
         })
-    };
-    let disk_id = match (&disk_text, &params.disk) {
-        (Some(t), _) => Some(parse_disk(t, "--disk-id")?),
-        (None, Some(t)) => Some(parse_disk(t, "rapilog.disk=")?),
-        (None, None) => None,
-    };
+        .collect::<Result<_, Failure>>()?;
+    if sources.len() == 1 && disk_ids.len() > 1 {
+        // One region: the last rapilog.disk= wins, as it always has (a
+        // CRASH_APPEND="rapilog.disk=..." in rapilog.conf repeats the one
+        // rapilog-arm already put there).
+        disk_ids.drain(..disk_ids.len() - 1);
+    }
+    if !disk_ids.is_empty() && !sources.is_empty() && disk_ids.len() != sources.len() {
+        let region_origin = if from_cmdline {
+            "rapilog.region="
+        } else {
+            "regions (--region/--image)"
+        };
+        return Err(usage(format!(
+            "{} {disk_origin} for {} {region_origin}: the k-th {disk_origin} belongs to the k-th \
+             region, so give one per region in the same order (an empty one for a region \
+             without), or none",
+            disk_ids.len(),
+            sources.len(),
+        )));
+    }
+    if target_path.is_some() && sources.len() > 1 {
+        return Err(usage(
+            "--target names one disk, but several regions are configured: \
+             without --target each region's disk is found by its identity",
+        ));
+    }
+    let regions = sources
+        .into_iter()
+        .enumerate()
+        .map(|(k, source)| RegionConfig {
+            source,
+            disk_id: disk_ids.get(k).copied().flatten(),
+        })
+        .collect();
     let default_wait = if from_cmdline { 30 } else { 0 };
     let target = match target_path {
         Some(path) => TargetSelect::Path {
@@ -283,8 +367,7 @@ pub fn parse_args(
     };
     Ok(Config {
         action,
-        region,
-        disk_id,
+        regions,
         target,
         sysfs,
         dry_run: dry_run.or(params.dry_run).unwrap_or(false),
@@ -317,17 +400,19 @@ mod tests {
         assert!(c.from_cmdline && !c.dry_run && !c.force);
         assert!(c.reboot_wanted(true) && !c.reboot_wanted(false));
         assert_eq!(
-            c.region,
-            Some(RegionSource::Memory {
-                mem: "/dev/mem".into(),
-                spec: RegionSpec {
-                    size: 64 << 20,
-                    phys: 0x6000_0000
+            c.regions,
+            [RegionConfig {
+                source: RegionSource::Memory {
+                    mem: "/dev/mem".into(),
+                    spec: RegionSpec {
+                        size: 64 << 20,
+                        phys: 0x6000_0000
+                    },
+                    access: MemAccess::Map
                 },
-                access: MemAccess::Map
-            })
+                disk_id: DiskId::new(b"serial:rl-log"),
+            }]
         );
-        assert_eq!(c.disk_id, DiskId::new(b"serial:rl-log"));
         assert_eq!(
             c.target,
             TargetSelect::ByIdentity {
@@ -352,9 +437,129 @@ mod tests {
             "rapilog.region=4K@0x1000 rapilog.reboot=0 rapilog.dry_run=1",
         )
         .unwrap();
-        assert!(!c.reboot_wanted(true) && c.dry_run && c.disk_id.is_none());
+        assert!(!c.reboot_wanted(true) && c.dry_run && c.regions[0].disk_id.is_none());
         let c = parse_with(&[], "rapilog.region=4K@0x1000 rapilog.reboot=1").unwrap();
         assert!(c.reboot_wanted(false));
+    }
+
+    fn specs(c: &Config) -> Vec<(String, Option<DiskId>)> {
+        c.regions
+            .iter()
+            .map(|r| (r.describe(), r.disk_id))
+            .collect()
+    }
+
+    #[test]
+    fn several_regions_pair_with_their_disks_in_order() {
+        let c = parse_with(
+            &[],
+            "console=ttyS0 rapilog.region=64M@0x60000000 rapilog.disk=serial:a \
+             rapilog.region=32M@0x64000000 rapilog.disk= \
+             rapilog.region=16M@0x66000000 rapilog.disk=serial:c rapilog.wait=5",
+        )
+        .unwrap();
+        assert_eq!(
+            specs(&c),
+            [
+                ("64M@0x60000000".into(), DiskId::new(b"serial:a")),
+                ("32M@0x64000000".into(), None),
+                ("16M@0x66000000".into(), DiskId::new(b"serial:c")),
+            ]
+        );
+        assert!(c.from_cmdline && c.reboot_wanted(true));
+        // The pairing is by order, whatever the interleaving.
+        let c = parse_with(
+            &[],
+            "rapilog.region=64M@0x60000000 rapilog.region=32M@0x64000000 \
+             rapilog.disk=serial:a rapilog.disk=serial:b",
+        )
+        .unwrap();
+        assert_eq!(c.regions[1].disk_id, DiskId::new(b"serial:b"));
+        // Without disks, each region's own identity is looked for.
+        let c = parse_with(
+            &[],
+            "rapilog.region=64M@0x60000000 rapilog.region=32M@0x64000000",
+        )
+        .unwrap();
+        assert_eq!(c.regions.len(), 2);
+        assert!(c.regions.iter().all(|r| r.disk_id.is_none()));
+        // Flags: repeated --region / --image and --disk-id.
+        let c = parse_with(
+            &[
+                "--region",
+                "64M@0x60000000",
+                "--disk-id",
+                "serial:a",
+                "--region=8M@0x70000000",
+                "--disk-id=serial:b",
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            specs(&c),
+            [
+                ("64M@0x60000000".into(), DiskId::new(b"serial:a")),
+                ("8M@0x70000000".into(), DiskId::new(b"serial:b")),
+            ]
+        );
+        // One region: the last disk wins, as it always has.
+        let c = parse_with(
+            &[],
+            "rapilog.region=64M@0x60000000 rapilog.disk=serial:a rapilog.disk=serial:b",
+        )
+        .unwrap();
+        assert_eq!(
+            specs(&c),
+            [("64M@0x60000000".into(), DiskId::new(b"serial:b"))]
+        );
+        let c = parse_with(&["--image", "a.img", "--image", "b.img"], "").unwrap();
+        assert_eq!(specs(&c), [("a.img".into(), None), ("b.img".into(), None)]);
+    }
+
+    #[test]
+    fn a_disk_count_that_does_not_match_the_regions_is_refused() {
+        for (list, cmdline, needle) in [
+            (
+                &[][..],
+                "rapilog.region=64M@0x60000000 rapilog.region=32M@0x64000000 rapilog.disk=serial:a",
+                "1 rapilog.disk= for 2 rapilog.region=: the k-th rapilog.disk= belongs to the k-th region",
+            ),
+            (
+                &[],
+                "rapilog.region=64M@0x60000000 rapilog.region=32M@0x64000000 \
+                 rapilog.disk=serial:a rapilog.disk=serial:b rapilog.disk=serial:c",
+                "3 rapilog.disk= for 2 rapilog.region=",
+            ),
+            (
+                &["--disk-id", "serial:a"],
+                "rapilog.region=64M@0x60000000 rapilog.region=32M@0x64000000",
+                "1 --disk-id for 2 rapilog.region=",
+            ),
+            (
+                &["--image", "a", "--image", "b", "--disk-id", "serial:a"],
+                "",
+                "1 --disk-id for 2 regions (--region/--image)",
+            ),
+            (
+                &["--image", "a", "--image", "b", "--target", "d"],
+                "",
+                "--target names one disk",
+            ),
+            (
+                &[],
+                "rapilog.region=64M@0x60000000 rapilog.region=32M",
+                "rapilog.region= \"32M\": expected SIZE@PHYS",
+            ),
+        ] {
+            let e = parse_with(list, cmdline).unwrap_err();
+            assert_eq!(e.kind, FailureKind::Usage);
+            assert!(
+                e.message.contains(needle),
+                "{list:?} {cmdline:?}: {}",
+                e.message
+            );
+        }
     }
 
     #[test]
@@ -415,7 +620,7 @@ mod tests {
         )
         .unwrap();
         assert!(!c.from_cmdline && !c.reboot_wanted(true));
-        assert_eq!(c.region, Some(RegionSource::Image("r.img".into())));
+        assert_eq!(c.regions[0].source, RegionSource::Image("r.img".into()));
         assert_eq!(
             c.target,
             TargetSelect::Path {
@@ -423,7 +628,7 @@ mod tests {
                 file_block_bytes: 4096
             }
         );
-        assert_eq!(c.disk_id, DiskId::new(b"wwid:a b"));
+        assert_eq!(c.regions[0].disk_id, DiskId::new(b"wwid:a b"));
         let c = parse_args(
             &args(&[
                 "--region=8K@0x2000",
@@ -439,11 +644,14 @@ mod tests {
         .unwrap();
         assert!(c.reboot_wanted(false));
         assert!(matches!(
-            c.region,
-            Some(RegionSource::Memory {
-                access: MemAccess::Read,
+            c.regions[..],
+            [RegionConfig {
+                source: RegionSource::Memory {
+                    access: MemAccess::Read,
+                    ..
+                },
                 ..
-            })
+            }]
         ));
         assert!(
             matches!(c.target, TargetSelect::ByIdentity { allow_files: true, wait, .. } if wait.is_zero())

@@ -9,7 +9,8 @@
 //!
 //! - [`cmdline`]: the kernel command line and its `rapilog.*` parameters.
 //! - [`config`]: one run's configuration, from those parameters and the program's flags.
-//! - [`rescue`]: one run as configured: open the region, find and open the disk, replay; `--list-disks`.
+//! - [`rescue`]: one region as configured: open the region, find and open the disk, replay; `--list-disks`.
+//! - [`all`]: every configured region in turn, one failing not stopping the others; the summary and exit code.
 //! - [`sys`]: the only `unsafe`: sync, console drain and reboot at the end of the run.
 //!
 //! The binary (`src/main.rs`) prints the outcome with the `rapilog-rescue:`
@@ -18,6 +19,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod all;
 pub mod cmdline;
 pub mod config;
 pub mod rescue;

@@ -9,10 +9,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use rapilog_format::Replayer;
-use rapilog_replay::engine::{describe_outcome, report_fields};
 use rapilog_replay::Failure;
 use rapilog_rescue::config::{Action, USAGE};
-use rapilog_rescue::{parse_args, rescue, sys};
+use rapilog_rescue::{all, parse_args, rescue, sys};
 
 const PREFIX: &str = "rapilog-rescue:";
 
@@ -22,10 +21,14 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
+fn say_err(line: &str) {
+    let _ = std::io::stdout().flush();
+    eprintln!("{PREFIX} {line}");
+}
+
 fn fail(failure: &Failure) -> i32 {
     let code = failure.kind.exit_code();
-    let _ = std::io::stdout().flush();
-    eprintln!("{PREFIX} FAILED (exit {code}): {}", failure.message);
+    say_err(&format!("FAILED (exit {code}): {}", failure.message));
     code
 }
 
@@ -61,13 +64,15 @@ fn main() -> ExitCode {
             if config.dry_run {
                 say("dry run: verifying only, nothing will be written");
             }
-            match rescue::run(&config, Replayer::Rescue, &mut say) {
-                Ok(outcome) => {
-                    for line in describe_outcome(&outcome) {
-                        say(&line);
-                    }
-                    say(&format!("report {}", report_fields(&outcome)));
-                    outcome.exit_code()
+            match rescue::check_driver(&config) {
+                Ok(()) => {
+                    let results = all::run_each(
+                        &config.regions,
+                        &mut |region, log| rescue::run(&config, region, Replayer::Rescue, log),
+                        &mut say,
+                        &mut say_err,
+                    );
+                    all::exit_code(&results)
                 }
                 Err(f) => fail(&f),
             }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! One run as configured: open the region, find and open the disk, replay.
+//! One region's replay as configured: open the region, find and open the
+//! disk, replay. Running every configured region in turn is `all.rs`'s.
 
 use std::path::Path;
 
@@ -11,7 +12,7 @@ use rapilog_replay::idtext::IdText;
 use rapilog_replay::region::{FileRegion, RegionStore};
 use rapilog_replay::target::TargetDisk;
 
-use crate::config::{Config, RegionSource, TargetSelect};
+use crate::config::{Config, RegionConfig, RegionSource, TargetSelect};
 
 /// Whether rapilog.ko is loaded: then the live driver owns the region and
 /// the disk, and replaying underneath it would race with it.
@@ -19,15 +20,28 @@ pub fn driver_loaded(sysfs: &Path) -> bool {
     sysfs.join("module/rapilog").exists()
 }
 
-/// Opens the configured region (read-only for a dry run).
-pub fn open_region(config: &Config) -> Result<FileRegion, Failure> {
-    let source = config
-        .region
-        .as_ref()
-        .ok_or_else(|| Failure::new(FailureKind::Usage, "no region configured"))?;
+/// Refuses to replay regions in physical memory while rapilog.ko is loaded
+/// (unless forced): checked once for every region.
+pub fn check_driver(config: &Config) -> Result<(), Failure> {
+    let on_memory = config
+        .regions
+        .iter()
+        .any(|r| matches!(r.source, RegionSource::Memory { .. }));
+    if on_memory && !config.force && driver_loaded(&config.sysfs) {
+        return Err(Failure::new(
+            FailureKind::Usage,
+            "rapilog.ko is loaded: the live driver owns the region (use rapilogctl, or --force); \
+             nothing written",
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a region (read-only for a dry run).
+pub fn open_region(source: &RegionSource, dry_run: bool) -> Result<FileRegion, Failure> {
     match source {
         RegionSource::Memory { mem, spec, access } => {
-            FileRegion::open_memory(mem, *spec, *access, config.dry_run).map_err(|e| {
+            FileRegion::open_memory(mem, *spec, *access, dry_run).map_err(|e| {
                 Failure::new(
                     FailureKind::Region,
                     format!(
@@ -37,7 +51,7 @@ pub fn open_region(config: &Config) -> Result<FileRegion, Failure> {
                 )
             })
         }
-        RegionSource::Image(path) => FileRegion::open_image(path, config.dry_run).map_err(|e| {
+        RegionSource::Image(path) => FileRegion::open_image(path, dry_run).map_err(|e| {
             Failure::new(
                 FailureKind::Region,
                 format!(
@@ -124,22 +138,16 @@ pub fn open_target(
     })
 }
 
-/// Runs the configured replay, with `log` receiving progress lines.
+/// Replays one configured region, with `log` receiving progress lines
+/// ([`check_driver`] first).
 pub fn run(
     config: &Config,
+    which: &RegionConfig,
     replayer: Replayer,
     log: &mut dyn FnMut(&str),
 ) -> Result<Outcome, Failure> {
-    let on_memory = matches!(config.region, Some(RegionSource::Memory { .. }));
-    if on_memory && !config.force && driver_loaded(&config.sysfs) {
-        return Err(Failure::new(
-            FailureKind::Usage,
-            "rapilog.ko is loaded: the live driver owns the region (use rapilogctl, or --force); \
-             nothing written",
-        ));
-    }
     let start = std::time::Instant::now();
-    let mut region = open_region(config)?;
+    let mut region = open_region(&which.source, config.dry_run)?;
     let t = start.elapsed();
     log(&format!(
         "region {}: {} bytes {} in {}.{:03} s",
@@ -152,7 +160,7 @@ pub fn run(
     let options = ReplayOptions {
         replayer,
         dry_run: config.dry_run,
-        expected_id: config.disk_id,
+        expected_id: which.disk_id,
     };
     let select = config.target.clone();
     let dry_run = config.dry_run;

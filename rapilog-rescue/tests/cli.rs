@@ -494,3 +494,236 @@ fn list_disks() {
          vdb 253:16 256 sectors, 512-byte blocks: serial:rl-decoy, /dev/disk/by-id/virtio-rl-decoy\n"
     );
 }
+
+/// Three regions in one "physical memory" file, each for its own disk
+/// (serial rl-a, rl-b, rl-c); the disks present are the ones named in
+/// `present`, as vda, vdb, ... in that order.
+struct Several {
+    dir: TempDir,
+    sysfs: FakeSysfs,
+    scenarios: Vec<Scenario>,
+    specs: Vec<String>,
+}
+
+const SEVERAL_AT: [u64; 3] = [0x20_0000, 0x40_0000, 0x60_0000];
+
+impl Several {
+    fn new(present: &[&str]) -> Self {
+        let dir = TempDir::new("cli-several");
+        let mut mem = vec![0u8; 0x80_0000];
+        let mut scenarios = Vec::new();
+        let mut specs = Vec::new();
+        for (k, serial) in ["rl-a", "rl-b", "rl-c"].iter().enumerate() {
+            let mut s = Scenario::with(&format!("serial:{serial}"), DISK_SECTORS, 512);
+            s.write(4 + k as u64, 1024, 10 + k as u64);
+            s.write(40, 512, 20 + k as u64);
+            let at = SEVERAL_AT[k] as usize;
+            mem[at..at + s.image.bytes().len()].copy_from_slice(s.image.bytes());
+            specs.push(format!(
+                "{}K@{:#x}",
+                s.image.bytes().len().div_ceil(4096) * 4,
+                SEVERAL_AT[k]
+            ));
+            scenarios.push(s);
+        }
+        std::fs::write(dir.join("mem"), &mem).unwrap();
+        let sysfs = FakeSysfs::new();
+        std::fs::create_dir(dir.join("dev")).unwrap();
+        for (i, serial) in present.iter().enumerate() {
+            let name = format!("vd{}", (b'a' + i as u8) as char);
+            sysfs.disk(&name, (253, 16 * i as u32), DISK_SECTORS, 512);
+            sysfs.put(&format!("block/{name}/serial"), serial.as_bytes());
+            std::fs::write(dir.join("dev").join(&name), &scenarios[0].disk_before).unwrap();
+        }
+        Self {
+            dir,
+            sysfs,
+            scenarios,
+            specs,
+        }
+    }
+
+    fn run(&self, cmdline: &str, flags: &[&str]) -> Run {
+        let path = self.dir.join("cmdline");
+        std::fs::write(&path, format!("console=ttyS0 rapilog.reboot=0 {cmdline}\n")).unwrap();
+        let (mem, dev) = (self.dir.join("mem"), self.dir.join("dev"));
+        let mut args = vec![
+            "--cmdline",
+            p(&path),
+            "--mem",
+            p(&mem),
+            "--sysfs",
+            p(self.sysfs.root()),
+            "--dev-dir",
+            p(&dev),
+            "--wait",
+            "0",
+        ];
+        args.extend_from_slice(flags);
+        rescue(&args)
+    }
+
+    fn region(&self, k: usize) -> Vec<u8> {
+        let at = SEVERAL_AT[k] as usize;
+        std::fs::read(self.dir.join("mem")).unwrap()[at..at + self.scenarios[k].image.bytes().len()]
+            .to_vec()
+    }
+
+    fn disk(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join("dev").join(name)).unwrap()
+    }
+}
+
+#[test]
+fn several_regions_one_disk_missing_the_others_are_replayed() {
+    // rl-b's disk is absent: region 1 fails, regions 0 and 2 land on theirs.
+    let m = Several::new(&["rl-a", "rl-c"]);
+    let s = &m.specs;
+    let run = m.run(
+        &format!(
+        "rapilog.region={} rapilog.disk=serial:rl-a rapilog.region={} rapilog.disk=serial:rl-b \
+         rapilog.region={} rapilog.disk=serial:rl-c",
+        s[0], s[1], s[2]
+    ),
+        &[],
+    );
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert_same(&m.disk("vda"), &m.scenarios[0].expected, "rl-a on vda");
+    assert_same(&m.disk("vdb"), &m.scenarios[2].expected, "rl-c on vdb");
+    for k in [0, 2] {
+        let sb = ActiveSuperblock::load(&m.region(k), SoftwareCrc32c)
+            .unwrap()
+            .superblock;
+        assert_eq!(sb.state, RegionState::Clean, "region {k}");
+        assert_eq!(sb.last_replay.report.records_applied, 2, "region {k}");
+    }
+    assert_same(
+        &m.region(1),
+        m.scenarios[1].image.bytes(),
+        "region 1 untouched",
+    );
+    let out = &run.stdout;
+    for needle in [
+        format!(
+            "rapilog-rescue: region 0 (1 of 3): {}, disk serial:rl-a\n",
+            s[0]
+        ),
+        format!(
+            "rapilog-rescue: region 1 (2 of 3): {}, disk serial:rl-b\n",
+            s[1]
+        ),
+        format!(
+            "rapilog-rescue: region 2 (3 of 3): {}, disk serial:rl-c\n",
+            s[2]
+        ),
+        "(vda 253:0, serial:rl-a, 256 sectors, 512-byte blocks)".into(),
+        "(vdb 253:16, serial:rl-c, 256 sectors, 512-byte blocks)".into(),
+        format!(
+            "rapilog-rescue: 2 of 3 regions replayed cleanly; region 1 ({}): exit 4, \
+             disk refused or not found\n",
+            s[1]
+        ),
+    ] {
+        assert!(out.contains(&needle), "{needle:?} not in:\n{out}");
+    }
+    let reports: Vec<_> = out
+        .lines()
+        .filter(|l| l.starts_with("rapilog-rescue: report applied="))
+        .collect();
+    assert_eq!(reports.len(), 2, "{out}");
+    assert!(
+        reports[0].ends_with(" region=written exit=0 index=0"),
+        "{}",
+        reports[0]
+    );
+    assert!(
+        reports[1].ends_with(" region=written exit=0 index=2"),
+        "{}",
+        reports[1]
+    );
+    // The summary comes after every region, then the closing line.
+    let last: Vec<_> = out.lines().rev().take(2).collect();
+    assert!(
+        last[0].starts_with("rapilog-rescue: done in ") && last[0].ends_with(" (exit 4)"),
+        "{out}"
+    );
+    assert!(last[1].contains("2 of 3 regions replayed cleanly"), "{out}");
+    assert_failed(
+        &run,
+        4,
+        &format!("region 1 ({}): no disk has identity serial:rl-b", s[1]),
+    );
+}
+
+#[test]
+fn several_regions_all_replayed_and_the_first_failing_does_not_stop_the_rest() {
+    // Every disk present, no rapilog.disk= at all: each region finds the
+    // disk it names itself.
+    let m = Several::new(&["rl-c", "rl-b", "rl-a"]);
+    let s = &m.specs;
+    let run = m.run(
+        &format!(
+            "rapilog.region={} rapilog.region={} rapilog.region={}",
+            s[0], s[1], s[2]
+        ),
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stderr, "");
+    assert!(
+        run.stdout
+            .contains("rapilog-rescue: 3 of 3 regions replayed cleanly\n"),
+        "{}",
+        run.stdout
+    );
+    assert_same(&m.disk("vda"), &m.scenarios[2].expected, "rl-c on vda");
+    assert_same(&m.disk("vdb"), &m.scenarios[1].expected, "rl-b on vdb");
+    assert_same(&m.disk("vdc"), &m.scenarios[0].expected, "rl-a on vdc");
+
+    // The first region's superblocks wiped, the second paired with
+    // another disk than the one it names: the third is still replayed.
+    let m = Several::new(&["rl-a", "rl-b", "rl-c"]);
+    let mut mem = std::fs::read(m.dir.join("mem")).unwrap();
+    mem[SEVERAL_AT[0] as usize..SEVERAL_AT[0] as usize + 1024].fill(0);
+    std::fs::write(m.dir.join("mem"), &mem).unwrap();
+    let s = &m.specs;
+    let run = m.run(
+        &format!(
+            "rapilog.region={} rapilog.disk= rapilog.region={} rapilog.disk=serial:rl-x \
+             rapilog.region={} rapilog.disk=serial:rl-c",
+            s[0], s[1], s[2]
+        ),
+        &[],
+    );
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    let failures: Vec<_> = run.stderr.lines().collect();
+    assert_eq!(failures.len(), 2, "{}", run.stderr);
+    assert!(
+        failures[0].starts_with(&format!(
+            "rapilog-rescue: FAILED (exit 3): region 0 ({}): ",
+            s[0]
+        )) && failures[0].contains("no valid superblock"),
+        "{}",
+        failures[0]
+    );
+    assert!(
+        failures[1].starts_with(&format!(
+            "rapilog-rescue: FAILED (exit 4): region 1 ({}): ",
+            s[1]
+        )) && failures[1].contains("configuration names disk serial:rl-x"),
+        "{}",
+        failures[1]
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "1 of 3 regions replayed cleanly; region 0 ({}): exit 3, region refused; \
+             region 1 ({}): exit 4, disk refused or not found\n",
+            s[0], s[1]
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_same(&m.disk("vdc"), &m.scenarios[2].expected, "rl-c on vdc");
+    assert_same(&m.disk("vda"), &m.scenarios[0].disk_before, "vda untouched");
+    assert_same(&m.disk("vdb"), &m.scenarios[1].disk_before, "vdb untouched");
+}
