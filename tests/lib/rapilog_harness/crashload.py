@@ -10,6 +10,10 @@ crash-test`, through the same tests) put together.
 - `CrashRig`: one guest with rapilog loaded and the crash kernel armed by
   kexec-tools-config/rapilog-arm; `panic_and_replay()` panics it, waits for
   rapilog-rescue's report and for the reboot, and measures the time.
+- Several devices: `config_devices()` (rapilog.conf with REGION_1/BACKING_1/
+  DISK_ID_1 ...), `rescue_words()` (the crash kernel's rapilog.region=/
+  rapilog.disk= pairs), `rescue_reports()` and `SUMMARY` (rapilog-rescue's
+  per-region report lines and its last line).
 - `cycle_stats()`: a cycle's numbers, also appended to $RAPILOG_CRASH_STATS
   (JSON lines) for tests/crash/summary.py.
 
@@ -207,14 +211,68 @@ def config(region: str, serial: str, module_options: str, crash_append: str = ""
             f'CRASH_CONSOLE=""\nCRASH_APPEND="rapilog.disk=serial:{serial} {crash_append}"\n')
 
 
+@dataclass
+class Device:
+    """One rapilog device of a several-device configuration: its region
+    (SIZE@PHYS), its log disk's virtio serial, and the BACKING= text (default:
+    looked up by serial at each load; give a literal path for a disk that is
+    deliberately absent, since a failing lookup would stop rapilog-arm)."""
+    region: str
+    serial: str
+    backing: str | None = None
+
+
+def config_devices(devices: list[Device], module_options: str = "", crash_append: str = "",
+                   crash_console: str = "") -> str:
+    """/etc/rapilog/rapilog.conf for several devices: devices[k] is
+    /dev/rapilog<k>'s (REGION/BACKING/DISK_ID, then REGION_1/BACKING_1/
+    DISK_ID_1, ...), each disk named by its serial."""
+    lines = []
+    for k, d in enumerate(devices):
+        suffix = f"_{k}" if k else ""
+        lines += [f"REGION{suffix}={d.region}",
+                  f"BACKING{suffix}={d.backing or f'$(disk-by-serial {d.serial})'}",
+                  f"DISK_ID{suffix}=serial:{d.serial}"]
+    lines += [f'MODULE_OPTIONS="{module_options}"', "CRASH_KERNEL=/boot/vmlinuz",
+              "RESCUE_INITRD=/boot/rescue.cpio.gz", f'CRASH_CONSOLE="{crash_console}"',
+              f'CRASH_APPEND="{crash_append}"']
+    return "\n".join(lines) + "\n"
+
+
+def rescue_words(pairs: list[tuple[str, str | None]]) -> str:
+    """The crash kernel's rapilog.* words for (region, disk id) pairs, as
+    rapilog-arm builds them: in device order, the k-th rapilog.disk= for the
+    k-th region (empty for None), or no rapilog.disk= at all if every id is None."""
+    if all(disk is None for _, disk in pairs):
+        return " ".join(f"rapilog.region={region}" for region, _ in pairs)
+    return " ".join(f"rapilog.region={region} rapilog.disk={disk or ''}" for region, disk in pairs)
+
+
+# rapilog-rescue's last line with several regions (rapilog-rescue/README.md,
+# "Several regions"): how many replayed cleanly, then each other one's exit
+# (Guest.wait_console matches whole lines, a partial one once it settled).
+SUMMARY = r"rapilog-rescue: (\d+) of (\d+) regions replayed cleanly([^\r\n]*)$"
+
+
+def rescue_reports(console: str) -> dict[int, dict[str, str]]:
+    """rapilog-rescue's report lines of a several-region run, by region
+    index (a region that failed has none; its FAILED line names it)."""
+    reports = {}
+    for m in re.finditer(r"^rapilog-rescue: report (applied=\S+ .* exit=-?\d+ index=\d+)\r?$", console, re.M):
+        fields = dict(w.split("=", 1) for w in m.group(1).split())
+        reports[int(fields["index"])] = fields
+    return reports
+
+
 class CrashRig:
     """A booted guest (busybox or rootfs) with its log disk `disk` (host path,
-    serial `serial`), rapilog-arm's configuration installed."""
+    serial `serial`), rapilog-arm's configuration installed (`conf`, if
+    given, instead of the one-device one: e.g. `config_devices()`)."""
 
     def __init__(self, g: Guest, disk: Path, serial: str, region: str, module_options: str,
-                 crash_append: str = ""):
+                 crash_append: str = "", conf: str | None = None):
         self.g, self.disk, self.serial = g, disk, serial
-        self.config = config(region, serial, module_options, crash_append)
+        self.config = conf if conf is not None else config(region, serial, module_options, crash_append)
 
     def load_and_arm(self) -> str:
         """Loads rapilog (replaying whatever the region holds) and arms the
@@ -252,7 +310,8 @@ class CrashRig:
         runs with the guest stopped (QMP stop) right after the panic message.
         `trigger(g)`, if given, causes the panic instead of sysrq-c (e.g. a
         machine check injected through QEMU's monitor: test_mce.py).
-        Returns {report, console (from the panic request on), times}."""
+        Returns {report (the first), reports (several regions: by index,
+        rescue_reports), console (from the panic request on), times}."""
         g = self.g
         mark = g.console_mark()
         t0 = time.monotonic()
@@ -275,7 +334,7 @@ class CrashRig:
         t_up = time.monotonic()
         console = g.console_text(mark)
         assert "rapilog-rescue: done in" in console and ", rebooting" in console, console[-3000:]
-        return {"report": report, "console": console, "boot": info,
+        return {"report": report, "reports": rescue_reports(console), "console": console, "boot": info,
                 "panic_to_report": t_report - t_panic, "panic_to_up": t_up - t_panic,
                 "request_to_panic": t_panic - t0}
 
