@@ -329,8 +329,17 @@ or unreadable input, 77 needs root (/proc/iomem hides addresses otherwise).")]
         #[arg(long, value_name = "MS", default_value_t = 50)]
         hold_up_ms: u64,
         /// Log disk write bandwidth, MB/s (10^6 bytes), instead of measuring
+        /// (with several devices: the slowest log disk's)
         #[arg(long, value_name = "MB_PER_S")]
         bandwidth: Option<f64>,
+        /// Plan this many devices (/dev/rapilog0..N-1; 1 to 8), sharing the
+        /// power-fail budget, their regions slices of one memmap= range
+        /// (default: one per --backing, else 1)
+        #[arg(long, value_name = "N")]
+        devices: Option<u32>,
+        /// A log disk, for the rapilog.conf lines; repeat, in device order
+        #[arg(long, value_name = "PATH")]
+        backing: Vec<String>,
         /// The log disk (for --measure)
         #[arg(long, value_name = "DEV")]
         disk: Option<PathBuf>,
@@ -567,6 +576,8 @@ fn run(cli: Cli) -> Result<Code, (Error, bool)> {
         Command::Plan {
             hold_up_ms,
             bandwidth,
+            devices,
+            backing,
             disk,
             measure,
             scratch,
@@ -624,7 +635,25 @@ fn run(cli: Cli) -> Result<Code, (Error, bool)> {
                     note: "assumed: a slow SATA disk".into(),
                 },
             };
-            let p = plan::make_plan(&machine, bw, hold_up_ms).map_err(|e| (e, j))?;
+            let devices = match devices {
+                Some(n) if !backing.is_empty() && n as usize != backing.len() => {
+                    return Err((
+                        Error::new(
+                            Code::Usage,
+                            format!(
+                                "--devices {n} but {} --backing: give one --backing per device, \
+                                 or leave --devices out",
+                                backing.len()
+                            ),
+                        ),
+                        j,
+                    ))
+                }
+                Some(n) => n,
+                None => (backing.len() as u32).max(1),
+            };
+            let p = plan::make_plan_devices(&machine, bw, hold_up_ms, devices, &backing)
+                .map_err(|e| (e, j))?;
             if j {
                 print_json(&p);
             } else {

@@ -17,6 +17,24 @@
 //! a full ring drains in time; the region adds the superblocks and the
 //! descriptor table (`Geometry::standard`: 64 bytes per 4 KiB) and is
 //! rounded down to whole MiB, with a floor of [`MIN_REGION_BYTES`].
+//!
+//! # Several devices (`--devices N`, `--backing DISK` repeated)
+//!
+//! On a power failure every device's dirty data must drain within the same
+//! window, and the drain may well run one device after another. So the
+//! budget is shared: each of N devices gets 1/N of it, and its dirty bound
+//! is what its disk writes in `(hold_up_ms / 2) / N` at the bandwidth given
+//! (that of the slowest log disk: one bandwidth serves every device). The
+//! bounds then add up to what drains in the budget even sequentially, and
+//! in parallel the drain only finishes sooner. Every device gets a region
+//! of the same size, sized from its bound as above.
+//!
+//! The N regions are consecutive slices of one reserved range: one
+//! `memmap=` on the kernel command line (adjacent `memmap=` ranges would
+//! become one `Reserved` range of `/proc/iomem` anyway, and the module
+//! claims any range inside a `Reserved` one), one placement, and the
+//! module's `region=` list (`REGION=`, `REGION_1=`, ... in rapilog.conf)
+//! naming each slice.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
@@ -51,6 +69,8 @@ pub const CRASHKERNEL: &str = "256M";
 /// its next load). Debian's kernels are built with `CONFIG_PANIC_TIMEOUT=0`
 /// (wait for ever).
 pub const PANIC_REBOOT_S: i64 = 10;
+/// Most devices one module serves (`/dev/rapilog0` .. `/dev/rapilog7`).
+pub const MAX_DEVICES: u32 = 8;
 /// Bandwidth assumed when none is given or measured: a slow SATA disk.
 pub const DEFAULT_BANDWIDTH: u64 = 100_000_000;
 
@@ -181,13 +201,20 @@ pub fn parse_meminfo_total(text: &str) -> Option<u64> {
 pub struct Sizing {
     /// Hold-up window.
     pub hold_up_ms: u64,
-    /// Part of it budgeted for the drain (half).
+    /// Part of it budgeted for the drain (half), shared by every device.
     pub drain_budget_ms: u64,
     /// Log disk write bandwidth, bytes per second.
     pub bandwidth_bytes_per_s: u64,
-    /// What drains in the budget: the most dirty data allowed.
+    /// Devices sharing the budget.
+    pub devices: u32,
+    /// Each device's share of the budget, microseconds.
+    pub device_budget_us: u64,
+    /// What drains in a device's share: the most dirty data allowed per device.
     pub dirty_bound_bytes: u64,
-    /// Recommended region size.
+    /// Every device's bound together (drains in the budget even one device
+    /// after another).
+    pub total_dirty_bound_bytes: u64,
+    /// Recommended region size (each device's).
     pub region_bytes: u64,
     /// Its data ring.
     pub ring_bytes: u64,
@@ -201,12 +228,23 @@ pub struct Sizing {
 /// The region size for `bandwidth` bytes/s and a `hold_up_ms` window (see
 /// the module docs).
 pub fn size_region(bandwidth: u64, hold_up_ms: u64) -> Result<Sizing, String> {
+    size_regions(bandwidth, hold_up_ms, 1)
+}
+
+/// Each region's size for `devices` devices sharing a `hold_up_ms` window
+/// at `bandwidth` bytes/s each (see the module docs, "Several devices").
+pub fn size_regions(bandwidth: u64, hold_up_ms: u64, devices: u32) -> Result<Sizing, String> {
     if bandwidth == 0 || hold_up_ms == 0 {
         return Err("bandwidth and hold-up window must be positive".into());
     }
+    if !(1..=MAX_DEVICES).contains(&devices) {
+        return Err(format!("{devices} devices: rapilog has 1 to {MAX_DEVICES}"));
+    }
     let drain_budget_ms = hold_up_ms / 2;
-    let dirty_bound = u64::try_from(u128::from(bandwidth) * u128::from(drain_budget_ms) / 1000)
-        .map_err(|_| "bandwidth too large")?;
+    let dirty_bound = u64::try_from(
+        u128::from(bandwidth) * u128::from(drain_budget_ms) / (1000 * u128::from(devices)),
+    )
+    .map_err(|_| "bandwidth too large")?;
     let ring_of = |region: u64| {
         Geometry::standard(region, MAX_RECORD_BYTES)
             .map(|g| g.ring_bytes)
@@ -228,7 +266,10 @@ pub fn size_region(bandwidth: u64, hold_up_ms: u64) -> Result<Sizing, String> {
         hold_up_ms,
         drain_budget_ms,
         bandwidth_bytes_per_s: bandwidth,
+        devices,
+        device_budget_us: drain_budget_ms * 1000 / u64::from(devices),
         dirty_bound_bytes: dirty_bound,
+        total_dirty_bound_bytes: dirty_bound * u64::from(devices),
         region_bytes: region,
         ring_bytes: geometry.ring_bytes,
         slots: geometry.descriptor_slots,
@@ -386,8 +427,14 @@ pub struct Plan {
     pub add: Vec<String>,
     /// The same for `/etc/default/grub`.
     pub add_grub: Vec<String>,
-    /// The module's `region=` parameter.
+    /// The module's `region=` parameter (a comma-separated list with
+    /// several devices).
     pub module_region: String,
+    /// Each device's region, `SIZE@PHYS`, `/dev/rapilog0`'s first.
+    pub regions: Vec<String>,
+    /// The device lines of `/etc/rapilog/rapilog.conf` (`REGION=`,
+    /// `BACKING=`, then `REGION_1=`, `BACKING_1=`, ...).
+    pub conf: Vec<String>,
     /// Block devices.
     pub disks: Vec<Disk>,
     /// The reasoning, in plain words.
@@ -396,8 +443,21 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// Builds the plan from what the machine says.
+/// Builds the plan from what the machine says, for one device.
 pub fn make_plan(machine: &Machine, bandwidth: Bandwidth, hold_up_ms: u64) -> Result<Plan, Error> {
+    make_plan_devices(machine, bandwidth, hold_up_ms, 1, &[])
+}
+
+/// Builds the plan for `devices` devices (see the module docs, "Several
+/// devices"); `backings` names their log disks for the rapilog.conf lines
+/// (in device order; missing ones get a placeholder).
+pub fn make_plan_devices(
+    machine: &Machine,
+    bandwidth: Bandwidth,
+    hold_up_ms: u64,
+    devices: u32,
+    backings: &[String],
+) -> Result<Plan, Error> {
     if machine.iomem.is_empty() {
         return Err(Error::new(
             Code::Usage,
@@ -410,8 +470,9 @@ pub fn make_plan(machine: &Machine, bandwidth: Bandwidth, hold_up_ms: u64) -> Re
             "/proc/iomem shows no addresses to non-root users: run plan as root (or pass --iomem FILE)",
         ));
     }
-    let sizing =
-        size_region(bandwidth.bytes_per_s, hold_up_ms).map_err(|e| Error::new(Code::Usage, e))?;
+    let sizing = size_regions(bandwidth.bytes_per_s, hold_up_ms, devices)
+        .map_err(|e| Error::new(Code::Usage, e))?;
+    let n = u64::from(devices);
     let ram = system_ram(&machine.iomem);
     let mut reasoning = Vec::new();
     let mut warnings = Vec::new();
@@ -421,15 +482,32 @@ pub fn make_plan(machine: &Machine, bandwidth: Bandwidth, hold_up_ms: u64) -> Re
          slower-than-measured writes).",
         sizing.drain_budget_ms
     ));
-    reasoning.push(format!(
-        "At {:.1} MB/s ({}) the log disk writes {} ({} bytes) in {} ms: that is the most dirty \
-         data allowed.",
-        bandwidth.bytes_per_s as f64 / 1e6,
-        bandwidth.note,
-        human(sizing.dirty_bound_bytes),
-        sizing.dirty_bound_bytes,
-        sizing.drain_budget_ms
-    ));
+    if devices == 1 {
+        reasoning.push(format!(
+            "At {:.1} MB/s ({}) the log disk writes {} ({} bytes) in {} ms: that is the most dirty \
+             data allowed.",
+            bandwidth.bytes_per_s as f64 / 1e6,
+            bandwidth.note,
+            human(sizing.dirty_bound_bytes),
+            sizing.dirty_bound_bytes,
+            sizing.drain_budget_ms
+        ));
+    } else {
+        reasoning.push(format!(
+            "{devices} devices share that budget: the drain may run one device after another, so \
+             each gets 1/{devices} of it, {}.{:03} ms. At {:.1} MB/s ({}; give the slowest log \
+             disk's) a log disk writes {} ({} bytes) in that time: the most dirty data allowed \
+             per device, {} in all, which drains within the {} ms even one device after another.",
+            sizing.device_budget_us / 1000,
+            sizing.device_budget_us % 1000,
+            bandwidth.bytes_per_s as f64 / 1e6,
+            bandwidth.note,
+            human(sizing.dirty_bound_bytes),
+            sizing.dirty_bound_bytes,
+            human(sizing.total_dirty_bound_bytes),
+            sizing.drain_budget_ms
+        ));
+    }
     if sizing.floor_applied {
         reasoning.push(format!(
             "That is less than the smallest useful region, so the region is {} (ring {}); the \
@@ -451,7 +529,7 @@ pub fn make_plan(machine: &Machine, bandwidth: Bandwidth, hold_up_ms: u64) -> Re
         .cmdline
         .memmap
         .iter()
-        .find(|m| m.kind == '$' && m.size >= sizing.region_bytes)
+        .find(|m| m.kind == '$' && m.size >= sizing.region_bytes * n)
         .cloned();
     let placement =
         match &existing {
@@ -478,7 +556,7 @@ pub fn make_plan(machine: &Machine, bandwidth: Bandwidth, hold_up_ms: u64) -> Re
                 }
             }
             None => {
-                let p = choose_address(&machine.iomem, sizing.region_bytes)
+                let p = choose_address(&machine.iomem, sizing.region_bytes * n)
                     .map_err(|e| Error::new(Code::Failed, e))?;
                 reasoning.push(format!(
                 "It goes at {:#x}, {}-aligned, as high as possible inside System RAM {:#x}-{:#x} \
@@ -505,9 +583,54 @@ pub fn make_plan(machine: &Machine, bandwidth: Bandwidth, hold_up_ms: u64) -> Re
     }
     let memmap = match &existing {
         Some(m) => format!("memmap={}", m.text),
-        None => memmap_param(sizing.region_bytes, placement.phys),
+        None => memmap_param(sizing.region_bytes * n, placement.phys),
     };
-    let region_size = existing.as_ref().map_or(sizing.region_bytes, |m| m.size);
+    // An existing reservation is used whole: one region, or N equal
+    // MiB-aligned slices of it.
+    let region_size = existing.as_ref().map_or(sizing.region_bytes, |m| {
+        if devices == 1 {
+            m.size
+        } else {
+            m.size / n / (1 << 20) * (1 << 20)
+        }
+    });
+    let regions: Vec<String> = (0..n)
+        .map(|k| {
+            format!(
+                "{}@{:#x}",
+                kernel_size(region_size),
+                placement.phys + k * region_size
+            )
+        })
+        .collect();
+    if devices > 1 {
+        reasoning.push(format!(
+            "The {devices} regions are consecutive {} slices of that one reserved range ({}), \
+             /dev/rapilog0's first: one memmap= on the command line, and the module's region= \
+             list (REGION=, REGION_1=, ... in /etc/rapilog/rapilog.conf) names each slice.",
+            kernel_size(region_size),
+            memmap.trim_start_matches("memmap="),
+        ));
+    }
+    let conf = regions
+        .iter()
+        .enumerate()
+        .flat_map(|(k, region)| {
+            let suffix = if k == 0 {
+                String::new()
+            } else {
+                format!("_{k}")
+            };
+            let backing = backings.get(k).map_or_else(
+                || "/dev/disk/by-id/... (the log disk)".to_string(),
+                Clone::clone,
+            );
+            [
+                format!("REGION{suffix}={region}"),
+                format!("BACKING{suffix}={backing}"),
+            ]
+        })
+        .collect();
     let crashkernel = format!("crashkernel={CRASHKERNEL}");
     let crashkernel_present = machine.cmdline.crashkernel.is_some();
     reasoning.push(match &machine.cmdline.crashkernel {
@@ -573,7 +696,7 @@ pub fn make_plan(machine: &Machine, bandwidth: Bandwidth, hold_up_ms: u64) -> Re
         );
     }
     let total = machine.mem_total_bytes.unwrap_or(ram).max(1);
-    if region_size + (256 << 20) > total / 4 {
+    if region_size * n + (256 << 20) > total / 4 {
         warnings.push(format!(
             "the region plus the crash kernel take more than a quarter of the {} of RAM",
             human(total)
@@ -592,7 +715,9 @@ pub fn make_plan(machine: &Machine, bandwidth: Bandwidth, hold_up_ms: u64) -> Re
         system_ram_bytes: ram,
         mem_total_bytes: machine.mem_total_bytes,
         bandwidth,
-        module_region: format!("region={}@{:#x}", kernel_size(region_size), placement.phys),
+        module_region: format!("region={}", regions.join(",")),
+        regions,
+        conf,
         sizing,
         placement,
         existing_memmap: existing,
@@ -670,10 +795,21 @@ pub fn render(plan: &Plan) -> String {
             plan.add_grub.join(" ")
         ));
     }
-    out.push_str(&format!(
-        "Module parameter (REGION= in /etc/rapilog/rapilog.conf):\n  {}\n",
-        plan.module_region
-    ));
+    if plan.regions.len() == 1 {
+        out.push_str(&format!(
+            "Module parameter (REGION= in /etc/rapilog/rapilog.conf):\n  {}\n",
+            plan.module_region
+        ));
+    } else {
+        out.push_str(&format!(
+            "Module parameter (rapilog-arm builds it from rapilog.conf):\n  {}\n\
+             In /etc/rapilog/rapilog.conf, one device each (/dev/rapilog0 first):\n",
+            plan.module_region
+        ));
+        for line in &plan.conf {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
     for w in &plan.warnings {
         out.push_str(&format!("WARNING: {w}\n"));
     }
@@ -1104,5 +1240,107 @@ c0001000-eebfffff : PCI Bus 0000:00
         )
         .unwrap_err();
         assert_eq!(e.code, Code::NotRoot);
+    }
+
+    #[test]
+    fn several_devices_share_the_power_fail_budget() {
+        // 500 MB/s, 50 ms: 25 ms budget; three devices get 8.333 ms each,
+        // 4.166 MB of dirty data each, 12.5 MB in all.
+        let s = size_regions(500_000_000, 50, 3).unwrap();
+        assert_eq!((s.devices, s.device_budget_us), (3, 8333));
+        assert_eq!(s.dirty_bound_bytes, 4_166_666);
+        assert!(s.total_dirty_bound_bytes <= 12_500_000);
+        assert!(s.ring_bytes <= s.dirty_bound_bytes && !s.floor_applied);
+        assert_eq!(s.region_bytes, 4 << 20);
+        // Sequentially, every device's full ring drains in the budget.
+        assert!(
+            u128::from(s.ring_bytes) * 3 * 1000
+                <= u128::from(s.bandwidth_bytes_per_s) * u128::from(s.drain_budget_ms)
+        );
+        // One device: what size_region always gave.
+        assert_eq!(
+            size_regions(500_000_000, 50, 1).unwrap(),
+            size_region(500_000_000, 50).unwrap()
+        );
+        assert!(size_regions(500_000_000, 50, 0).is_err());
+        assert!(size_regions(500_000_000, 50, 9)
+            .unwrap_err()
+            .contains("1 to 8"));
+    }
+
+    #[test]
+    fn several_devices_plan() {
+        let backings = [
+            "/dev/disk/by-id/nvme-A".to_string(),
+            "/dev/disk/by-id/nvme-B".into(),
+        ];
+        let p = make_plan_devices(
+            &machine(BIG_IOMEM, "root=/dev/vda1 quiet"),
+            given(1_000_000_000),
+            50,
+            3,
+            &backings,
+        )
+        .unwrap();
+        // 25 ms / 3 at 1 GB/s: 8.33 MB per device, an 8M region each, one
+        // 24M reservation sliced in three.
+        assert_eq!(p.sizing.region_bytes, 8 << 20);
+        assert_eq!(p.memmap, "memmap=24M$0xbe800000");
+        assert_eq!(
+            p.regions,
+            ["8M@0xbe800000", "8M@0xbf000000", "8M@0xbf800000"]
+        );
+        assert_eq!(
+            p.module_region,
+            "region=8M@0xbe800000,8M@0xbf000000,8M@0xbf800000"
+        );
+        assert_eq!(
+            p.conf,
+            [
+                "REGION=8M@0xbe800000",
+                "BACKING=/dev/disk/by-id/nvme-A",
+                "REGION_1=8M@0xbf000000",
+                "BACKING_1=/dev/disk/by-id/nvme-B",
+                "REGION_2=8M@0xbf800000",
+                "BACKING_2=/dev/disk/by-id/... (the log disk)",
+            ]
+        );
+        assert_eq!(p.add[0], "memmap=24M$0xbe800000");
+        let text = render(&p);
+        assert!(
+            text.contains(
+                "In /etc/rapilog/rapilog.conf, one device each (/dev/rapilog0 first):\n  \
+                 REGION=8M@0xbe800000\n  BACKING=/dev/disk/by-id/nvme-A\n  REGION_1=8M@0xbf000000\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("3 devices share that budget") && text.contains("8.333 ms"),
+            "{text}"
+        );
+        // An existing reservation large enough for all three is sliced.
+        let p = make_plan_devices(
+            &machine(BIG_IOMEM, "memmap=64M$0x60000000 crashkernel=384M panic=30"),
+            given(1_000_000_000),
+            50,
+            3,
+            &[],
+        )
+        .unwrap();
+        assert!(p.add.is_empty(), "{:?}", p.add);
+        assert_eq!(
+            p.regions,
+            ["21M@0x60000000", "21M@0x61500000", "21M@0x62a00000"]
+        );
+        // One too small for all three is not: a new one is planned.
+        let p = make_plan_devices(
+            &machine(BIG_IOMEM, "memmap=16M$0x60000000 crashkernel=384M panic=30"),
+            given(1_000_000_000),
+            50,
+            3,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(p.add[0], "memmap=24M$0xbe800000");
     }
 }
