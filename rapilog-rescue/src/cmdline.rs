@@ -9,7 +9,7 @@
 //! | `rapilog.disk=ID` | the disk id a region must name ([`rapilog_replay::idtext`] form); optional; the k-th belongs to the k-th region, an empty one means none |
 //! | `rapilog.dry_run=0\|1` | verify and report, write nothing (default 0) |
 //! | `rapilog.reboot=0\|1` | reboot when done (default 1 in a crash kernel, see `Config::reboot_wanted`) |
-//! | `rapilog.wait=SECONDS` | how long to wait for the disk to appear (default 30) |
+//! | `rapilog.wait=SECONDS` | how long to wait for the disk to appear (default 30; one wait for every region together) |
 //!
 //! As for kernel parameters, `-` and `_` are the same in names, and the last
 //! occurrence wins, except for `rapilog.region` and `rapilog.disk`: every

@@ -66,9 +66,13 @@ fn main() -> ExitCode {
             }
             match rescue::check_driver(&config) {
                 Ok(()) => {
+                    let deadline = rescue::wait_deadline(&config);
                     let results = all::run_each(
                         &config.regions,
-                        &mut |region, log| rescue::run(&config, region, Replayer::Rescue, log),
+                        &mut |region, log| {
+                            let config = rescue::until(&config, deadline);
+                            rescue::run(&config, region, Replayer::Rescue, log)
+                        },
                         &mut say,
                         &mut say_err,
                     );

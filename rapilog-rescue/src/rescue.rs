@@ -4,6 +4,7 @@
 //! disk, replay. Running every configured region in turn is `all.rs`'s.
 
 use std::path::Path;
+use std::time::Instant;
 
 use rapilog_format::{DiskIdentity, Replayer};
 use rapilog_replay::discover::{self, device_node, find_by_id};
@@ -138,6 +139,28 @@ pub fn open_target(
     })
 }
 
+/// The configuration with the disk wait cut to what is left until
+/// `deadline`: `rapilog.wait` counts from the start of the run, for every
+/// region together. The disk drivers probe every disk at once, so once the
+/// wait has passed for one region a later region's missing disk is not
+/// waited for again: missing disks delay the reboot by `rapilog.wait` at
+/// most, not by that much each.
+pub fn until(config: &Config, deadline: Instant) -> Config {
+    let mut config = config.clone();
+    if let TargetSelect::ByIdentity { wait, .. } = &mut config.target {
+        *wait = (*wait).min(deadline.saturating_duration_since(Instant::now()));
+    }
+    config
+}
+
+/// When the disk wait of a run that starts now ends.
+pub fn wait_deadline(config: &Config) -> Instant {
+    match &config.target {
+        TargetSelect::ByIdentity { wait, .. } => Instant::now() + *wait,
+        TargetSelect::Path { .. } => Instant::now(),
+    }
+}
+
 /// Replays one configured region, with `log` receiving progress lines
 /// ([`check_driver`] first).
 pub fn run(
@@ -146,7 +169,7 @@ pub fn run(
     replayer: Replayer,
     log: &mut dyn FnMut(&str),
 ) -> Result<Outcome, Failure> {
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     let mut region = open_region(&which.source, config.dry_run)?;
     let t = start.elapsed();
     log(&format!(
@@ -198,4 +221,43 @@ pub fn list_disks(sysfs: &Path) -> Result<Vec<String>, Failure> {
             )
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn with_wait(secs: u64) -> Config {
+        crate::parse_args(
+            &[
+                "--image".to_string(),
+                "r.img".into(),
+                "--wait".into(),
+                secs.to_string(),
+            ],
+            &mut |_| unreachable!(),
+        )
+        .unwrap()
+    }
+
+    fn wait_of(config: &Config) -> Duration {
+        match &config.target {
+            TargetSelect::ByIdentity { wait, .. } => *wait,
+            TargetSelect::Path { .. } => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_disk_wait_is_shared_by_every_region() {
+        let config = with_wait(30);
+        // Past the deadline: later regions do not wait again.
+        let past = Instant::now();
+        assert_eq!(wait_of(&until(&config, past)), Duration::ZERO);
+        // Before it: what is left, never more than configured.
+        let left = wait_of(&until(&config, wait_deadline(&config)));
+        assert!(left <= Duration::from_secs(30));
+        let far = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(wait_of(&until(&config, far)), Duration::from_secs(30));
+    }
 }
