@@ -197,3 +197,14 @@ def test_several_devices_configuration_errors(tmp_path, extra, needle):
     p = run(tmp_path, EXAMPLE + extra, "command")
     assert p.returncode == 2, p.stdout
     assert needle in p.stderr, p.stderr
+
+
+def test_a_config_in_the_current_directory_is_read(tmp_path):
+    # `-c rapilog.conf`: sourced from the current directory, not looked up in PATH.
+    (tmp_path / "rapilog.conf").write_text(EXAMPLE)
+    (tmp_path / "cmdline").write_text("console=ttyS0\n")
+    env = dict(os.environ, KERNEL_RELEASE="7.3.4+deb13-amd64", PROC_CMDLINE=str(tmp_path / "cmdline"))
+    p = subprocess.run([str(ARM), "-c", "rapilog.conf", "command"], capture_output=True, text=True, env=env,
+                       cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "rapilog.region=64M@0x60000000" in p.stdout
