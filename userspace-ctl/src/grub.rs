@@ -212,8 +212,8 @@ mod tests {
         assert_eq!(dropin_word("crashkernel=256M"), "crashkernel=256M");
         // The rule plan.rs prints for /etc/default/grub is the same for `$`.
         assert_eq!(
-            dropin_word("memmap=12M$0xbf400000"),
-            crate::plan::grub_escape("memmap=12M$0xbf400000")
+            dropin_word("memmap=12M$0x40000000"),
+            crate::plan::grub_escape("memmap=12M$0x40000000")
         );
         // Other GRUB metacharacters, and a backslash, survive both layers.
         assert_eq!(dropin_word(r"a;b\c"), r"a\\;b\\\\c");

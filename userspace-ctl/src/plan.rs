@@ -288,49 +288,71 @@ pub struct Placement {
     pub ram_end: u64,
 }
 
+/// Where a region is best placed from: bootloaders put the initrd as high
+/// as they can below 2 or 4 GiB (GRUB, EFI's top-down page allocator,
+/// QEMU's `-initrd`), and they do so before the kernel has read `memmap=`,
+/// so a region at the top of low RAM is overwritten at every boot (after a
+/// warm reboot that still held records, those are lost). The kernel image
+/// goes low: with `memmap=` on the command line the EFI stub turns physical
+/// KASLR off and loads it at the lowest address above 16 MiB, the
+/// decompressor's KASLR avoids `memmap=` ranges, and without KASLR it sits
+/// at 16 MiB. 1 GiB is clear of both on any machine with room above it.
+pub const PREFERRED_FLOOR: u64 = 1 << 30;
+
 /// A `size`-byte, [`ALIGN`]-aligned range inside top-level `System RAM`,
-/// above [`LOW_LIMIT`], overlapping nothing nested in it (kernel image,
-/// crash kernel, ...): as high as possible below 4 GiB (32-bit DMA-capable
-/// devices and every firmware reach it), else above.
+/// overlapping nothing nested in it (kernel image, crash kernel, ...), as
+/// low as possible in the first of these windows that has one:
+/// [`PREFERRED_FLOOR`] to 4 GiB, then above 4 GiB, then (small machines)
+/// 256 MiB to [`PREFERRED_FLOOR`], then [`LOW_LIMIT`] to 256 MiB, the
+/// last resort, close to where the next boot's kernel decompresses. Low,
+/// not high: see [`PREFERRED_FLOOR`].
 pub fn choose_address(entries: &[IomemEntry], size: u64) -> Result<Placement, String> {
-    let mut rams: Vec<(usize, &IomemEntry)> = entries
+    const WINDOWS: [(u64, u64); 4] = [
+        (PREFERRED_FLOOR, 1 << 32),
+        (1 << 32, u64::MAX),
+        (256 << 20, PREFERRED_FLOOR),
+        (LOW_LIMIT, 256 << 20),
+    ];
+    let rams: Vec<(usize, &IomemEntry)> = entries
         .iter()
         .enumerate()
         .filter(|(_, e)| e.depth == 0 && e.name == "System RAM")
         .collect();
-    // Below 4 GiB first, then highest first.
-    rams.sort_by_key(|(_, e)| (e.end >= 1 << 32, std::cmp::Reverse(e.end)));
-    for (index, ram) in rams {
-        // Children: the entries nested under this one.
-        let children: Vec<&IomemEntry> = entries[index + 1..]
-            .iter()
-            .take_while(|e| e.depth > 0)
-            .collect();
-        let low = ram.start.max(LOW_LIMIT);
-        let mut top =
-            ram.end
-                .saturating_add(1)
-                .min(if ram.end < 1 << 32 { 1 << 32 } else { u64::MAX });
-        while let Some(start) = top.checked_sub(size).map(|s| s / ALIGN * ALIGN) {
-            if start < low {
-                break;
-            }
-            let end = start + size - 1;
-            match children
+    for (window_start, window_end) in WINDOWS {
+        let mut best: Option<Placement> = None;
+        for &(index, ram) in &rams {
+            // Children: the entries nested under this one.
+            let children: Vec<&IomemEntry> = entries[index + 1..]
                 .iter()
-                .filter(|c| c.start <= end && c.end >= start)
-                .map(|c| c.start)
-                .min()
-            {
-                None => {
-                    return Ok(Placement {
-                        phys: start,
-                        ram_start: ram.start,
-                        ram_end: ram.end,
-                    })
+                .take_while(|e| e.depth > 0)
+                .collect();
+            let low = ram.start.max(window_start);
+            let top = ram.end.saturating_add(1).min(window_end);
+            let mut start = low.div_ceil(ALIGN) * ALIGN;
+            while start.checked_add(size).is_some_and(|end| end <= top) {
+                let end = start + size - 1;
+                match children
+                    .iter()
+                    .filter(|c| c.start <= end && c.end >= start)
+                    .map(|c| c.end)
+                    .max()
+                {
+                    None => {
+                        if best.as_ref().is_none_or(|b| start < b.phys) {
+                            best = Some(Placement {
+                                phys: start,
+                                ram_start: ram.start,
+                                ram_end: ram.end,
+                            });
+                        }
+                        break;
+                    }
+                    Some(busy_end) => start = (busy_end + 1).div_ceil(ALIGN) * ALIGN,
                 }
-                Some(busy) => top = busy,
             }
+        }
+        if let Some(placement) = best {
+            return Ok(placement);
         }
     }
     Err(format!(
@@ -339,7 +361,6 @@ pub fn choose_address(entries: &[IomemEntry], size: u64) -> Result<Placement, St
     ))
 }
 
-/// `memmap=SIZE$PHYS` as on the kernel command line.
 pub fn memmap_param(size: u64, phys: u64) -> String {
     format!("memmap={}${phys:#x}", kernel_size(size))
 }
@@ -559,14 +580,22 @@ pub fn make_plan_devices(
                 let p = choose_address(&machine.iomem, sizing.region_bytes * n)
                     .map_err(|e| Error::new(Code::Failed, e))?;
                 reasoning.push(format!(
-                "It goes at {:#x}, {}-aligned, as high as possible inside System RAM {:#x}-{:#x} \
-                 {} and clear of the kernel image and other reservations listed in /proc/iomem; \
-                 the kernel's KASLR avoids memmap= ranges.",
+                "It goes at {:#x}, {}-aligned, inside System RAM {:#x}-{:#x}, clear of the kernel \
+                 image and other reservations listed in /proc/iomem, as low as possible {}: \
+                 bootloaders load the initrd at the top of low RAM before the kernel reads \
+                 memmap=, and the kernel itself loads low (with memmap= the EFI stub turns \
+                 physical KASLR off; the decompressor's KASLR avoids memmap= ranges).",
                 p.phys,
                 human(ALIGN),
                 p.ram_start,
                 p.ram_end,
-                if p.ram_end < 1 << 32 { "below 4 GiB" } else { "(no room below 4 GiB)" }
+                if p.phys >= 1 << 32 {
+                    "above 4 GiB (no room between 1 and 4 GiB)"
+                } else if p.phys >= PREFERRED_FLOOR {
+                    "from 1 GiB up"
+                } else {
+                    "(a small machine: below 1 GiB)"
+                }
             ));
                 p
             }
@@ -1026,19 +1055,23 @@ c0001000-eebfffff : PCI Bus 0000:00
     fn address_avoids_kernel_and_crash_kernel() {
         let e = parse_iomem(QEMU_IOMEM);
         let p = choose_address(&e, 64 << 20).unwrap();
-        // The top of RAM below the crash kernel reservation (which ends at
-        // 0x7effffff and is followed by too little room).
-        assert_eq!(p.phys % ALIGN, 0);
-        assert!(p.phys + (64 << 20) <= 0x6f000000, "{:#x}", p.phys);
-        assert_eq!(p.phys, 0x6f000000 - (64 << 20));
-        assert_eq!((p.ram_start, p.ram_end), (0x100000, 0x7ffdffff));
-        // Big machine: below 4 GiB, at the top of the low RAM.
+        // From 1 GiB up: away from the top of low RAM, where bootloaders
+        // put the initrd, and from the kernel image at 16 MiB.
+        assert_eq!((p.phys, p.ram_start, p.ram_end), (1 << 30, 0x100000, 0x7ffdffff));
+        // The crash kernel reservation (0x6f000000-0x7effffff) is stepped over.
+        let p = choose_address(&e, 0x2f00_0000).unwrap();
+        assert_eq!(p.phys, 0x4000_0000);
+        assert_eq!(choose_address(&e, 0x2f00_0000 + ALIGN).unwrap().phys, 256 << 20);
+        let crowded = QEMU_IOMEM.replace("6f000000-7effffff", "41000000-7effffff");
+        let p = choose_address(&parse_iomem(&crowded), 64 << 20).unwrap();
+        assert_eq!(p.phys, 256 << 20, "no room from 1 GiB up: from 256 MiB up");
+        // Big machine: 1 GiB, below 4 GiB.
         let e = parse_iomem(BIG_IOMEM);
         let p = choose_address(&e, 64 << 20).unwrap();
-        assert_eq!(p.phys, 0xc000_0000 - (64 << 20));
-        // Too large for low memory: above 4 GiB.
+        assert_eq!(p.phys, 1 << 30);
+        // Too large for 1-4 GiB: from 4 GiB up.
         let p = choose_address(&e, 4 << 30).unwrap();
-        assert!(p.phys >= 1 << 32 && p.phys + (4 << 30) <= 0x6_4000_0000);
+        assert_eq!(p.phys, 1 << 32);
         assert!(choose_address(&e, 64 << 30).is_err());
         // Never below 16 MiB or over the kernel.
         let tiny =
@@ -1198,23 +1231,23 @@ c0001000-eebfffff : PCI Bus 0000:00
             50,
         )
         .unwrap();
-        assert_eq!(p.memmap, "memmap=12M$0xbf400000");
+        assert_eq!(p.memmap, "memmap=12M$0x40000000");
         assert_eq!(
             p.add,
             vec![
-                "memmap=12M$0xbf400000".to_string(),
+                "memmap=12M$0x40000000".to_string(),
                 "crashkernel=256M".into(),
                 "panic=10".into()
             ]
         );
         assert!(p.remove.is_empty());
-        assert_eq!(p.add_grub[0], r"memmap=12M\\\$0xbf400000");
-        assert_eq!(p.module_region, "region=12M@0xbf400000");
+        assert_eq!(p.add_grub[0], r"memmap=12M\\\$0x40000000");
+        assert_eq!(p.module_region, "region=12M@0x40000000");
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
         let text = render(&p);
         assert!(
             text.contains(
-                "Add to the kernel command line:\n  memmap=12M$0xbf400000 crashkernel=256M panic=10"
+                "Add to the kernel command line:\n  memmap=12M$0x40000000 crashkernel=256M panic=10"
             ),
             "{text}"
         );
@@ -1285,32 +1318,32 @@ c0001000-eebfffff : PCI Bus 0000:00
         // 25 ms / 3 at 1 GB/s: 8.33 MB per device, an 8M region each, one
         // 24M reservation sliced in three.
         assert_eq!(p.sizing.region_bytes, 8 << 20);
-        assert_eq!(p.memmap, "memmap=24M$0xbe800000");
+        assert_eq!(p.memmap, "memmap=24M$0x40000000");
         assert_eq!(
             p.regions,
-            ["8M@0xbe800000", "8M@0xbf000000", "8M@0xbf800000"]
+            ["8M@0x40000000", "8M@0x40800000", "8M@0x41000000"]
         );
         assert_eq!(
             p.module_region,
-            "region=8M@0xbe800000,8M@0xbf000000,8M@0xbf800000"
+            "region=8M@0x40000000,8M@0x40800000,8M@0x41000000"
         );
         assert_eq!(
             p.conf,
             [
-                "REGION=8M@0xbe800000",
+                "REGION=8M@0x40000000",
                 "BACKING=/dev/disk/by-id/nvme-A",
-                "REGION_1=8M@0xbf000000",
+                "REGION_1=8M@0x40800000",
                 "BACKING_1=/dev/disk/by-id/nvme-B",
-                "REGION_2=8M@0xbf800000",
+                "REGION_2=8M@0x41000000",
                 "BACKING_2=/dev/disk/by-id/... (the log disk)",
             ]
         );
-        assert_eq!(p.add[0], "memmap=24M$0xbe800000");
+        assert_eq!(p.add[0], "memmap=24M$0x40000000");
         let text = render(&p);
         assert!(
             text.contains(
                 "In /etc/rapilog/rapilog.conf, one device each (/dev/rapilog0 first):\n  \
-                 REGION=8M@0xbe800000\n  BACKING=/dev/disk/by-id/nvme-A\n  REGION_1=8M@0xbf000000\n"
+                 REGION=8M@0x40000000\n  BACKING=/dev/disk/by-id/nvme-A\n  REGION_1=8M@0x40800000\n"
             ),
             "{text}"
         );
@@ -1341,6 +1374,6 @@ c0001000-eebfffff : PCI Bus 0000:00
             &[],
         )
         .unwrap();
-        assert_eq!(p.add[0], "memmap=24M$0xbe800000");
+        assert_eq!(p.add[0], "memmap=24M$0x40000000");
     }
 }

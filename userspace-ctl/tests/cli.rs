@@ -888,10 +888,10 @@ fn plan_from_fixture_files() {
         "vda",
         "serial:rl-log",
         "At 500.0 MB/s (given with --bandwidth) the log disk writes 11.9 MiB (12500000 bytes) in 25 ms",
-        "Add to the kernel command line:\n  memmap=12M$0x7f200000 crashkernel=256M panic=10",
-        r"memmap=12M\\\$0x7f200000 crashkernel=256M panic=10",
+        "Add to the kernel command line:\n  memmap=12M$0x40000000 crashkernel=256M panic=10",
+        r"memmap=12M\\\$0x40000000 crashkernel=256M panic=10",
         "Machine checks need nothing",
-        "region=12M@0x7f200000",
+        "region=12M@0x40000000",
     ] {
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");
     }
@@ -1323,7 +1323,7 @@ fn plan_apply_writes_a_grub_dropin_once() {
         .expect("an assignment");
     assert_eq!(
         line,
-        r#"GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT memmap=12M\\\$0x7f200000 crashkernel=256M panic=10""#
+        r#"GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT memmap=12M\\\$0x40000000 crashkernel=256M panic=10""#
     );
     // Again: nothing changes.
     let o = run_plan(
@@ -1342,7 +1342,7 @@ fn plan_apply_writes_a_grub_dropin_once() {
     let after = plan_fixture(
         &dir,
         &iomem,
-        "root=/dev/vda1 quiet memmap=12M$0x7f200000 crashkernel=256M\n",
+        "root=/dev/vda1 quiet memmap=12M$0x40000000 crashkernel=256M\n",
     );
     let o = run_plan(
         &after,
