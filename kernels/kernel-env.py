@@ -305,11 +305,13 @@ def apt_versions(name: str) -> list[str]:
     return versions
 
 
-def installed_version(name: str) -> str | None:
+def installed_version(name: str, states: tuple[str, ...] = ("installed",)) -> str | None:
+    """The version of `name` dpkg has in one of `states` (a kernel hook runs
+    while its linux-headers package is half-configured)."""
     out = subprocess.run(["dpkg-query", "-W", "-f", "${db:Status-Status} ${Version}", name],
                          capture_output=True, text=True, check=False)
     state, _, version = out.stdout.partition(" ")
-    return version if out.returncode == 0 and state == "installed" else None
+    return version if out.returncode == 0 and state in states else None
 
 
 def pick(name: str, want_upstream: str, versions: list[str]) -> str | None:
@@ -354,9 +356,12 @@ def apt_requirements(krel: str, headers: Path) -> dict[str, str]:
             f"'apt update', or install the prebuilt package rapilog-modules-{krel} if there is one, or boot a "
             f"kernel whose compiler set apt offers"
         )
-    kversion = installed_version(f"linux-headers-{krel}") or ""
+    kversion = installed_version(f"linux-headers-{krel}", ("installed", "half-configured", "unpacked")) or ""
     source = f"linux-source-{kseries}"
-    if kversion and kversion not in apt_versions(source):
+    if not kversion:
+        raise Refusal(f"linux-headers-{krel} is not installed by dpkg ({headers} alone does not say which "
+                      f"{source} it needs): apt install linux-headers-{krel}")
+    if kversion not in apt_versions(source):
         raise Refusal(
             f"cannot build rapilog for kernel {krel}: its Rust artifacts are made from {source} {kversion} "
             f"(the headers' version), and apt offers {', '.join(apt_versions(source)) or 'none'}; "
