@@ -67,7 +67,8 @@ class System:
         cmd = f'source "{LIB}"; run_in_chroot "{self.root}" bash -c {shlex.quote(script)}'
         t0 = time.monotonic()
         r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=timeout)
-        print(f"--- [{time.monotonic() - t0:.0f} s, exit {r.returncode}] {script}\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
+        took = time.monotonic() - t0
+        print(f"--- [{took:.0f} s, exit {r.returncode}] {script}\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
         if check:
             assert r.returncode == 0, f"in the fresh trixie system: {script}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
         return r
