@@ -24,6 +24,8 @@ run as a server would go through them):
 6. `--remove`, then the headers reinstalled: the hook itself builds the
    module inside dpkg (compilers installed now, linux-source downloaded
    without the dpkg lock), as it will for every later kernel.
+7. `apt purge rapilog-source`: the module, the artifacts it added to the
+   headers, its state, scratch space and log are gone.
 
 KREL is OTHER_KREL (default 7.2.12+deb13-amd64: a trixie-backports kernel
 whose module package is not installed here). Needs root; never skips.
@@ -211,3 +213,14 @@ def test_6_hook_builds_inside_dpkg(system):
     log = system.run("cat /var/log/rapilog-build-module.log").stdout
     assert f"{SID_KREL}: cannot build rapilog" in log, log
     assert log.count(f"{KREL}: installed /usr/lib/modules/{KREL}/extra/rapilog.ko") == 2, log
+
+
+def test_7_removing_rapilog_source_removes_what_it_built(system):
+    hdr = system.root / f"usr/src/linux-headers-{KREL}"
+    r = system.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q rapilog-source 2>&1")
+    assert not (system.root / f"usr/lib/modules/{KREL}/extra/rapilog.ko").exists(), r.stdout
+    assert not (hdr / "rust/libkernel.rmeta").exists(), r.stdout
+    assert (hdr / "Module.symvers").exists(), "the headers package's own files stay"
+    for gone in ["var/lib/rapilog-source", "var/cache/rapilog-source", "var/log/rapilog-build-module.log",
+                 "usr/src/rapilog", "etc/kernel/header_postinst.d/rapilog-source"]:
+        assert not (system.root / gone).exists(), gone
