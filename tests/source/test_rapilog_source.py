@@ -20,7 +20,8 @@ run as a server would go through them):
    linux-source, regenerates the Rust artifacts, builds and installs
    rapilog.ko; tests/check-module.sh checks its symbols against the stock
    Module.symvers and its vermagic against a stock module.
-5. A second run has nothing to do.
+5. A second run has nothing to do; nor has any run while the prebuilt
+   rapilog-modules-KREL package is installed.
 6. `--remove`, then the headers reinstalled: the hook itself builds the
    module inside dpkg (compilers installed now, linux-source downloaded
    without the dpkg lock), as it will for every later kernel.
@@ -194,6 +195,27 @@ def test_4_builder_installs_compilers_and_builds(system, tmp_path):
 def test_5_second_run_has_nothing_to_do(system):
     r = system.run(f"rapilog-build-module {KREL}")
     assert "already" in r.stdout, r.stdout
+
+
+def test_5b_prebuilt_module_package_wins(system):
+    """With rapilog-modules-KREL installed (make deb KREL=KREL; installed with
+    --force-depends: its linux-image dependency is beside the point here),
+    the builder has nothing to do and the hook says nothing."""
+    version = subprocess.run([str(TOP / "packaging" / "version.sh")], check=True,
+                             capture_output=True, text=True).stdout.strip()
+    deb = CACHE / "deb" / f"rapilog-modules-{KREL}_{version}_amd64.deb"
+    assert deb.is_file(), f"{deb} missing: tests/source/run.sh builds it (make deb KREL={KREL})"
+    shutil.copy(deb, system.root / "root/debs")
+    system.run(f"dpkg --force-depends -i /root/debs/{deb.name} >/dev/null 2>&1")
+    try:
+        r = system.run(f"rapilog-build-module {KREL}")
+        assert f"rapilog-modules-{KREL} provides the module" in r.stdout and "nothing to build" in r.stdout, r
+        r = system.run(f"/etc/kernel/postinst.d/rapilog-source {KREL} /boot/vmlinuz-{KREL}")
+        assert r.stdout == "" and r.stderr == "", r
+        assert "provides the module" in system.run("tail -n 1 /var/log/rapilog-build-module.log").stdout
+    finally:
+        system.run(f"dpkg -r rapilog-modules-{KREL} >/dev/null")
+    assert (system.root / f"usr/lib/modules/{KREL}/extra/rapilog.ko").exists()
 
 
 def test_6_hook_builds_inside_dpkg(system):
