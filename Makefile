@@ -8,6 +8,9 @@
 #   make deb [KREL=...]  Debian packages in .cache/deb/: rapilog-tools and
 #                        rapilog-modules-KREL (debhelper in a trixie chroot,
 #                        lintian-checked; docs/install.md installs them)
+#   make source-test     rapilog-source on a pristine trixie system: the module
+#                        built on the "server" for a kernel without a prebuilt
+#                        package, and the refusal of an uninstallable compiler set
 #   make KDIR=/lib/modules/$(uname -r)/build
 #                        module against headers installed on this machine
 #                        (after `make host-rust-artifacts`)
@@ -34,7 +37,7 @@ CACHE := $(CURDIR)/.cache
 MODULE := $(CACHE)/build/$(KREL)/rapilog.ko
 
 # `kernels` names a directory too: phony, so make always runs it.
-.PHONY: kernels all module userspace rescue deb test host-test lint crash-test ha-test demo bench host-deps host-rust-artifacts rust-analyzer clean distclean help
+.PHONY: kernels all module userspace rescue deb source-test test host-test lint crash-test ha-test demo bench host-deps host-rust-artifacts rust-analyzer clean distclean help
 
 all: module userspace rescue
 
@@ -67,6 +70,11 @@ rescue:
 # Debian packages for KREL (packaging/build-deb.sh builds the module too).
 deb:
 	packaging/build-deb.sh $(KREL)
+
+# rapilog-source (rapilog-build-module and its kernel hooks) on a fresh
+# debootstrap of trixie, under an overlay: tests/source/test_rapilog_source.py.
+source-test:
+	tests/source/run.sh
 
 test:
 	tests/run-all.sh

@@ -9,6 +9,10 @@
                                             (the format of kernels/<KREL>.env)
     kernels/kernel-env.py check KREL        derive, and compare with the committed pin
                                             kernels/<KREL>.env (exit 1 on a difference)
+    kernels/kernel-env.py apt KREL          on a server with linux-headers-KREL installed:
+                                            the exact packages the module's build needs,
+                                            as this machine's apt offers them (used by
+                                            rapilog-build-module, package rapilog-source)
 
 An out-of-tree Rust module must be built with exactly the rustc, bindgen and
 gcc the kernel was built with (the Rust metadata of the kernel crate is only
@@ -34,6 +38,7 @@ import io
 import lzma
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -193,17 +198,35 @@ def debian_version_of(name: str, want_upstream: str, suites: list[str]) -> str |
     return None
 
 
-def derive(krel: str) -> dict[str, str]:
-    """The build settings of kernel `krel` (the keys of kernels/*.env)."""
-    m = re.fullmatch(r"(\d+)\.(\d+)\.\d+\+deb\d+-(?:cloud-|rt-)?amd64", krel)
-    if not m:
-        raise Refusal(f"{krel!r} is not a Debian amd64 kernel release (e.g. 7.3.4+deb13-amd64)")
-    ksuite, kversion = find_kernel(krel)
-    suite = KERNEL_SUITES[ksuite]
-    config = kernel_config(krel, ksuite, kversion)
+@dataclass(frozen=True)
+class CompilerSet:
+    """The compilers a kernel's `.config` names (the kernel was built with them)."""
+    rustc_text: str      # CONFIG_RUSTC_VERSION_TEXT, e.g. "rustc 1.85.1 (4eb161250 2025-03-15) ..."
+    bindgen_text: str    # CONFIG_BINDGEN_VERSION_TEXT, e.g. "bindgen 0.71.1"
+    cc_text: str         # CONFIG_CC_VERSION_TEXT, e.g. "x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0"
+    rustc_match: re.Match
+    bindgen_match: re.Match
+    gcc_match: re.Match
+
+    @property
+    def rustc(self) -> str:
+        return self.rustc_match.group(1)
+
+    @property
+    def bindgen(self) -> str:
+        return self.bindgen_match.group(1)
+
+    @property
+    def gcc(self) -> str:
+        return f"gcc-{self.gcc_match.group(1)}"
+
+
+def compiler_set(krel: str, config: str, where: str = "") -> CompilerSet:
+    """The compiler set of kernel `krel` from its `.config` text, or a Refusal
+    (no CONFIG_RUST, or a set this program cannot read)."""
     if config_value(config, "CONFIG_RUST") != "y":
         raise Refusal(
-            f"{krel} ({ksuite}) is built without Rust (CONFIG_RUST is not set): rapilog needs a Rust-enabled kernel"
+            f"{krel}{where} is built without Rust (CONFIG_RUST is not set): rapilog needs a Rust-enabled kernel"
         )
     rustc_text = config_value(config, "CONFIG_RUSTC_VERSION_TEXT") or ""
     bindgen_text = config_value(config, "CONFIG_BINDGEN_VERSION_TEXT") or ""
@@ -215,6 +238,20 @@ def derive(krel: str) -> dict[str, str]:
         raise Refusal(
             f"{krel}: cannot read the compiler set from its .config ({rustc_text!r}, {bindgen_text!r}, {cc_text!r})"
         )
+    return CompilerSet(rustc_text, bindgen_text, cc_text, rustc_up, bindgen_up, gcc)
+
+
+def derive(krel: str) -> dict[str, str]:
+    """The build settings of kernel `krel` (the keys of kernels/*.env)."""
+    m = re.fullmatch(r"(\d+)\.(\d+)\.\d+\+deb\d+-(?:cloud-|rt-)?amd64", krel)
+    if not m:
+        raise Refusal(f"{krel!r} is not a Debian amd64 kernel release (e.g. 7.3.4+deb13-amd64)")
+    ksuite, kversion = find_kernel(krel)
+    suite = KERNEL_SUITES[ksuite]
+    config = kernel_config(krel, ksuite, kversion)
+    cs = compiler_set(krel, config, f" ({ksuite})")
+    rustc_text, bindgen_text, cc_text = cs.rustc_text, cs.bindgen_text, cs.cc_text
+    rustc_up, bindgen_up, gcc = cs.rustc_match, cs.bindgen_match, cs.gcc_match
     sources = [suite] if ksuite == suite else [suite, ksuite]
     rustc = debian_version_of("rustc", rustc_up.group(1), sources)
     # rust-src is built from the same source as rustc: it must have rustc's version.
@@ -249,6 +286,101 @@ def derive(krel: str) -> dict[str, str]:
         "BINDGEN_VERSION": bindgen or "",
         "GCC": f"gcc-{gcc.group(1)}",
         "BACKPORTS_PKGS": backports,
+    }
+
+
+def apt_versions(name: str) -> list[str]:
+    """Every version of package `name` this machine's apt can install, and the
+    installed one (rapilog-build-module on a server: apt's own view of the
+    archive, its pins and suites, not the mirror's indices)."""
+    versions = []
+    out = subprocess.run(["apt-cache", "madison", name], capture_output=True, text=True, check=False)
+    for line in out.stdout.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) >= 3 and cells[0] == name and cells[1] not in versions:
+            versions.append(cells[1])
+    inst = installed_version(name)
+    if inst and inst not in versions:
+        versions.append(inst)
+    return versions
+
+
+def installed_version(name: str, states: tuple[str, ...] = ("installed",)) -> str | None:
+    """The version of `name` dpkg has in one of `states` (a kernel hook runs
+    while its linux-headers package is half-configured)."""
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${db:Status-Status} ${Version}", name],
+                         capture_output=True, text=True, check=False)
+    state, _, version = out.stdout.partition(" ")
+    return version if out.returncode == 0 and state in states else None
+
+
+def pick(name: str, want_upstream: str, versions: list[str]) -> str | None:
+    """The installed version of `name` if its upstream version is the wanted
+    one, else the newest such version apt offers."""
+    good = [v for v in versions if upstream(v) == want_upstream]
+    inst = installed_version(name)
+    if inst in good:
+        return inst
+    return dpkg_newest(good) if good else None
+
+
+def apt_requirements(krel: str, headers: Path) -> dict[str, str]:
+    """What building the module for `krel` on this machine needs, as exact
+    package versions apt can install: the compiler set the headers' .config
+    names, and the kernel's own linux-source. A Refusal in one line when apt
+    cannot install that set (naming the kernel, the compilers it needs and
+    what apt offers)."""
+    m = re.fullmatch(r"(\d+)\.(\d+)\.\d+.*", krel)
+    config_path = headers / ".config"
+    if not m or not config_path.is_file():
+        raise Refusal(f"{config_path} not found: install linux-headers-{krel} first")
+    cs = compiler_set(krel, config_path.read_text())
+    kseries = f"{m.group(1)}.{m.group(2)}"
+    offered = {n: apt_versions(n) for n in ("rustc", "rust-src", "bindgen", cs.gcc)}
+    rustc = pick("rustc", cs.rustc, offered["rustc"])
+    rust_src = rustc if rustc in offered["rust-src"] else None
+    bindgen = pick("bindgen", cs.bindgen, offered["bindgen"])
+    missing = []
+    if not rustc or not rust_src:
+        missing.append(f"rustc and rust-src {cs.rustc} (apt offers rustc {', '.join(offered['rustc']) or 'none'}; "
+                       f"rust-src {', '.join(offered['rust-src']) or 'none'})")
+    if not bindgen:
+        missing.append(f"bindgen {cs.bindgen} (apt offers {', '.join(offered['bindgen']) or 'none'})")
+    if not offered[cs.gcc]:
+        missing.append(f"{cs.gcc} (apt offers none)")
+    if missing:
+        raise Refusal(
+            f"cannot build rapilog for kernel {krel}: it was built with {cs.rustc_text}, {cs.bindgen_text} and "
+            f"{cs.cc_text}, and apt here cannot install {'; '.join(missing)}. The module's Rust metadata can only "
+            f"come from that exact compiler set. Add the Debian suite that serves it to apt's sources and run "
+            f"'apt update', or install the prebuilt package rapilog-modules-{krel} if there is one, or boot a "
+            f"kernel whose compiler set apt offers"
+        )
+    kversion = installed_version(f"linux-headers-{krel}", ("installed", "half-configured", "unpacked")) or ""
+    source = f"linux-source-{kseries}"
+    if not kversion:
+        raise Refusal(f"linux-headers-{krel} is not installed by dpkg ({headers} alone does not say which "
+                      f"{source} it needs): apt install linux-headers-{krel}")
+    if kversion not in apt_versions(source):
+        raise Refusal(
+            f"cannot build rapilog for kernel {krel}: its Rust artifacts are made from {source} {kversion} "
+            f"(the headers' version), and apt offers {', '.join(apt_versions(source)) or 'none'}; "
+            f"run 'apt update', or install the prebuilt package rapilog-modules-{krel} if there is one"
+        )
+    # libelf-dev must match the libelf the kernel's headers pulled in (a
+    # backports kernel's linux-kbuild depends on backports' libelf1t64).
+    libelf = installed_version("libelf1t64")
+    if libelf not in apt_versions("libelf-dev"):
+        libelf = ""
+    return {
+        "KREL": krel,
+        "KSERIES": kseries,
+        "KPKG_VERSION": kversion,
+        "RUSTC_VERSION": rustc or "",
+        "BINDGEN_VERSION": bindgen or "",
+        "GCC": cs.gcc,
+        "LIBELF_VERSION": libelf or "",
+        "RUSTC_TEXT": cs.rustc_text,
     }
 
 
@@ -319,6 +451,14 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_apt(args) -> int:
+    headers = Path(args.headers or f"/usr/src/linux-headers-{args.krel}")
+    # KEY='VALUE' lines that a shell sources (rapilog-build-module).
+    for k, v in apt_requirements(args.krel, headers).items():
+        print(f"{k}={shlex.quote(v)}")
+    return 0
+
+
 def main() -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `list | head` ends quietly
     ap = argparse.ArgumentParser(
@@ -333,6 +473,10 @@ def main() -> int:
         p = sub.add_parser(name, help=what)
         p.add_argument("krel", metavar="KREL", help="a kernel release, e.g. 7.2.12+deb13-amd64")
         p.set_defaults(func=func)
+    p = sub.add_parser("apt", help="on a server: the exact packages KREL's module build needs, as apt offers them")
+    p.add_argument("krel", metavar="KREL", help="a kernel release whose linux-headers package is installed")
+    p.add_argument("--headers", metavar="DIR", help="its headers (default /usr/src/linux-headers-KREL)")
+    p.set_defaults(func=cmd_apt)
     args = ap.parse_args()
     try:
         return args.func(args)

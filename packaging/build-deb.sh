@@ -8,6 +8,9 @@
 #   rapilog-tools_VERSION_amd64.deb            rapilogctl, rapilog-rescue, rapilog-arm,
 #                                              units, /etc/rapilog/rapilog.conf, hook, docs
 #   rapilog-modules-KREL_VERSION_amd64.deb     /usr/lib/modules/KREL/updates/rapilog.ko
+#   rapilog-source_VERSION_all.deb             the module's sources, rapilog-build-module
+#                                              and kernel hooks: builds the module on the
+#                                              server for a kernel installed later
 #   rapilog_VERSION_amd64.changes, .buildinfo
 #   lintian-KREL.txt                           lintian's output; the build fails on an
 #                                              error or warning that is not overridden
@@ -145,7 +148,8 @@ run_in_chroot "$ROOT" sh -c "$inner" >"$BUILD/build-$krel.log" 2>&1 || {
 log "built and lintian-checked in $((SECONDS - t0)) s"
 
 # --- results
-rm -f "$OUT"/rapilog-modules-"$krel"_*.deb "$OUT"/rapilog-tools_*.deb "$OUT"/rapilog_*.changes "$OUT"/rapilog_*.buildinfo
+rm -f "$OUT"/rapilog-modules-"$krel"_*.deb "$OUT"/rapilog-tools_*.deb "$OUT"/rapilog-source_*.deb \
+	"$OUT"/rapilog_*.changes "$OUT"/rapilog_*.buildinfo
 cp "$ROOT"/build/src/*.deb "$ROOT"/build/src/*.changes "$ROOT"/build/src/*.buildinfo "$OUT/"
 cp "$ROOT/build/src/lintian.txt" "$OUT/lintian-$krel.txt"
 log "make deb: $((SECONDS - t_start)) s; lintian: $(grep -c '^[EWIPX]: ' "$OUT/lintian-$krel.txt" || true) tag(s), none an error or warning ($OUT/lintian-$krel.txt)"

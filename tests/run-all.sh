@@ -14,6 +14,11 @@
 #                 builds for a second Rust-enabled kernel, OTHER_KREL, whose
 #                 settings are derived (kernels/kernel-env.py), and passes the
 #                 same symbol and vermagic check there
+#   module-source rapilog-source on a pristine trixie system (make source-test,
+#                 tests/source/): rapilog-build-module refuses a kernel whose
+#                 compiler set apt cannot install, then builds rapilog.ko for
+#                 OTHER_KREL from the archive alone (by hand, then from the
+#                 headers' kernel hook inside dpkg), checked as module-check
 #   qemu-tests    pytest tests/qemu: the stock kernel booted under QEMU (TCG)
 #
 # Stops at the first failing phase; its last line names the phase, its log
@@ -45,6 +50,7 @@ hint() {
 	lint) echo "run tests/lint.sh: 'cargo fmt --all' fixes formatting, '.cache/venv/bin/python -m ruff check --fix' the safe Python fixes; clippy, ruff and shellcheck name file and line" ;;
 	module) echo "read $RAPILOG_CACHE/kbuild/$KREL/*.log; if the archive dropped a pinned version, bump kernels/$KREL.env (kernels/README.md)" ;;
 	module-other) echo "if kernel-env.py check failed, bump kernels/$KREL.env as it says; if $OTHER_KREL fails to build, read $RAPILOG_CACHE/kbuild/$OTHER_KREL/*.log (Rust API drift between kernels is absorbed in rapilog-blk/sys/)" ;;
+	module-source) echo "the failing step of tests/source/test_rapilog_source.py shows its command and output (rapilog-build-module prints the end of its make prepare or module build log); rerun alone with make source-test" ;;
 	module-check) echo "the module does not match the stock kernel's exports: rebuild the chroot (rm -r $RAPILOG_CACHE/kbuild/$KREL) and see kernels/README.md" ;;
 	qemu-tests) echo "each failing test names its guest's console log under $RAPILOG_CACHE/test-logs/" ;;
 	*) echo "read the log" ;;
@@ -95,6 +101,7 @@ other_kernel() {
 	kernels/build-module.sh "$OTHER_KREL" >/dev/null || return 1
 	tests/check-module.sh "$OTHER_KREL" "$RAPILOG_CACHE/build/$OTHER_KREL/rapilog.ko"
 }
+source_package() { OTHER_KREL=$OTHER_KREL tests/source/run.sh; }
 qemu_tests() {
 	tests/setup-venv.sh >/dev/null || return 1
 	# shellcheck disable=SC2086
@@ -109,5 +116,6 @@ phase host-deps qemu-scripts/host-deps.sh &&
 	phase module build_module &&
 	phase module-check check_module &&
 	phase module-other other_kernel &&
+	phase module-source source_package &&
 	phase qemu-tests qemu_tests
 exit $failed

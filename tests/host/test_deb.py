@@ -60,10 +60,11 @@ def debs():
                              capture_output=True, text=True).stdout.strip()
     tools = OUT / f"rapilog-tools_{version}_amd64.deb"
     module = OUT / f"rapilog-modules-{KREL}_{version}_amd64.deb"
+    source = OUT / f"rapilog-source_{version}_all.deb"
     changes = OUT / f"rapilog_{version}_amd64.changes"
-    for f in (tools, module, changes, OUT / f"rapilog_{version}_amd64.buildinfo"):
+    for f in (tools, module, source, changes, OUT / f"rapilog_{version}_amd64.buildinfo"):
         assert f.is_file(), f"{f} missing after the build; build-deb.sh said:\n{r.stderr[-2000:]}"
-    return {"version": version, "tools": tools, "module": module, "changes": changes}
+    return {"version": version, "tools": tools, "module": module, "source": source, "changes": changes}
 
 
 def contents(deb: Path) -> dict[str, tuple[str, str]]:
@@ -162,6 +163,56 @@ def test_module_package(debs, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert subprocess.run(["modinfo", "-F", "vermagic", str(tmp_path / ko)], check=True, capture_output=True,
                           text=True).stdout.startswith(KREL + " ")
+
+
+def test_source_package(debs, tmp_path):
+    """rapilog-source: the module's sources as the repository has them (the
+    same Kbuild builds them), the builder and its helpers, the three kernel
+    hooks; its maintainer scripts rebuild on upgrade and clean up on removal.
+    Building with it on a fresh system: make source-test (tests/source/)."""
+    source = debs["source"]
+    assert field(source, "Package") == "rapilog-source"
+    assert field(source, "Architecture") == "all"
+    depends = field(source, "Depends")
+    for dep in ["python3", "apt", "kmod", "binutils"]:
+        assert re.search(rf"(^|, ){dep}\b", depends), f"{dep} not in Depends: {depends}"
+    files = contents(source)
+    expected = {
+        "usr/sbin/rapilog-build-module": EXEC,
+        "usr/lib/rapilog-source/kernel-env": EXEC,
+        "usr/lib/rapilog-source/rust-artifacts": EXEC,
+        "etc/kernel/postinst.d/rapilog-source": EXEC,
+        "etc/kernel/header_postinst.d/rapilog-source": EXEC,
+        "etc/kernel/postrm.d/rapilog-source": EXEC,
+        "usr/src/rapilog/Kbuild": DATA,
+        "usr/src/rapilog/VERSION": DATA,
+        "usr/src/rapilog/rapilog-blk/Kbuild": DATA,
+        "usr/src/rapilog/rapilog-blk/rapilog_blk.rs": DATA,
+        "usr/src/rapilog/rapilog-blk/sys/helpers.c": DATA,
+        "usr/src/rapilog/rapilog-format/src/lib.rs": DATA,
+        "usr/share/man/man8/rapilog-build-module.8.gz": DATA,
+    }
+    for path, mode in expected.items():
+        assert files.get(path) == (mode, "root/root"), f"{path}: {files.get(path)}"
+    # Every file of the module's tree the repository tracks, and nothing built.
+    tracked = subprocess.run(["git", "-C", str(TOP), "ls-files", "Kbuild", "rapilog-blk", "rapilog-format/src"],
+                             check=True, capture_output=True, text=True).stdout.split()
+    shipped = {p.removeprefix("usr/src/rapilog/") for p, (mode, _) in files.items()
+               if p.startswith("usr/src/rapilog/") and not mode.startswith("d")}
+    assert shipped - {"VERSION"} == set(tracked), shipped.symmetric_difference(tracked)
+    subprocess.run(["dpkg-deb", "-x", str(source), str(tmp_path)], check=True)
+    assert (tmp_path / "usr/src/rapilog/VERSION").read_text().strip() == debs["version"]
+    # The helpers run with the system's interpreters, not through env.
+    assert (tmp_path / "usr/lib/rapilog-source/kernel-env").read_text().startswith("#!/usr/bin/python3\n")
+    assert (tmp_path / "usr/lib/rapilog-source/rust-artifacts").read_text().startswith("#!/bin/bash\n")
+    r = subprocess.run([str(tmp_path / "usr/lib/rapilog-source/kernel-env"), "apt", "--help"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "--headers" in r.stdout, r.stderr
+    conffiles = control_file(source, "conffiles").split()
+    assert "/etc/kernel/postinst.d/rapilog-source" in conffiles, conffiles
+    assert "rapilog-build-module --no-install" in control_file(source, "postinst")
+    assert "rapilog-build-module --remove" in control_file(source, "prerm")
+    assert "rm -rf /var/lib/rapilog-source" in control_file(source, "postrm")
 
 
 def test_lintian_clean(debs):

@@ -133,3 +133,64 @@ def test_refuses_an_unknown_kernel(archive):
 def test_refuses_a_malformed_release(archive, bad):
     with pytest.raises(kernel_env.Refusal, match="not a Debian amd64 kernel release"):
         kernel_env.derive(bad)
+
+
+# kernel-env.py apt KREL: what rapilog-build-module (package rapilog-source)
+# asks on a server. apt's view (apt-cache madison) and dpkg's are replaced by
+# a fixture; the real thing runs in `make source-test`.
+@pytest.fixture
+def server(monkeypatch, tmp_path):
+    offered = {
+        "rustc": ["1.98.1+dfsg1-1~bpo13+1", "1.85.1+dfsg1-1+deb13u1"],
+        "rust-src": ["1.98.1+dfsg1-1~bpo13+1", "1.85.1+dfsg1-1+deb13u1"],
+        "bindgen": ["0.71.1-6"],
+        "gcc-14": ["14.2.0-19"],
+        "linux-source-7.2": ["7.2.12-1~bpo13+1"],
+        "libelf-dev": ["0.196-1~bpo13+2", "0.192-4"],
+    }
+    installed = {"linux-headers-7.2.12+deb13-amd64": ("half-configured", "7.2.12-1~bpo13+1"),
+                 "libelf1t64": ("installed", "0.196-1~bpo13+2")}
+    monkeypatch.setattr(kernel_env, "apt_versions", lambda name: list(offered.get(name, [])))
+
+    def installed_version(name, states=("installed",)):
+        state, version = installed.get(name, ("not-installed", ""))
+        return version if state in states else None
+
+    monkeypatch.setattr(kernel_env, "installed_version", installed_version)
+    monkeypatch.setattr(kernel_env, "dpkg_newest", lambda vs: max(vs, key=kernel_env.version_sort_key))
+    hdr = tmp_path / "linux-headers-7.2.12+deb13-amd64"
+    hdr.mkdir()
+    (hdr / ".config").write_text(CONFIG_RUST)
+    return offered, hdr
+
+
+def test_apt_requirements_pick_the_exact_versions(server):
+    _, hdr = server
+    r = kernel_env.apt_requirements("7.2.12+deb13-amd64", hdr)
+    assert r["RUSTC_VERSION"] == "1.85.1+dfsg1-1+deb13u1"  # not backports' newer 1.98.1
+    assert r["BINDGEN_VERSION"] == "0.71.1-6"
+    assert r["GCC"] == "gcc-14"
+    # The headers are half-configured while their hook runs: still their version.
+    assert r["KPKG_VERSION"] == "7.2.12-1~bpo13+1" and r["KSERIES"] == "7.2"
+    assert r["LIBELF_VERSION"] == "0.196-1~bpo13+2"  # the libelf the backports headers pulled in
+
+
+def test_apt_refusal_names_kernel_compilers_and_offer(server):
+    _, hdr = server
+    (hdr / ".config").write_text(CONFIG_RUST.replace("rustc 1.85.1", "rustc 1.97.1").replace("gcc-14", "gcc-16"))
+    with pytest.raises(kernel_env.Refusal) as e:
+        kernel_env.apt_requirements("7.2.12+deb13-amd64", hdr)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "kernel 7.2.12+deb13-amd64" in msg and "rustc 1.97.1" in msg
+    assert "apt offers rustc 1.98.1+dfsg1-1~bpo13+1, 1.85.1+dfsg1-1+deb13u1" in msg
+    assert "gcc-16 (apt offers none)" in msg
+
+
+def test_apt_refuses_without_headers_or_source(server, tmp_path):
+    offered, hdr = server
+    with pytest.raises(kernel_env.Refusal, match="install linux-headers-7.2.11"):
+        kernel_env.apt_requirements("7.2.11+deb13-amd64", tmp_path / "nothing")
+    offered["linux-source-7.2"] = ["7.2.13-1~bpo13+1"]
+    with pytest.raises(kernel_env.Refusal, match=r"linux-source-7.2 7.2.12-1~bpo13\+1.*apt offers 7.2.13"):
+        kernel_env.apt_requirements("7.2.12+deb13-amd64", hdr)
