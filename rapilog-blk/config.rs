@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-use crate::format::control::{FencePolicy, ProtectMode};
+use crate::format::control::{FencePolicy, ProtectMode, MAX_DEVICES};
 use crate::format::region_spec::{RegionSpec, RegionSpecError};
 use crate::format::DISK_ID_BYTES;
 use crate::kernel_display::Escaped as Raw;
@@ -181,9 +181,11 @@ fn parse_fence_policy(text: &[u8]) -> Option<FencePolicy> {
     }
 }
 
-/// A validated configuration.
+/// A validated configuration of one device.
 #[derive(Clone, Copy)]
 pub(crate) struct Config {
+    /// The device's index: `/dev/rapilog<index>`.
+    pub(crate) index: u32,
     /// The reserved physical region.
     pub(crate) region: RegionSpec,
     /// Path of the backing log disk.
@@ -250,16 +252,106 @@ pub(crate) enum ConfigError {
     Resume { resume_ms: u32, holdup_ms: u32 },
     /// `test_stray_write=` is not 0, 1 or 2.
     StrayWrite(u32),
+    /// A per-device list has another length than `region=`'s.
+    ListLength {
+        param: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    /// `region=` lists more devices than one module runs.
+    TooMany(usize),
+    /// Two devices' regions overlap.
+    Overlap {
+        a: usize,
+        b: usize,
+        first: RegionSpec,
+        second: RegionSpec,
+    },
+    /// Two devices name the same log disk.
+    SameBacking {
+        a: usize,
+        b: usize,
+        path: &'static [u8],
+    },
 }
 
+/// The elements of a comma-separated per-device list (`region=`,
+/// `backing=`, `disk_id=`): one empty element for an empty value.
+fn list(raw: &'static [u8]) -> impl Iterator<Item = &'static [u8]> {
+    raw.split(|&b| b == b',')
+}
+
+/// The validated configurations of the devices the module parameters name,
+/// `rapilog0` first.
+pub(crate) type Configs = [Option<Config>; MAX_DEVICES];
+
 impl Config {
-    /// Validates the module parameters.
-    pub(crate) fn from_params() -> Result<Self, ConfigError> {
-        Self::parse(
+    /// Validates the module parameters: `region=`, `backing=` and
+    /// `disk_id=` are per-device lists (device i gets the i-th element of
+    /// each; a single value is one device, as it always was), every other
+    /// parameter applies to every device.
+    pub(crate) fn from_params() -> Result<Configs, ConfigError> {
+        let (regions, backings, ids) = (
             params::region.value(),
             params::backing.value(),
-            params::protect.value(),
             params::disk_id.value(),
+        );
+        let count = list(regions).count();
+        if count > MAX_DEVICES {
+            return Err(ConfigError::TooMany(count));
+        }
+        let lengths = [
+            ("backing", list(backings).count()),
+            // Empty: no disk_id for any device.
+            ("disk_id", if ids.is_empty() { count } else { list(ids).count() }),
+        ];
+        // The first device's own errors first: a single device reports
+        // exactly what it always did.
+        let mut configs: Configs = [None; MAX_DEVICES];
+        let mut backing_list = list(backings);
+        let mut id_list = list(ids);
+        for (index, region) in list(regions).enumerate() {
+            let backing = backing_list.next().unwrap_or(b"");
+            let disk_id = id_list.next().unwrap_or(b"");
+            if index == 1 {
+                if let Some(&(param, got)) = lengths.iter().find(|(_, got)| *got != count) {
+                    return Err(ConfigError::ListLength {
+                        param,
+                        got,
+                        expected: count,
+                    });
+                }
+            }
+            let config = Self::from_params_of(index as u32, region, backing, disk_id)?;
+            check_distinct(&configs, &config)?;
+            if let Some(slot) = configs.get_mut(index) {
+                *slot = Some(config);
+            }
+        }
+        if let Some(&(param, got)) = lengths.iter().find(|(_, got)| *got != count) {
+            return Err(ConfigError::ListLength {
+                param,
+                got,
+                expected: count,
+            });
+        }
+        Ok(configs)
+    }
+
+    /// One device's configuration: its own `region`, `backing` and
+    /// `disk_id`, every other parameter the module's.
+    fn from_params_of(
+        index: u32,
+        region: &'static [u8],
+        backing: &'static [u8],
+        disk_id: &'static [u8],
+    ) -> Result<Self, ConfigError> {
+        Self::parse(
+            index,
+            region,
+            backing,
+            params::protect.value(),
+            disk_id,
             params::writeback_delay_ms.value(),
             params::stop_drain_ms.value(),
             params::dead_disk_ms.value(),
@@ -277,6 +369,7 @@ impl Config {
     }
 
     fn parse(
+        index: u32,
         region: &'static [u8],
         backing: &'static [u8],
         protect: &'static [u8],
@@ -323,6 +416,7 @@ impl Config {
             n => return Err(ConfigError::StrayWrite(n)),
         };
         Ok(Self {
+            index,
             region,
             backing,
             protect,
@@ -336,6 +430,32 @@ impl Config {
             stray_write,
         })
     }
+}
+
+/// Refuses `config` if its region overlaps, or its log disk is named by,
+/// one of `others`.
+pub(crate) fn check_distinct(others: &Configs, config: &Config) -> Result<(), ConfigError> {
+    let (start, end) = (config.region.phys, config.region.phys + config.region.size);
+    for other in others.iter().flatten() {
+        let (a, b) = (other.index as usize, config.index as usize);
+        let (o_start, o_end) = (other.region.phys, other.region.phys + other.region.size);
+        if start < o_end && o_start < end {
+            return Err(ConfigError::Overlap {
+                a,
+                b,
+                first: other.region,
+                second: config.region,
+            });
+        }
+        if other.backing == config.backing {
+            return Err(ConfigError::SameBacking {
+                a,
+                b,
+                path: config.backing,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for ConfigError {
@@ -416,6 +536,38 @@ impl fmt::Display for ConfigError {
                  fail with EIO)",
                 DEAD_DISK_MS.start(),
                 DEAD_DISK_MS.end()
+            ),
+            Self::ListLength {
+                param,
+                got,
+                expected,
+            } => write!(
+                f,
+                "{param}= lists {got} values refused: expected {expected}, one per region= \
+                 (comma-separated lists: /dev/rapilogN gets the N-th element of region=, \
+                 backing= and disk_id=; disk_id= may also be empty, or have empty elements)"
+            ),
+            Self::TooMany(n) => write!(
+                f,
+                "region= lists {n} regions refused: at most {MAX_DEVICES} devices \
+                 (rapilog0 to rapilog{})",
+                MAX_DEVICES - 1
+            ),
+            Self::Overlap {
+                a,
+                b,
+                first,
+                second,
+            } => write!(
+                f,
+                "region= refused: rapilog{a}'s region {first} and rapilog{b}'s region {second} \
+                 overlap; give each device its own memmap= range (or its own slice of one)"
+            ),
+            Self::SameBacking { a, b, path } => write!(
+                f,
+                "backing= refused: {} is named for rapilog{a} and for rapilog{b}; each device \
+                 needs its own log disk",
+                Raw(path)
             ),
             Self::WritebackDelay(ms) => write!(
                 f,

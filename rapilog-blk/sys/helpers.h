@@ -77,6 +77,7 @@ int rapilog_pci_dma_path(struct pci_dev *pdev);
 int rapilog_powerfail_arm(unsigned int sources, void (*fn)(void *ctx, unsigned int sources),
 			  void *ctx);
 void rapilog_powerfail_disarm(void);
+void rapilog_powerfail_retarget(void *ctx);
 void rapilog_power_off(void);
 
 /* Machine-lifecycle notifiers (sys/lifecycle_events.c). */
