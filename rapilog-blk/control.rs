@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The control interface, `/dev/rapilog-ctl`: status, drain-and-wait, the
-//! IOMMU fence check, skipping a bad record writeback holds at, and a raw
-//! read of the region, for `rapilogctl` and monitoring. The ioctls and the status block are defined in the format
+//! The control interface, `/dev/rapilog-ctl`: selecting, listing,
+//! creating and removing devices, and for the selected one status,
+//! drain-and-wait, the IOMMU fence check, skipping a bad record writeback
+//! holds at, and a raw read of the region, for `rapilogctl` and
+//! monitoring. The ioctls and the status block are defined in the format
 //! crate ([`crate::format::control`]), shared with `rapilogctl`; this file
 //! implements them over the device's state.
 
@@ -15,8 +17,8 @@ use kernel::sync::Arc;
 
 use crate::device::Device;
 use crate::format::control::{
-    flags, Status, Text, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_LIST, IOCTL_SELECT,
-    IOCTL_SKIP_BAD_RECORD, IOCTL_STATUS, STATUS_BYTES,
+    flags, Status, Text, CREATE_BYTES, IOCTL_CHECK_FENCE, IOCTL_CREATE, IOCTL_DRAIN, IOCTL_LIST,
+    IOCTL_REMOVE, IOCTL_SELECT, IOCTL_SKIP_BAD_RECORD, IOCTL_STATUS, REMOVE_FORCE, STATUS_BYTES,
 };
 use crate::format::{ActiveSuperblock, SUPERBLOCK_BYTES};
 use crate::iommu_fence;
@@ -38,6 +40,22 @@ pub(crate) fn ioctl(reg: &Registry, file: &Selection, cmd: u32, arg: UserArg) ->
             file.set(index);
         }
         IOCTL_LIST => arg.write(&reg.bitmap().to_ne_bytes())?,
+        IOCTL_CREATE => {
+            require_admin()?;
+            let mut buf = [0u8; CREATE_BYTES];
+            arg.read_into(&mut buf)?;
+            let text = buf.split(|&b| b == 0).next().unwrap_or(&[]);
+            if text.len() == buf.len() {
+                // Not NUL-terminated.
+                return Err(EINVAL);
+            }
+            file.set(reg.create(text)?);
+        }
+        IOCTL_REMOVE => {
+            require_admin()?;
+            let arg = arg.read_u64()?;
+            reg.remove(arg as u32, arg & REMOVE_FORCE != 0)?;
+        }
         IOCTL_CHECK_FENCE => {
             require_admin()?;
             // Not under a lock: the check takes each PCI device's lock.
@@ -58,7 +76,9 @@ fn device(reg: &Registry, file: &Selection) -> Result<Arc<Device>> {
     reg.get(file.get()).ok_or(ENODEV)
 }
 
-/// The ioctls that act on one device.
+/// The ioctls that act on one device (not inlined: the status block's
+/// frame stays off the create path's stack).
+#[inline(never)]
 fn device_ioctl(dev: &Device, cmd: u32, arg: UserArg) -> Result<isize> {
     match cmd {
         IOCTL_STATUS => {
@@ -171,7 +191,7 @@ pub(crate) fn status(dev: &Device) -> Status {
         fence_devices: fence.devices,
         fence_unfenced: fence.unfenced,
         unfenced_list: fence.names,
-        backing: Text::new(dev.config().backing),
+        backing: Text::new(&dev.config().backing),
         powerfail_state: dev.powerfail().state(),
         powerfail_signals: dev.powerfail().config.signals,
         powerfail_false_alarms: dev.powerfail().false_alarms(),

@@ -39,8 +39,7 @@ use crate::sys::kthread::Kthread;
 
 /// Names of the devices under /dev, by index.
 const DISK_NAMES: [&str; MAX_DEVICES] = [
-    "rapilog0", "rapilog1", "rapilog2", "rapilog3", "rapilog4", "rapilog5", "rapilog6",
-    "rapilog7",
+    "rapilog0", "rapilog1", "rapilog2", "rapilog3", "rapilog4", "rapilog5", "rapilog6", "rapilog7",
 ];
 
 /// Names of their writeback threads, by index.
@@ -57,7 +56,10 @@ const THREAD_NAMES: [&CStr; MAX_DEVICES] = [
 
 /// The name of device `index` under /dev (`rapilog<index>`).
 pub(crate) fn disk_name(index: u32) -> &'static str {
-    DISK_NAMES.get(index as usize).copied().unwrap_or("rapilog?")
+    DISK_NAMES
+        .get(index as usize)
+        .copied()
+        .unwrap_or("rapilog?")
 }
 
 /// A running device; drained and torn down when dropped.
@@ -71,7 +73,9 @@ pub(crate) struct Instance {
 
 /// Brings up the device `config` describes, `/dev/rapilog<config.index>`;
 /// `fence` is the module's last IOMMU fence check.
-pub(crate) fn create(config: Config, fence: FenceReport) -> Result<Instance> {
+#[inline(never)]
+pub(crate) fn create(config: &Config, fence: FenceReport) -> Result<Instance> {
+    let config = *config;
     let name = disk_name(config.index);
     let thread = THREAD_NAMES
         .get(config.index as usize)
@@ -117,7 +121,7 @@ pub(crate) fn create(config: Config, fence: FenceReport) -> Result<Instance> {
         "/dev/{name}: {} KiB in {}-byte blocks over backing={}, writeback after {} ms\n",
         data_sectors / 2,
         identity.block_bytes,
-        BStr::from_bytes(config.backing),
+        BStr::from_bytes(&config.backing),
         config.writeback_delay_ms
     );
     Ok(Instance {
@@ -131,6 +135,11 @@ impl Instance {
     /// The device's shared state.
     pub(crate) fn device(&self) -> &Arc<Device> {
         &self.device
+    }
+
+    /// How many times its block device is open now.
+    pub(crate) fn openers(&self) -> u32 {
+        self.disk.as_ref().map_or(0, |d| d.openers())
     }
 
     /// Its index: `/dev/rapilog<index>`.

@@ -422,7 +422,7 @@ pub(crate) fn drained(dev: &Device, marked_clean: Result) {
             h.seq,
             h.sector,
             h.sector + u64::from(h.length) / 512,
-            BStr::from_bytes(dev.config().backing),
+            BStr::from_bytes(&dev.config().backing),
             dev.config().region,
             left
         );

@@ -129,7 +129,7 @@ struct RapiLog {
 
 impl kernel::Module for RapiLog {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let configs = config::Config::from_params().map_err(|e| {
+        let count = config::Config::devices_from_params().map_err(|e| {
             pr_err!("{e}\n");
             EINVAL
         })?;
@@ -139,23 +139,26 @@ impl kernel::Module for RapiLog {
             pr_err!("the kernel's crc32c() disagrees with the format's test vector {index}; not loading\n");
             return Err(EINVAL);
         }
-        for config in configs.iter().flatten() {
+        // Validated above: every device's configuration parses.
+        let device = |index| config::Config::from_params_of_device(index).map_err(|_| EINVAL);
+        for index in 0..count {
+            let config = device(index)?;
             pr_info!(
                 "configured: region={} backing={} protect={}\n",
                 config.region,
-                BStr::from_bytes(config.backing),
+                BStr::from_bytes(&config.backing),
                 config.protect.name()
             );
         }
         // The same for every device (they share the module's parameters).
-        let first = configs.iter().flatten().next().ok_or(EINVAL)?;
+        let first = device(0)?;
         let fence = iommu_fence::check(first.iommu_fence);
         iommu_fence::enforce(&fence)?;
         let registry = Registry::new()?;
-        for config in configs.iter().flatten() {
+        for index in 0..count {
             // A device that fails to come up takes the module down: the
-            // devices made before it drain and go when `registry` drops.
-            let made = instance::create(*config, fence);
+            // devices made before it drain and go.
+            let made = device(index).and_then(|config| instance::create(&config, fence));
             let made = made.and_then(|instance| registry.add(instance));
             if let Err(e) = made {
                 registry.remove_all();

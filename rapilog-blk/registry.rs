@@ -43,10 +43,14 @@
 use kernel::prelude::*;
 use kernel::sync::{new_mutex, Arc, Mutex};
 
+use kernel::str::BStr;
+
+use crate::config::{check_distinct, Config};
 use crate::control;
 use crate::device::Device;
 use crate::format::control::MAX_DEVICES;
-use crate::instance::Instance;
+use crate::instance::{self, disk_name, Instance};
+use crate::iommu_fence;
 use crate::lifecycle;
 use crate::powerfail;
 use crate::sys::control_device::{ControlHandler, Selection, UserArg};
@@ -126,6 +130,72 @@ impl Registry {
         }
         *slot = Some(instance);
         slots.changed()
+    }
+
+    /// Creates a device at the lowest free index from `text`, a device's
+    /// parameters (`IOCTL_CREATE`, `Config::from_create`); returns its
+    /// index. Refusals are logged, one line each, as at load; a region that
+    /// overlaps another device's, or a log disk another device uses, is
+    /// refused before anything is touched, and a region holding records of
+    /// another disk by the load path (`recovery`). Under the lock: creates
+    /// and removes take turns, and no stop runs meanwhile.
+    #[inline(never)]
+    pub(crate) fn create(&self, text: &[u8]) -> Result<u32> {
+        let mut slots = self.slots.lock();
+        let index = slots
+            .instances
+            .iter()
+            .position(Option::is_none)
+            .ok_or(ENOSPC)? as u32;
+        let refused = |e: crate::config::ConfigError<'_>| {
+            pr_err!("{e}\n");
+            EINVAL
+        };
+        let config = Config::from_create(index, text).map_err(refused)?;
+        let existing = slots.instances.iter().flatten();
+        check_distinct(existing.map(|i| i.device().config()), &config).map_err(refused)?;
+        pr_info!(
+            "configured: region={} backing={} protect={} (created at run time as /dev/{})\n",
+            config.region,
+            BStr::from_bytes(&config.backing),
+            config.protect.name(),
+            disk_name(index)
+        );
+        let fence = iommu_fence::check(config.iommu_fence);
+        iommu_fence::enforce(&fence)?;
+        let made = instance::create(&config, fence)?;
+        if let Some(slot) = slots.instances.get_mut(index as usize) {
+            *slot = Some(made);
+        }
+        slots.changed()?;
+        Ok(index)
+    }
+
+    /// Drains and removes device `index` (`IOCTL_REMOVE`): `EBUSY` while
+    /// its block device is open, unless `force`. The drain is unload's
+    /// (`instance`): every record reaches the disk, or a bad record stays
+    /// in the region, not marked clean. Under the lock, so no stop runs
+    /// while it drains (the status of the other devices waits for it too).
+    pub(crate) fn remove(&self, index: u32, force: bool) -> Result {
+        let mut slots = self.slots.lock();
+        let slot = slots.instances.get_mut(index as usize).ok_or(ENODEV)?;
+        let openers = slot.as_ref().ok_or(ENODEV)?.openers();
+        if openers > 0 && !force {
+            return Err(EBUSY);
+        }
+        let name = disk_name(index);
+        if openers > 0 {
+            pr_warn!(
+                "removing /dev/{name} although it is open {openers} times (forced): its \
+                 acknowledged writes are drained to the disk; new I/O on it fails\n"
+            );
+        }
+        // Drained and gone before the others' share of the hold-up window
+        // grows: until then its dirty data counts.
+        drop(slot.take());
+        slots.changed()?;
+        pr_info!("/dev/{name} removed\n");
+        Ok(())
     }
 
     /// Arms the power-fail signals (`powerfail_signals` bits) for every

@@ -68,6 +68,14 @@ impl UserArg {
         Ok(u64::from_ne_bytes(bytes))
     }
 
+    /// Fills `dst` from where the argument points (an `_IOW(..., [u8; N])`
+    /// ioctl, `dst.len() == N`).
+    pub(crate) fn read_into(&self, dst: &mut [u8]) -> Result {
+        UserSlice::new(UserPtr::from_addr(self.0), dst.len())
+            .reader()
+            .read_slice(dst)
+    }
+
     /// Reads the `u32` the argument points to (an `_IOW(..., u32)` ioctl).
     pub(crate) fn read_u32(&self) -> Result<u32> {
         let mut bytes = [0u8; 4];

@@ -28,8 +28,11 @@
 //! | [`IOCTL_SKIP_BAD_RECORD`] | `_IOW('R', 4, u64)` | `CAP_SYS_ADMIN` | drops the bad record writeback holds at, named by its sequence number; `ENOENT` if none is held, `ESTALE` if another one is |
 //! | [`IOCTL_SELECT`] | `_IOW('R', 5, u32)` | anyone | selects the device (`/dev/rapilog<N>`) the other ioctls and `read()` of this open file act on; `ENODEV` if there is none |
 //! | [`IOCTL_LIST`] | `_IOR('R', 6, u64)` | anyone | fills a bitmap of the existing devices' indexes (bit N: `/dev/rapilog<N>`) |
+//! | [`IOCTL_CREATE`] | `_IOW('R', 7, [u8; 512])` | `CAP_SYS_ADMIN` | creates a device at the lowest free index from a NUL-terminated parameter string, the module's per-device parameters for one device: `region=SIZE@PHYS backing=PATH [disk_id=ID]` (every other parameter is the module's); selects it for this open file; `EINVAL` for a refusal (the kernel log names it), `ENOSPC` if every index is taken |
+//! | [`IOCTL_REMOVE`] | `_IOW('R', 8, u64)` | `CAP_SYS_ADMIN` | drains and removes the device whose index is the low 32 bits; `EBUSY` while its block device is open, unless bit 32 ([`REMOVE_FORCE`]) is set; `ENODEV` if there is none |
 //!
-//! Every ioctl but [`IOCTL_SELECT`] and [`IOCTL_LIST`] acts on the open
+//! Every ioctl but [`IOCTL_SELECT`], [`IOCTL_LIST`], [`IOCTL_CREATE`] and
+//! [`IOCTL_REMOVE`] acts on the open
 //! file's selected device: at open, `rapilog0`, or the lowest existing one;
 //! `ENODEV` if it has been removed since.
 //!
@@ -83,6 +86,16 @@ pub const IOCTL_SKIP_BAD_RECORD: u32 = ioc(1, 4, 8);
 pub const IOCTL_SELECT: u32 = ioc(1, 5, 4);
 /// Fills a `u64` bitmap of the existing devices (bit N: `/dev/rapilog<N>`).
 pub const IOCTL_LIST: u32 = ioc(2, 6, 8);
+
+/// Size of [`IOCTL_CREATE`]'s argument: a NUL-terminated string.
+pub const CREATE_BYTES: usize = 512;
+/// Creates a device from a parameter string ([`CREATE_BYTES`] bytes).
+pub const IOCTL_CREATE: u32 = ioc(1, 7, CREATE_BYTES);
+/// Removes a device: the argument points to a `u64`, the index in the low
+/// 32 bits, [`REMOVE_FORCE`] to remove it even while it is open.
+pub const IOCTL_REMOVE: u32 = ioc(1, 8, 8);
+/// [`IOCTL_REMOVE`]'s bit: remove the device even while it is open.
+pub const REMOVE_FORCE: u64 = 1 << 32;
 
 /// Most devices one module runs (`/dev/rapilog0` to `/dev/rapilog7`).
 pub const MAX_DEVICES: usize = 8;

@@ -1205,3 +1205,129 @@ mod tests {
         assert!(!use_color(false, None));
     }
 }
+
+/// The verdict over several devices: the worst of theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Overall {
+    /// The worst device's level.
+    pub level: Level,
+    /// `overall: LEVEL (rapilog0 PROTECTED, rapilog1 DEGRADED)`.
+    pub line: String,
+}
+
+/// The overall verdict of `reports` (`None` for none).
+pub fn overall(reports: &[Report]) -> Option<Overall> {
+    let level = reports.iter().map(|r| r.verdict.level).max()?;
+    let each: Vec<String> = reports
+        .iter()
+        .map(|r| format!("{} {}", r.device, r.verdict.level.words()))
+        .collect();
+    Some(Overall {
+        level,
+        line: format!("overall: {} ({})", level.words(), each.join(", ")),
+    })
+}
+
+/// The `rapilogctl.status` document of `status` without a device: the
+/// first device's report as ever (its fields at the top level, for readers
+/// of one device), every device's in `devices`, and the `overall` verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct AllReport {
+    /// The first device's report (`rapilog0`, or the lowest that exists).
+    #[serde(flatten)]
+    pub first: Report,
+    /// Every device's report, by index.
+    pub devices: Vec<Report>,
+    /// The worst verdict of them.
+    pub overall: Overall,
+}
+
+/// `reports` (at least one) as one document.
+pub fn all_report(reports: Vec<Report>) -> Option<AllReport> {
+    let overall = overall(&reports)?;
+    Some(AllReport {
+        first: reports.first()?.clone(),
+        devices: reports,
+        overall,
+    })
+}
+
+/// Every device's status, then the overall verdict (only for several).
+pub fn render_all(all: &AllReport, color: bool) -> String {
+    if let [only] = all.devices.as_slice() {
+        return render(only, color);
+    }
+    let mut out = String::new();
+    for r in &all.devices {
+        out.push_str(&render(r, color));
+        out.push('\n');
+    }
+    let code = match all.overall.level {
+        Level::Protected => "1;32",
+        Level::Degraded => "1;33",
+        Level::AtRisk | Level::PossibleLoss => "1;31",
+    };
+    let _ = writeln!(out, "{}", paint(&all.overall.line, code, color));
+    out
+}
+
+/// One device of the `rapilogctl.list` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedDevice {
+    /// `rapilog0`.
+    pub device: String,
+    /// The region.
+    pub region: RegionJson,
+    /// `backing=` as the module was given it.
+    pub backing: String,
+    /// `status`'s verdict level.
+    pub level: Level,
+}
+
+/// The `rapilogctl.list` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListJson {
+    /// `rapilogctl.list`.
+    pub schema: &'static str,
+    /// 1.
+    pub schema_version: u32,
+    /// The devices, by index.
+    pub devices: Vec<ListedDevice>,
+}
+
+/// `rapilogctl list --json`.
+pub fn list_json(reports: &[Report]) -> ListJson {
+    ListJson {
+        schema: "rapilogctl.list",
+        schema_version: 1,
+        devices: reports
+            .iter()
+            .map(|r| ListedDevice {
+                device: r.device.clone(),
+                region: r.region.clone(),
+                backing: r.backing.clone(),
+                level: r.verdict.level,
+            })
+            .collect(),
+    }
+}
+
+/// `rapilogctl list`: one line a device.
+pub fn render_list(reports: &[Report]) -> String {
+    let mut out = String::new();
+    if reports.is_empty() {
+        out.push_str("no rapilog devices\n");
+    }
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "/dev/{}  region {}@{:#x}  backing {}  {}",
+            r.device,
+            crate::units::human(r.region.bytes),
+            r.region.phys,
+            r.backing,
+            r.verdict.level.words()
+        );
+    }
+    out
+}
