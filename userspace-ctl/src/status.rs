@@ -1179,6 +1179,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn several_devices_get_the_worst_verdict_and_one_keeps_its_view() {
+        let a = report(
+            &Status::default(),
+            "rapilog0",
+            "/dev/rapilog-ctl",
+            CrashKernel::Armed,
+        );
+        let mut b = report(
+            &Status::default(),
+            "rapilog2",
+            "/dev/rapilog-ctl",
+            CrashKernel::Armed,
+        );
+        b.verdict.level = Level::AtRisk;
+        let all = all_report(vec![a.clone(), b]).unwrap();
+        assert_eq!(all.overall.level, Level::AtRisk);
+        assert_eq!(
+            all.overall.line,
+            format!(
+                "overall: AT RISK (rapilog0 {}, rapilog2 AT RISK)",
+                a.verdict.level.words()
+            )
+        );
+        let doc = serde_json::to_value(&all).unwrap();
+        assert_eq!(doc["device"], "rapilog0");
+        assert_eq!(doc["devices"][1]["device"], "rapilog2");
+        assert_eq!(doc["overall"]["level"], "at_risk");
+        let rendered = render_all(&all, false);
+        assert!(
+            rendered.ends_with(&format!("{}\n", all.overall.line)),
+            "{rendered}"
+        );
+        // One device: exactly its own status, no overall line.
+        let one = all_report(vec![a.clone()]).unwrap();
+        assert_eq!(render_all(&one, false), render(&a, false));
+        assert!(all_report(Vec::new()).is_none());
+        assert!(render_list(&all.devices).contains("/dev/rapilog2  region "));
+    }
+
+    #[test]
     fn dates_and_durations() {
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
