@@ -530,6 +530,9 @@ pub struct PowerFailJson {
     pub resume_ms: u32,
     /// Drains after which the machine kept running and service resumed.
     pub false_alarms: u32,
+    /// Devices sharing the hold-up window: this one's dirty bound drains in
+    /// `holdup_ms / 2 / shared_by` (1: it alone; also from an older module).
+    pub shared_by: u32,
 }
 
 /// The log disk's loss marker, as the module found it at load.
@@ -761,6 +764,7 @@ pub fn report(s: &Status, device: &str, control: &str, crash: CrashKernel) -> Re
             writeback_bandwidth: s.writeback_bandwidth,
             resume_ms: s.powerfail_resume_ms,
             false_alarms: s.powerfail_false_alarms,
+            shared_by: s.powerfail_devices.max(1),
         },
         crash_kernel: CrashKernelJson {
             state: crash.name(),
@@ -1095,7 +1099,7 @@ pub fn render(r: &Report, color: bool) -> String {
     rows.push((
         "power-fail",
         format!(
-            "{}{}; hold-up {} ms, dirty bound {}, writeback bandwidth {}{after_drain}",
+            "{}{}; hold-up {} ms{}, dirty bound {}, writeback bandwidth {}{after_drain}",
             p.state,
             if p.signals.is_empty() {
                 " (no signal armed)".to_string()
@@ -1103,6 +1107,10 @@ pub fn render(r: &Report, color: bool) -> String {
                 format!(" on {}", p.signals.join(", "))
             },
             p.holdup_ms,
+            match p.shared_by {
+                0 | 1 => String::new(),
+                n => format!(" (shared by {n} devices)"),
+            },
             if p.dirty_bound_bytes == 0 {
                 "none".to_string()
             } else {
