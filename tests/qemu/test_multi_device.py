@@ -248,6 +248,8 @@ def test_power_fail_drains_every_device_within_the_shared_bound(guest_factory, m
     g.wait_console(r"rlack ", scaled(60), since=mark)
     # Every writer running and the bounds measured.
     time.sleep(3)
+    doc = json.loads(g.check("rapilogctl status --json"))
+    assert [d["power_fail"]["shared_by"] for d in doc["devices"]] == [3, 3, 3], doc["devices"]
     signal_mark = g.console_mark()
     g.powerdown()
     sent = time.monotonic()
