@@ -22,8 +22,8 @@ const MIN_DISK_BYTES: u64 = 1 << 20;
 /// Opens `backing=` read-write and exclusively and checks that it can hold
 /// a log. Writes nothing.
 pub(crate) fn open(config: &Config) -> Result<(BackingDisk, DiskIdentity)> {
-    let path = BStr::from_bytes(config.backing);
-    let disk = BackingDisk::open(config.backing).map_err(|e| {
+    let path = BStr::from_bytes(&config.backing);
+    let disk = BackingDisk::open(&config.backing).map_err(|e| {
         let why = match e {
             e if e == ENOENT => "no such file; give the log disk's path, e.g. /dev/disk/by-id/...",
             e if e == ENOTBLK => "not a block device",

@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-use crate::format::control::{FencePolicy, ProtectMode};
+use crate::format::control::{FencePolicy, ProtectMode, MAX_DEVICES};
 use crate::format::region_spec::{RegionSpec, RegionSpecError};
 use crate::format::DISK_ID_BYTES;
 use crate::kernel_display::Escaped as Raw;
@@ -125,7 +125,7 @@ struct PowerFailParams {
 }
 
 impl PowerFailParams {
-    fn parse(self) -> Result<PowerFailConfig, ConfigError> {
+    fn parse(self) -> Result<PowerFailConfig, ConfigError<'static>> {
         let signals = parse_signals(self.signals).ok_or(ConfigError::PowerFail(self.signals))?;
         if self.holdup_ms == 0 || self.holdup_ms > MAX_HOLDUP_MS {
             return Err(ConfigError::Holdup(self.holdup_ms));
@@ -181,18 +181,53 @@ fn parse_fence_policy(text: &[u8]) -> Option<FencePolicy> {
     }
 }
 
-/// A validated configuration.
+/// Most bytes of one device's `backing=` path (the parameter's whole list
+/// holds 255).
+pub(crate) const MAX_PATH_BYTES: usize = 255;
+
+/// A short byte string owned by the configuration (a path, a disk id):
+/// copies of the parameters' bytes or of an ioctl's, so a configuration
+/// outlives whatever it was parsed from.
+#[derive(Clone, Copy)]
+pub(crate) struct Bytes<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Bytes<N> {
+    /// `bytes`, if at most `N` of them.
+    pub(crate) fn new(bytes: &[u8]) -> Option<Self> {
+        let mut buf = [0u8; N];
+        buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(Self {
+            buf,
+            len: bytes.len(),
+        })
+    }
+}
+
+impl<const N: usize> core::ops::Deref for Bytes<N> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+}
+
+/// A validated configuration of one device.
 #[derive(Clone, Copy)]
 pub(crate) struct Config {
+    /// The device's index: `/dev/rapilog<index>`.
+    pub(crate) index: u32,
     /// The reserved physical region.
     pub(crate) region: RegionSpec,
     /// Path of the backing log disk.
-    pub(crate) backing: &'static [u8],
+    pub(crate) backing: Bytes<MAX_PATH_BYTES>,
     /// Protection mode of the region.
     pub(crate) protect: Protect,
     /// Identity of the log disk recorded in the region, `disk_id=`; `None`:
     /// the one the disk reports ([`crate::disk_identity`]).
-    pub(crate) disk_id: Option<&'static [u8]>,
+    pub(crate) disk_id: Option<Bytes<DISK_ID_BYTES>>,
     /// Longest time a record waits before writeback starts, in ms.
     pub(crate) writeback_delay_ms: u32,
     /// Longest time an orderly stop waits for the drain, in ms.
@@ -220,15 +255,15 @@ pub(crate) enum StrayWrite {
 }
 
 /// A parameter that was missing or malformed, with what to do about it.
-pub(crate) enum ConfigError {
+pub(crate) enum ConfigError<'a> {
     /// `region=` is missing or malformed.
-    Region(&'static [u8], RegionSpecError),
+    Region(&'a [u8], RegionSpecError),
     /// `backing=` is missing or not an absolute path.
-    Backing(&'static [u8]),
+    Backing(&'a [u8]),
     /// `protect=` names no known mode.
     Protect(&'static [u8]),
     /// `disk_id=` is too long.
-    DiskId(&'static [u8]),
+    DiskId(&'a [u8]),
     /// `writeback_delay_ms=` is out of range.
     WritebackDelay(u32),
     /// `stop_drain_ms=` is out of range.
@@ -250,16 +285,152 @@ pub(crate) enum ConfigError {
     Resume { resume_ms: u32, holdup_ms: u32 },
     /// `test_stray_write=` is not 0, 1 or 2.
     StrayWrite(u32),
+    /// A per-device list has another length than `region=`'s.
+    ListLength {
+        param: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    /// `region=` lists more devices than one module runs.
+    TooMany(usize),
+    /// Two devices' regions overlap.
+    Overlap {
+        a: usize,
+        b: usize,
+        first: RegionSpec,
+        second: RegionSpec,
+    },
+    /// A device's parameter string (`IOCTL_CREATE`) names something else
+    /// than `region=`, `backing=` and `disk_id=`.
+    CreateParam(&'a [u8]),
+    /// Two devices name the same log disk.
+    SameBacking {
+        a: usize,
+        b: usize,
+        path: Bytes<MAX_PATH_BYTES>,
+    },
+}
+
+/// The elements of a comma-separated per-device list (`region=`,
+/// `backing=`, `disk_id=`): one empty element for an empty value.
+fn list<'a>(raw: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+    raw.split(|&b| b == b',')
 }
 
 impl Config {
-    /// Validates the module parameters.
-    pub(crate) fn from_params() -> Result<Self, ConfigError> {
-        Self::parse(
+    /// Validates the module parameters for every device: `region=`,
+    /// `backing=` and `disk_id=` are per-device lists (device i gets the
+    /// i-th element of each; a single value is one device, as it always
+    /// was), every other parameter applies to every device. Returns how
+    /// many devices they name; [`Config::from_params_of_device`] gives
+    /// each. (One configuration at a time, not an array of them: the
+    /// kernel stack is small.)
+    #[inline(never)]
+    pub(crate) fn devices_from_params() -> Result<u32, ConfigError<'static>> {
+        let (regions, backings, ids) = (
             params::region.value(),
             params::backing.value(),
-            params::protect.value(),
             params::disk_id.value(),
+        );
+        let count = list(regions).count();
+        if count > MAX_DEVICES {
+            return Err(ConfigError::TooMany(count));
+        }
+        // The first device's own errors first: a single device reports
+        // exactly what it always did.
+        Self::from_params_of_device(0)?;
+        let lengths = [
+            ("backing", list(backings).count()),
+            // Empty: no disk_id for any device.
+            (
+                "disk_id",
+                if ids.is_empty() {
+                    count
+                } else {
+                    list(ids).count()
+                },
+            ),
+        ];
+        if let Some(&(param, got)) = lengths.iter().find(|(_, got)| *got != count) {
+            return Err(ConfigError::ListLength {
+                param,
+                got,
+                expected: count,
+            });
+        }
+        for j in 1..count as u32 {
+            let config = Self::from_params_of_device(j)?;
+            for i in 0..j {
+                check_distinct(Some(&Self::from_params_of_device(i)?), &config)?;
+            }
+        }
+        Ok(count as u32)
+    }
+
+    /// Device `index`'s configuration from the module parameters (its
+    /// element of each per-device list).
+    #[inline(never)]
+    pub(crate) fn from_params_of_device(index: u32) -> Result<Self, ConfigError<'static>> {
+        let nth = |raw: &'static [u8]| list(raw).nth(index as usize).unwrap_or(b"");
+        Self::from_params_of(
+            index,
+            nth(params::region.value()),
+            nth(params::backing.value()),
+            nth(params::disk_id.value()),
+        )
+    }
+
+    /// The configuration of a device created at run time (`IOCTL_CREATE`)
+    /// as device `index`: `text` is `region=SIZE@PHYS backing=PATH
+    /// [disk_id=ID]`, separated by spaces, as the module's per-device
+    /// parameters for one device; every other parameter is the module's.
+    pub(crate) fn from_create(index: u32, text: &[u8]) -> Result<Self, ConfigError<'_>> {
+        let (mut region, mut backing, mut disk_id): (&[u8], &[u8], &[u8]) = (b"", b"", b"");
+        for word in text.split(|b| b.is_ascii_whitespace()) {
+            if word.is_empty() {
+                continue;
+            }
+            if let Some(value) = word.strip_prefix(b"region=") {
+                region = value;
+            } else if let Some(value) = word.strip_prefix(b"backing=") {
+                backing = value;
+            } else if let Some(value) = word.strip_prefix(b"disk_id=") {
+                disk_id = value;
+            } else {
+                return Err(ConfigError::CreateParam(word));
+            }
+        }
+        // One device: no lists.
+        for (param, value) in [
+            ("region", region),
+            ("backing", backing),
+            ("disk_id", disk_id),
+        ] {
+            if value.contains(&b',') {
+                return Err(ConfigError::ListLength {
+                    param,
+                    got: list(value).count(),
+                    expected: 1,
+                });
+            }
+        }
+        Self::from_params_of(index, region, backing, disk_id)
+    }
+
+    /// One device's configuration: its own `region`, `backing` and
+    /// `disk_id`, every other parameter the module's.
+    fn from_params_of<'a>(
+        index: u32,
+        region: &'a [u8],
+        backing: &'a [u8],
+        disk_id: &'a [u8],
+    ) -> Result<Self, ConfigError<'a>> {
+        Self::parse(
+            index,
+            region,
+            backing,
+            params::protect.value(),
+            disk_id,
             params::writeback_delay_ms.value(),
             params::stop_drain_ms.value(),
             params::dead_disk_ms.value(),
@@ -276,11 +447,12 @@ impl Config {
         )
     }
 
-    fn parse(
-        region: &'static [u8],
-        backing: &'static [u8],
+    fn parse<'a>(
+        index: u32,
+        region: &'a [u8],
+        backing: &'a [u8],
         protect: &'static [u8],
-        disk_id: &'static [u8],
+        disk_id: &'a [u8],
         writeback_delay_ms: u32,
         stop_drain_ms: u32,
         dead_disk_ms: u32,
@@ -288,16 +460,16 @@ impl Config {
         iommu_fence: &'static [u8],
         powerfail: PowerFailParams,
         stray_write: u32,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, ConfigError<'a>> {
         let region = RegionSpec::parse(region).map_err(|e| ConfigError::Region(region, e))?;
         if !backing.starts_with(b"/") {
             return Err(ConfigError::Backing(backing));
         }
+        let backing = Bytes::new(backing).ok_or(ConfigError::Backing(backing))?;
         let protect = Protect::parse(protect).ok_or(ConfigError::Protect(protect))?;
         let disk_id = match disk_id {
             b"" => None,
-            id if id.len() > DISK_ID_BYTES => return Err(ConfigError::DiskId(id)),
-            id => Some(id),
+            id => Some(Bytes::new(id).ok_or(ConfigError::DiskId(id))?),
         };
         if writeback_delay_ms > MAX_WRITEBACK_DELAY_MS {
             return Err(ConfigError::WritebackDelay(writeback_delay_ms));
@@ -323,6 +495,7 @@ impl Config {
             n => return Err(ConfigError::StrayWrite(n)),
         };
         Ok(Self {
+            index,
             region,
             backing,
             protect,
@@ -338,7 +511,36 @@ impl Config {
     }
 }
 
-impl fmt::Display for ConfigError {
+/// Refuses `config` if its region overlaps, or its log disk is named by,
+/// one of `others`.
+pub(crate) fn check_distinct<'a>(
+    others: impl IntoIterator<Item = &'a Config>,
+    config: &Config,
+) -> Result<(), ConfigError<'static>> {
+    let (start, end) = (config.region.phys, config.region.phys + config.region.size);
+    for other in others {
+        let (a, b) = (other.index as usize, config.index as usize);
+        let (o_start, o_end) = (other.region.phys, other.region.phys + other.region.size);
+        if start < o_end && o_start < end {
+            return Err(ConfigError::Overlap {
+                a,
+                b,
+                first: other.region,
+                second: config.region,
+            });
+        }
+        if *other.backing == *config.backing {
+            return Err(ConfigError::SameBacking {
+                a,
+                b,
+                path: config.backing,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl fmt::Display for ConfigError<'_> {
     /// One line naming the parameter, what was wrong and how to fix it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -416,6 +618,44 @@ impl fmt::Display for ConfigError {
                  fail with EIO)",
                 DEAD_DISK_MS.start(),
                 DEAD_DISK_MS.end()
+            ),
+            Self::ListLength {
+                param,
+                got,
+                expected,
+            } => write!(
+                f,
+                "{param}= lists {got} values refused: expected {expected}, one per region= \
+                 (comma-separated lists: /dev/rapilogN gets the N-th element of region=, \
+                 backing= and disk_id=; disk_id= may also be empty, or have empty elements)"
+            ),
+            Self::TooMany(n) => write!(
+                f,
+                "region= lists {n} regions refused: at most {MAX_DEVICES} devices \
+                 (rapilog0 to rapilog{})",
+                MAX_DEVICES - 1
+            ),
+            Self::Overlap {
+                a,
+                b,
+                first,
+                second,
+            } => write!(
+                f,
+                "region= refused: rapilog{a}'s region {first} and rapilog{b}'s region {second} \
+                 overlap; give each device its own memmap= range (or its own slice of one)"
+            ),
+            Self::CreateParam(word) => write!(
+                f,
+                "create refused: {} is not a device parameter: expected region=SIZE@PHYS \
+                 backing=PATH [disk_id=ID] (every other parameter is the module's)",
+                Raw(word)
+            ),
+            Self::SameBacking { a, b, path } => write!(
+                f,
+                "backing= refused: {} is named for rapilog{a} and for rapilog{b}; each device \
+                 needs its own log disk",
+                Raw(&**path)
             ),
             Self::WritebackDelay(ms) => write!(
                 f,

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The control interface, `/dev/rapilog-ctl`: status, drain-and-wait, the
-//! IOMMU fence check, skipping a bad record writeback holds at, and a raw
-//! read of the region, for `rapilogctl` and monitoring. The ioctls and the status block are defined in the format
+//! The control interface, `/dev/rapilog-ctl`: selecting, listing,
+//! creating and removing devices, and for the selected one status,
+//! drain-and-wait, the IOMMU fence check, skipping a bad record writeback
+//! holds at, and a raw read of the region, for `rapilogctl` and
+//! monitoring. The ioctls and the status block are defined in the format
 //! crate ([`crate::format::control`]), shared with `rapilogctl`; this file
 //! implements them over the device's state.
 
@@ -11,21 +13,73 @@
 use core::fmt::Write;
 
 use kernel::prelude::*;
+use kernel::sync::Arc;
 
 use crate::device::Device;
 use crate::format::control::{
-    flags, Status, Text, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_SKIP_BAD_RECORD, IOCTL_STATUS,
-    STATUS_BYTES,
+    flags, Status, Text, CREATE_BYTES, IOCTL_CHECK_FENCE, IOCTL_CREATE, IOCTL_DRAIN, IOCTL_LIST,
+    IOCTL_REMOVE, IOCTL_SELECT, IOCTL_SKIP_BAD_RECORD, IOCTL_STATUS, REMOVE_FORCE, STATUS_BYTES,
 };
 use crate::format::{ActiveSuperblock, SUPERBLOCK_BYTES};
 use crate::iommu_fence;
+use crate::powerfail;
+use crate::registry::Registry;
 use crate::stats;
-use crate::sys::control_device::{caller_is_admin, UserArg};
+use crate::sys::control_device::{caller_is_admin, Selection, UserArg};
 use crate::sys::crc32c::KernelCrc32c;
 use crate::writeback;
 
-/// Handles ioctl `cmd` of `/dev/rapilog-ctl` (`ControlHandler::ioctl`).
-pub(crate) fn ioctl(dev: &Device, cmd: u32, arg: UserArg) -> Result<isize> {
+/// Handles ioctl `cmd` of `/dev/rapilog-ctl` for an open file
+/// (`ControlHandler::ioctl`): selecting and listing devices here, the
+/// others on the file's selected device.
+pub(crate) fn ioctl(reg: &Registry, file: &Selection, cmd: u32, arg: UserArg) -> Result<isize> {
+    match cmd {
+        IOCTL_SELECT => {
+            let index = arg.read_u32()?;
+            reg.get(index).ok_or(ENODEV)?;
+            file.set(index);
+        }
+        IOCTL_LIST => arg.write(&reg.bitmap().to_ne_bytes())?,
+        IOCTL_CREATE => {
+            require_admin()?;
+            let mut buf = [0u8; CREATE_BYTES];
+            arg.read_into(&mut buf)?;
+            let text = buf.split(|&b| b == 0).next().unwrap_or(&[]);
+            if text.len() == buf.len() {
+                // Not NUL-terminated.
+                return Err(EINVAL);
+            }
+            file.set(reg.create(text)?);
+        }
+        IOCTL_REMOVE => {
+            require_admin()?;
+            let arg = arg.read_u64()?;
+            reg.remove(arg as u32, arg & REMOVE_FORCE != 0)?;
+        }
+        IOCTL_CHECK_FENCE => {
+            require_admin()?;
+            // Not under a lock: the check takes each PCI device's lock.
+            // The fence is the machine's: every device gets the result.
+            let report = iommu_fence::check(device(reg, file)?.fence().policy);
+            reg.for_each(|dev| {
+                dev.set_fence(report);
+                Ok(())
+            })?;
+        }
+        _ => return device_ioctl(&*device(reg, file)?, cmd, arg),
+    }
+    Ok(0)
+}
+
+/// The open file's selected device (`ENODEV`: removed since).
+fn device(reg: &Registry, file: &Selection) -> Result<Arc<Device>> {
+    reg.get(file.get()).ok_or(ENODEV)
+}
+
+/// The ioctls that act on one device (not inlined: the status block's
+/// frame stays off the create path's stack).
+#[inline(never)]
+fn device_ioctl(dev: &Device, cmd: u32, arg: UserArg) -> Result<isize> {
     match cmd {
         IOCTL_STATUS => {
             // The block names the region's physical address and carries
@@ -40,12 +94,6 @@ pub(crate) fn ioctl(dev: &Device, cmd: u32, arg: UserArg) -> Result<isize> {
             require_admin()?;
             writeback::drain_and_wait(dev)?;
         }
-        IOCTL_CHECK_FENCE => {
-            require_admin()?;
-            // Not under the lock: the check takes each PCI device's lock.
-            let report = iommu_fence::check(dev.fence().policy);
-            dev.set_fence(report);
-        }
         IOCTL_SKIP_BAD_RECORD => {
             require_admin()?;
             writeback::skip_bad_record(dev, arg.read_u64()?)?;
@@ -55,10 +103,16 @@ pub(crate) fn ioctl(dev: &Device, cmd: u32, arg: UserArg) -> Result<isize> {
     Ok(0)
 }
 
-/// Reads of `/dev/rapilog-ctl`: the region's bytes from `offset` on, a
-/// snapshot (`ControlHandler::read_at`).
-pub(crate) fn read_at(dev: &Device, offset: u64, dst: &mut [u8]) -> Result<usize> {
+/// Reads of `/dev/rapilog-ctl`: the selected device's region's bytes from
+/// `offset` on, a snapshot (`ControlHandler::read_at`).
+pub(crate) fn read_at(
+    reg: &Registry,
+    file: &Selection,
+    offset: u64,
+    dst: &mut [u8],
+) -> Result<usize> {
     require_admin()?;
+    let dev = device(reg, file)?;
     let Ok(offset) = usize::try_from(offset) else {
         return Ok(0);
     };
@@ -137,7 +191,7 @@ pub(crate) fn status(dev: &Device) -> Status {
         fence_devices: fence.devices,
         fence_unfenced: fence.unfenced,
         unfenced_list: fence.names,
-        backing: Text::new(dev.config().backing),
+        backing: Text::new(&dev.config().backing),
         powerfail_state: dev.powerfail().state(),
         powerfail_signals: dev.powerfail().config.signals,
         powerfail_false_alarms: dev.powerfail().false_alarms(),
@@ -151,6 +205,11 @@ pub(crate) fn status(dev: &Device) -> Status {
         dirty_bound_bytes: dev.powerfail().dirty_bound().unwrap_or(0),
         writeback_bandwidth: dev.powerfail().bandwidth(),
         superblock: current_superblock(dev),
+        device_index: dev.config().index,
+        powerfail_devices: match dev.powerfail().config.signals {
+            0 => 0,
+            _ => powerfail::devices(),
+        },
         ..Status::default()
     };
     (status.marker_state, status.marker_epoch) = dev.marker_gauge().get();

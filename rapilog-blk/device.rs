@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The device: everything `/dev/rapilog0`, its writeback thread, the
+//! The device: everything `/dev/rapilog<N>`, its writeback thread, the
 //! control device and the machine's events share, and the kernel's entry
-//! points into the driver.
+//! points into the driver. One per device (`instance`); the module's
+//! devices are in the `registry`, whose lock comes before all of these.
 //!
 //! # How the code is laid out
 //!
 //! `impl Device` lives in this file only: the state, its accessors and
-//! locks, and the kernel's entry points (the `sys` traits: a bio, the
-//! writeback thread, an ioctl, a power-fail signal, a reboot or PM event),
-//! each of them one call into the module that does the work. Every stage is
+//! locks, and the kernel's entry points of one device (the `sys` traits: a
+//! bio, the writeback thread), each of them one call into the module that
+//! does the work. The entry points that serve every device (an ioctl, a
+//! power-fail signal, a reboot or PM event) are the `registry`'s, which
+//! finds the device and calls the same modules. Every stage is
 //! a module of free functions whose first argument is `dev: &Device`, and
 //! callers name the module: `write_path::write(dev, bio)`,
 //! `writeback::run(dev)`, `lifecycle::stopping(dev, how)`. A reader (and
@@ -22,6 +25,10 @@
 //! Locks, in the order they are taken (a lock is never taken while one
 //! below it is held):
 //!
+//! 0. The registry's `slots` (module-wide, `registry`): taken before any
+//!    lock of a device, never by a device's own paths (bio, writeback,
+//!    signal); held by the reboot and PM notifiers across each device's
+//!    drain, and by module init and exit.
 //! 1. [`Device::lock_writeback`] (`Mutex<Writeback>`): the superblock as
 //!    last written, the disk's loss marker, the bounce pages (the
 //!    `WRITES_IN_FLIGHT` buffers of a write group, allocated at load; a
@@ -77,10 +84,10 @@
 //! | context | locks |
 //! |---|---|
 //! | process, `submit_bio` of `/dev/rapilog0` | `live`, `write_errors` |
-//! | process, `/dev/rapilog-ctl` ioctls and reads | `live`, `fence` |
+//! | process, `/dev/rapilog-ctl` ioctls and reads | `slots` (released before the rest), `live`, `fence` |
 //! | writeback thread (kthread, `GFP_NOIO` scope) | `writeback`, then `live` |
-//! | reboot and PM notifiers (process, blocking chains) | `live` |
-//! | module init and exit (process) | `live`; `writeback` once the thread is gone |
+//! | reboot and PM notifiers (process, blocking chains) | `slots`, then `live` |
+//! | module init and exit (process) | `slots`, then `live`; `writeback` once the thread is gone |
 //! | power-fail signal (hard IRQ via `irq_work`; the NMI itself only in C) | none |
 //!
 //! # Cache semantics presented to the block layer
@@ -105,24 +112,19 @@ use kernel::sync::{new_condvar, new_mutex, Arc, CondVar, Mutex};
 use kernel::time::{Delta, Instant, Monotonic};
 
 use crate::config::Config;
-use crate::control;
 use crate::disk_marker::{Marker, MarkerGauge};
 use crate::format::{ActiveSuperblock, Geometry, LossReason, RingGeometry};
 use crate::iommu_fence::FenceReport;
-use crate::lifecycle;
 use crate::live::Live;
-use crate::powerfail::{self, PowerFail};
+use crate::powerfail::PowerFail;
 use crate::ratelimit::RateLimit;
 use crate::read_path;
 use crate::stats::{self, Stats};
 use crate::sys::backing::BackingDisk;
 use crate::sys::bio::{Bio, BioSet, Op, Status};
 use crate::sys::bounce::BounceBuffer;
-use crate::sys::control_device::{ControlHandler, UserArg};
 use crate::sys::gendisk::BioHandler;
 use crate::sys::kthread::{NoIoScope, ThreadJob};
-use crate::sys::lifecycle_events::{LifecycleHandler, Sleep, Stop};
-use crate::sys::powerfail_signals::PowerFailHandler;
 use crate::sys::region::Region;
 use crate::write_path;
 use crate::writeback::{self, Writeback};
@@ -381,38 +383,5 @@ impl ThreadJob for Device {
         // only writeback frees.
         let _noio = NoIoScope::enter();
         writeback::run(self);
-    }
-}
-
-/// `/dev/rapilog-ctl`, in the caller's process context.
-impl ControlHandler for Device {
-    fn ioctl(&self, cmd: u32, arg: UserArg) -> Result<isize> {
-        control::ioctl(self, cmd, arg)
-    }
-
-    fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<usize> {
-        control::read_at(self, offset, dst)
-    }
-}
-
-/// A power-fail signal, in hard-IRQ context: no lock, no sleep.
-impl PowerFailHandler for Device {
-    fn signalled(&self, sources: u32) {
-        powerfail::signalled(self, sources);
-    }
-}
-
-/// The reboot and PM notifiers, in process context (may sleep).
-impl LifecycleHandler for Device {
-    fn stopping(&self, how: Stop) {
-        lifecycle::stopping(self, how);
-    }
-
-    fn sleep_prepare(&self, what: Sleep) -> Result {
-        lifecycle::sleep_prepare(self, what)
-    }
-
-    fn resumed(&self) {
-        lifecycle::resumed(self);
     }
 }

@@ -72,14 +72,14 @@ pub(crate) fn of(
     sectors: u64,
     block_bytes: u32,
 ) -> Result<(DiskIdentity, Source)> {
-    let path = BStr::from_bytes(config.backing);
+    let path = BStr::from_bytes(&config.backing);
     let (id, source) = if let Some(given) = config.disk_id {
         // Config checked the length against the field's size.
-        (DiskId::new(given).ok_or(EINVAL)?, Source::Parameter)
+        (DiskId::new(&given).ok_or(EINVAL)?, Source::Parameter)
     } else if let Some(id) = reported(disk) {
         (id, Source::Disk)
     } else {
-        let Some(id) = DiskId::new(config.backing) else {
+        let Some(id) = DiskId::new(&config.backing) else {
             pr_err!(
                 "backing={path} refused: the disk reports no serial or WWID, and the path is longer \
                  than {DISK_ID_BYTES} bytes and cannot serve as its identity: set disk_id= to a \

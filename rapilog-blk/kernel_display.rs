@@ -26,7 +26,7 @@ macro_rules! forward_display {
 }
 
 forward_display!(
-    crate::config::ConfigError,
+    crate::config::ConfigError<'_>,
     crate::format::region_spec::RegionSpec,
     crate::format::LoadError,
     crate::format::ReplayRefusal,

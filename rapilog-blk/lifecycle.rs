@@ -140,7 +140,7 @@ fn clean_stop(dev: &Device) -> Result<Drained, Unfinished> {
         pr_warn!(
             "could not mark region={} and backing={} clean ({})\n",
             dev.config().region,
-            BStr::from_bytes(dev.config().backing),
+            BStr::from_bytes(&dev.config().backing),
             Errno(e)
         );
     }
@@ -332,7 +332,7 @@ pub(crate) fn stopping(dev: &Device, how: Stop) {
                  is on backing={}{}; writes from now on go straight to it\n",
                 d.bytes,
                 how.name(),
-                BStr::from_bytes(dev.config().backing),
+                BStr::from_bytes(&dev.config().backing),
                 if d.marked_clean { ", region clean" } else { "" }
             );
         }
@@ -353,7 +353,7 @@ pub(crate) fn stopping(dev: &Device, how: Stop) {
                 h.seq,
                 h.sector,
                 h.sector + u64::from(h.length) / 512,
-                BStr::from_bytes(dev.config().backing),
+                BStr::from_bytes(&dev.config().backing),
                 dev.config().region,
                 records
             );
@@ -368,7 +368,7 @@ pub(crate) fn stopping(dev: &Device, how: Stop) {
                 how.name(),
                 u.records,
                 u.bytes,
-                BStr::from_bytes(dev.config().backing),
+                BStr::from_bytes(&dev.config().backing),
                 stats::get(&dev.stats().disk_errors),
                 dev.config().region,
                 how.name()
@@ -388,7 +388,7 @@ pub(crate) fn sleep_prepare(dev: &Device, what: Sleep) -> Result {
                  backing={}{}; writes go straight to it until resume\n",
                 what.name(),
                 d.bytes,
-                BStr::from_bytes(dev.config().backing),
+                BStr::from_bytes(&dev.config().backing),
                 if d.marked_clean { ", region clean" } else { "" }
             );
             Ok(())
@@ -401,7 +401,7 @@ pub(crate) fn sleep_prepare(dev: &Device, what: Sleep) -> Result {
                  {}` drops it\n",
                 what.name(),
                 h.seq,
-                BStr::from_bytes(dev.config().backing),
+                BStr::from_bytes(&dev.config().backing),
                 what.name(),
                 h.seq
             );
@@ -417,7 +417,7 @@ pub(crate) fn sleep_prepare(dev: &Device, what: Sleep) -> Result {
                 what.name(),
                 u.records,
                 u.bytes,
-                BStr::from_bytes(dev.config().backing),
+                BStr::from_bytes(&dev.config().backing),
                 dev.config().stop_drain_ms
             );
             dev.lock_live().admission = Admission::Buffered;
@@ -469,7 +469,7 @@ pub(crate) fn unload(dev: &Device, writeback: Option<Kthread<Device>>) {
             h.sector,
             h.sector + u64::from(h.length) / 512,
             config.region,
-            BStr::from_bytes(config.backing)
+            BStr::from_bytes(&config.backing)
         );
     } else if left == 0 {
         // The writeback thread has exited: its state is free.

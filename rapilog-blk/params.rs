@@ -3,20 +3,22 @@
 //! The module parameters: what an administrator sets at `insmod`/`modprobe`.
 //!
 //! All are read-only after load and visible in `/sys/module/rapilog/parameters/`.
+//! `region`, `backing` and `disk_id` are per-device lists (`config`); every
+//! other parameter applies to every device.
 //! [`crate::config`] turns them into a validated configuration.
 
 #![deny(unsafe_code)]
 
 use crate::sys::module_param::module_param;
 
-module_param!(region: str(64) = "",
-    "Reserved physical region SIZE@PHYS, as reserved at boot with memmap=SIZE$PHYS (e.g. 64M@0x60000000)");
+module_param!(region: str(256) = "",
+    "Reserved physical region SIZE@PHYS, as reserved at boot with memmap=SIZE$PHYS (e.g. 64M@0x60000000); for several devices a comma-separated list, /dev/rapilogN gets the N-th (at most 8, not overlapping)");
 module_param!(backing: str(256) = "",
-    "Path of the log disk rapilog fronts, preferably stable (e.g. /dev/disk/by-id/...)");
+    "Path of the log disk rapilog fronts, preferably stable (e.g. /dev/disk/by-id/...); for several devices a comma-separated list (at most 255 bytes in all), one per region= element, each disk named once");
 module_param!(protect: str(16) = "window",
     "Write protection of the region: window (read-only except while copying a record) or off");
-module_param!(disk_id: str(65) = "",
-    "Identity of the log disk recorded in the region, at most 64 bytes (default: the one the disk reports, serial:... or wwid:..., else the backing= path); replay at load and rapilog-rescue need the disk to match it");
+module_param!(disk_id: str(528) = "",
+    "Identity of the log disk recorded in the region, at most 64 bytes (default: the one the disk reports, serial:... or wwid:..., else the backing= path); replay at load and rapilog-rescue need the disk to match it. For several devices empty, or a comma-separated list with one element per region= element (an empty element: the default for that device)");
 module_param!(test_stray_write: uint = 0,
     "Test only: after loading, write one byte into the region as a stray kernel write would: 1 through the read-only view, 2 through a write window after it closed. With protect=window insmod must oops and the byte stay; 0 (default) does nothing");
 module_param!(iommu_fence: str(16) = "warn",

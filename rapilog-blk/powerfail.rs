@@ -36,6 +36,13 @@
 //!   for the measured (or given) writeback bandwidth. It holds in every
 //!   state, so the ring is always small enough for the next drain, the one
 //!   after a false alarm included.
+//! - **Several devices** share the hold-up window: the signals reach every
+//!   device (`registry`), each drains its own ring, and device i's bound is
+//!   what drains in `(holdup_ms / 2) / N` at its own bandwidth, N the
+//!   number of devices now ([`set_devices`]), so the sum drains in half the
+//!   window even if the drains ran one after another. When a device is
+//!   created, the others' bounds shrink at once; a ring that holds more
+//!   than its new bound admits nothing until writeback brought it under.
 //!
 //! # States
 //!
@@ -82,6 +89,7 @@ use crate::config::{PowerFailAction, PowerFailConfig};
 use crate::device::Device;
 use crate::format::control::PowerFailState;
 use crate::format::dirty_bound::{admits, dirty_bound};
+use crate::instance::disk_name;
 use crate::kernel_display::Errno;
 use crate::lifecycle;
 use crate::live::Admission;
@@ -92,6 +100,22 @@ use crate::writeback::Writeback;
 /// Wait before marking the region live again after that failed (a failing
 /// log disk: writeback is stuck too, and orderly stops wait at most this).
 const RETRY_MARK_LIVE_MS: i64 = 1000;
+
+/// Devices sharing the hold-up window (module docs, Several devices);
+/// changed under the registry's lock, read anywhere (Relaxed: a bound
+/// computed with the old count a moment longer is the bound of a moment
+/// ago).
+static DEVICES: Atomic<u32> = Atomic::new(1);
+
+/// Sets the number of devices sharing the hold-up window (`registry`).
+pub(crate) fn set_devices(n: u32) {
+    DEVICES.store(n, Relaxed);
+}
+
+/// The number of devices sharing the hold-up window (at least 1).
+pub(crate) fn devices() -> u32 {
+    DEVICES.load(Relaxed).max(1)
+}
 
 /// The power-fail path's state, shared by the signal handler (IRQ context),
 /// writers and writeback: atomics only.
@@ -302,8 +326,15 @@ impl PowerFail {
     }
 
     /// The dirty bound in bytes; `None` when the power-fail path is off.
+    /// Its share of the hold-up window: what drains in `holdup_ms / 2 / N`
+    /// (module docs, Several devices).
     pub(crate) fn dirty_bound(&self) -> Option<u64> {
-        (self.config.signals != 0).then(|| dirty_bound(self.config.holdup_ms, self.bandwidth()))
+        (self.config.signals != 0).then(|| {
+            dirty_bound(
+                self.config.holdup_ms,
+                self.bandwidth() / u64::from(devices()),
+            )
+        })
     }
 
     /// Whether a write of `length` may be admitted with `live_bytes` in the
@@ -355,9 +386,10 @@ pub(crate) fn durable(dev: &Device) {
         ", drain_kib_per_sec="
     };
     pr_emerg!(
-        "power-fail drain: {bytes} bytes durable in {}.{:03} ms; dirty bound at the signal {} \
+        "{}: power-fail drain: {bytes} bytes durable in {}.{:03} ms; dirty bound at the signal {} \
          bytes (writeback bandwidth {} bytes/s{}, hold-up window {} ms: the bound drains in \
          half of it); marking the region and the disk marker clean\n",
+        disk_name(dev.config().index),
         took_ns / 1_000_000,
         (took_ns / 1000) % 1000,
         pf.bound_at_signal.load(Relaxed),
@@ -390,7 +422,7 @@ pub(crate) fn drained(dev: &Device, marked_clean: Result) {
             h.seq,
             h.sector,
             h.sector + u64::from(h.length) / 512,
-            BStr::from_bytes(dev.config().backing),
+            BStr::from_bytes(&dev.config().backing),
             dev.config().region,
             left
         );
@@ -403,9 +435,10 @@ pub(crate) fn drained(dev: &Device, marked_clean: Result) {
         }
     };
     pr_emerg!(
-        "power-fail drain complete: {bytes} bytes written back and durable in {}.{:03} ms \
+        "{}: power-fail drain complete: {bytes} bytes written back and durable in {}.{:03} ms \
          (signal: {}, hold-up window {} ms); {} {}.{:03} ms after the signal; new writes are \
          held{then}\n",
+        disk_name(dev.config().index),
         took_ns / 1_000_000,
         (took_ns / 1000) % 1000,
         source_name(pf.sources.load(Relaxed)),

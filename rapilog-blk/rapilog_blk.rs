@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! rapilog: a log disk whose writes complete at memory speed, durably.
+//! rapilog: log disks whose writes complete at memory speed, durably.
 //!
-//! `/dev/rapilog0` fronts a log disk. Each write is copied into a reserved,
-//! write-protected physical memory region that survives a kernel crash and is
-//! completed at once; a worker writes the disk in the background. After a
-//! panic a kexec crash kernel replays the region (rapilog-rescue); after a warm
-//! reboot this module replays it at load. See README.md and
-//! rapilog-format/FORMAT.md.
+//! `/dev/rapilog0` (to `/dev/rapilog7`) fronts a log disk. Each write is
+//! copied into a reserved, write-protected physical memory region that
+//! survives a kernel crash and is completed at once; a worker writes the
+//! disk in the background. After a panic a kexec crash kernel replays the
+//! region (rapilog-rescue); after a warm reboot this module replays it at
+//! load. See README.md and rapilog-format/FORMAT.md.
 //!
 //! The modules below are grouped by when they act (loading, service, around
 //! the data path, support), one line each. [`device`] says how the code is
@@ -15,19 +15,18 @@
 //! kernel's entry points in one place) and how it is locked.
 //!
 //! Loading ([`RapiLog::init`]), in order; every refusal happens before
-//! anything is written: the configuration and the IOMMU fence, the log
-//! disk, the region, the replay of what a warm reboot left and a fresh
-//! format, the device and its writeback thread, `/dev/rapilog0`,
-//! `/dev/rapilog-ctl`, the power-fail signals and the machine's events.
+//! anything is written: the configuration of every device (`region=`,
+//! `backing=` and `disk_id=` are per-device lists) and the IOMMU fence;
+//! then each device ([`instance::create`]: its log disk, its region, the
+//! replay of what a warm reboot left and a fresh format, the device and its
+//! writeback thread, `/dev/rapilog<N>`) into the [`registry`]; then
+//! `/dev/rapilog-ctl`, the power-fail signals and the machine's events,
+//! which serve every device.
 //!
-//! Unloading (refused while `/dev/rapilog0` or `/dev/rapilog-ctl` is open):
-//! the same in reverse; writeback drains every record to the disk, and the
-//! region is marked clean (`lifecycle::unload`). If writeback holds at a
-//! bad record (one that failed its check), the drain writes every other
-//! record and the region keeps the bad one and those after it, not marked
-//! clean: the next load replays them, skipping the bad one (its replay
-//! report counts it), so nothing verified is lost and nothing unverified
-//! written.
+//! Unloading (refused while a `/dev/rapilog<N>` or `/dev/rapilog-ctl` is
+//! open): the same in reverse; each device drains every record to its
+//! disk, and its region is marked clean ([`instance`] says what happens to
+//! a bad record).
 
 // Crate-wide: only `mod sys` below may contain `unsafe` (it allows it);
 // every other file also denies it itself, at its top.
@@ -45,6 +44,8 @@ mod config;
 mod disk_identity;
 /// The loss marker at the log disk's end.
 mod disk_marker;
+/// One device: made from its configuration, drained when dropped.
+mod instance;
 /// Whether an IOMMU keeps every PCI device's DMA out of the region.
 mod iommu_fence;
 /// The module parameters, as the kernel parsed them at `insmod`.
@@ -79,6 +80,8 @@ mod control;
 mod lifecycle;
 /// The power-fail path: signals, emergency drain, dirty bound.
 mod powerfail;
+/// The devices by index, and the fan-out of what serves all of them.
+mod registry;
 /// The write-protection self-test (`test_stray_write=`).
 mod stray_write;
 
@@ -97,14 +100,9 @@ mod stats;
 #[allow(unsafe_code)]
 mod sys;
 
-use device::{Device, Parts};
-use sys::backing::MAX_IO_BYTES;
-use sys::bounce::BounceBuffer;
+use registry::Registry;
 use sys::control_device::ControlDevice;
-use sys::gendisk::{DiskParams, GenDisk};
-use sys::kthread::Kthread;
 use sys::lifecycle_events::LifecycleEvents;
-use sys::powerfail_signals::ArmedSignals;
 
 module! {
     type: RapiLog,
@@ -114,9 +112,6 @@ module! {
     license: "GPL",
 }
 
-/// Name of the device under /dev.
-const DISK_NAME: &str = "rapilog0";
-
 /// Name of the control device under /dev (as in the format crate's
 /// `control::CONTROL_DEVICE`).
 const CONTROL_NAME: &CStr = c"rapilog-ctl";
@@ -124,22 +119,17 @@ const CONTROL_NAME: &CStr = c"rapilog-ctl";
 /// The loaded module.
 struct RapiLog {
     /// Unregistered first: no stop drains during unload (which drains).
-    lifecycle: Option<LifecycleEvents<Device>>,
-    /// Disarmed first: no drain starts during unload.
-    powerfail: Option<ArmedSignals<Device>>,
-    /// Dropped first: no ioctl arrives after it is gone (open files keep
+    lifecycle: Option<LifecycleEvents<Registry>>,
+    /// Dropped next: no ioctl arrives after it is gone (open files keep
     /// the module loaded, so none is open).
-    control: Option<Pin<KBox<ControlDevice<Device>>>>,
-    /// Dropped next: no bio arrives after it is gone.
-    disk: Option<GenDisk<Device>>,
-    /// Dropped next: drains the ring to the disk and stops.
-    writeback: Option<Kthread<Device>>,
-    device: Arc<Device>,
+    control: Option<Pin<KBox<ControlDevice<Registry>>>>,
+    /// Disarms the signals, then drains and tears down every device.
+    registry: Arc<Registry>,
 }
 
 impl kernel::Module for RapiLog {
     fn init(_module: &'static ThisModule) -> Result<Self> {
-        let config = config::Config::from_params().map_err(|e| {
+        let count = config::Config::devices_from_params().map_err(|e| {
             pr_err!("{e}\n");
             EINVAL
         })?;
@@ -149,93 +139,87 @@ impl kernel::Module for RapiLog {
             pr_err!("the kernel's crc32c() disagrees with the format's test vector {index}; not loading\n");
             return Err(EINVAL);
         }
-        pr_info!(
-            "configured: region={} backing={} protect={}\n",
-            config.region,
-            BStr::from_bytes(config.backing),
-            config.protect.name()
-        );
-        let fence = iommu_fence::check(config.iommu_fence);
+        // Validated above: every device's configuration parses.
+        let device = |index| config::Config::from_params_of_device(index).map_err(|_| EINVAL);
+        for index in 0..count {
+            let config = device(index)?;
+            pr_info!(
+                "configured: region={} backing={} protect={}\n",
+                config.region,
+                BStr::from_bytes(&config.backing),
+                config.protect.name()
+            );
+        }
+        // The same for every device (they share the module's parameters).
+        let first = device(0)?;
+        let fence = iommu_fence::check(first.iommu_fence);
         iommu_fence::enforce(&fence)?;
-        let (backing, identity) = backing::open(&config)?;
-        let mut region = region::claim(&config)?;
-        let geometry = region::geometry(&config, region.len(), identity.block_bytes)?;
-        let mut bounce = BounceBuffer::new(MAX_IO_BYTES)?;
-        let up = recovery::bring_up(
-            &config,
-            &mut region,
-            &backing,
-            &identity,
-            geometry,
-            &mut bounce,
-        )?;
-        // The marker area at the disk's end is not the device's.
-        let data_sectors = up.marker.data_sectors();
-        let device = Device::new(Parts {
-            config,
-            fence,
-            region,
-            backing,
-            superblock: up.superblock,
-            marker: up.marker,
-            accepted_loss: up.accepted_loss,
-            bounce,
-        })?;
-        let writeback = Kthread::spawn(c"rapilog-wb", device.clone())?;
-        let params = DiskParams {
-            name: DISK_NAME,
-            sectors: data_sectors,
-            logical_block_size: identity.block_bytes,
-            physical_block_size: device
-                .backing()
-                .physical_block_size()
-                .max(identity.block_bytes),
-            max_hw_sectors: geometry.max_record_bytes / format::SECTOR_BYTES,
-        };
-        let disk = GenDisk::add(&params, device.clone())?;
-        pr_info!(
-            "/dev/{DISK_NAME}: {} KiB in {}-byte blocks over backing={}, writeback after {} ms\n",
-            data_sectors / 2,
-            identity.block_bytes,
-            BStr::from_bytes(config.backing),
-            config.writeback_delay_ms
-        );
-        let control = ControlDevice::register(CONTROL_NAME, device.clone())?;
-        let powerfail = match config.powerfail.signals {
-            0 => None,
-            signals => {
-                let armed = ArmedSignals::arm(signals, device.clone())?;
-                pr_info!(
-                    "power-fail path armed (powerfail={}): dirty data bounded to what drains in \
-                     half of holdup_ms={} ms; after a drain {}\n",
-                    BStr::from_bytes(params::powerfail.value()),
-                    config.powerfail.holdup_ms,
-                    powerfail::AfterSignal(&config.powerfail)
-                );
-                Some(armed)
+        let registry = Registry::new()?;
+        for index in 0..count {
+            // A device that fails to come up takes the module down: the
+            // devices made before it drain and go.
+            let made = device(index).and_then(|config| instance::create(&config, fence));
+            let made = made.and_then(|instance| registry.add(instance));
+            if let Err(e) = made {
+                registry.remove_all();
+                return Err(e);
+            }
+        }
+        let control = match ControlDevice::register(CONTROL_NAME, registry.clone()) {
+            Ok(control) => control,
+            Err(e) => {
+                registry.remove_all();
+                return Err(e);
             }
         };
-        let lifecycle = LifecycleEvents::register(device.clone())?;
-        if let Some(kind) = config.stray_write {
-            stray_write::run(device.region(), kind);
-        }
-        Ok(Self {
-            lifecycle: Some(lifecycle),
-            powerfail,
+        let module = Self {
+            lifecycle: None,
             control: Some(control),
-            disk: Some(disk),
-            writeback: Some(writeback),
-            device,
-        })
+            registry,
+        };
+        let powerfail = first.powerfail;
+        if powerfail.signals != 0 {
+            module.registry.arm(powerfail.signals)?;
+            pr_info!(
+                "power-fail path armed (powerfail={}): dirty data bounded to what drains in \
+                 half of holdup_ms={} ms{}; after a drain {}\n",
+                BStr::from_bytes(params::powerfail.value()),
+                powerfail.holdup_ms,
+                SharedBy(powerfail::devices()),
+                powerfail::AfterSignal(&powerfail)
+            );
+        }
+        let mut module = module;
+        module.lifecycle = Some(LifecycleEvents::register(module.registry.clone())?);
+        if let Some(kind) = first.stray_write {
+            if let Some(dev) = module.registry.get(first.index) {
+                stray_write::run(dev.region(), kind);
+            }
+        }
+        Ok(module)
+    }
+}
+
+/// How the hold-up window is shared, for the line that arms the path.
+struct SharedBy(u32);
+
+impl kernel::fmt::Display for SharedBy {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        match self.0 {
+            1 => Ok(()),
+            n => write!(
+                f,
+                ", shared by {n} devices: each device's bound drains in 1/{n} of that at its \
+                 own bandwidth"
+            ),
+        }
     }
 }
 
 impl Drop for RapiLog {
     fn drop(&mut self) {
         drop(self.lifecycle.take());
-        drop(self.powerfail.take());
         drop(self.control.take());
-        drop(self.disk.take());
-        lifecycle::unload(&self.device, self.writeback.take());
+        self.registry.remove_all();
     }
 }

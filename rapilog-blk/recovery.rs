@@ -71,7 +71,7 @@ pub(crate) fn bring_up(
     bounce: &mut BounceBuffer,
 ) -> Result<BroughtUp> {
     let spec = config.region;
-    let path = BStr::from_bytes(config.backing);
+    let path = BStr::from_bytes(&config.backing);
     let found = inspect(config, region, identity)?;
     let (mut marker, accepted_loss) = check_loss(config, region, disk, identity, bounce)?;
 
@@ -144,7 +144,7 @@ fn check_loss(
     bounce: &mut BounceBuffer,
 ) -> Result<(Marker, Option<LossReason>)> {
     let spec = config.region;
-    let path = BStr::from_bytes(config.backing);
+    let path = BStr::from_bytes(&config.backing);
     let (marker, on_disk) = Marker::read(config, disk, identity, bounce).map_err(|e| {
         if e == ENOSPC {
             pr_err!("backing={path} refused: too small to keep a loss marker at its end\n");
@@ -221,7 +221,7 @@ fn inspect(config: &Config, region: &mut Region, identity: &DiskIdentity) -> Res
                  id); only if its records are not needed, wipe the region by zeroing its first 1 KiB \
                  (superblocks)\n",
                 Escaped(active.superblock.disk.id.as_bytes()),
-                BStr::from_bytes(config.backing),
+                BStr::from_bytes(&config.backing),
                 Escaped(identity.id.as_bytes()),
                 Escaped(active.superblock.disk.id.as_bytes())
             );
@@ -260,7 +260,7 @@ fn replay(
     bounce: &mut BounceBuffer,
 ) -> Result<LastReplay> {
     let spec = config.region;
-    let path = BStr::from_bytes(config.backing);
+    let path = BStr::from_bytes(&config.backing);
     let started = Instant::<Monotonic>::now();
     let bytes = region.quiescent();
     let mut plan = plan_replay(bytes, identity, KernelCrc32c).map_err(|_| EINVAL)?;

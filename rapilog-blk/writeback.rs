@@ -455,7 +455,7 @@ fn found_bad(dev: &Device, lines: &mut RateLimit, record: &Record, fault: Record
     };
     let first = record.sector;
     let end = first + u64::from(record.reservation.length) / u64::from(SECTOR_BYTES);
-    let backing = BStr::from_bytes(dev.config().backing);
+    let backing = BStr::from_bytes(&dev.config().backing);
     let region = dev.config().region;
     match held {
         Some(h) if h.seq != seq => pr_err!(
@@ -483,7 +483,7 @@ fn skip(dev: &Device, live: &mut Live, seq: u64) {
     stats::add(&dev.stats().bad_skipped, 1);
     let first = skipped.sector;
     let end = first + u64::from(skipped.length) / u64::from(SECTOR_BYTES);
-    let backing = BStr::from_bytes(dev.config().backing);
+    let backing = BStr::from_bytes(&dev.config().backing);
     pr_warn!(
         "writeback: bad record seq {seq} (sectors {first}..{end} of backing={backing}) skipped by \
          an administrator: dropped without being written; its sectors keep what the disk and \
@@ -581,7 +581,7 @@ fn disk_dead(dev: &Device, failing: Delta, e: Error) {
          reads and flushes still work; the {dirty} bytes acknowledged and not yet written (the \
          oldest for {oldest_s} s) stay in the region, are retried every {MAX_BACKOFF_MS} ms at most, \
          and writes are accepted again once the disk takes them (`rapilogctl status`)\n",
-        BStr::from_bytes(dev.config().backing),
+        BStr::from_bytes(&dev.config().backing),
         failing.as_millis(),
         Errno(e),
         dev.config().dead_disk_ms
@@ -593,7 +593,7 @@ fn disk_back(dev: &Device, step: &Step) {
     let Some((failing, dead)) = dev.lock_live().disk.succeeded() else {
         return;
     };
-    let backing = BStr::from_bytes(dev.config().backing);
+    let backing = BStr::from_bytes(&dev.config().backing);
     match dead {
         Some(dead) => pr_warn!(
             "writeback: the log disk backing={backing} is back ({step} succeeded) after failing for \

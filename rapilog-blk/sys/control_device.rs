@@ -2,7 +2,8 @@
 
 //! The control device (`/dev/rapilog-ctl`): a misc device whose every open
 //! file leads to one shared [`ControlHandler`], which implements its ioctls
-//! and reads in safe Rust.
+//! and reads in safe Rust. Each open file carries a [`Selection`]: which of
+//! the handler's devices its ioctls and reads act on.
 
 use core::marker::PhantomData;
 
@@ -12,6 +13,7 @@ use kernel::iov::IovIterDest;
 use kernel::miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration};
 use kernel::prelude::*;
 use kernel::str::CStr;
+use kernel::sync::atomic::{Atomic, Relaxed};
 use kernel::sync::{Arc, ArcBorrow};
 use kernel::uaccess::{UserPtr, UserSlice};
 
@@ -20,11 +22,36 @@ const MAX_READ_BYTES: usize = 256 << 10;
 
 /// What the control device does.
 pub(crate) trait ControlHandler: Send + Sync + 'static {
-    /// Handles ioctl `cmd` with argument `arg`.
-    fn ioctl(&self, cmd: u32, arg: UserArg) -> Result<isize>;
-    /// Fills `dst` with the device's bytes from `offset` on; returns how
-    /// many (0 at the end).
-    fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<usize>;
+    /// What a newly opened file selects.
+    fn initial_selection(&self) -> u32;
+    /// Handles ioctl `cmd` with argument `arg` for an open file.
+    fn ioctl(&self, file: &Selection, cmd: u32, arg: UserArg) -> Result<isize>;
+    /// Fills `dst` with the selected device's bytes from `offset` on;
+    /// returns how many (0 at the end).
+    fn read_at(&self, file: &Selection, offset: u64, dst: &mut [u8]) -> Result<usize>;
+}
+
+/// Which device an open file acts on: an index the handler gives meaning
+/// to. Relaxed: each open file's selection stands alone, and concurrent
+/// ioctls on one file see the one or the other.
+pub(crate) struct Selection(Atomic<u32>);
+
+impl Selection {
+    /// The selected index.
+    pub(crate) fn get(&self) -> u32 {
+        self.0.load(Relaxed)
+    }
+
+    /// Selects `index`.
+    pub(crate) fn set(&self, index: u32) {
+        self.0.store(index, Relaxed);
+    }
+}
+
+/// An open file: the shared handler and this file's selection.
+struct OpenFile<T> {
+    handler: Arc<T>,
+    selection: Selection,
 }
 
 /// An ioctl's argument: a pointer into the caller's memory.
@@ -39,6 +66,23 @@ impl UserArg {
             .read_slice(&mut bytes)?;
         // The caller's native order, as the ioctl's C prototype has it.
         Ok(u64::from_ne_bytes(bytes))
+    }
+
+    /// Fills `dst` from where the argument points (an `_IOW(..., [u8; N])`
+    /// ioctl, `dst.len() == N`).
+    pub(crate) fn read_into(&self, dst: &mut [u8]) -> Result {
+        UserSlice::new(UserPtr::from_addr(self.0), dst.len())
+            .reader()
+            .read_slice(dst)
+    }
+
+    /// Reads the `u32` the argument points to (an `_IOW(..., u32)` ioctl).
+    pub(crate) fn read_u32(&self) -> Result<u32> {
+        let mut bytes = [0u8; 4];
+        UserSlice::new(UserPtr::from_addr(self.0), bytes.len())
+            .reader()
+            .read_slice(&mut bytes)?;
+        Ok(u32::from_ne_bytes(bytes))
     }
 
     /// Copies `data` to where the argument points.
@@ -94,23 +138,28 @@ struct ControlFile<T>(PhantomData<T>);
 
 #[vtable]
 impl<T: ControlHandler> MiscDevice for ControlFile<T> {
-    type Ptr = Arc<T>;
+    type Ptr = Arc<OpenFile<T>>;
 
-    fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<T>> {
+    fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<OpenFile<T>>> {
         let misc: *const MiscDeviceRegistration<Self> = misc;
         // SAFETY: `ControlFile<T>` is private to this file and only ever
         // registered as the `registration` field of a pinned
         // `ControlDevice<T>` (its type invariant), which outlives its
         // registration: so `misc` lies inside a live `ControlDevice<T>`.
         let control = unsafe { &*kernel::container_of!(misc, ControlDevice<T>, registration) };
-        Ok(control.handler.clone())
+        let handler = control.handler.clone();
+        let selection = Selection(Atomic::new(handler.initial_selection()));
+        Ok(Arc::new(OpenFile { handler, selection }, GFP_KERNEL)?)
     }
 
-    fn read_iter(mut kiocb: Kiocb<'_, Arc<T>>, iov: &mut IovIterDest<'_>) -> Result<usize> {
+    fn read_iter(
+        mut kiocb: Kiocb<'_, Arc<OpenFile<T>>>,
+        iov: &mut IovIterDest<'_>,
+    ) -> Result<usize> {
         let offset = u64::try_from(kiocb.ki_pos()).map_err(|_| EINVAL)?;
         let mut buf = KVVec::from_elem(0u8, iov.len().min(MAX_READ_BYTES), GFP_KERNEL)?;
-        let handler: ArcBorrow<'_, T> = kiocb.file();
-        let filled = handler.read_at(offset, &mut buf)?;
+        let open: ArcBorrow<'_, OpenFile<T>> = kiocb.file();
+        let filled = open.handler.read_at(&open.selection, offset, &mut buf)?;
         let copied = iov.copy_to_iter(buf.get(..filled).unwrap_or(&[]));
         if copied == 0 && filled > 0 {
             return Err(EFAULT);
@@ -119,7 +168,12 @@ impl<T: ControlHandler> MiscDevice for ControlFile<T> {
         Ok(copied)
     }
 
-    fn ioctl(handler: ArcBorrow<'_, T>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        handler.ioctl(cmd, UserArg(arg))
+    fn ioctl(
+        open: ArcBorrow<'_, OpenFile<T>>,
+        _file: &File,
+        cmd: u32,
+        arg: usize,
+    ) -> Result<isize> {
+        open.handler.ioctl(&open.selection, cmd, UserArg(arg))
     }
 }

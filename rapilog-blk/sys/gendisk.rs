@@ -169,6 +169,16 @@ impl<T: BioHandler> GenDisk<T> {
     }
 }
 
+impl<T: BioHandler> GenDisk<T> {
+    /// How many times the disk is open now (a moment later it may differ).
+    pub(crate) fn openers(&self) -> u32 {
+        // SAFETY: The disk was added and we hold a reference to it (type
+        // invariants); the count is read atomically.
+        let n = unsafe { rapilog_disk_openers(self.disk.as_ptr()) };
+        n.max(0) as u32
+    }
+}
+
 impl<T: BioHandler> Drop for GenDisk<T> {
     fn drop(&mut self) {
         // SAFETY: By the type invariants the disk was added and we hold its

@@ -72,6 +72,11 @@ void *rapilog_bio_disk_private(struct bio *bio)
 	return bio->bi_bdev->bd_disk->private_data;
 }
 
+int rapilog_disk_openers(struct gendisk *disk)
+{
+	return disk_openers(disk);
+}
+
 unsigned int rapilog_bio_op(struct bio *bio)
 {
 	return bio_op(bio);

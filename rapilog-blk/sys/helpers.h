@@ -15,6 +15,7 @@ struct bio;
 struct bio_set;
 struct block_device;
 struct file;
+struct gendisk;
 struct page;
 struct pci_dev;
 struct task_struct;
@@ -27,6 +28,7 @@ unsigned int rapilog_bdev_partno(struct block_device *bdev);
 struct bio *rapilog_bio_alloc(struct block_device *bdev, unsigned short nr_vecs, bool write,
 			      struct bio_set *bs);
 void *rapilog_bio_disk_private(struct bio *bio);
+int rapilog_disk_openers(struct gendisk *disk);
 unsigned int rapilog_bio_op(struct bio *bio);
 bool rapilog_bio_preflush(struct bio *bio);
 bool rapilog_bio_fua(struct bio *bio);
@@ -77,6 +79,7 @@ int rapilog_pci_dma_path(struct pci_dev *pdev);
 int rapilog_powerfail_arm(unsigned int sources, void (*fn)(void *ctx, unsigned int sources),
 			  void *ctx);
 void rapilog_powerfail_disarm(void);
+void rapilog_powerfail_retarget(void *ctx);
 void rapilog_power_off(void);
 
 /* Machine-lifecycle notifiers (sys/lifecycle_events.c). */

@@ -7,7 +7,8 @@
 //! argument counts, types, and the constants that cross over.
 
 use kernel::bindings::{
-    bio, bio_set, blk_features_t, block_device, file, page, pci_dev, pte_t, pteval_t, task_struct,
+    bio, bio_set, blk_features_t, block_device, file, gendisk, page, pci_dev, pte_t, pteval_t,
+    task_struct,
 };
 use kernel::ffi::{c_char, c_int, c_uint, c_ulong, c_ushort, c_void};
 
@@ -30,6 +31,7 @@ extern "C" {
 
     // Bios arriving at /dev/rapilog0.
     pub(super) fn rapilog_bio_disk_private(bio: *mut bio) -> *mut c_void;
+    pub(super) fn rapilog_disk_openers(disk: *mut gendisk) -> c_int;
     pub(super) fn rapilog_bio_op(bio: *mut bio) -> c_uint;
     pub(super) fn rapilog_bio_preflush(bio: *mut bio) -> bool;
     pub(super) fn rapilog_bio_fua(bio: *mut bio) -> bool;

@@ -30,9 +30,11 @@ static unsigned int armed;
 static void handoff_fn(struct irq_work *work)
 {
 	unsigned int sources = atomic_xchg(&pending_sources, 0);
+	/* Once: rapilog_powerfail_retarget() waits for this callback. */
+	void *ctx = READ_ONCE(signalled_ctx);
 
 	if (sources)
-		signalled(signalled_ctx, sources);
+		signalled(ctx, sources);
 }
 
 static void raise_signal(unsigned int source)
@@ -150,6 +152,18 @@ void rapilog_powerfail_disarm(void)
 		unregister_nmi_handler(NMI_UNKNOWN, "rapilog-powerfail");
 	irq_work_sync(&handoff);
 	armed = 0;
+}
+
+/*
+ * Hands the signals to another context from now on: a callback already
+ * running (with the old one) is waited for; one queued after the store
+ * reads the new one. No signal is lost in between: the handlers stay
+ * registered.
+ */
+void rapilog_powerfail_retarget(void *ctx)
+{
+	WRITE_ONCE(signalled_ctx, ctx);
+	irq_work_sync(&handoff);
 }
 
 void rapilog_power_off(void)

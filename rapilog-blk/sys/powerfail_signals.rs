@@ -22,6 +22,7 @@ extern "C" {
         ctx: *mut c_void,
     ) -> c_int;
     fn rapilog_powerfail_disarm();
+    fn rapilog_powerfail_retarget(ctx: *mut c_void);
     fn rapilog_power_off();
 }
 
@@ -38,8 +39,9 @@ pub(crate) trait PowerFailHandler: Send + Sync + 'static {
 ///
 /// The signals are armed with `signalled::<T>` and
 /// `Arc::as_ptr(&_handler)` as its context, until `drop` disarms them
-/// (which waits for a callback in flight: `irq_work_sync()`), before
-/// `_handler` goes.
+/// (which waits for a callback in flight: `irq_work_sync()`), or
+/// [`ArmedSignals::retarget`] replaces `_handler` (after waiting the same
+/// way), before that `_handler` goes.
 pub(crate) struct ArmedSignals<T: PowerFailHandler> {
     /// Kept alive for the callback until disarmed.
     _handler: Arc<T>,
@@ -62,6 +64,20 @@ impl<T: PowerFailHandler> ArmedSignals<T> {
         to_result(unsafe { rapilog_powerfail_arm(sources, signalled::<T>, ctx) })?;
         // INVARIANT: Armed above with `handler`'s pointer.
         Ok(Self { _handler: handler })
+    }
+
+    /// From now on, signals go to `handler`; the previous handler is
+    /// dropped once no callback uses it. The handlers stay registered: no
+    /// signal is lost.
+    pub(crate) fn retarget(&mut self, handler: Arc<T>) {
+        let ctx = Arc::as_ptr(&handler).cast_mut().cast::<c_void>();
+        // SAFETY: Armed (type invariants) with `signalled::<T>`, which
+        // `ctx` (a live `Arc<T>`) matches; the call waits for a callback
+        // that may still use the old context.
+        unsafe { rapilog_powerfail_retarget(ctx) };
+        // INVARIANT: Armed with `handler`'s pointer from now on; the old
+        // handler is used by no callback any more.
+        self._handler = handler;
     }
 }
 

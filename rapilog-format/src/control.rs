@@ -26,6 +26,15 @@
 //! | [`IOCTL_DRAIN`] | `_IO('R', 2)` | `CAP_SYS_ADMIN` | writes back everything written before the call; returns when it is durable on the disk (interruptible) |
 //! | [`IOCTL_CHECK_FENCE`] | `_IO('R', 3)` | `CAP_SYS_ADMIN` | checks the IOMMU fence again; the result is in the status |
 //! | [`IOCTL_SKIP_BAD_RECORD`] | `_IOW('R', 4, u64)` | `CAP_SYS_ADMIN` | drops the bad record writeback holds at, named by its sequence number; `ENOENT` if none is held, `ESTALE` if another one is |
+//! | [`IOCTL_SELECT`] | `_IOW('R', 5, u32)` | anyone | selects the device (`/dev/rapilog<N>`) the other ioctls and `read()` of this open file act on; `ENODEV` if there is none |
+//! | [`IOCTL_LIST`] | `_IOR('R', 6, u64)` | anyone | fills a bitmap of the existing devices' indexes (bit N: `/dev/rapilog<N>`) |
+//! | [`IOCTL_CREATE`] | `_IOW('R', 7, [u8; 512])` | `CAP_SYS_ADMIN` | creates a device at the lowest free index from a NUL-terminated parameter string, the module's per-device parameters for one device: `region=SIZE@PHYS backing=PATH [disk_id=ID]` (every other parameter is the module's); selects it for this open file; `EINVAL` for a refusal (the kernel log names it), `ENOSPC` if every index is taken |
+//! | [`IOCTL_REMOVE`] | `_IOW('R', 8, u64)` | `CAP_SYS_ADMIN` | drains and removes the device whose index is the low 32 bits; `EBUSY` while its block device is open, unless bit 32 ([`REMOVE_FORCE`]) is set; `ENODEV` if there is none |
+//!
+//! Every ioctl but [`IOCTL_SELECT`], [`IOCTL_LIST`], [`IOCTL_CREATE`] and
+//! [`IOCTL_REMOVE`] acts on the open
+//! file's selected device: at open, `rapilog0`, or the lowest existing one;
+//! `ENODEV` if it has been removed since.
 //!
 //! `read()` on the device returns the region's raw bytes (`CAP_SYS_ADMIN`,
 //! checked at open): a snapshot for `rapilogctl dump`. Records being copied in
@@ -72,6 +81,24 @@ pub const IOCTL_CHECK_FENCE: u32 = ioc(0, 3, 0);
 /// its sequence number (`u64`), so that a request made from a stale status
 /// cannot drop another record.
 pub const IOCTL_SKIP_BAD_RECORD: u32 = ioc(1, 4, 8);
+/// Selects the device this open file acts on; the argument points to its
+/// index (`u32`).
+pub const IOCTL_SELECT: u32 = ioc(1, 5, 4);
+/// Fills a `u64` bitmap of the existing devices (bit N: `/dev/rapilog<N>`).
+pub const IOCTL_LIST: u32 = ioc(2, 6, 8);
+
+/// Size of [`IOCTL_CREATE`]'s argument: a NUL-terminated string.
+pub const CREATE_BYTES: usize = 512;
+/// Creates a device from a parameter string ([`CREATE_BYTES`] bytes).
+pub const IOCTL_CREATE: u32 = ioc(1, 7, CREATE_BYTES);
+/// Removes a device: the argument points to a `u64`, the index in the low
+/// 32 bits, [`REMOVE_FORCE`] to remove it even while it is open.
+pub const IOCTL_REMOVE: u32 = ioc(1, 8, 8);
+/// [`IOCTL_REMOVE`]'s bit: remove the device even while it is open.
+pub const REMOVE_FORCE: u64 = 1 << 32;
+
+/// Most devices one module runs (`/dev/rapilog0` to `/dev/rapilog7`).
+pub const MAX_DEVICES: usize = 8;
 
 /// Field table of the status block.
 pub mod fields {
@@ -210,8 +237,15 @@ pub mod fields {
     pub const OLDEST_DIRTY_US: Field = f("oldest_dirty_us", 1248, 8);
     /// Writes failed because the disk was dead, since load.
     pub const WRITES_REFUSED: Field = f("writes_refused", 1256, 8);
+    /// The device's index: `/dev/rapilog<N>` (0 from a driver that
+    /// predates it, which only had `rapilog0`).
+    pub const DEVICE_INDEX: Field = f("device_index", 1264, 4);
+    /// Devices the power-fail dirty bound is shared by: this device's
+    /// bound is what drains in `holdup_ms / 2 / N` (0 from a driver that
+    /// predates it: one device).
+    pub const POWERFAIL_DEVICES: Field = f("powerfail_devices", 1268, 4);
     /// Zero.
-    pub const RESERVED_2: Field = f("reserved_2", 1264, 272);
+    pub const RESERVED_2: Field = f("reserved_2", 1272, 264);
 
     /// All fields in order; they tile the status block exactly.
     pub const ALL: &[Field] = &[
@@ -276,6 +310,8 @@ pub mod fields {
         DEAD_SINCE_US,
         OLDEST_DIRTY_US,
         WRITES_REFUSED,
+        DEVICE_INDEX,
+        POWERFAIL_DEVICES,
         RESERVED_2,
     ];
 }
@@ -580,6 +616,10 @@ pub struct Status {
     pub oldest_dirty_us: u64,
     /// Writes failed because the disk was dead, since load.
     pub writes_refused: u64,
+    /// The device's index: `/dev/rapilog<N>`.
+    pub device_index: u32,
+    /// Devices sharing the power-fail dirty bound (0 or 1: this one alone).
+    pub powerfail_devices: u32,
 }
 
 /// The bad record writeback holds at, from a [`Status`].
@@ -658,6 +698,8 @@ impl Default for Status {
             dead_since_us: 0,
             oldest_dirty_us: 0,
             writes_refused: 0,
+            device_index: 0,
+            powerfail_devices: 0,
         }
     }
 }
@@ -751,6 +793,8 @@ impl Status {
             (POWERFAIL_FALSE_ALARMS, self.powerfail_false_alarms),
             (POWERFAIL_RESUME_MS, self.powerfail_resume_ms),
             (DEAD_DISK_MS, self.dead_disk_ms),
+            (DEVICE_INDEX, self.device_index),
+            (POWERFAIL_DEVICES, self.powerfail_devices),
             (MARKER_STATE, self.marker_state),
             (LOSS_ACCEPTED, self.loss_accepted),
             (BAD_REASON, self.bad_reason),
@@ -847,6 +891,8 @@ impl Status {
             dead_since_us: u64(DEAD_SINCE_US),
             oldest_dirty_us: u64(OLDEST_DIRTY_US),
             writes_refused: u64(WRITES_REFUSED),
+            device_index: u32(DEVICE_INDEX),
+            powerfail_devices: u32(POWERFAIL_DEVICES),
         })
     }
 
@@ -988,6 +1034,8 @@ mod tests {
             dead_since_us: 17,
             oldest_dirty_us: 18,
             writes_refused: 19,
+            device_index: 5,
+            powerfail_devices: 3,
         }
     }
 
@@ -1063,7 +1111,18 @@ mod tests {
         sample().encode(&mut bytes);
         assert_eq!(bytes[252..256], 2u32.to_le_bytes());
         assert_eq!(bytes[1224..1228], 5000u32.to_le_bytes());
-        assert!(bytes[1264..].iter().all(|&b| b == 0), "reserved not zero");
+        assert!(bytes[1272..].iter().all(|&b| b == 0), "reserved not zero");
+    }
+
+    #[test]
+    fn device_fields_sit_where_the_layout_says_and_zero_means_rapilog0() {
+        let mut bytes = [0u8; STATUS_BYTES];
+        sample().encode(&mut bytes);
+        assert_eq!(bytes[1264..1268], 5u32.to_le_bytes());
+        assert_eq!(bytes[1268..1272], 3u32.to_le_bytes());
+        bytes[1264..1272].fill(0);
+        let old = Status::decode(&bytes).unwrap();
+        assert_eq!((old.device_index, old.powerfail_devices), (0, 0));
     }
 
     #[test]

@@ -67,7 +67,7 @@ RUST_TYPES = {
     "pte_t": "pte_t",
 }
 # Struct tags both sides may name (C `struct X`, Rust `X` from bindings).
-STRUCTS = {"bio", "bio_set", "block_device", "file", "page", "pci_dev", "task_struct"}
+STRUCTS = {"bio", "bio_set", "block_device", "file", "gendisk", "page", "pci_dev", "task_struct"}
 
 # C constants the Rust side mirrors: C name -> (Rust file, Rust const name).
 CONSTANTS = {

@@ -19,7 +19,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rapilog_format::control::{
-    Status, IOCTL_CHECK_FENCE, IOCTL_DRAIN, IOCTL_SKIP_BAD_RECORD, IOCTL_STATUS, STATUS_BYTES,
+    Status, CREATE_BYTES, IOCTL_CHECK_FENCE, IOCTL_CREATE, IOCTL_DRAIN, IOCTL_LIST, IOCTL_REMOVE,
+    IOCTL_SELECT, IOCTL_SKIP_BAD_RECORD, IOCTL_STATUS, MAX_DEVICES, REMOVE_FORCE, STATUS_BYTES,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -53,6 +54,21 @@ pub struct Target {
     pub dev: Option<String>,
 }
 
+/// A device as given: an index `3` becomes `rapilog3`; a name (`rapilog3`,
+/// `/dev/rapilog3`) stays as given, for messages.
+pub fn normalize_device(dev: &str) -> String {
+    if !dev.is_empty() && dev.bytes().all(|b| b.is_ascii_digit()) {
+        format!("rapilog{dev}")
+    } else {
+        dev.to_string()
+    }
+}
+
+/// The index of a device named `rapilog<N>`.
+pub fn device_index(name: &str) -> Option<u32> {
+    name.strip_prefix("rapilog")?.parse().ok()
+}
+
 impl Target {
     /// The device's name (`rapilog0`).
     pub fn device_name(&self) -> &str {
@@ -60,12 +76,38 @@ impl Target {
         dev.rsplit('/').next().unwrap_or(dev)
     }
 
-    fn err(&self, code: Code, message: impl std::fmt::Display) -> Error {
-        Error::new(code, format!("{}: {message}", self.command))
+    /// The same target for another device.
+    pub fn for_device(&self, name: &str) -> Self {
+        Self {
+            dev: Some(name.to_string()),
+            ..self.clone()
+        }
     }
 
-    /// Exit 7 unless the module is loaded and the device exists.
-    pub fn check_device(&self) -> Result<(), Error> {
+    /// The devices the module runs, `rapilog0` first (exit 7 if it is not
+    /// loaded). A module that predates several devices answers the list
+    /// ioctl with ENOTTY: it has `rapilog0` alone.
+    pub fn devices(&self) -> Result<Vec<String>, Error> {
+        self.for_device(DEFAULT_DEVICE).check_module()?;
+        let file = self.open_control()?;
+        let mut bits = [0u8; 8];
+        let bitmap = match sys::ioctl(&file, IOCTL_LIST, Some(&mut bits)) {
+            Ok(_) => u64::from_ne_bytes(bits),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => 1,
+            Err(e) => {
+                return Err(self.err(
+                    Code::Failed,
+                    format!("list ioctl on {}: {e}", self.control.display()),
+                ))
+            }
+        };
+        Ok((0..MAX_DEVICES)
+            .filter(|i| bitmap & (1 << i) != 0)
+            .map(|i| format!("rapilog{i}"))
+            .collect())
+    }
+
+    fn check_module(&self) -> Result<(), Error> {
         let module = self.sysfs.join("module/rapilog");
         if !module.exists() {
             return Err(self.err(
@@ -77,6 +119,16 @@ impl Target {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn err(&self, code: Code, message: impl std::fmt::Display) -> Error {
+        Error::new(code, format!("{}: {message}", self.command))
+    }
+
+    /// Exit 7 unless the module is loaded and the device exists.
+    pub fn check_device(&self) -> Result<(), Error> {
+        self.check_module()?;
         let block = self.sysfs.join("block").join(self.device_name());
         if !block.exists() {
             return Err(self.err(
@@ -91,10 +143,36 @@ impl Target {
         Ok(())
     }
 
-    /// Checks the device and opens the control device read-only.
+    /// Checks the device, opens the control device read-only and selects
+    /// the device on it.
     pub fn open(&self) -> Result<Control, Error> {
         self.check_device()?;
-        let file = File::open(&self.control).map_err(|e| match e.kind() {
+        let file = self.open_control()?;
+        let index = device_index(self.device_name());
+        let mut arg = index.unwrap_or(0).to_ne_bytes();
+        match sys::ioctl(&file, IOCTL_SELECT, Some(&mut arg)) {
+            Ok(_) => {}
+            // A module that predates several devices: rapilog0 alone.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) && index == Some(0) => {}
+            Err(e) => {
+                return Err(self.err(
+                    Code::NoDevice,
+                    format!(
+                        "no such rapilog device {} ({} refuses to select it: {e})",
+                        self.device_name(),
+                        self.control.display()
+                    ),
+                ))
+            }
+        }
+        Ok(Control {
+            target: self.clone(),
+            file,
+        })
+    }
+
+    fn open_control(&self) -> Result<File, Error> {
+        File::open(&self.control).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => self.err(
                 Code::Unsupported,
                 format!(
@@ -111,10 +189,6 @@ impl Target {
                 Code::Failed,
                 format!("cannot open {}: {e}", self.control.display()),
             ),
-        })?;
-        Ok(Control {
-            target: self.clone(),
-            file,
         })
     }
 
@@ -192,7 +266,17 @@ impl Control {
     }
 }
 
-/// `rapilogctl status`.
+/// `rapilogctl status` without a device: every device's report,
+/// `rapilog0` first.
+pub fn status_all(target: &Target) -> Result<Vec<status::Report>, Error> {
+    target
+        .devices()?
+        .iter()
+        .map(|name| status(&target.for_device(name)))
+        .collect()
+}
+
+/// `rapilogctl status` of one device.
 pub fn status(target: &Target) -> Result<status::Report, Error> {
     let control = target.open()?;
     let s = control.status()?;
@@ -745,5 +829,157 @@ pub fn skip_bad_record(target: &Target, seq: u64) -> Result<SkippedRecord, Error
         device: target.device_name().to_string(),
         skipped: held,
         now_held: status::bad_record_json(&after),
+    })
+}
+
+/// What `create` and `remove` did: the `rapilogctl.create` and
+/// `rapilogctl.remove` documents.
+#[derive(Debug, Clone, Serialize)]
+pub struct Managed {
+    /// `rapilogctl.create` or `rapilogctl.remove`.
+    pub schema: &'static str,
+    /// 1.
+    pub schema_version: u32,
+    /// The device created or removed (`rapilog1`).
+    pub device: String,
+    /// Its region, `SIZE@PHYS` as given (create) or null.
+    pub region: Option<String>,
+    /// Its log disk as given (create) or null.
+    pub backing: Option<String>,
+}
+
+impl Managed {
+    /// The line to print.
+    pub fn line(&self) -> String {
+        match (&self.region, &self.backing) {
+            (Some(region), Some(backing)) => format!(
+                "created /dev/{}: region={region} backing={backing}",
+                self.device
+            ),
+            _ => format!(
+                "removed /dev/{}: every acknowledged write drained to its log disk",
+                self.device
+            ),
+        }
+    }
+}
+
+/// `rapilogctl create`: a device at the lowest free index, from its
+/// parameters as the module takes them for one device.
+pub fn create(
+    target: &Target,
+    region: &str,
+    backing: &str,
+    disk_id: Option<&str>,
+) -> Result<Managed, Error> {
+    let usage = |what: String| target.err(Code::Usage, what);
+    for (name, value) in [("--region", region), ("--backing", backing)]
+        .into_iter()
+        .chain(disk_id.map(|id| ("--disk-id", id)))
+    {
+        if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == ',') {
+            return Err(usage(format!(
+                "{name} {value:?}: expected one value without spaces or commas"
+            )));
+        }
+    }
+    let mut text = format!("region={region} backing={backing}");
+    if let Some(id) = disk_id {
+        text.push_str(&format!(" disk_id={id}"));
+    }
+    let mut arg = [0u8; CREATE_BYTES];
+    if text.len() >= arg.len() {
+        return Err(usage(format!(
+            "the parameters are {} bytes, the driver takes at most {}",
+            text.len(),
+            arg.len() - 1
+        )));
+    }
+    arg[..text.len()].copy_from_slice(text.as_bytes());
+    target.for_device(DEFAULT_DEVICE).check_module()?;
+    let file = target.open_control()?;
+    sys::ioctl(&file, IOCTL_CREATE, Some(&mut arg)).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTTY) => target.err(
+            Code::Unsupported,
+            format!(
+                "{} has no create ioctl: a rapilog.ko older than rapilogctl",
+                target.control.display()
+            ),
+        ),
+        Some(libc::ENOSPC) => target.err(
+            Code::Failed,
+            format!(
+                "refused: every device index (rapilog0 to rapilog{}) is taken",
+                MAX_DEVICES - 1
+            ),
+        ),
+        _ if is_permission(&e) => target.err(
+            Code::NotRoot,
+            format!("create needs root (CAP_SYS_ADMIN): {e}"),
+        ),
+        _ => target.err(
+            Code::Failed,
+            format!(
+                "the driver refused {text:?} ({e}); the kernel log names the reason \
+                 (`dmesg | grep rapilog`)"
+            ),
+        ),
+    })?;
+    // The new device is selected on this file: its status names it.
+    let control = Control {
+        target: target.clone(),
+        file,
+    };
+    let s = control.status()?;
+    Ok(Managed {
+        schema: "rapilogctl.create",
+        schema_version: 1,
+        device: format!("rapilog{}", s.device_index),
+        region: Some(region.to_string()),
+        backing: Some(backing.to_string()),
+    })
+}
+
+/// `rapilogctl remove DEV [--force]`: drains the device and removes it.
+pub fn remove(target: &Target, force: bool) -> Result<Managed, Error> {
+    target.check_device()?;
+    let name = target.device_name().to_string();
+    let Some(index) = device_index(&name) else {
+        return Err(target.err(Code::NoDevice, format!("no such rapilog device {name}")));
+    };
+    let file = target.open_control()?;
+    let mut arg = (u64::from(index) | if force { REMOVE_FORCE } else { 0 }).to_ne_bytes();
+    sys::ioctl(&file, IOCTL_REMOVE, Some(&mut arg)).map_err(|e| match e.raw_os_error() {
+        Some(libc::EBUSY) => target.err(
+            Code::Failed,
+            format!(
+                "refusing: /dev/{name} is open (mounted, or held by a program); close it, or \
+                 --force (its acknowledged writes are drained either way; I/O through the open \
+                 device fails afterwards)"
+            ),
+        ),
+        Some(libc::ENODEV) => target.err(Code::NoDevice, format!("no such rapilog device {name}")),
+        Some(libc::ENOTTY) => target.err(
+            Code::Unsupported,
+            format!(
+                "{} has no remove ioctl: a rapilog.ko older than rapilogctl",
+                target.control.display()
+            ),
+        ),
+        _ if is_permission(&e) => target.err(
+            Code::NotRoot,
+            format!("remove needs root (CAP_SYS_ADMIN): {e}"),
+        ),
+        _ => target.err(
+            Code::Failed,
+            format!("remove ioctl on {}: {e}", target.control.display()),
+        ),
+    })?;
+    Ok(Managed {
+        schema: "rapilogctl.remove",
+        schema_version: 1,
+        device: name.rsplit('/').next().unwrap_or(&name).to_string(),
+        region: None,
+        backing: None,
     })
 }

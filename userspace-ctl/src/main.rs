@@ -39,6 +39,9 @@ pub(crate) struct Cli {
     /// The driver's control device (for tests)
     #[arg(long, global = true, default_value = live::DEFAULT_CONTROL, hide = true)]
     control: PathBuf,
+    /// The rapilog device a live command acts on, N or rapilogN (the same as the DEV argument)
+    #[arg(long, global = true, value_name = "N|rapilogN")]
+    device: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,8 +87,66 @@ Exit: 0 status shown (whatever the verdict: see --json's verdict.level),
 7 module not loaded or no such DEV, 8 control device missing or of another
 version, 77 cannot open the control device.")]
     Status {
-        /// The rapilog device (default: rapilog0)
+        /// The rapilog device (default: every device, then the overall verdict)
         dev: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// The rapilog devices the module runs: name, region, log disk, verdict
+    #[command(long_about = "\
+The rapilog devices the loaded module runs (/dev/rapilog0 to /dev/rapilog7),
+one line each: name, region, log disk and the verdict `status` gives it.
+
+Exit: 0 listed, 7 module not loaded, 8 control device missing or of another
+version, 77 cannot open the control device or read a status (root).")]
+    List {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Create a rapilog device at run time: region, log disk, identity
+    #[command(long_about = "\
+Create a rapilog device while the module runs: the lowest free name
+(/dev/rapilog0 to /dev/rapilog7) over a reserved region and a log disk,
+with the parameters the module takes for one device (every other parameter
+is the module's). As at load: the region must be reserved (memmap=) and
+not overlap another device's, the disk must be no other device's, and a
+region that holds another disk's records is refused (the module replays a
+region of this disk's first). A refusal is one kernel-log line
+(`dmesg | grep rapilog`).
+
+Exit: 0 created (the line names the device), 1 refused, 2 bad arguments,
+7 module not loaded, 8 control device without the create ioctl, 77 needs
+root (CAP_SYS_ADMIN).")]
+    Create {
+        /// The reserved region, SIZE@PHYS (as reserved with memmap=SIZE$PHYS)
+        #[arg(long, value_name = "SIZE@PHYS")]
+        region: String,
+        /// The log disk, preferably a stable /dev/disk/by-id/ path
+        #[arg(long, value_name = "PATH")]
+        backing: String,
+        /// The log disk's identity recorded in the region (default: what the disk reports)
+        #[arg(long, value_name = "ID")]
+        disk_id: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Drain a rapilog device to its log disk and remove it
+    #[command(long_about = "\
+Remove a rapilog device while the module runs: every acknowledged write is
+drained to its log disk first (as at unload; a bad record writeback holds
+at stays in the region, not marked clean, for the next load to replay past
+it), then the device goes. Refused while the device is open (mounted, or
+held by a program) unless --force: then it is drained and removed all the
+same, and I/O through the open device fails afterwards.
+
+Exit: 0 removed, 1 refused (open), 7 module not loaded or no such DEV,
+8 control device without the remove ioctl, 77 needs root (CAP_SYS_ADMIN).")]
+    Remove {
+        /// The rapilog device (rapilogN, /dev/rapilogN or N)
+        dev: Option<String>,
+        /// Remove it even while it is open
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -417,23 +478,95 @@ fn print_json<T: serde::Serialize>(value: &T) {
 
 fn run(cli: Cli) -> Result<Code, (Error, bool)> {
     let sysfs = cli.sysfs;
+    let device = cli.device;
     let target = |command: &'static str, dev: Option<String>| live::Target {
         command,
         sysfs: sysfs.clone(),
         control: cli.control.clone(),
-        dev,
+        dev: dev
+            .or_else(|| device.clone())
+            .map(|d| live::normalize_device(&d)),
+    };
+    let color = || {
+        status::use_color(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        )
     };
     match cli.command {
         Command::Status { dev, json } => {
-            let report = live::status(&target("status", dev)).map_err(|e| (e, json.json))?;
+            let target = target("status", dev);
+            if target.dev.is_some() {
+                let report = live::status(&target).map_err(|e| (e, json.json))?;
+                if json.json {
+                    print_json(&report);
+                } else {
+                    print!("{}", status::render(&report, color()));
+                }
+                return Ok(Code::Ok);
+            }
+            let reports = live::status_all(&target).map_err(|e| (e, json.json))?;
+            let Some(all) = status::all_report(reports) else {
+                return Err((
+                    Error::new(
+                        Code::NoDevice,
+                        "status: the rapilog module runs no device (see `rapilogctl create`)",
+                    ),
+                    json.json,
+                ));
+            };
             if json.json {
-                print_json(&report);
+                print_json(&all);
             } else {
-                let color = status::use_color(
-                    std::io::stdout().is_terminal(),
-                    std::env::var_os("NO_COLOR").as_deref(),
-                );
-                print!("{}", status::render(&report, color));
+                print!("{}", status::render_all(&all, color()));
+            }
+            Ok(Code::Ok)
+        }
+        Command::Create {
+            region,
+            backing,
+            disk_id,
+            json,
+        } => {
+            let done = live::create(
+                &target("create", None),
+                &region,
+                &backing,
+                disk_id.as_deref(),
+            )
+            .map_err(|e| (e, json.json))?;
+            if json.json {
+                print_json(&done);
+            } else {
+                println!("rapilogctl: {}", done.line());
+            }
+            Ok(Code::Ok)
+        }
+        Command::Remove { dev, force, json } => {
+            let target = target("remove", dev);
+            if target.dev.is_none() {
+                return Err((
+                    Error::new(
+                        Code::Usage,
+                        "remove: name the device (rapilogctl remove rapilogN)",
+                    ),
+                    json.json,
+                ));
+            }
+            let done = live::remove(&target, force).map_err(|e| (e, json.json))?;
+            if json.json {
+                print_json(&done);
+            } else {
+                println!("rapilogctl: {}", done.line());
+            }
+            Ok(Code::Ok)
+        }
+        Command::List { json } => {
+            let reports = live::status_all(&target("list", None)).map_err(|e| (e, json.json))?;
+            if json.json {
+                print_json(&status::list_json(&reports));
+            } else {
+                print!("{}", status::render_list(&reports));
             }
             Ok(Code::Ok)
         }

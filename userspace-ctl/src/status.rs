@@ -530,6 +530,9 @@ pub struct PowerFailJson {
     pub resume_ms: u32,
     /// Drains after which the machine kept running and service resumed.
     pub false_alarms: u32,
+    /// Devices sharing the hold-up window: this one's dirty bound drains in
+    /// `holdup_ms / 2 / shared_by` (1: it alone; also from an older module).
+    pub shared_by: u32,
 }
 
 /// The log disk's loss marker, as the module found it at load.
@@ -761,6 +764,7 @@ pub fn report(s: &Status, device: &str, control: &str, crash: CrashKernel) -> Re
             writeback_bandwidth: s.writeback_bandwidth,
             resume_ms: s.powerfail_resume_ms,
             false_alarms: s.powerfail_false_alarms,
+            shared_by: s.powerfail_devices.max(1),
         },
         crash_kernel: CrashKernelJson {
             state: crash.name(),
@@ -1095,7 +1099,7 @@ pub fn render(r: &Report, color: bool) -> String {
     rows.push((
         "power-fail",
         format!(
-            "{}{}; hold-up {} ms, dirty bound {}, writeback bandwidth {}{after_drain}",
+            "{}{}; hold-up {} ms{}, dirty bound {}, writeback bandwidth {}{after_drain}",
             p.state,
             if p.signals.is_empty() {
                 " (no signal armed)".to_string()
@@ -1103,6 +1107,10 @@ pub fn render(r: &Report, color: bool) -> String {
                 format!(" on {}", p.signals.join(", "))
             },
             p.holdup_ms,
+            match p.shared_by {
+                0 | 1 => String::new(),
+                n => format!(" (shared by {n} devices)"),
+            },
             if p.dirty_bound_bytes == 0 {
                 "none".to_string()
             } else {
@@ -1179,6 +1187,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn several_devices_get_the_worst_verdict_and_one_keeps_its_view() {
+        let a = report(
+            &Status::default(),
+            "rapilog0",
+            "/dev/rapilog-ctl",
+            CrashKernel::Armed,
+        );
+        let mut b = report(
+            &Status::default(),
+            "rapilog2",
+            "/dev/rapilog-ctl",
+            CrashKernel::Armed,
+        );
+        b.verdict.level = Level::AtRisk;
+        let all = all_report(vec![a.clone(), b]).unwrap();
+        assert_eq!(all.overall.level, Level::AtRisk);
+        assert_eq!(
+            all.overall.line,
+            format!(
+                "overall: AT RISK (rapilog0 {}, rapilog2 AT RISK)",
+                a.verdict.level.words()
+            )
+        );
+        let doc = serde_json::to_value(&all).unwrap();
+        assert_eq!(doc["device"], "rapilog0");
+        assert_eq!(doc["devices"][1]["device"], "rapilog2");
+        assert_eq!(doc["overall"]["level"], "at_risk");
+        let rendered = render_all(&all, false);
+        assert!(
+            rendered.ends_with(&format!("{}\n", all.overall.line)),
+            "{rendered}"
+        );
+        // One device: exactly its own status, no overall line.
+        let one = all_report(vec![a.clone()]).unwrap();
+        assert_eq!(render_all(&one, false), render(&a, false));
+        assert!(all_report(Vec::new()).is_none());
+        assert!(render_list(&all.devices).contains("/dev/rapilog2  region "));
+    }
+
+    #[test]
     fn dates_and_durations() {
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
@@ -1204,4 +1252,130 @@ mod tests {
         assert!(!use_color(true, Some(OsStr::new("1"))));
         assert!(!use_color(false, None));
     }
+}
+
+/// The verdict over several devices: the worst of theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Overall {
+    /// The worst device's level.
+    pub level: Level,
+    /// `overall: LEVEL (rapilog0 PROTECTED, rapilog1 DEGRADED)`.
+    pub line: String,
+}
+
+/// The overall verdict of `reports` (`None` for none).
+pub fn overall(reports: &[Report]) -> Option<Overall> {
+    let level = reports.iter().map(|r| r.verdict.level).max()?;
+    let each: Vec<String> = reports
+        .iter()
+        .map(|r| format!("{} {}", r.device, r.verdict.level.words()))
+        .collect();
+    Some(Overall {
+        level,
+        line: format!("overall: {} ({})", level.words(), each.join(", ")),
+    })
+}
+
+/// The `rapilogctl.status` document of `status` without a device: the
+/// first device's report as ever (its fields at the top level, for readers
+/// of one device), every device's in `devices`, and the `overall` verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct AllReport {
+    /// The first device's report (`rapilog0`, or the lowest that exists).
+    #[serde(flatten)]
+    pub first: Report,
+    /// Every device's report, by index.
+    pub devices: Vec<Report>,
+    /// The worst verdict of them.
+    pub overall: Overall,
+}
+
+/// `reports` (at least one) as one document.
+pub fn all_report(reports: Vec<Report>) -> Option<AllReport> {
+    let overall = overall(&reports)?;
+    Some(AllReport {
+        first: reports.first()?.clone(),
+        devices: reports,
+        overall,
+    })
+}
+
+/// Every device's status, then the overall verdict (only for several).
+pub fn render_all(all: &AllReport, color: bool) -> String {
+    if let [only] = all.devices.as_slice() {
+        return render(only, color);
+    }
+    let mut out = String::new();
+    for r in &all.devices {
+        out.push_str(&render(r, color));
+        out.push('\n');
+    }
+    let code = match all.overall.level {
+        Level::Protected => "1;32",
+        Level::Degraded => "1;33",
+        Level::AtRisk | Level::PossibleLoss => "1;31",
+    };
+    let _ = writeln!(out, "{}", paint(&all.overall.line, code, color));
+    out
+}
+
+/// One device of the `rapilogctl.list` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedDevice {
+    /// `rapilog0`.
+    pub device: String,
+    /// The region.
+    pub region: RegionJson,
+    /// `backing=` as the module was given it.
+    pub backing: String,
+    /// `status`'s verdict level.
+    pub level: Level,
+}
+
+/// The `rapilogctl.list` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListJson {
+    /// `rapilogctl.list`.
+    pub schema: &'static str,
+    /// 1.
+    pub schema_version: u32,
+    /// The devices, by index.
+    pub devices: Vec<ListedDevice>,
+}
+
+/// `rapilogctl list --json`.
+pub fn list_json(reports: &[Report]) -> ListJson {
+    ListJson {
+        schema: "rapilogctl.list",
+        schema_version: 1,
+        devices: reports
+            .iter()
+            .map(|r| ListedDevice {
+                device: r.device.clone(),
+                region: r.region.clone(),
+                backing: r.backing.clone(),
+                level: r.verdict.level,
+            })
+            .collect(),
+    }
+}
+
+/// `rapilogctl list`: one line a device.
+pub fn render_list(reports: &[Report]) -> String {
+    let mut out = String::new();
+    if reports.is_empty() {
+        out.push_str("no rapilog devices\n");
+    }
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "/dev/{}  region {}@{:#x}  backing {}  {}",
+            r.device,
+            crate::units::human(r.region.bytes),
+            r.region.phys,
+            r.backing,
+            r.verdict.level.words()
+        );
+    }
+    out
 }
