@@ -552,34 +552,33 @@ pub fn make_plan_devices(
         .iter()
         .find(|m| m.kind == '$' && m.size >= sizing.region_bytes * n)
         .cloned();
-    let placement =
-        match &existing {
-            Some(m) => {
-                reasoning.push(format!(
-                    "The command line already reserves memmap={}: it is large enough, keep it.",
-                    m.text
-                ));
-                let reserved = machine
-                    .iomem
-                    .iter()
-                    .any(|e| e.start == m.phys && e.name == "Reserved");
-                if !reserved {
-                    warnings.push(format!(
-                        "memmap={} is on the command line but /proc/iomem shows no Reserved range \
+    let placement = match &existing {
+        Some(m) => {
+            reasoning.push(format!(
+                "The command line already reserves memmap={}: it is large enough, keep it.",
+                m.text
+            ));
+            let reserved = machine
+                .iomem
+                .iter()
+                .any(|e| e.start == m.phys && e.name == "Reserved");
+            if !reserved {
+                warnings.push(format!(
+                    "memmap={} is on the command line but /proc/iomem shows no Reserved range \
                      starting at {:#x}: check the address",
-                        m.text, m.phys
-                    ));
-                }
-                Placement {
-                    phys: m.phys,
-                    ram_start: m.phys,
-                    ram_end: m.phys + m.size - 1,
-                }
+                    m.text, m.phys
+                ));
             }
-            None => {
-                let p = choose_address(&machine.iomem, sizing.region_bytes * n)
-                    .map_err(|e| Error::new(Code::Failed, e))?;
-                reasoning.push(format!(
+            Placement {
+                phys: m.phys,
+                ram_start: m.phys,
+                ram_end: m.phys + m.size - 1,
+            }
+        }
+        None => {
+            let p = choose_address(&machine.iomem, sizing.region_bytes * n)
+                .map_err(|e| Error::new(Code::Failed, e))?;
+            reasoning.push(format!(
                 "It goes at {:#x}, {}-aligned, inside System RAM {:#x}-{:#x}, clear of the kernel \
                  image and other reservations listed in /proc/iomem, as low as possible {}: \
                  bootloaders load the initrd at the top of low RAM before the kernel reads \
@@ -597,9 +596,9 @@ pub fn make_plan_devices(
                     "(a small machine: below 1 GiB)"
                 }
             ));
-                p
-            }
-        };
+            p
+        }
+    };
     for m in &machine.cmdline.memmap {
         if existing.as_ref() != Some(m) {
             warnings.push(format!(
@@ -1057,11 +1056,17 @@ c0001000-eebfffff : PCI Bus 0000:00
         let p = choose_address(&e, 64 << 20).unwrap();
         // From 1 GiB up: away from the top of low RAM, where bootloaders
         // put the initrd, and from the kernel image at 16 MiB.
-        assert_eq!((p.phys, p.ram_start, p.ram_end), (1 << 30, 0x100000, 0x7ffdffff));
+        assert_eq!(
+            (p.phys, p.ram_start, p.ram_end),
+            (1 << 30, 0x100000, 0x7ffdffff)
+        );
         // The crash kernel reservation (0x6f000000-0x7effffff) is stepped over.
         let p = choose_address(&e, 0x2f00_0000).unwrap();
         assert_eq!(p.phys, 0x4000_0000);
-        assert_eq!(choose_address(&e, 0x2f00_0000 + ALIGN).unwrap().phys, 256 << 20);
+        assert_eq!(
+            choose_address(&e, 0x2f00_0000 + ALIGN).unwrap().phys,
+            256 << 20
+        );
         let crowded = QEMU_IOMEM.replace("6f000000-7effffff", "41000000-7effffff");
         let p = choose_address(&parse_iomem(&crowded), 64 << 20).unwrap();
         assert_eq!(p.phys, 256 << 20, "no room from 1 GiB up: from 256 MiB up");
