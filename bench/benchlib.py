@@ -273,6 +273,78 @@ def pgbench_table(summary: dict[tuple[str, str, int], float], profile: str, conf
     return markdown_table(header, rows), [["profile"] + header] + csv_rows
 
 
+def spread(xs) -> dict[str, float]:
+    """min, median, max of repetitions and their spread: the largest
+    distance of one repetition from the median, relative to it (0.08 means
+    every repetition is within +-8 % of the median)."""
+    xs = sorted(float(x) for x in xs if x == x)
+    if not xs:
+        nan = float("nan")
+        return {"n": 0, "min": nan, "median": nan, "max": nan, "spread": nan}
+    med = median(xs)
+    return {"n": len(xs), "min": xs[0], "median": med, "max": xs[-1],
+            "spread": max(abs(xs[0] - med), abs(xs[-1] - med)) / med if med else float("nan")}
+
+
+def rank_summary(runs: list[dict]) -> dict[tuple[str, int], dict[str, float]]:
+    """spread() of the TPS per (config, clients) over repetitions.
+    runs: dicts with keys config, clients, tps."""
+    groups: dict[tuple[str, int], list[float]] = {}
+    for r in runs:
+        groups.setdefault((r["config"], int(r["clients"])), []).append(float(r["tps"]))
+    return {k: spread(v) for k, v in groups.items()}
+
+
+def rank_table(summary: dict[tuple[str, int], dict[str, float]], configs: list[str], clients: list[int],
+               subject: str, refs: list[str]) -> tuple[str, list[list]]:
+    """Per client count: each configuration's median TPS with its min-max
+    and spread, then subject/ref for each ref (ratio of the medians)."""
+    header = ["clients"] + [f"({c}) TPS median [min-max] +-%" for c in configs] + \
+        [f"{subject}/{r}" for r in refs]
+    csv_header = ["clients"] + [f"({c}) {k}" for c in configs for k in ("min", "median", "max", "spread")] + \
+        [f"{subject}/{r}" for r in refs]
+    rows, csv_rows = [], []
+    nan = {"n": 0, "min": float("nan"), "median": float("nan"), "max": float("nan"), "spread": float("nan")}
+    for n in clients:
+        cells, raw = [str(n)], [n]
+        for c in configs:
+            s = summary.get((c, n), nan)
+            cells.append(f"{fmt(s['median'])} [{fmt(s['min'])}-{fmt(s['max'])}] "
+                         f"{fmt(100 * s['spread'], 2)}%")
+            raw += [s["min"], s["median"], s["max"], s["spread"]]
+        rs = [ratio(summary.get((subject, n), nan)["median"], summary.get((r, n), nan)["median"]) for r in refs]
+        cells += [fmt_ratio(x) for x in rs]
+        raw += rs
+        rows.append(cells)
+        csv_rows.append(raw)
+    return markdown_table(header, rows), [csv_header] + csv_rows
+
+
+def rank_verdict(summary: dict[tuple[str, int], dict[str, float]], clients: list[int], subject: str,
+                 targets: dict[str, float], labels: dict[str, str], tolerance: float = 0.10) -> list[str]:
+    """Lines that say whether the table ranks (every configuration's
+    repetitions within +-tolerance of their median) and whether the subject
+    meets each target ratio (subject/ref >= target) at every client count."""
+    points = sorted(summary)
+    wide = [(c, n, s["spread"]) for (c, n), s in summary.items() if not s["spread"] <= tolerance]
+    reps = sorted({s["n"] for s in summary.values()})
+    lines = [f"Repetitions ({'/'.join(map(str, reps))} per point) within +-{100 * tolerance:.0f} % of their median: "
+             f"{len(points) - len(wide)} of {len(points)} points"
+             + ("" if not wide else "; wider: " + ", ".join(
+                 f"({c}) {n} clients +-{fmt(100 * sp, 2)} %" for c, n, sp in sorted(wide)))
+             + (": the table ranks." if not wide else ": those points do not rank.")]
+    for ref, target in targets.items():
+        rs = [(n, ratio(summary.get((subject, n), {}).get("median", float("nan")),
+                        summary.get((ref, n), {}).get("median", float("nan")))) for n in clients]
+        worst = min(rs, key=lambda x: x[1] if x[1] == x[1] else -1.0)
+        met = all(x == x and x >= target for _, x in rs)
+        lines.append(f"{labels.get(subject, subject)} / {labels.get(ref, ref)}: "
+                     + ", ".join(f"{n}: {fmt_ratio(x)}" for n, x in rs)
+                     + f" (target >= {target:.2f}x at every client count: "
+                     + ("met" if met else f"not met, lowest {fmt_ratio(worst[1])} at {worst[0]} clients") + ")")
+    return lines
+
+
 def fsync_table(results: dict[tuple[str, str], dict[str, tuple[float, float]]], order: list[tuple[str, str]],
                 ref: tuple[str, str], method: str = "fdatasync") -> tuple[str, list[list]]:
     """pg_test_fsync's `method` (8 kB write + fdatasync) per (profile, device),

@@ -60,6 +60,15 @@ unthrottled data disk. Reserved memory: 128 MiB for rapilog
    partition's /sys/block stat delta holds that run's writeback: writes per
    committed transaction and average write size.
 
+3. Ranking (issue 17 item 5): pgbench's INSERT workload on rapilog (c),
+   dm-writecache (d) and brd (e) at 1-16 clients (1 and 16 in QUICK mode),
+   5 repetitions of 10 s (3 of 6 s), the 200-IOPS profile; a CHECKPOINT
+   and both caches written back before each run, the configurations rotated
+   at each point, one unmeasured warm-up run each first. Reported as
+   min/median/max per point, the spread (largest distance of a repetition
+   from the median), rapilog/brd and rapilog/dm-writecache per client
+   count, and whether the repetitions agree within +-10 %.
+
 Also in the fio boot: the QD32/QD1 IOPS ratio of each device (scaling
 line), and the drain bandwidth: fio's best 1 MiB sequential write
 bandwidth (QD 1..16) on the raw partition, unthrottled, against rapilog's
@@ -114,6 +123,13 @@ P = dict(
     drain_fio_s=2 if QUICK else 4,
     drain_fill_mib=64,
     drain_reps=3,
+    # Ranking (item 5 of issue 17): the commit-bound INSERT workload on
+    # rapilog, dm-writecache and brd only, runs long and repeated enough to
+    # rank them; each run starts with both caches empty.
+    rank_clients=[1, 16] if QUICK else [1, 2, 4, 8, 16],
+    rank_reps=3 if QUICK else 5,
+    rank_duration=6 if QUICK else 10,  # pgbench -T, seconds
+    rank_warmup=3,  # pgbench -T of the unmeasured run before the first repetition
 )
 # The region straddles two 128 MiB memory sections that also hold RAM (the
 # driver maps any reserved range, with or without struct pages). The pmem
@@ -132,6 +148,9 @@ CONFIG_LABEL = {"a": "raw disk, sync commit", "b": "raw disk, async commit", "c"
 # of ms of emulated CPU, as much as a commit on the slow disk).
 WORKLOADS = {"tpcb": ("TPC-B-like", ""), "insert": ("one-row INSERT per transaction", "-f /tmp/insert.sql")}
 INSERT_SQL = b"INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 1, now());\n"
+RANK_CONFIGS = ["c", "d", "e"]  # rapilog, dm-writecache, brd (synchronous commit)
+RANK_TARGETS = {"e": 0.95, "d": 1.0}  # rapilog's TPS over brd's and dm-writecache's (issue 17)
+RANK_LABELS = {"c": "rapilog", "d": "dm-writecache", "e": "brd"}
 FIO_DEVICES = ["rapilog window", "rapilog off", "dm-writecache", "brd", "raw 200 IOPS"]
 KO_GUEST = "/lib/modules/KREL/extra/rapilog.ko"
 CTL_GUEST = "/usr/local/bin/rapilogctl"
@@ -426,7 +445,10 @@ class Bench:
         return f"runuser -u postgres -- {self.pg}/{cmd}"
 
     def pg_golden(self) -> None:
-        """A cluster with pgbench's tables on the data disk, kept as a copy."""
+        """A cluster with pgbench's tables on the data disk, kept as a copy
+        (made once per boot)."""
+        if self.sh("[ -d /data/golden ] && echo yes || true").strip() == "yes":
+            return
         t = time.monotonic()
         conf = PGCONF.replace("'", "'\\''")
         self.sh(f"mkfs.ext4 -q -F {self.data_dev} && mkdir -p /data && mount -o noatime {self.data_dev} /data && "
@@ -520,6 +542,75 @@ class Bench:
                     timeout=320)
             self.detach(kind, P["profiles"][-1])
 
+    def drain_caches(self) -> None:
+        """Both caches written back and empty (not measured): rapilog's
+        region and dm-writecache's pmem, so that no run inherits an earlier
+        run's writeback (dm-writecache writes back only above its high
+        watermark, or when told to)."""
+        self.throttle(0)
+        self.sh(f"{CTL_GUEST} flush >/dev/null && dmsetup message wc 0 flush", timeout=600)
+        self.throttle(P["profiles"][0])
+
+    def rank_run(self, config: str, n: int, duration: int) -> dict:
+        kind, sync = CONFIGS[config]
+        self.sh(self.pgsu(f"psql -h /tmp -p {PG_PORT[kind]} -d bench -q -c CHECKPOINT"), timeout=300)
+        self.drain_caches()
+        out = self.sh(f"runuser -u postgres -- env PGOPTIONS='-c synchronous_commit={sync}' {self.pg}/pgbench "
+                      f"-h /tmp -p {PG_PORT[kind]} -n -M prepared -c {n} -j {min(n, 2)} -T {duration} "
+                      f"{WORKLOADS['insert'][1]} bench 2>&1", timeout=duration * 4 + 120)
+        pr = bl.parse_pgbench(out)
+        return {"config": config, "clients": n, "tps": pr.tps, "transactions": pr.transactions,
+                "latency_ms": pr.latency_ms, "failed": pr.failed}
+
+    def run_rank(self) -> None:
+        """pgbench's INSERT workload on rapilog, dm-writecache and brd at
+        each client count, P['rank_reps'] times: the configurations rotate
+        at each point and the repetitions are separate passes (the host's
+        drift hits all alike); a CHECKPOINT and empty caches before each
+        run; one unmeasured warm-up run per configuration first."""
+        res = self.r.setdefault("rank", {"runs": []})
+        self.pg_golden()
+        self.g.write_file("/tmp/insert.sql", INSERT_SQL)
+        self.throttle(P["profiles"][0])
+        kinds = [CONFIGS[c][0] for c in RANK_CONFIGS]
+        for kind in kinds:
+            self.pg_prepare(kind, self.attach(kind))
+        for c in RANK_CONFIGS:
+            w = self.rank_run(c, max(P["rank_clients"]), P["rank_warmup"])
+            log(f"rank warm-up ({c}): {w['tps']:.0f} TPS (not counted)")
+        t = time.monotonic()
+        for i, (rep, n) in enumerate(itertools.product(range(P["rank_reps"]), P["rank_clients"])):
+            k = i % len(RANK_CONFIGS)
+            for c in RANK_CONFIGS[k:] + RANK_CONFIGS[:k]:
+                x = self.rank_run(c, n, P["rank_duration"])
+                res["runs"].append({**x, "rep": rep})
+                log(f"rank INSERT ({c}) {RANK_LABELS[c]:13s} {n:2d} clients rep {rep}: {x['tps']:8.1f} TPS")
+                self.save()
+        res["seconds"] = time.monotonic() - t
+        for kind in kinds:
+            self.sh(self.pgsu(f"pg_ctl -D /data/pg-{kind} -w -t 300 stop") + f" >/dev/null && umount /mnt/wal-{kind}",
+                    timeout=320)
+            self.detach(kind, P["profiles"][-1])
+        for line in rank_report(res, P)[1]:
+            log(line)
+        self.save()
+
+
+def rank_report(res: dict, params: dict) -> tuple[str, list[str], list[list]]:
+    """The ranking section of results.md, its verdict lines, its CSV rows."""
+    runs = res.get("runs") or []
+    summ = bl.rank_summary(runs)
+    clients = sorted({int(x["clients"]) for x in runs})
+    configs = [c for c in RANK_CONFIGS if any(x["config"] == c for x in runs)]
+    table, rows = bl.rank_table(summ, configs, clients, "c", [c for c in RANK_TARGETS if c in configs])
+    verdict = bl.rank_verdict(summ, clients, "c", {c: t for c, t in RANK_TARGETS.items() if c in configs},
+                              RANK_LABELS)
+    head = (f"### pgbench {WORKLOADS['insert'][0]}: ranking (log disk {params.get('profiles', ['?'])[0]} "
+            f"requests/s; {params.get('rank_reps', '?')} repetitions of {params.get('rank_duration', '?')} s per "
+            "point, caches empty and a CHECKPOINT before each; emulated: QEMU TCG wall clock)\n\n"
+            + ", ".join(f"({c}) {RANK_LABELS[c]}" for c in configs) + "\n\n")
+    return head + table + "\n\n" + "\n".join(f"- {v}" for v in verdict), verdict, rows
+
 
 # --- report -----------------------------------------------------------------------------------
 def report(out: Path) -> str:
@@ -573,6 +664,10 @@ def report(out: Path) -> str:
         table, rows = bl.fsync_table(res, order, ref)
         (out / "pg_test_fsync.csv").write_text(bl.to_csv(rows[0], rows[1:]))
         md.append("### pg_test_fsync: one 8 kB write + fdatasync (WAL file system on the device)\n\n" + table)
+    if (r.get("rank") or {}).get("runs"):
+        text, _, rows = rank_report(r["rank"], meta.get("params", P))
+        (out / "rank.csv").write_text(bl.to_csv(rows[0], rows[1:]))
+        md.append(text)
     all_runs = r.get("pgbench") or []
     for x in all_runs:
         x.setdefault("workload", "tpcb")
@@ -705,9 +800,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--report", metavar="DIR", help="only tables and plots from DIR/results.json")
     ap.add_argument("--out", metavar="DIR", help="output directory (default .cache/bench/DATE/MODE)")
-    ap.add_argument("--only", choices=["icount", "profile", "fio", "drain", "pg"],
+    ap.add_argument("--only", choices=["icount", "profile", "fio", "drain", "pg", "rank"],
                     help="run one part only: icount (its own boot), profile (its own boot, not part of a full "
-                         "run), fio (with the scaling line), drain, pg")
+                         "run), fio (with the scaling line), drain, pg, rank (the pgbench ranking)")
     args = ap.parse_args()
     ensure_matplotlib()
     if args.report:
@@ -774,6 +869,10 @@ def main() -> int:
                 t = time.monotonic()
                 b.run_pg()
                 results["meta"]["pg_s"] = time.monotonic() - t
+            if args.only in (None, "rank"):
+                t = time.monotonic()
+                b.run_rank()
+                results["meta"]["rank_s"] = time.monotonic() - t
             results["meta"]["wall_s"] = time.time() - t_start
             results["meta"]["load_at_end"] = os.getloadavg()
             b.save()

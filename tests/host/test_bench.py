@@ -129,6 +129,39 @@ def test_pgbench_summary_is_a_median_and_table_ratios():
     assert "4.50x" in table and "0.90x" in table
 
 
+def test_spread_is_the_largest_distance_from_the_median():
+    s = bl.spread([100, 90, 112, float("nan")])
+    assert (s["n"], s["min"], s["median"], s["max"]) == (3, 90, 100, 112)
+    assert s["spread"] == pytest.approx(0.12)
+    assert math.isnan(bl.spread([])["median"])
+
+
+def _rank_runs(points):
+    return [{"config": c, "clients": n, "tps": t} for c, n, tps in points for t in tps]
+
+
+def test_rank_table_and_verdict_say_what_ranks_and_what_meets_the_targets():
+    runs = _rank_runs([("c", 1, [1000, 1050, 980]), ("d", 1, [900, 950, 1000]), ("e", 1, [1000, 1000, 1000]),
+                       ("c", 16, [2000, 2100, 1900]), ("d", 16, [2500, 1000, 2400]), ("e", 16, [2200, 2150, 2250])])
+    s = bl.rank_summary(runs)
+    assert s[("d", 16)]["median"] == 2400 and s[("d", 16)]["spread"] == pytest.approx(1400 / 2400)
+    table, rows = bl.rank_table(s, ["c", "d", "e"], [1, 16], "c", ["e", "d"])
+    assert rows[0][-2:] == ["c/e", "c/d"]
+    assert rows[1][0] == 1 and rows[1][-2:] == [pytest.approx(1.0), pytest.approx(1000 / 950)]
+    assert "1,000 [980-1,050] 5%" in table
+    lines = bl.rank_verdict(s, [1, 16], "c", {"e": 0.95, "d": 1.0}, {"c": "rapilog", "d": "dm-wc", "e": "brd"})
+    assert lines[0].startswith("Repetitions (3 per point) within +-10 % of their median: 5 of 6 points; wider: "
+                               "(d) 16 clients +-58 %")
+    assert lines[0].endswith("those points do not rank.")
+    assert "rapilog / brd: 1: 1.00x, 16: 0.91x (target >= 0.95x at every client count: not met, lowest 0.91x at " \
+        "16 clients)" in lines[1]
+    assert lines[2].endswith("(target >= 1.00x at every client count: not met, lowest 0.83x at 16 clients)")
+    ok = bl.rank_verdict(bl.rank_summary(_rank_runs([("c", 1, [10, 10]), ("e", 1, [10, 10.5])])), [1], "c",
+                         {"e": 0.95}, {})
+    assert ok[0] == "Repetitions (2 per point) within +-10 % of their median: 2 of 2 points: the table ranks."
+    assert "met)" in ok[1] and "not met" not in ok[1]
+
+
 def test_fsync_table():
     res = {("200 IOPS", "raw"): {"fdatasync": (200.0, 5000.0)}, ("200 IOPS", "brd"): {"fdatasync": (10000.0, 100.0)},
            ("200 IOPS", "rapilog"): {"fdatasync": (5000.0, 200.0)}, ("600 IOPS", "writecache"): {"fsync": (1.0, 1.0)}}
