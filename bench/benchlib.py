@@ -493,14 +493,42 @@ def scaling_ratios(fio: dict[str, dict], devices: list[str]) -> dict[str, float]
     return out
 
 
-def scaling_line(ratios: dict[str, float], subject: str = "rapilog window",
+def scaling_rounds(rounds: list[dict[str, dict]], devices: list[str]) -> dict[str, dict[str, float]]:
+    """scaling_ratios() of each round of fio jobs, summarised per device by
+    spread() (min, median, max of the rounds' ratios)."""
+    per = [scaling_ratios(r, devices) for r in rounds]
+    return {dev: spread([p[dev] for p in per if dev in p]) for dev in devices if any(dev in p for p in per)}
+
+
+def median_round(rounds: list[dict[str, dict]], dev: str, job: str = "qd1") -> dict | None:
+    """The device's results of the round whose `job` IOPS is the median (the
+    lower middle one for an even count): the round the fio table shows."""
+    have = [r[dev] for r in rounds if (r.get(dev) or {}).get(job) is not None]
+    if not have:
+        return None
+    def iops(x):
+        return float(x[job]["iops"] if isinstance(x[job], dict) else x[job].iops)
+    return sorted(have, key=iops)[(len(have) - 1) // 2]
+
+
+def scaling_line(ratios: dict[str, float | dict], subject: str = "rapilog window",
                  refs: tuple[str, ...] = ("dm-writecache", "brd")) -> str:
     """One line: each device's QD32/QD1 IOPS ratio, and the subject's ratio
-    relative to each reference's."""
-    parts = ", ".join(f"{dev} {fmt_ratio(x)}" for dev, x in ratios.items())
-    rel = "; ".join(f"{subject} / {ref}: {fmt(ratio(ratios.get(subject, float('nan')), ratios[ref]))}"
+    relative to each reference's. A ratio given as a spread() (several
+    rounds) shows its median and range, and the relative ratios use the
+    medians."""
+    def med(x):
+        return x["median"] if isinstance(x, dict) else x
+    def show(x):
+        if not isinstance(x, dict) or x.get("n", 1) < 2:
+            return fmt_ratio(med(x))
+        return f"{fmt_ratio(x['median'])} [{fmt_ratio(x['min'])}-{fmt_ratio(x['max'])}]"
+    rounds = max((x.get("n", 1) for x in ratios.values() if isinstance(x, dict)), default=1)
+    parts = ", ".join(f"{dev} {show(x)}" for dev, x in ratios.items())
+    rel = "; ".join(f"{subject} / {ref}: {fmt(ratio(med(ratios.get(subject, float('nan'))), med(ratios[ref])))}"
                     for ref in refs if ref in ratios)
-    return (f"QD32/QD1 IOPS scaling (emulated: QEMU TCG wall clock, same boot): {parts}"
+    how = "same boot" if rounds < 2 else f"same boot, median [min-max] of {rounds} rounds"
+    return (f"QD32/QD1 IOPS scaling (emulated: QEMU TCG wall clock, {how}): {parts}"
             + (f"; {rel}" if rel else "") + ".")
 
 

@@ -270,6 +270,25 @@ def test_scaling_ratios_and_line():
     assert "rapilog window / dm-writecache: 0.75" in line and "rapilog window / brd: 1.5" in line
 
 
+def test_scaling_over_rounds_takes_medians_and_shows_the_range():
+    def rnd(rw1, rw32, wc1, wc32):
+        return {"rapilog window": {"qd1": {"iops": rw1}, "qd32": {"iops": rw32}},
+                "dm-writecache": {"qd1": {"iops": wc1}, "qd32": {"iops": wc32}}}
+    rounds = [rnd(100, 90, 100, 120), rnd(100, 120, 100, 100), rnd(110, 110, 90, 99)]
+    s = bl.scaling_rounds(rounds, ["rapilog window", "dm-writecache", "brd"])
+    assert set(s) == {"rapilog window", "dm-writecache"}
+    assert s["rapilog window"]["median"] == pytest.approx(1.0) and s["rapilog window"]["min"] == pytest.approx(0.9)
+    assert s["dm-writecache"]["median"] == pytest.approx(1.1)
+    line = bl.scaling_line(s)
+    assert line.startswith("QD32/QD1 IOPS scaling (emulated: QEMU TCG wall clock, same boot, median [min-max] of "
+                           "3 rounds): rapilog window 1.00x [0.90x-1.20x], dm-writecache 1.10x [1.00x-1.20x]")
+    assert line.endswith("rapilog window / dm-writecache: 0.91.")
+    # The table's round: the median by QD1 IOPS (the lower middle one of an even count).
+    assert bl.median_round(rounds, "rapilog window")["qd32"]["iops"] == 120  # 100, 100, 110: the second
+    assert bl.median_round(rounds[:2] + [rnd(50, 1, 1, 1)], "rapilog window")["qd1"]["iops"] == 100
+    assert bl.median_round(rounds, "brd") is None
+
+
 def test_drain_summary_and_line():
     doc = _fio_doc([{"jobname": "seq", "write": {"bw_bytes": 250_000_000, "bw": 244140}}])
     assert bl.fio_write_bw(doc) == 250e6
