@@ -106,7 +106,7 @@ ha-test:
 # fio and PostgreSQL on rapilog vs the raw disk, dm-writecache and brd, in one
 # QEMU guest; QUICK=1 for a short run; ONLY=icount (the instruction-cost
 # section alone, ~5 min), ONLY=profile (its per-function profile, not part
-# of a full run), ONLY=fio, ONLY=drain or ONLY=pg for one part.
+# of a full run), ONLY=fio, ONLY=drain, ONLY=pg or ONLY=rank for one part.
 # Results: .cache/bench/DATE/MODE[-ONLY]/.
 bench:
 	bench/run.py $(if $(ONLY),--only $(ONLY))

@@ -345,6 +345,40 @@ def rank_verdict(summary: dict[tuple[str, int], dict[str, float]], clients: list
     return lines
 
 
+def rank_paired(runs: list[dict], subject: str, refs: list[str]) -> dict[tuple[str, int], dict[str, float]]:
+    """spread() over rounds of subject/ref TPS per (ref, clients), each
+    ratio taken within one round (key `rep`): a round runs every
+    configuration at a client count back to back, so a drift of the host's
+    load that slows the whole round cancels in its ratios."""
+    tps = {(r["config"], int(r["clients"]), r.get("rep")): float(r["tps"]) for r in runs}
+    out: dict[tuple[str, int], list[float]] = {}
+    for (config, n, rep), t in tps.items():
+        if config != subject:
+            continue
+        for ref in refs:
+            if (ref, n, rep) in tps:
+                out.setdefault((ref, n), []).append(ratio(t, tps[(ref, n, rep)]))
+    return {k: spread(v) for k, v in out.items()}
+
+
+def rank_paired_lines(paired: dict[tuple[str, int], dict[str, float]], clients: list[int], subject: str,
+                      refs: list[str], labels: dict[str, str], tolerance: float = 0.10) -> list[str]:
+    """One line per ref: the per-round ratios' median [min-max] per client
+    count, and whether every point's ratios are within +-tolerance."""
+    lines = []
+    for ref in refs:
+        pts = [(n, paired[(ref, n)]) for n in clients if (ref, n) in paired]
+        if not pts:
+            continue
+        wide = [n for n, s in pts if not s["spread"] <= tolerance]
+        lines.append(f"{labels.get(subject, subject)} / {labels.get(ref, ref)} within each round, median [min-max]: "
+                     + ", ".join(f"{n}: {fmt_ratio(s['median'])} [{fmt_ratio(s['min'])}-{fmt_ratio(s['max'])}]"
+                                 for n, s in pts)
+                     + (f" (every point's ratios within +-{100 * tolerance:.0f} % of their median)" if not wide else
+                        f" (wider than +-{100 * tolerance:.0f} % at " + ", ".join(map(str, wide)) + " clients)"))
+    return lines
+
+
 def fsync_table(results: dict[tuple[str, str], dict[str, tuple[float, float]]], order: list[tuple[str, str]],
                 ref: tuple[str, str], method: str = "fdatasync") -> tuple[str, list[list]]:
     """pg_test_fsync's `method` (8 kB write + fdatasync) per (profile, device),

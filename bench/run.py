@@ -616,6 +616,9 @@ def rank_report(res: dict, params: dict) -> tuple[str, list[str], list[list]]:
     table, rows = bl.rank_table(summ, configs, clients, "c", [c for c in RANK_TARGETS if c in configs])
     verdict = bl.rank_verdict(summ, clients, "c", {c: t for c, t in RANK_TARGETS.items() if c in configs},
                               RANK_LABELS)
+    refs = [c for c in RANK_TARGETS if c in configs]
+    paired = bl.rank_paired_lines(bl.rank_paired(runs, "c", refs), clients, "c", refs, RANK_LABELS)
+    verdict += paired
     head = (f"### pgbench {WORKLOADS['insert'][0]}: ranking (log disk {params.get('profiles', ['?'])[0]} "
             f"requests/s; {params.get('rank_reps', '?')} repetitions of {params.get('rank_duration', '?')} s per "
             "point, caches empty and a CHECKPOINT before each; emulated: QEMU TCG wall clock)\n\n"

@@ -162,6 +162,26 @@ def test_rank_table_and_verdict_say_what_ranks_and_what_meets_the_targets():
     assert "met)" in ok[1] and "not met" not in ok[1]
 
 
+def test_rank_paired_takes_each_ratio_within_one_round():
+    # Round 2 is slow for everyone (host load): the medians' spreads are
+    # wide, the within-round ratios are not.
+    runs = [{"config": c, "clients": 1, "rep": rep, "tps": t}
+            for rep, (c_tps, e_tps) in enumerate([(900, 1000), (880, 1010), (700, 800)])
+            for c, t in (("c", c_tps), ("e", e_tps))]
+    assert bl.rank_summary(runs)[("c", 1)]["spread"] > 0.2
+    paired = bl.rank_paired(runs, "c", ["e", "d"])
+    assert set(paired) == {("e", 1)}
+    p = paired[("e", 1)]
+    assert (p["n"], p["min"], p["median"], p["max"]) == (3, pytest.approx(880 / 1010), pytest.approx(0.875),
+                                                         pytest.approx(0.9))
+    lines = bl.rank_paired_lines(paired, [1, 16], "c", ["e", "d"], {"c": "rapilog", "e": "brd"})
+    assert lines == ["rapilog / brd within each round, median [min-max]: 1: 0.88x [0.87x-0.90x] "
+                     "(every point's ratios within +-10 % of their median)"]
+    runs[0]["tps"] = 1200
+    wide = bl.rank_paired_lines(bl.rank_paired(runs, "c", ["e"]), [1], "c", ["e"], {})
+    assert wide[0].endswith("(wider than +-10 % at 1 clients)")
+
+
 def test_fsync_table():
     res = {("200 IOPS", "raw"): {"fdatasync": (200.0, 5000.0)}, ("200 IOPS", "brd"): {"fdatasync": (10000.0, 100.0)},
            ("200 IOPS", "rapilog"): {"fdatasync": (5000.0, 200.0)}, ("600 IOPS", "writecache"): {"fsync": (1.0, 1.0)}}
