@@ -379,6 +379,53 @@ def rank_paired_lines(paired: dict[tuple[str, int], dict[str, float]], clients: 
     return lines
 
 
+def parse_proc_stat_cpu(text: str) -> tuple[int, int]:
+    """(busy, idle) jiffies of /proc/stat's first "cpu" line; idle counts
+    idle and iowait."""
+    m = re.search(r"^cpu\s+(.*)$", text, re.M)
+    if not m:
+        raise ValueError("no cpu line in /proc/stat:\n" + text[:500])
+    f = [int(x) for x in m.group(1).split()]
+    idle = f[3] + (f[4] if len(f) > 4 else 0)
+    return sum(f[:8]) - idle, idle
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Busy share of the CPU between two parse_proc_stat_cpu() readings."""
+    busy, idle = after[0] - before[0], after[1] - before[1]
+    return busy / (busy + idle) if busy + idle > 0 else float("nan")
+
+
+def icount_pg_table(runs: list[dict], devices: list[str], refs: tuple[str, ...] = ("brd", "dm-writecache")
+                    ) -> tuple[str, list[list]]:
+    """Per device: guest ns per transaction under -icount (pgbench's mean
+    latency), the busy share of the guest's CPU over the run, and busy ns
+    per transaction (= guest instructions executed per transaction), also
+    counting the drain of the cache after the run, as the median of the
+    runs, with ratios to each ref."""
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        by.setdefault(r["device"], []).append(r)
+    keys = ("ns_per_tx", "busy", "insns_per_tx", "insns_per_tx_with_writeback")
+    med = {d: {k: median([float(x.get(k, float("nan"))) for x in xs]) for k in keys} for d, xs in by.items()}
+    header = ["device", "runs", "guest ns per transaction", "busy %", "instructions per transaction"] + \
+        [f"/ {r}" for r in refs] + ["with writeback"] + [f"/ {r}" for r in refs]
+    rows, csv_rows = [], []
+    for d in devices:
+        if d not in med:
+            continue
+        m = med[d]
+        rs = [ratio(m["insns_per_tx"], med[r]["insns_per_tx"]) if r in med else float("nan") for r in refs]
+        ws = [ratio(m["insns_per_tx_with_writeback"], med[r]["insns_per_tx_with_writeback"]) if r in med
+              else float("nan") for r in refs]
+        rows.append([d, str(len(by[d])), fmt(m["ns_per_tx"]), fmt(100 * m["busy"], 3), fmt(m["insns_per_tx"])]
+                    + [fmt_ratio(x) for x in rs] + [fmt(m["insns_per_tx_with_writeback"])]
+                    + [fmt_ratio(x) for x in ws])
+        csv_rows.append([d, len(by[d]), m["ns_per_tx"], m["busy"], m["insns_per_tx"]] + rs
+                        + [m["insns_per_tx_with_writeback"]] + ws)
+    return markdown_table(header, rows), [header] + csv_rows
+
+
 def fsync_table(results: dict[tuple[str, str], dict[str, tuple[float, float]]], order: list[tuple[str, str]],
                 ref: tuple[str, str], method: str = "fdatasync") -> tuple[str, list[list]]:
     """pg_test_fsync's `method` (8 kB write + fdatasync) per (profile, device),

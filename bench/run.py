@@ -4,12 +4,13 @@
   bench/run.py                 full run (both disk profiles, 3 repetitions)
   QUICK=1 bench/run.py         quick run (200-IOPS profile, 1 repetition, short runs)
   bench/run.py --only icount   the instruction-cost section alone (one -icount boot, ~1 min)
+  bench/run.py --only icount-pg  pgbench INSERT under -icount: instructions per transaction
   bench/run.py --only profile  per-function instruction profile of the 4 KiB write + fsync job
                                (an -icount boot with a QEMU plugin, bench/insn_profile.py)
   bench/run.py --report DIR    tables and plots again from DIR/results.json
   RAPILOG_KO=path bench/run.py use that rapilog.ko instead of building the tree's
   RAPILOG_CTL=path bench/run.py  use that rapilogctl instead of `cargo build --release`
-  (make bench [QUICK=1] [ONLY=icount|profile|fio|drain|pg] runs bench/run.py)
+  (make bench [QUICK=1] [ONLY=icount|icount-pg|profile|fio|drain|pg|rank] runs bench/run.py)
 
 0. Instruction cost (issue 17): a separate guest boot under QEMU
    `-icount shift=0,sleep=off` (1 vCPU): the guest clock advances one
@@ -22,6 +23,12 @@
    Instructions per write = fio's mean write latency (lat_ns) + mean fsync
    latency (sync lat_ns). Each cache is drained before each job (not
    measured), so no writeback runs during one. bench/README.md explains.
+   Then, in a boot of its own (also -icount, 1 vCPU, with a data disk):
+   pgbench's one-row INSERT, 1 client, 10,000 transactions, twice per
+   device, WAL on ext4 on the device: guest ns per transaction (10^9 /
+   pgbench's TPS) times the busy share of /proc/stat over the run =
+   guest instructions per transaction; also with the cache's writeback
+   of the run's data (a drain after it) counted.
 
 One guest (stock Debian kernel, QEMU TCG, Debian trixie rootfs with fio and
 PostgreSQL) boots with two disks: the log disk (throttled by QEMU: a number
@@ -118,6 +125,9 @@ P = dict(
     icount_writes_4k=3000,
     icount_writes_64k=500,
     icount_reps=2,
+    # pgbench under -icount: one client, this many INSERT transactions per run.
+    icount_pg_tx=10000,
+    icount_pg_reps=2,
     # Drain bandwidth: fio on the raw partition at these depths, then rapilog's
     # region filled with this much (writeback held) and drained.
     drain_qds=[1, 2, 4, 8, 16],
@@ -164,6 +174,7 @@ ICOUNT_DEVICES = [("brd", "brd", None), ("dm-writecache", "writecache", None),
                   ("rapilog window", "rapilog", "window"), ("rapilog off", "rapilog", "off")]
 ICOUNT_JOBS = [("w4k", "4 KiB", 4096, "icount_writes_4k"), ("w64k", "64 KiB", 65536, "icount_writes_64k")]
 ICOUNT_BRD_KIB = 65536  # brd for the icount boot: 64 MiB, written once before
+ICOUNT_PG_BRD_KIB = 262144  # brd of the pgbench -icount boot: pg_wal (16 MiB segments) on ext4
 # The log disk has one 512 MiB partition per device kind, so that every
 # configuration is up at once and the runs interleave (a, b, c, d, e at each
 # client count): the host's load drifts (other QEMU guests share its 2 cores)
@@ -384,6 +395,55 @@ class Bench:
                     self.save()
             self.detach(kind, 0)
 
+    def run_icount_pg(self) -> None:
+        """pgbench's INSERT workload, one client, a fixed number of
+        transactions, on each device in turn (WAL on it, the cluster on the
+        data disk), under -icount with one vCPU: 10^9 / pgbench's TPS is
+        guest ns per transaction; /proc/stat over the run gives the share
+        the CPU was busy (sleep=off skips idle time, which still advances
+        the clock), so busy ns per transaction = guest instructions per
+        transaction. Caches drained and a CHECKPOINT before each run."""
+        res = self.r.setdefault("icount_pg", {})
+        res.setdefault("runs", [])
+        res["params"] = {"qemu": " ".join(ICOUNT_QEMU_ARGS), "smp": ICOUNT_SMP, "transactions": P["icount_pg_tx"],
+                         "reps": P["icount_pg_reps"], "scale": P["scale"]}
+        self.pg_golden()
+        self.g.write_file("/tmp/insert.sql", INSERT_SQL)
+        for label, kind, protect in ICOUNT_DEVICES:
+            dev = self.attach(kind, protect or "window")
+            self.pg_prepare(kind, dev)
+            port = PG_PORT[kind]
+            bench = (f"runuser -u postgres -- {self.pg}/pgbench -h /tmp -p {port} -n -M prepared -c 1 -j 1 "
+                     f"{WORKLOADS['insert'][1]} bench")
+            self.sh(f"{bench} -t 200 >/dev/null 2>&1", timeout=900)  # warm-up, not counted
+            for rep in range(1, P["icount_pg_reps"] + 1):
+                self.sh(self.pgsu(f"psql -h /tmp -p {port} -d bench -q -c CHECKPOINT"), timeout=300)
+                self.settle(kind)
+                # Marks (cpu line of /proc/stat, guest clock) around the run
+                # and around the drain of what the cache still holds after it.
+                mark = "echo ===; head -n 1 /proc/stat; date +%s%N; echo ==="
+                drain = {"rapilog": f"{CTL_GUEST} flush >/dev/null", "writecache": "dmsetup message wc 0 flush"}
+                out = self.sh(f"{mark}; {bench} -t {P['icount_pg_tx']} 2>&1; {mark}; "
+                              f"{drain.get(kind, 'true')}; {mark}", timeout=1800)
+                _, m0, text, m1, _, m2, _ = out.split("===")
+                (self.out / f"icount-pg-{label.replace(' ', '_')}-run{rep}.txt").write_text(text)
+                pr = bl.parse_pgbench(text)
+                marks = [(bl.parse_proc_stat_cpu(m), int(m.split()[-1])) for m in (m0, m1, m2)]
+                busy = bl.busy_share(marks[0][0], marks[1][0])
+                ns = 1e9 / pr.tps  # one client: its mean latency, to more digits than pgbench prints it
+                # With writeback: busy guest ns from the run's start to the drain's end.
+                with_wb = (marks[2][1] - marks[0][1]) * bl.busy_share(marks[0][0], marks[2][0]) / pr.transactions
+                res["runs"].append({"device": label, "rep": rep, "transactions": pr.transactions, "tps": pr.tps,
+                                    "ns_per_tx": ns, "busy": busy, "insns_per_tx": ns * busy,
+                                    "insns_per_tx_with_writeback": with_wb, "failed": pr.failed})
+                log(f"icount pgbench INSERT {label} run {rep}: {ns:,.0f} guest ns per transaction, "
+                    f"{100 * busy:.1f} % busy: {ns * busy:,.0f} instructions per transaction, "
+                    f"{with_wb:,.0f} with the writeback of its data ({pr.transactions} transactions)")
+                self.save()
+            self.sh(self.pgsu(f"pg_ctl -D /data/pg-{kind} -w -t 300 stop") + f" >/dev/null && umount /mnt/wal-{kind}",
+                    timeout=320)
+            self.detach(kind, 0)
+
     # --- drain bandwidth ------------------------------------------------------------------------
     def ctl_json(self, args: str) -> dict:
         return bl.json_doc(self.sh(f"{CTL_GUEST} {args} --json 2>/tmp/ctl.err || {{ cat /tmp/ctl.err; exit 1; }}",
@@ -477,7 +537,13 @@ class Bench:
         with its pg_wal there; started (synchronous_commit=on; (b) sets it off
         per session)."""
         d, w = f"/data/pg-{kind}", f"/mnt/wal-{kind}"
-        self.sh(f"mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 {dev} && mkdir -p {w} && "
+        # -T default -b 4096: the same file system on every device. mke2fs
+        # otherwise picks its "small" type (1 KiB blocks) below 512 MiB,
+        # which brd (384 MiB) and rapilog0 (its 512 MiB partition less the
+        # marker area) are and dm-writecache's 512 MiB is not: each 8 KiB
+        # WAL write then costs 1 KiB-block work on some devices only.
+        self.sh(f"mkfs.ext4 -q -F -T default -b 4096 -E lazy_itable_init=0,lazy_journal_init=0 {dev} && "
+                f"mkdir -p {w} && "
                 f"mount -o noatime,lazytime {dev} {w} && mkdir {w}/pg_wal && "
                 f"rm -rf {d} && cp -a /data/golden {d} && cp -a --sparse=never {d}/pg_wal/. {w}/pg_wal/ && "
                 f"rm -rf {d}/pg_wal && ln -s {w}/pg_wal {d}/pg_wal && chown -R postgres: {w}", timeout=600)
@@ -633,12 +699,16 @@ def report(out: Path) -> str:
     meta = r.get("meta", {})
     if "guest" not in r and "icount" in r:  # --only icount
         r["guest"] = r["icount"].get("guest")
+    if "guest" not in r and "icount_pg" in r:  # --only icount-pg
+        r["guest"] = r["icount_pg"].get("guest")
     md.append(f"Run {meta.get('date', '?')} ({meta.get('mode', '?')} mode): host CPU {meta.get('cpu', '?')}, "
               f"{meta.get('host_cores', '?')} host cores, QEMU TCG guest ({(r.get('guest') or ['?'])[0]}, "
               f"{(r.get('guest') or ['', '?'])[1]} vCPUs); module {meta.get('module', '?')}; "
               f"parameters {json.dumps(meta.get('params', {}))}; wall clock {meta.get('wall_s', 0) / 60:.1f} min.")
     if "icount" in r:
         md.append(icount_report(r["icount"], out))
+    if "icount_pg" in r:
+        md.append(icount_pg_report(r["icount_pg"]))
     if "fio" in r:
         fio = {dev: {qd: bl.FioResult(**{**v, "write_lat": {float(k): x for k, x in v["write_lat"].items()},
                                           "sync_lat": {float(k): x for k, x in v["sync_lat"].items()}})
@@ -754,6 +824,57 @@ def icount_report(ic: dict, out: Path) -> str:
             f"{bl.fmt(ic.get('wall_s', float('nan')))} s wall clock.")
 
 
+def icount_pg_report(ic: dict) -> str:
+    """The pgbench-under-icount section of results.md."""
+    table, _ = bl.icount_pg_table(ic.get("runs") or [], [label for label, _, _ in ICOUNT_DEVICES])
+    prm = ic.get("params", {})
+    return ("### pgbench one-row INSERT per transaction under QEMU "
+            f"`{prm.get('qemu', '-icount shift=0,sleep=off')}` ({prm.get('smp', '?')} vCPU): guest instructions "
+            "per transaction\n\n" + table +
+            f"\n\n1 client, {prm.get('transactions', '?')} transactions per run, {prm.get('reps', '?')} runs per "
+            "device (median shown), WAL on ext4 on the device, synchronous commit, the cluster on the data disk; "
+            "guest ns per transaction = 10^9 / pgbench's TPS on the icount clock (one client); busy = non-idle share of "
+            "/proc/stat over the run; instructions = the two multiplied; with writeback = busy guest ns from the "
+            "run's start to the end of a drain of the cache after it (`rapilogctl flush`, `dmsetup message wc 0 "
+            "flush`; dm-writecache writes back only when told or above its watermark, rapilog within 1 s), per "
+            "transaction. "
+            f"Boot {bl.fmt(ic.get('wall_s', float('nan')))} s wall clock.")
+
+
+def run_icount_pg_boot(out: Path, results: dict, ko: str, ctl: str) -> None:
+    """pgbench under -icount: its own guest boot, with a data disk."""
+    from rapilog_harness import LOG_ROOT, Disk, Guest, scaled
+    t = time.monotonic()
+    img, data = out / "icount-pg-log.img", out / "icount-pg-data.img"
+    make_log_image(img)
+    data.unlink(missing_ok=True)
+    try:
+        with Guest("bench-icount-pg", krel=KREL, mem="2G", smp=ICOUNT_SMP, memmap=REGION_BOOT,
+                   append=f"memmap={PMEM_BOOT}",
+                   disks=[Disk(img, serial="rl-log"), Disk(data, serial="rl-data", size="4G", cache="unsafe")],
+                   rootfs=["postgresql"], files={KO_GUEST: ko, CTL_GUEST: ctl}, qemu_args=ICOUNT_QEMU_ARGS,
+                   log_dir=LOG_ROOT / "bench-icount-pg", boot_timeout=scaled(600)) as g:
+            g.boot()
+            log(f"icount pgbench guest booted in {g.ready_times[-1]:.1f} s (logs: {g.log_dir})")
+            b = Bench(g, out, results)
+            b.throttled = False
+            b.log_dev = b.sh("disk-by-serial rl-log").strip()
+            b.sh(f"[ -b {b.log_dev}3 ]")
+            b.data_dev = b.sh("disk-by-serial rl-data").strip()
+            b.pg = b.sh("ls -d /usr/lib/postgresql/*/bin | tail -n 1").strip()
+            results.setdefault("icount_pg", {})["guest"] = b.sh(
+                f"uname -r; nproc; grep MemTotal /proc/meminfo; {b.pg}/postgres --version").strip().splitlines()
+            b.setup_pmem()
+            b.setup_brd(ICOUNT_PG_BRD_KIB)
+            b.run_icount_pg()
+            results["icount_pg"]["wall_s"] = time.monotonic() - t
+            b.save()
+    finally:
+        img.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
+    log(f"pgbench instruction section: {time.monotonic() - t:.0f} s")
+
+
 def make_log_image(path: Path) -> None:
     """The log disk: three 512 MiB partitions (raw, rapilog's, dm-writecache's)."""
     path.unlink(missing_ok=True)
@@ -814,9 +935,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--report", metavar="DIR", help="only tables and plots from DIR/results.json")
     ap.add_argument("--out", metavar="DIR", help="output directory (default .cache/bench/DATE/MODE)")
-    ap.add_argument("--only", choices=["icount", "profile", "fio", "drain", "pg", "rank"],
-                    help="run one part only: icount (its own boot), profile (its own boot, not part of a full "
-                         "run), fio (with the scaling line), drain, pg, rank (the pgbench ranking)")
+    ap.add_argument("--only", choices=["icount", "icount-pg", "profile", "fio", "drain", "pg", "rank"],
+                    help="run one part only: icount (its own boot), icount-pg (pgbench under -icount, its own "
+                         "boot), profile (its own boot, not part of a full run), fio (with the scaling line), "
+                         "drain, pg, rank (the pgbench ranking)")
     args = ap.parse_args()
     ensure_matplotlib()
     if args.report:
@@ -851,7 +973,10 @@ def main() -> int:
     if args.only in (None, "icount"):
         run_icount_boot(out, results, ko, ctl)
         print(icount_report(results["icount"], out), flush=True)
-    if args.only == "icount":
+    if args.only in (None, "icount-pg"):
+        run_icount_pg_boot(out, results, ko, ctl)
+        print(icount_pg_report(results["icount_pg"]), flush=True)
+    if args.only in ("icount", "icount-pg"):
         results["meta"]["wall_s"] = time.time() - t_start
         (out / "results.json").write_text(json.dumps(results, indent=1))
         print()

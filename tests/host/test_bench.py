@@ -182,6 +182,29 @@ def test_rank_paired_takes_each_ratio_within_one_round():
     assert wide[0].endswith("(wider than +-10 % at 1 clients)")
 
 
+def test_parse_proc_stat_cpu_counts_iowait_as_idle():
+    text = "cpu  100 5 50 1000 20 3 2 0 0 0\ncpu0 100 5 50 1000 20 3 2 0 0 0\n"
+    assert bl.parse_proc_stat_cpu(text) == (160, 1020)
+    with pytest.raises(ValueError):
+        bl.parse_proc_stat_cpu("intr 1 2 3")
+
+
+def test_icount_pg_table_takes_medians_and_ratios_of_instructions():
+    runs = [{"device": d, "ns_per_tx": ns, "busy": b, "insns_per_tx": ns * b, "insns_per_tx_with_writeback": w}
+            for d, ns, b, w in [("brd", 100000, 0.9, 90000), ("brd", 102000, 0.9, 91800),
+                                ("brd", 98000, 0.9, 88200), ("rapilog window", 95000, 1.0, 99000),
+                                ("dm-writecache", 120000, 0.75, 110000)]]
+    table, rows = bl.icount_pg_table(runs, ["brd", "dm-writecache", "rapilog window", "rapilog off"])
+    assert rows[0][5:] == ["/ brd", "/ dm-writecache", "with writeback", "/ brd", "/ dm-writecache"]
+    assert [r[0] for r in rows[1:]] == ["brd", "dm-writecache", "rapilog window"]
+    assert rows[1][1:5] == [3, 100000, 0.9, pytest.approx(90000)]
+    assert rows[3][5:7] == [pytest.approx(95000 / 90000), pytest.approx(95000 / 90000)]
+    assert rows[3][7:] == [99000, pytest.approx(1.1), pytest.approx(0.9)]
+    assert bl.busy_share((100, 50), (190, 60)) == pytest.approx(0.9)
+    assert math.isnan(bl.busy_share((1, 1), (1, 1)))
+    assert "| rapilog window |    1 |                   95,000 |    100 |" in table
+
+
 def test_fsync_table():
     res = {("200 IOPS", "raw"): {"fdatasync": (200.0, 5000.0)}, ("200 IOPS", "brd"): {"fdatasync": (10000.0, 100.0)},
            ("200 IOPS", "rapilog"): {"fdatasync": (5000.0, 200.0)}, ("600 IOPS", "writecache"): {"fsync": (1.0, 1.0)}}
