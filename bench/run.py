@@ -88,6 +88,7 @@ Output: .cache/bench/<date>/<quick|full>/ (--only X: <quick|full>-X/) (results.j
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import itertools
 import json
@@ -251,16 +252,18 @@ class Bench:
         self.throttle(iops)
 
     # --- devices ----------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, brd_kib: int = 393216) -> list[str]:
+        """Finds the disks and PostgreSQL, brings up pmem and brd; returns
+        what identifies the guest (kernel, vCPUs, memory, versions)."""
         self.log_dev = self.sh("disk-by-serial rl-log").strip()
         self.sh(f"[ -b {self.log_dev}3 ]")  # partitions: written by the host (main)
         self.data_dev = self.sh("disk-by-serial rl-data").strip()
         self.pg = self.sh("ls -d /usr/lib/postgresql/*/bin | tail -n 1").strip()
         info = self.sh("uname -r; nproc; grep MemTotal /proc/meminfo; fio --version; "
                        f"{self.pg}/postgres --version").strip().splitlines()
-        self.r["guest"] = info
         self.setup_pmem()
-        self.setup_brd(393216)
+        self.setup_brd(brd_kib)
+        return info
 
     def setup_pmem(self) -> None:
         # dm-writecache's pmem mode needs DAX with struct pages: the legacy
@@ -364,13 +367,16 @@ class Bench:
         self.setup_pmem()
         self.setup_brd(ICOUNT_BRD_KIB)
 
+    @staticmethod
+    def drain_cmd(kind: str) -> str:
+        """The guest command that writes a cache back to its disk and waits
+        for it ('true' for a device without one)."""
+        return {"rapilog": f"{CTL_GUEST} flush >/dev/null", "writecache": "dmsetup message wc 0 flush"}.get(kind, "true")
+
     def settle(self, kind: str) -> None:
         """Empty a cache before a measured job (not measured): no writeback
         of an earlier job may run during it."""
-        if kind == "rapilog":
-            self.sh(f"{CTL_GUEST} flush >/dev/null", timeout=600)
-        elif kind == "writecache":
-            self.sh("dmsetup message wc 0 flush", timeout=600)
+        self.sh(self.drain_cmd(kind), timeout=600)
 
     def run_icount(self) -> None:
         res = self.r.setdefault("icount", {})
@@ -409,6 +415,7 @@ class Bench:
                          "reps": P["icount_pg_reps"], "scale": P["scale"]}
         self.pg_golden()
         self.g.write_file("/tmp/insert.sql", INSERT_SQL)
+        mark = "echo ===; head -n 1 /proc/stat; date +%s%N; echo ==="  # cpu times, guest clock
         for label, kind, protect in ICOUNT_DEVICES:
             dev = self.attach(kind, protect or "window")
             self.pg_prepare(kind, dev)
@@ -419,12 +426,10 @@ class Bench:
             for rep in range(1, P["icount_pg_reps"] + 1):
                 self.sh(self.pgsu(f"psql -h /tmp -p {port} -d bench -q -c CHECKPOINT"), timeout=300)
                 self.settle(kind)
-                # Marks (cpu line of /proc/stat, guest clock) around the run
-                # and around the drain of what the cache still holds after it.
-                mark = "echo ===; head -n 1 /proc/stat; date +%s%N; echo ==="
-                drain = {"rapilog": f"{CTL_GUEST} flush >/dev/null", "writecache": "dmsetup message wc 0 flush"}
-                out = self.sh(f"{mark}; {bench} -t {P['icount_pg_tx']} 2>&1; {mark}; "
-                              f"{drain.get(kind, 'true')}; {mark}", timeout=1800)
+                # Marks around the run and around the drain of what the cache
+                # still holds after it.
+                out = self.sh(f"{mark}; {bench} -t {P['icount_pg_tx']} 2>&1; {mark}; {self.drain_cmd(kind)}; {mark}",
+                              timeout=1800)
                 _, m0, text, m1, _, m2, _ = out.split("===")
                 (self.out / f"icount-pg-{label.replace(' ', '_')}-run{rep}.txt").write_text(text)
                 pr = bl.parse_pgbench(text)
@@ -625,7 +630,7 @@ class Bench:
         run's writeback (dm-writecache writes back only above its high
         watermark, or when told to)."""
         self.throttle(0)
-        self.sh(f"{CTL_GUEST} flush >/dev/null && dmsetup message wc 0 flush", timeout=600)
+        self.sh(f"{self.drain_cmd('rapilog')} && {self.drain_cmd('writecache')}", timeout=600)
         self.throttle(P["profiles"][0])
 
     def rank_run(self, config: str, n: int, duration: int) -> dict:
@@ -679,12 +684,10 @@ def rank_report(res: dict, params: dict) -> tuple[str, list[str], list[list]]:
     summ = bl.rank_summary(runs)
     clients = sorted({int(x["clients"]) for x in runs})
     configs = [c for c in RANK_CONFIGS if any(x["config"] == c for x in runs)]
-    table, rows = bl.rank_table(summ, configs, clients, "c", [c for c in RANK_TARGETS if c in configs])
-    verdict = bl.rank_verdict(summ, clients, "c", {c: t for c, t in RANK_TARGETS.items() if c in configs},
-                              RANK_LABELS)
     refs = [c for c in RANK_TARGETS if c in configs]
-    paired = bl.rank_paired_lines(bl.rank_paired(runs, "c", refs), clients, "c", refs, RANK_LABELS)
-    verdict += paired
+    table, rows = bl.rank_table(summ, configs, clients, "c", refs)
+    verdict = bl.rank_verdict(summ, clients, "c", {c: RANK_TARGETS[c] for c in refs}, RANK_LABELS)
+    verdict += bl.rank_paired_lines(bl.rank_paired(runs, "c", refs), clients, "c", refs, RANK_LABELS)
     head = (f"### pgbench {WORKLOADS['insert'][0]}: ranking (log disk {params.get('profiles', ['?'])[0]} "
             f"requests/s; {params.get('rank_reps', '?')} repetitions of {params.get('rank_duration', '?')} s per "
             "point, caches empty and a CHECKPOINT before each; emulated: QEMU TCG wall clock)\n\n"
@@ -841,37 +844,40 @@ def icount_pg_report(ic: dict) -> str:
             f"Boot {bl.fmt(ic.get('wall_s', float('nan')))} s wall clock.")
 
 
-def run_icount_pg_boot(out: Path, results: dict, ko: str, ctl: str) -> None:
-    """pgbench under -icount: its own guest boot, with a data disk."""
+@contextlib.contextmanager
+def icount_bench(out: Path, results: dict, ko: str, ctl: str, name: str, data_disk: bool = False):
+    """A Bench on a guest booted under -icount (ICOUNT_SMP vCPU, no disk
+    throttle) with the log disk and, if asked, a data disk; the images are
+    removed afterwards."""
     from rapilog_harness import LOG_ROOT, Disk, Guest, scaled
-    t = time.monotonic()
-    img, data = out / "icount-pg-log.img", out / "icount-pg-data.img"
-    make_log_image(img)
-    data.unlink(missing_ok=True)
+    log_img, data_img = out / f"{name}-log.img", out / f"{name}-data.img"
+    make_log_image(log_img)
+    disks = [Disk(log_img, serial="rl-log")]
+    if data_disk:
+        data_img.unlink(missing_ok=True)
+        disks.append(Disk(data_img, serial="rl-data", size="4G", cache="unsafe"))
     try:
-        with Guest("bench-icount-pg", krel=KREL, mem="2G", smp=ICOUNT_SMP, memmap=REGION_BOOT,
-                   append=f"memmap={PMEM_BOOT}",
-                   disks=[Disk(img, serial="rl-log"), Disk(data, serial="rl-data", size="4G", cache="unsafe")],
-                   rootfs=["postgresql"], files={KO_GUEST: ko, CTL_GUEST: ctl}, qemu_args=ICOUNT_QEMU_ARGS,
-                   log_dir=LOG_ROOT / "bench-icount-pg", boot_timeout=scaled(600)) as g:
+        with Guest(name, krel=KREL, mem="2G", smp=ICOUNT_SMP, memmap=REGION_BOOT, append=f"memmap={PMEM_BOOT}",
+                   disks=disks, rootfs=["postgresql"], files={KO_GUEST: ko, CTL_GUEST: ctl},
+                   qemu_args=ICOUNT_QEMU_ARGS, log_dir=LOG_ROOT / name, boot_timeout=scaled(600)) as g:
             g.boot()
-            log(f"icount pgbench guest booted in {g.ready_times[-1]:.1f} s (logs: {g.log_dir})")
+            log(f"{name} guest booted in {g.ready_times[-1]:.1f} s (logs: {g.log_dir})")
             b = Bench(g, out, results)
             b.throttled = False
-            b.log_dev = b.sh("disk-by-serial rl-log").strip()
-            b.sh(f"[ -b {b.log_dev}3 ]")
-            b.data_dev = b.sh("disk-by-serial rl-data").strip()
-            b.pg = b.sh("ls -d /usr/lib/postgresql/*/bin | tail -n 1").strip()
-            results.setdefault("icount_pg", {})["guest"] = b.sh(
-                f"uname -r; nproc; grep MemTotal /proc/meminfo; {b.pg}/postgres --version").strip().splitlines()
-            b.setup_pmem()
-            b.setup_brd(ICOUNT_PG_BRD_KIB)
-            b.run_icount_pg()
-            results["icount_pg"]["wall_s"] = time.monotonic() - t
-            b.save()
+            yield b
     finally:
-        img.unlink(missing_ok=True)
-        data.unlink(missing_ok=True)
+        log_img.unlink(missing_ok=True)
+        data_img.unlink(missing_ok=True)
+
+
+def run_icount_pg_boot(out: Path, results: dict, ko: str, ctl: str) -> None:
+    """pgbench under -icount: its own guest boot, with a data disk."""
+    t = time.monotonic()
+    with icount_bench(out, results, ko, ctl, "bench-icount-pg", data_disk=True) as b:
+        results.setdefault("icount_pg", {})["guest"] = b.setup(ICOUNT_PG_BRD_KIB)
+        b.run_icount_pg()
+        results["icount_pg"]["wall_s"] = time.monotonic() - t
+        b.save()
     log(f"pgbench instruction section: {time.monotonic() - t:.0f} s")
 
 
@@ -896,25 +902,12 @@ def rapilogctl_path() -> str:
 
 def run_icount_boot(out: Path, results: dict, ko: str, ctl: str) -> None:
     """The instruction-cost section: its own guest boot under -icount."""
-    from rapilog_harness import LOG_ROOT, Disk, Guest, scaled
     t = time.monotonic()
-    img = out / "icount-log.img"
-    make_log_image(img)
-    try:
-        with Guest("bench-icount", krel=KREL, mem="2G", smp=ICOUNT_SMP, memmap=REGION_BOOT,
-                   append=f"memmap={PMEM_BOOT}", disks=[Disk(img, serial="rl-log")], rootfs=["postgresql"],
-                   files={KO_GUEST: ko, CTL_GUEST: ctl}, qemu_args=ICOUNT_QEMU_ARGS,
-                   log_dir=LOG_ROOT / "bench-icount", boot_timeout=scaled(600)) as g:
-            g.boot()
-            log(f"icount guest booted in {g.ready_times[-1]:.1f} s (logs: {g.log_dir})")
-            b = Bench(g, out, results)
-            b.throttled = False
-            b.setup_icount()
-            b.run_icount()
-            results["icount"]["wall_s"] = time.monotonic() - t
-            b.save()
-    finally:
-        img.unlink(missing_ok=True)
+    with icount_bench(out, results, ko, ctl, "bench-icount") as b:
+        b.setup_icount()
+        b.run_icount()
+        results["icount"]["wall_s"] = time.monotonic() - t
+        b.save()
     log(f"instruction cost section: {time.monotonic() - t:.0f} s")
 
 
@@ -995,7 +988,7 @@ def main() -> int:
             g.boot()
             log(f"guest booted in {g.ready_times[-1]:.1f} s (logs: {g.log_dir})")
             b = Bench(g, out, results)
-            b.setup()
+            results["guest"] = b.setup()
             if args.only in (None, "fio"):
                 t = time.monotonic()
                 b.run_fio()

@@ -364,6 +364,11 @@ impl<'a> Sim<'a> {
         record.complete() || self.region[range] == record.descriptor[..]
     }
 
+    /// Sequence numbers of the published records, oldest first.
+    fn published_seqs(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.records.len()).filter(|&seq| self.published(seq))
+    }
+
     /// The superblock a reader must load: the pending update if its copy
     /// already holds every byte it meant to store (the same argument as
     /// [`Sim::published`]), else the last fully stored one.
@@ -378,12 +383,7 @@ impl<'a> Sim<'a> {
     /// it, or the original contents.
     fn expected_disk(&self) -> Vec<u8> {
         let mut disk = self.initial_disk.clone();
-        for (_, record) in self
-            .records
-            .iter()
-            .enumerate()
-            .filter(|&(seq, _)| self.published(seq))
-        {
+        for record in self.published_seqs().map(|seq| &self.records[seq]) {
             let start = record.sector as usize * SECTOR;
             disk[start..start + record.data.len()].copy_from_slice(&record.data);
         }
@@ -466,8 +466,9 @@ fn check(scenario: &Scenario) -> Result<(), TestCaseError> {
             "loaded superblock is not the last one stored"
         );
         let tail = loaded.superblock.durable_tail;
-        let live_published = (tail as usize..sim.records.len())
-            .filter(|&seq| sim.published(seq))
+        let live_published = sim
+            .published_seqs()
+            .filter(|&seq| seq >= tail as usize)
             .count();
         prop_assert_eq!(applied, Some(live_published));
         let expected = sim.expected_disk();
