@@ -13,7 +13,8 @@
 //! # Where writeback is
 //!
 //! Writeback handles records in sequence order from [`Live::written_to`]
-//! on: it checks each one (`format::check_record`) and writes those that
+//! on: it checks each one (`format::check_descriptor`, and its payload
+//! as it is copied for the disk) and writes those that
 //! pass ([`Stage::Written`]); one that fails is [`Stage::Bad`] and is never
 //! written. The tail (`ring.tail_seq()`) follows only over handled records
 //! that need nothing more (written, skipped, abandoned), so it stops at the

@@ -13,31 +13,43 @@
 //!    (`Live::written_to`; up to the first one still being filled) and the
 //!    dirty-extent index's extents of those records.
 //! 3. **Check** every record of the batch before any of it is written
-//!    (`format::check_record`): its descriptor, read back from the
-//!    region's descriptor table, must be the one published for it, and its
-//!    payload must match the CRC-32C that descriptor carries (one pass over
-//!    the payload, the kernel's crc32c). Every record, also those whose
-//!    sectors newer records of the batch overwrite, which the write plan
-//!    writes partly or not at all: a corrupt record is reported whether or
-//!    not its bytes would have reached the disk.
+//!    (`format::check_descriptor`): its descriptor, read back from the
+//!    region's descriptor table, must be the one published for it. A
+//!    record none of whose data goes to the disk in this batch (newer
+//!    records of the batch overwrite all of it) has its payload checked
+//!    here too, against the CRC-32C its descriptor carries: a corrupt
+//!    record is reported whether or not its bytes would have reached the
+//!    disk. The payload of every other record is checked in step 4.
 //! 4. Write the batch's newest data of the records that passed: the
 //!    extents whose record is in the batch, copied into bounce pages and
 //!    merged into as few writes as they are contiguous
 //!    (`format::writeback_plan`). A sector rewritten by several records,
 //!    like a database log's current page at every commit, goes to the
 //!    disk once per batch, not once per record; one rewritten again after
-//!    the batch waits for that newer record. The writes go in groups of up
-//!    to [`WRITES_IN_FLIGHT`] (8 x 1 MiB), all in flight at once, each from
-//!    its own bounce buffer (`BackingDisk::write_group`); fewer on a disk
-//!    that writes less than that in half a second at the bandwidth
-//!    measured so far (`format::writes_in_flight`: a deeper queue would
-//!    only delay the group's end, its errors, a `dmsetup suspend`, and
-//!    make its retry longer). The batch's runs
-//!    cover disjoint sectors, so they may reach the disk and complete in
-//!    any order. A group is waited for as a whole; if any of its writes
-//!    failed, the whole group is retried (the buffers still hold its data;
-//!    writing a sector again with the same bytes is harmless), and the next
-//!    group starts only once this one succeeded.
+//!    the batch waits for that newer record. Each run (one disk write) is
+//!    **checked after it is copied** and before it is submitted
+//!    ([`copy_run`]), against the CRC-32C its descriptor carries, computed
+//!    over the copy: for a piece that is its record's whole payload in the
+//!    same pass as the copy; for a record copied in part over the bytes
+//!    this run copied, read from its buffer, and the rest of the payload
+//!    from the region. So every byte a disk write carries was checked where
+//!    it is, in the bounce buffer: a corruption of the region before or
+//!    during the copy fails the check, one after it does not reach the
+//!    disk. A record that fails there is handled as if step 3 had found
+//!    it: its run is not written, and the plan resumes at that run without
+//!    it (`WritePlan::starting_at`).
+//!    The writes go in groups of up to [`WRITES_IN_FLIGHT`] (8 x 1 MiB),
+//!    all in flight at once, each from its own bounce buffer
+//!    (`BackingDisk::write_group`); fewer on a disk that writes less than
+//!    that in half a second at the bandwidth measured so far
+//!    (`format::writes_in_flight`: a deeper queue would only delay the
+//!    group's end, its errors, a `dmsetup suspend`, and make its retry
+//!    longer). The batch's runs cover disjoint sectors, so they may reach
+//!    the disk and complete in any order. A group is waited for as a
+//!    whole; if any of its writes failed, the whole group is retried (the
+//!    buffers still hold its checked data; writing a sector again with the
+//!    same bytes is harmless), and the next group starts only once this
+//!    one succeeded.
 //! 5. Flush the disk's cache, after every write of the batch completed:
 //!    now they are durable there.
 //! 6. Advance the durable tail in the superblock (the other copy,
@@ -55,9 +67,10 @@
 //! record stays in the region with everything after it, for `rapilogctl
 //! dump` and `inspect --live`, and the ring fills behind it until writers
 //! wait. Reads of the sectors whose newest data it holds fail with EIO
-//! (`read_path`). The check and the copy into bounce pages are two passes:
-//! a corruption that lands after a record was checked and before its run is
-//! copied (at most one batch's disk writes later) still reaches the disk.
+//! (`read_path`). Because each run is checked as copied (step 4), no byte
+//! of a record that fails its check reaches the disk from that run on; a
+//! record found bad only while a later run is copied had its earlier runs
+//! checked as they were copied, so those hold the data that was published.
 //!
 //! A **drain** does not stop at a bad record: `rapilogctl flush`
 //! ([`drain_and_wait`]), an orderly stop (`lifecycle`), the power-fail drain
@@ -98,8 +111,9 @@ use crate::device::Device;
 use crate::disk_marker::Marker;
 use crate::format::dirty_bound::BandwidthEstimate;
 use crate::format::{
-    batch_extents, check_record, writes_in_flight, ActiveSuperblock, ExpectedRecord, Extent,
-    Geometry, RecordFault, WritePlan, DESCRIPTOR_BYTES, SECTOR_BYTES,
+    batch_extents, check_descriptor, is_whole_record, writes_in_flight, ActiveSuperblock,
+    ExpectedRecord, Extent, Geometry, PublishedPayload, RecordFault, Run, Source, WritePlan,
+    DESCRIPTOR_BYTES, SECTOR_BYTES,
 };
 use crate::kernel_display::Errno;
 use crate::lifecycle;
@@ -153,6 +167,9 @@ pub(crate) struct Writeback {
     /// What of the batch goes to the disk: its extents in the dirty-extent
     /// index, by sector. Room for the whole index (`2 x slots + 1`).
     extents: KVVec<Extent>,
+    /// How each record of the batch is checked, by its index in `batch`.
+    /// Room for a whole batch.
+    payloads: KVec<Payload>,
     /// Sequence numbers of the batch's records that failed their check,
     /// ascending. Room for a whole batch.
     bad: KVec<u64>,
@@ -229,6 +246,7 @@ impl Writeback {
             more_bounce,
             batch: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
             extents: KVVec::with_capacity(2 * geometry.descriptor_slots as usize + 1, GFP_KERNEL)?,
+            payloads: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
             bad: KVec::with_capacity(MAX_BATCH_RECORDS, GFP_KERNEL)?,
             max_batch_bytes: MAX_BATCH_BYTES.min(geometry.ring_bytes / 4).max(1),
             bandwidth: BandwidthEstimate::default(),
@@ -416,8 +434,27 @@ fn collect(live: &Live, batch: &mut KVec<Record>, extents: &mut KVVec<Extent>, m
     }
 }
 
-/// Step 3 for one record: its descriptor in the table and its payload.
-fn check(dev: &Device, record: &Record) -> Result<(), RecordFault> {
+/// How a record of the batch is checked (steps 3 and 4).
+enum Payload {
+    /// Nothing of it goes to the disk in this batch (newer records of the
+    /// batch overwrite all of it), or it is not published (abandoned):
+    /// step 3 checks a published one whole, from the region.
+    Unwritten,
+    /// Some of it goes to the disk: step 3 checks its descriptor only.
+    Written,
+    /// A `Written` record whose descriptor passed: step 4 checks its
+    /// payload against `payload` each time it copies any of it, before the
+    /// copy is written. `checked_in`: the last run (numbered from 1 in the
+    /// batch) for which it was checked from the region.
+    Verify {
+        payload: PublishedPayload,
+        checked_in: u32,
+    },
+}
+
+/// The descriptor half of step 3 for one record: its descriptor in the
+/// table must be the one published for it.
+fn check_descriptor_of(dev: &Device, record: &Record) -> Result<PublishedPayload, RecordFault> {
     let r = &record.reservation;
     let mut descriptor = [0u8; DESCRIPTOR_BYTES];
     let copied = dev.geometry().descriptor_range(r.slot).map_or(0, |range| {
@@ -434,13 +471,142 @@ fn check(dev: &Device, record: &Record) -> Result<(), RecordFault> {
         ring_offset: r.ring_offset,
         length: r.length,
     };
-    check_record(
-        dev.geometry(),
-        &descriptor,
-        &expected,
-        KernelCrc32c,
-        |payload| dev.region().checksum(payload.start, payload.len()),
-    )
+    check_descriptor(dev.geometry(), &descriptor, &expected, KernelCrc32c)
+}
+
+/// Checks `payload` as it is in the region now.
+fn check_in_region(dev: &Device, payload: &PublishedPayload) -> Result<(), RecordFault> {
+    let found = dev
+        .region()
+        .checksum(payload.range.start, payload.range.len())
+        .ok_or(RecordFault::DescriptorMismatch)?;
+    payload.verify(found)
+}
+
+/// Step 3 for one record: its descriptor, and its payload unless step 4
+/// checks that as it copies it.
+fn check(dev: &Device, record: &Record, payload: &mut Payload) -> Result<(), RecordFault> {
+    let published = check_descriptor_of(dev, record)?;
+    match payload {
+        Payload::Written => {
+            *payload = Payload::Verify {
+                payload: published,
+                checked_in: 0,
+            };
+            Ok(())
+        }
+        _ => check_in_region(dev, &published),
+    }
+}
+
+/// Why a run was not written (step 4).
+enum RunFault {
+    /// A piece of record `seq` lies outside the region, or its record was
+    /// not checked: impossible with a valid geometry and batch.
+    Unchecked(u64),
+    /// The record at `index` in the batch failed its check.
+    Bad { index: usize, fault: RecordFault },
+}
+
+/// Step 4 for one run: copies its pieces into `buffer` and checks every
+/// record it copied from against its descriptor's CRC-32C, computed over
+/// **the copy**, so that every byte the disk write carries was checked
+/// where it is, whatever happens to the region meanwhile. A piece that is
+/// its record's whole payload: the CRC-32C of the copy, computed in the
+/// same pass (`copy_from_region_checksummed`). A record copied in part
+/// (newer records overwrite some of it, or the run ends inside it): once
+/// per run, after the copy, over its copied bytes in `buffer` and the rest
+/// in the region ([`checksum_with_copy`]). Returns the bytes copied.
+/// `run_no` numbers the batch's runs from 1.
+fn copy_run(
+    dev: &Device,
+    buffer: &mut BounceBuffer,
+    run: &Run<'_>,
+    batch: &[Record],
+    payloads: &mut [Payload],
+    run_no: u32,
+) -> Result<usize, RunFault> {
+    let from = batch.first().map_or(0, |r| r.reservation.seq);
+    let index_of = |seq: u64| usize::try_from(seq.wrapping_sub(from)).unwrap_or(usize::MAX);
+    let mut len = 0usize;
+    for piece in run.pieces() {
+        let index = index_of(piece.seq);
+        let (Some(record), Some(Payload::Verify { payload, .. })) =
+            (batch.get(index), payloads.get(index))
+        else {
+            return Err(RunFault::Unchecked(piece.seq));
+        };
+        // The index's handle is the payload's offset in the region: the
+        // bytes copied are the bytes checked.
+        if piece.record != payload.range.start as u64 {
+            return Err(RunFault::Unchecked(piece.seq));
+        }
+        let piece_bytes = (piece.sectors * u64::from(SECTOR_BYTES)) as usize;
+        // `record` is the payload's offset in the region.
+        let offset = (piece.record + piece.record_offset * u64::from(SECTOR_BYTES)) as usize;
+        if is_whole_record(&piece, record.reservation.length) {
+            let found = buffer
+                .copy_from_region_checksummed(len, dev.region(), offset, piece_bytes)
+                .map_err(|_| RunFault::Unchecked(piece.seq))?;
+            payload
+                .verify(found)
+                .map_err(|fault| RunFault::Bad { index, fault })?;
+        } else {
+            buffer
+                .copy_from_region(len, dev.region(), offset, piece_bytes)
+                .map_err(|_| RunFault::Unchecked(piece.seq))?;
+        }
+        len += piece_bytes;
+    }
+    for piece in run.pieces() {
+        let index = index_of(piece.seq);
+        let (
+            Some(record),
+            Some(Payload::Verify {
+                payload,
+                checked_in,
+            }),
+        ) = (batch.get(index), payloads.get_mut(index))
+        else {
+            return Err(RunFault::Unchecked(piece.seq));
+        };
+        if is_whole_record(&piece, record.reservation.length) || *checked_in == run_no {
+            continue;
+        }
+        *checked_in = run_no;
+        let found = checksum_with_copy(dev, buffer, run, piece.seq, payload)
+            .ok_or(RunFault::Unchecked(piece.seq))?;
+        payload
+            .verify(found)
+            .map_err(|fault| RunFault::Bad { index, fault })?;
+    }
+    Ok(len)
+}
+
+/// CRC-32C of record `seq`'s payload with the bytes `run` copied read from
+/// `buffer`, where the copy is that the disk write carries, and the rest
+/// (overwritten by newer records, or copied by other runs) from the region
+/// (`Run::record_sources`); `None` if a range is out of bounds.
+fn checksum_with_copy(
+    dev: &Device,
+    buffer: &BounceBuffer,
+    run: &Run<'_>,
+    seq: u64,
+    payload: &PublishedPayload,
+) -> Option<u32> {
+    let mut crc = !0u32;
+    let bytes = u32::try_from(payload.range.len()).ok()?;
+    run.record_sources(seq, bytes, |source| {
+        crc = match source {
+            Source::Region { offset, len } => {
+                dev.region()
+                    .crc_update_raw(crc, payload.range.start.checked_add(offset)?, len)?
+            }
+            Source::Copy { at, len } => buffer.crc_update_raw(crc, at, len).ok()?,
+        };
+        Some(())
+    })?;
+    Some(!crc)
 }
 
 /// A record failed its check: marks it bad (held if it is the oldest),
@@ -633,6 +799,7 @@ fn write_batch(
         more_bounce,
         batch,
         extents,
+        payloads,
         bad,
         errors,
         bad_lines,
@@ -658,13 +825,26 @@ fn write_batch(
         .zip(batch.last())
         .map(|(first, last)| (first.reservation.seq, last.reservation.seq + 1));
     if let Some((from, mut end)) = handled {
+        // Which records have data of theirs written: their payloads are
+        // checked as they are copied (step 4); the others' in step 3.
+        payloads.clear();
+        for _ in batch.iter() {
+            // Cannot fail: room for a whole batch.
+            let _ = payloads.push_within_capacity(Payload::Unwritten);
+        }
+        for extent in extents.iter() {
+            let index = usize::try_from(extent.seq - from).unwrap_or(usize::MAX);
+            if let Some(payload) = payloads.get_mut(index) {
+                *payload = Payload::Written;
+            }
+        }
         // Step 3: every record, before anything of the batch is written.
         bad.clear();
-        for record in batch.iter() {
+        for (record, payload) in batch.iter().zip(payloads.iter_mut()) {
             if !matches!(record.stage, Stage::Published(_)) {
                 continue; // abandoned: nothing to check or write
             }
-            let Err(fault) = check(dev, record) else {
+            let Err(fault) = check(dev, record, payload) else {
                 continue;
             };
             found_bad(dev, bad_lines, record, fault);
@@ -683,71 +863,105 @@ fn write_batch(
         // data once), so the writes of a group may be in flight together
         // and complete in any order; the flush (step 5) waits for all.
         let capacity = bounce.capacity().min(MAX_IO_BYTES);
-        let mut plan = WritePlan::new(extents, (capacity / SECTOR_BYTES as usize) as u64);
+        let max_sectors = (capacity / SECTOR_BYTES as usize) as u64;
         // As many as the disk writes in half a second at the bandwidth
         // measured so far (`format::writes_in_flight`), at most 8.
         let depth = writes_in_flight(bandwidth.bytes_per_sec(), WRITES_IN_FLIGHT, capacity as u64);
+        let mut run_no = 0u32;
+        // Where the plan starts: again after a record failed its check
+        // while its run was copied (that run was not written, the runs
+        // before it were, and they are not written again).
+        let mut resume_at = 0u64;
         loop {
-            let mut group = [Write::default(); WRITES_IN_FLIGHT];
-            let mut count = 0;
-            let mut outside = None;
-            // The first attempt copies each run into its buffer and submits
-            // it before copying the next; a retry writes the same buffers
-            // again, unchanged.
-            let first =
-                dev.backing()
-                    .write_group(buffers(bounce, more_bounce).take(depth), |k, buffer| {
+            let mut plan = WritePlan::starting_at(extents, max_sectors, resume_at);
+            let failed = loop {
+                let mut group = [Write::default(); WRITES_IN_FLIGHT];
+                let mut count = 0;
+                let mut stopped = None;
+                // The first attempt copies and checks each run into its
+                // buffer and submits it before copying the next; a retry
+                // writes the same buffers again, unchanged.
+                let first = dev.backing().write_group(
+                    buffers(bounce, more_bounce).take(depth),
+                    |k, buffer| {
                         let run = plan.next()?;
-                        let mut len = 0usize;
-                        for piece in run.pieces() {
-                            let piece_bytes = (piece.sectors * u64::from(SECTOR_BYTES)) as usize;
-                            // `record` is the payload's offset in the region.
-                            let offset = (piece.record
-                                + piece.record_offset * u64::from(SECTOR_BYTES))
-                                as usize;
-                            if buffer
-                                .copy_from_region(len, dev.region(), offset, piece_bytes)
-                                .is_err()
-                            {
-                                outside = Some(piece.seq);
-                                return None;
+                        run_no += 1;
+                        match copy_run(dev, buffer, &run, batch, payloads, run_no) {
+                            Ok(len) => {
+                                let write = Write {
+                                    sector: run.sector,
+                                    bytes: len,
+                                };
+                                *group.get_mut(k)? = write;
+                                count = k + 1;
+                                Some(write)
                             }
-                            len += piece_bytes;
+                            Err(fault) => {
+                                stopped = Some((run.sector, fault));
+                                None
+                            }
                         }
-                        let write = Write {
-                            sector: run.sector,
-                            bytes: len,
-                        };
-                        *group.get_mut(k)? = write;
-                        count = k + 1;
-                        Some(write)
-                    });
-            if let Some(seq) = outside {
-                // Impossible with a valid geometry; never write what we did
-                // not copy (what this group submitted before it is waited
-                // for, nothing is flushed or released).
-                pr_err!("writeback: record {seq} lies outside the region\n");
-                return Err(GaveUp);
-            }
-            if count == 0 {
-                break;
-            }
-            let writes = group.get(..count).unwrap_or(&[]);
-            let group_bytes: usize = writes.iter().map(|w| w.bytes).sum();
-            ios += count as u64;
-            bytes += group_bytes as u64;
-            let step = Step::Writes {
-                sector: group[0].sector,
-                bytes: group_bytes,
-                writes: count,
+                    },
+                );
+                if let Some((_, RunFault::Unchecked(seq))) = stopped {
+                    // Impossible with a valid geometry; never write what we
+                    // did not check (what this group submitted before it is
+                    // waited for, nothing is flushed or released).
+                    pr_err!("writeback: record {seq} lies outside the region or was not checked\n");
+                    return Err(GaveUp);
+                }
+                if count > 0 {
+                    let writes = group.get(..count).unwrap_or(&[]);
+                    let group_bytes: usize = writes.iter().map(|w| w.bytes).sum();
+                    ios += count as u64;
+                    bytes += group_bytes as u64;
+                    let step = Step::Writes {
+                        sector: group[0].sector,
+                        bytes: group_bytes,
+                        writes: count,
+                    };
+                    let mut first = Some(first);
+                    retry(dev, errors, stopping, step, || {
+                        first.take().unwrap_or_else(|| {
+                            dev.backing()
+                                .write_group(buffers(bounce, more_bounce), |k, _| {
+                                    writes.get(k).copied()
+                                })
+                        })
+                    })?;
+                }
+                match stopped {
+                    Some((sector, RunFault::Bad { index, fault })) => {
+                        break Some((sector, index, fault))
+                    }
+                    _ if count == 0 => break None,
+                    _ => {}
+                }
             };
-            let mut first = Some(first);
-            retry(dev, errors, stopping, step, || {
-                first.take().unwrap_or_else(|| {
-                    dev.backing()
-                        .write_group(buffers(bounce, more_bounce), |k, _| writes.get(k).copied())
-                })
-            })?;
+            let Some((sector, index, fault)) = failed else {
+                break;
+            };
+            // A record failed its check after its run was copied: that run
+            // is not written. The record is bad from now on, as if step 3
+            // had found it; the plan goes on from that run without it.
+            let Some(record) = batch.get(index) else {
+                break;
+            };
+            found_bad(dev, bad_lines, record, fault);
+            let seq = record.reservation.seq;
+            if let Err(at) = bad.binary_search(&seq) {
+                // Cannot fail: room for a whole batch.
+                let _ = bad.insert_within_capacity(at, seq);
+            }
+            if !drain {
+                // As in step 3: the batch ends at it. Runs already written
+                // hold newer records' data too: on the disk before the tail
+                // reaches them, like a drain's past a bad record, harmless
+                // (a replay writes the same bytes again).
+                end = end.min(seq + 1);
+            }
+            extents.retain(|e| e.seq < end && bad.binary_search(&e.seq).is_err());
+            resume_at = sector;
         }
         // Step 5 (nothing to flush if nothing was written: each batch
         // flushes its own writes, and the batch's records that wrote

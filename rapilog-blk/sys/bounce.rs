@@ -7,6 +7,8 @@
 use kernel::alloc::{flags::GFP_KERNEL, AllocError, KVec};
 use kernel::page::{Page, PAGE_SIZE};
 
+use super::crc32c::{copy_update_raw, update_raw};
+use super::helpers::{rapilog_cpu_copy_crc, rapilog_page_address};
 use super::region::Region;
 use super::CopyError;
 
@@ -44,13 +46,16 @@ impl BounceBuffer {
         &self.pages
     }
 
-    /// Copies `len` bytes from `src` into the buffer at `at`, page by page.
-    ///
-    /// # Safety
-    ///
-    /// `src` must be valid for reads of `len` bytes and must not point into
-    /// this buffer.
-    unsafe fn copy_in(&mut self, at: usize, src: *const u8, len: usize) -> Result<(), CopyError> {
+    /// Calls `f(page, in_page, done, n)` for each page that the buffer's
+    /// bytes `at..at + len` touch, in order: `n` bytes from `in_page` in
+    /// `page` are the range's bytes `done..done + n`. Nothing is called if
+    /// the range is out of bounds ([`CopyError::OutsideBuffer`]).
+    fn each_page(
+        &self,
+        at: usize,
+        len: usize,
+        mut f: impl FnMut(&Page, usize, usize, usize) -> Result<(), CopyError>,
+    ) -> Result<(), CopyError> {
         if at.checked_add(len).is_none_or(|end| end > self.capacity()) {
             return Err(CopyError::OutsideBuffer);
         }
@@ -63,34 +68,32 @@ impl BounceBuffer {
                 .pages
                 .get(pos / PAGE_SIZE)
                 .ok_or(CopyError::OutsideBuffer)?;
-            // SAFETY: `src + done` is readable for `n` bytes (caller), the
-            // range lies inside the page, and we hold `&mut self`, so nobody
-            // else accesses the page (type invariant).
-            unsafe { page.write_raw(src.add(done), in_page, n) }
-                .map_err(|_| CopyError::OutsideBuffer)?;
+            f(page, in_page, done, n)?;
             done += n;
         }
         Ok(())
     }
 
+    /// Copies `len` bytes from `src` into the buffer at `at`, page by page.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of `len` bytes and must not point into
+    /// this buffer.
+    unsafe fn copy_in(&mut self, at: usize, src: *const u8, len: usize) -> Result<(), CopyError> {
+        self.each_page(at, len, |page, in_page, done, n| {
+            // SAFETY: `src + done` is readable for `n` bytes (caller), the
+            // range lies inside the page, and we hold `&mut self`, so nobody
+            // else accesses the page (type invariant).
+            unsafe { page.write_raw(src.add(done), in_page, n) }
+                .map_err(|_| CopyError::OutsideBuffer)
+        })
+    }
+
     /// Copies `dst.len()` bytes of the buffer from `at` into `dst`
     /// ([`CopyError::OutsideBuffer`] if the range is out of bounds).
     pub(crate) fn copy_to_slice(&self, at: usize, dst: &mut [u8]) -> Result<(), CopyError> {
-        if at
-            .checked_add(dst.len())
-            .is_none_or(|end| end > self.capacity())
-        {
-            return Err(CopyError::OutsideBuffer);
-        }
-        let mut done = 0;
-        while done < dst.len() {
-            let pos = at + done;
-            let in_page = pos % PAGE_SIZE;
-            let n = (PAGE_SIZE - in_page).min(dst.len() - done);
-            let page = self
-                .pages
-                .get(pos / PAGE_SIZE)
-                .ok_or(CopyError::OutsideBuffer)?;
+        self.each_page(at, dst.len(), |page, in_page, done, n| {
             let out = dst
                 .get_mut(done..done + n)
                 .ok_or(CopyError::OutsideBuffer)?;
@@ -98,10 +101,8 @@ impl BounceBuffer {
             // not one of our pages (only we reach those: type invariant); the
             // range lies inside the page.
             unsafe { page.read_raw(out.as_mut_ptr(), in_page, n) }
-                .map_err(|_| CopyError::OutsideBuffer)?;
-            done += n;
-        }
-        Ok(())
+                .map_err(|_| CopyError::OutsideBuffer)
+        })
     }
 
     /// Copies `src` into the buffer at `at` ([`CopyError::OutsideBuffer`]
@@ -128,5 +129,59 @@ impl BounceBuffer {
         // SAFETY: `view_ptr` checked that `len` bytes are mapped at `src`;
         // region memory is never one of our pages (type invariant).
         unsafe { self.copy_in(at, src, len) }
+    }
+
+    /// Copies `len` bytes of the region from `offset` into the buffer at
+    /// `at`, as [`BounceBuffer::copy_from_region`] does, and returns the
+    /// standard CRC-32C of the bytes *as they landed in the buffer*: what a
+    /// disk write of them carries, whatever happens to the region's bytes
+    /// during or after the copy. One pass where the CPU does that best
+    /// (`copy_update_raw`). Nothing is copied if either range is out of
+    /// bounds.
+    pub(crate) fn copy_from_region_checksummed(
+        &mut self,
+        at: usize,
+        region: &Region,
+        offset: usize,
+        len: usize,
+    ) -> Result<u32, CopyError> {
+        let src = region
+            .view_ptr(offset, len)
+            .ok_or(CopyError::OutsideRegion)?;
+        // SAFETY: Reads the boot CPU's feature bits only.
+        let one_pass = unsafe { rapilog_cpu_copy_crc() };
+        let mut crc = !0u32;
+        self.each_page(at, len, |page, in_page, done, n| {
+            // SAFETY: `page` is a page this buffer allocated (type
+            // invariant), so it has a direct-map address for its life.
+            let base = unsafe { rapilog_page_address(page.as_ptr()) }.cast::<u8>();
+            // SAFETY: `in_page + n <= PAGE_SIZE`: the destination stays in
+            // the page, which only we reach (`&mut self`, type invariant);
+            // `src + done` is inside the region's view for `n` bytes
+            // (`view_ptr` checked `len`), region memory is never one of our
+            // pages, and `one_pass` is what `rapilog_cpu_copy_crc` said of
+            // this CPU.
+            crc = unsafe { copy_update_raw(crc, base.add(in_page), src.add(done), n, one_pass) };
+            Ok(())
+        })?;
+        Ok(!crc)
+    }
+
+    /// The raw CRC-32C register after the buffer's bytes `at..at + len`,
+    /// from `crc` (the kernel's `crc32c()`, no inversions), to checksum what
+    /// a disk write of them carries ([`CopyError::OutsideBuffer`] if the
+    /// range is out of bounds).
+    pub(crate) fn crc_update_raw(&self, crc: u32, at: usize, len: usize) -> Result<u32, CopyError> {
+        let mut crc = crc;
+        self.each_page(at, len, |page, in_page, _, n| {
+            // SAFETY: `page` is a page this buffer allocated (type
+            // invariant), so it has a direct-map address for its life.
+            let base = unsafe { rapilog_page_address(page.as_ptr()) }.cast::<u8>();
+            // SAFETY: `in_page + n <= PAGE_SIZE`: the bytes lie in the page,
+            // which nobody changes while we hold `&self` (type invariant).
+            crc = unsafe { update_raw(crc, base.add(in_page), n) };
+            Ok(())
+        })?;
+        Ok(crc)
     }
 }

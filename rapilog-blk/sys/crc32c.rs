@@ -3,6 +3,8 @@
 //! The kernel's CRC-32C (hardware accelerated where the CPU has it) behind
 //! the format crate's [`Crc32c`] trait.
 
+use core::ptr;
+
 use kernel::ffi::c_void;
 
 use super::helpers::rapilog_cpu_has_crc32;
@@ -45,6 +47,43 @@ impl Crc32c for KernelCrc32c {
 pub(super) unsafe fn update_raw(crc: u32, ptr: *const u8, len: usize) -> u32 {
     // SAFETY: The caller guarantees `ptr` is readable for `len` bytes.
     unsafe { crc32c(crc, ptr.cast(), len) }
+}
+
+/// Copies `len` bytes from `src` to `dst` and returns the raw CRC-32C
+/// register after them *as they landed at `dst`*, from `crc`. With
+/// `one_pass` (`rapilog_cpu_copy_crc()`: where that is this CPU's faster
+/// way) the copy and the checksum are one pass (`copy_crc`: each word is
+/// loaded once, stored, and fed to `crc32` from the same register) and only
+/// a long remainder is copied and then checksummed; otherwise `memcpy`,
+/// then the kernel's `crc32c()` over `dst`. Either way the result is the
+/// checksum of the copy, whatever happens to `src` meanwhile.
+///
+/// # Safety
+///
+/// `src` is valid for reads and `dst` for writes of `len` bytes, and they
+/// do not overlap; with `one_pass`, the CPU has SSE4.2.
+pub(super) unsafe fn copy_update_raw(
+    crc: u32,
+    dst: *mut u8,
+    src: *const u8,
+    len: usize,
+    one_pass: bool,
+) -> u32 {
+    let (crc, done) = if one_pass {
+        // SAFETY: The caller's contract, which is `copy_crc`'s.
+        unsafe { super::copy_crc::copy_crc(crc, dst, src, len) }
+    } else {
+        (crc, 0)
+    };
+    if done == len {
+        return crc;
+    }
+    // SAFETY: `done < len`: the rest is inside both buffers, which do not
+    // overlap; then `dst`'s rest is readable.
+    unsafe {
+        ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done);
+        update_raw(crc, dst.add(done), len - done)
+    }
 }
 
 /// Standard CRC-32C of `len` bytes at `ptr`, for region memory that is only

@@ -246,6 +246,18 @@ blk_features_t rapilog_cache_features(void)
 	return BLK_FEAT_WRITE_CACHE | BLK_FEAT_FUA;
 }
 
+/* --- bounce pages --------------------------------------------------------- */
+
+/*
+ * A bounce page's address, for sys/bounce.rs to copy region bytes into it
+ * and checksum them in one pass. x86-64 has no highmem: every page is in
+ * the direct map, at this address for its life.
+ */
+void *rapilog_page_address(struct page *page)
+{
+	return page_address(page);
+}
+
 /* --- the region ----------------------------------------------------------- */
 /*
  * sys/region.rs maps the region with memremap() and owns the page-table

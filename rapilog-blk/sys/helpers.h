@@ -44,6 +44,7 @@ struct bio *rapilog_bio_split_front(struct bio *bio, unsigned int sectors, struc
 struct bio_set *rapilog_bioset_create(unsigned int pool_size, bool bvecs);
 void rapilog_bioset_destroy(struct bio_set *bs);
 blk_features_t rapilog_cache_features(void);
+void *rapilog_page_address(struct page *page);
 unsigned long rapilog_direct_map_addr(phys_addr_t phys);
 unsigned long rapilog_page_level_size(unsigned int level);
 bool rapilog_entry_present(pte_t *entry);

@@ -71,6 +71,8 @@ extern "C" {
     // /dev/rapilog0.
     pub(super) fn rapilog_cache_features() -> blk_features_t;
 
+    // Bounce pages.
+    pub(super) fn rapilog_page_address(page: *mut page) -> *mut c_void;
     // The region.
     pub(super) fn rapilog_direct_map_addr(phys: u64) -> c_ulong;
     pub(super) fn rapilog_page_level_size(level: c_uint) -> c_ulong;

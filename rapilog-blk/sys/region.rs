@@ -883,6 +883,19 @@ impl Region {
         Some(unsafe { super::crc32c::checksum_raw(src, len) })
     }
 
+    /// The raw CRC-32C register after the region's bytes `offset..offset +
+    /// len`, from `crc` (no inversions: the kernel's `crc32c()`), read
+    /// through the permanent view like [`Region::checksum`], to continue a
+    /// checksum over several stretches; `None` if the range is not inside
+    /// the region.
+    pub(crate) fn crc_update_raw(&self, crc: u32, offset: usize, len: usize) -> Option<u32> {
+        let src = self.view_ptr(offset, len)?;
+        // SAFETY: As in `checksum`: `view_ptr` checked that `src..src + len`
+        // lies inside the view, mapped while `self` lives; the bytes are
+        // only read, as raw memory.
+        Some(unsafe { super::crc32c::update_raw(crc, src, len) })
+    }
+
     /// Checks that `range` lies inside the region and is not empty.
     fn check(&self, range: &Range<usize>) -> bool {
         range.start < range.end && range.end <= self.len

@@ -105,7 +105,9 @@ pub use disk_marker::{
 pub use extent_index::{Extent, ExtentIndex, IndexError, Lookup, Piece};
 pub use format_region::{format_metadata, format_region, FormatError};
 pub use geometry::{Geometry, GeometryError, DESCRIPTOR_BYTES, SUPERBLOCK_BYTES, UNIT_BYTES};
-pub use record_check::{check_record, ExpectedRecord, RecordFault};
+pub use record_check::{
+    check_descriptor, check_record, ExpectedRecord, PublishedPayload, RecordFault,
+};
 pub use region_spec::{RegionSpec, RegionSpecError};
 pub use replay::{plan_replay, ReplayPlan, ReplayRefusal, ReplayWrite};
 pub use replay_report::{LastReplay, ReplayReport, Replayer, SkipCounts};
@@ -114,4 +116,6 @@ pub use superblock::{
     generation_is_newer, ActiveSuperblock, LoadError, RegionState, Superblock, SuperblockCopy,
     SuperblockError, FORMAT_VERSION,
 };
-pub use writeback_plan::{batch_extents, writes_in_flight, Run, WritePlan};
+pub use writeback_plan::{
+    batch_extents, is_whole_record, writes_in_flight, Run, Source, WritePlan,
+};

@@ -19,6 +19,12 @@
 //! One pass over the payload: the caller computes its CRC-32C (in the
 //! kernel straight from region memory, which is never borrowed as a slice)
 //! through `payload_checksum`, only once the descriptor has passed.
+//!
+//! The two halves are also available apart, for a writer of the disk that
+//! checks a payload as it copies it: [`check_descriptor`] gives the
+//! [`PublishedPayload`] (where the payload lies, the CRC-32C published for
+//! it), and [`PublishedPayload::verify`] judges a CRC-32C computed later,
+//! of the region or of a copy of it.
 
 use core::ops::Range;
 
@@ -117,20 +123,40 @@ impl core::fmt::Display for RecordFault {
     }
 }
 
-/// Checks the record `expected` against its descriptor slot's bytes
-/// `descriptor` (slot `geometry.slot_of(expected.seq)`) and its payload.
-///
-/// `payload_checksum(range)` returns the CRC-32C of the region bytes in
-/// `range` (the payload, as `geometry.payload_range` gives it), or `None`
-/// if it cannot read them; it is called at most once, and only when the
-/// descriptor holds.
-pub fn check_record<C: Crc32c>(
+/// Where a record's payload lies in the region and the CRC-32C its
+/// published descriptor carries for it: what [`check_descriptor`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedPayload {
+    /// The payload's bytes in the region (`geometry.payload_range`).
+    pub range: Range<usize>,
+    /// The descriptor's `payload_checksum`.
+    pub checksum: u32,
+}
+
+impl PublishedPayload {
+    /// Judges `found`, the CRC-32C of the payload's bytes as read now (from
+    /// the region, or of a copy just taken of them).
+    pub fn verify(&self, found: u32) -> Result<(), RecordFault> {
+        if found != self.checksum {
+            return Err(RecordFault::PayloadChecksum {
+                expected: self.checksum,
+                found,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks the descriptor half of [`check_record`]: `descriptor` (the bytes
+/// of slot `geometry.slot_of(expected.seq)`) must pass its own checksum and
+/// be the one published for `expected`, and its payload must lie in the
+/// ring. The payload itself is not read.
+pub fn check_descriptor<C: Crc32c>(
     geometry: &Geometry,
     descriptor: &[u8; DESCRIPTOR_BYTES],
     expected: &ExpectedRecord,
     crc: C,
-    payload_checksum: impl FnOnce(Range<usize>) -> Option<u32>,
-) -> Result<(), RecordFault> {
+) -> Result<PublishedPayload, RecordFault> {
     let covered = descriptor.get(..fields::CHECKSUM.offset).unwrap_or(&[]);
     let stored = field::read_u32(descriptor, fields::CHECKSUM);
     let computed = crc.checksum(covered);
@@ -153,14 +179,29 @@ pub fn check_record<C: Crc32c>(
     let range = geometry
         .payload_range(d.ring_offset, d.length)
         .ok_or(RecordFault::DescriptorMismatch)?;
-    let found = payload_checksum(range).ok_or(RecordFault::DescriptorMismatch)?;
-    if found != d.payload_checksum {
-        return Err(RecordFault::PayloadChecksum {
-            expected: d.payload_checksum,
-            found,
-        });
-    }
-    Ok(())
+    Ok(PublishedPayload {
+        range,
+        checksum: d.payload_checksum,
+    })
+}
+
+/// Checks the record `expected` against its descriptor slot's bytes
+/// `descriptor` (slot `geometry.slot_of(expected.seq)`) and its payload.
+///
+/// `payload_checksum(range)` returns the CRC-32C of the region bytes in
+/// `range` (the payload, as `geometry.payload_range` gives it), or `None`
+/// if it cannot read them; it is called at most once, and only when the
+/// descriptor holds.
+pub fn check_record<C: Crc32c>(
+    geometry: &Geometry,
+    descriptor: &[u8; DESCRIPTOR_BYTES],
+    expected: &ExpectedRecord,
+    crc: C,
+    payload_checksum: impl FnOnce(Range<usize>) -> Option<u32>,
+) -> Result<(), RecordFault> {
+    let payload = check_descriptor(geometry, descriptor, expected, crc)?;
+    let found = payload_checksum(payload.range.clone()).ok_or(RecordFault::DescriptorMismatch)?;
+    payload.verify(found)
 }
 
 fn expected_descriptor(e: &ExpectedRecord) -> Descriptor {
@@ -319,6 +360,42 @@ mod tests {
             |_| None,
         );
         assert_eq!(r, Err(RecordFault::DescriptorMismatch));
+    }
+
+    #[test]
+    fn the_descriptor_half_gives_the_payload_and_judges_a_later_checksum() {
+        let f = fixture();
+        let payload =
+            check_descriptor(&GEOMETRY, &f.descriptor, &f.expected, SoftwareCrc32c).unwrap();
+        assert_eq!(payload.range, GEOMETRY.payload_range(4096, 4096).unwrap());
+        let good = SoftwareCrc32c.checksum(&f.region[payload.range.clone()]);
+        assert_eq!(payload.checksum, good);
+        assert_eq!(payload.verify(good), Ok(()));
+        assert_eq!(
+            payload.verify(good ^ 4),
+            Err(RecordFault::PayloadChecksum {
+                expected: good,
+                found: good ^ 4
+            })
+        );
+        // The same faults as the whole check, without reading the payload.
+        let mut bad = fixture();
+        bad.descriptor[9] ^= 0x10;
+        assert!(matches!(
+            check_descriptor(&GEOMETRY, &bad.descriptor, &bad.expected, SoftwareCrc32c),
+            Err(RecordFault::DescriptorChecksum { .. })
+        ));
+        let mut other = fixture();
+        other.expected.sector += 8;
+        assert_eq!(
+            check_descriptor(
+                &GEOMETRY,
+                &other.descriptor,
+                &other.expected,
+                SoftwareCrc32c
+            ),
+            Err(RecordFault::DescriptorMismatch)
+        );
     }
 
     #[test]

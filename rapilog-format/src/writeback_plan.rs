@@ -35,6 +35,7 @@
 //! `max_sectors` long (the bounce buffer), made of [`Extent`] pieces, each
 //! copied from its record. An extent longer than a run is split.
 
+use super::disk::SECTOR_BYTES;
 use super::extent_index::Extent;
 
 /// The extents writeback writes for a batch ending at record `last`: those
@@ -67,6 +68,33 @@ impl<'a> WritePlan<'a> {
             taken: 0,
         }
     }
+
+    /// The part of the plan of `extents` that starts at `sector`: the runs
+    /// [`WritePlan::new`] would give for the extents' sectors from `sector`
+    /// on (an extent that starts before it is taken from `sector`). For a
+    /// writer that stopped before a run, dropped extents from the list and
+    /// goes on where it stopped: the runs it already wrote are not repeated.
+    pub fn starting_at(extents: &'a [Extent], max_sectors: u64, sector: u64) -> Self {
+        let next = extents.partition_point(|e| e.end() <= sector);
+        let taken = extents
+            .get(next)
+            .map_or(0, |e| sector.saturating_sub(e.sector));
+        Self {
+            extents,
+            max_sectors: max_sectors.max(1),
+            next,
+            taken,
+        }
+    }
+}
+
+/// Whether `piece` (of a run) is the whole payload of its record, which is
+/// `record_bytes` long: then the CRC-32C of the piece as copied is the
+/// record's own, and the copy can be checked against its descriptor
+/// without reading the region again.
+pub fn is_whole_record(piece: &Extent, record_bytes: u32) -> bool {
+    piece.record_offset == 0
+        && piece.sectors.checked_mul(u64::from(SECTOR_BYTES)) == Some(u64::from(record_bytes))
 }
 
 impl<'a> Iterator for WritePlan<'a> {
@@ -146,6 +174,60 @@ impl<'a> Run<'a> {
     }
 }
 
+/// Where a stretch of a record's payload is once a run was copied into its
+/// buffer ([`Run::record_sources`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `len` bytes from `offset` into the payload, read from the region:
+    /// bytes the run did not copy.
+    Region { offset: usize, len: usize },
+    /// `len` bytes the run copied, at `at` in its buffer.
+    Copy { at: usize, len: usize },
+}
+
+impl Run<'_> {
+    /// Calls `f` with the stretches of record `seq`'s payload (`record_bytes`
+    /// long) in payload order, each either where this run copied it in its
+    /// buffer or, for the rest, in the region: the record's checksum can be
+    /// computed over the bytes the run will write, as they are in the buffer.
+    /// Stops at the first `None` from `f`; `None` also if the run's pieces
+    /// of the record do not lie inside it in payload order (impossible for
+    /// a plan of index extents).
+    pub fn record_sources(
+        &self,
+        seq: u64,
+        record_bytes: u32,
+        mut f: impl FnMut(Source) -> Option<()>,
+    ) -> Option<()> {
+        let sector_bytes = u64::from(SECTOR_BYTES);
+        let record_bytes = usize::try_from(record_bytes).ok()?;
+        let mut done = 0usize;
+        for piece in self.pieces().filter(|p| p.seq == seq) {
+            let start = usize::try_from(piece.record_offset.checked_mul(sector_bytes)?).ok()?;
+            let len = usize::try_from(piece.sectors.checked_mul(sector_bytes)?).ok()?;
+            let at = usize::try_from((piece.sector - self.sector) * sector_bytes).ok()?;
+            if start < done || start.checked_add(len)? > record_bytes {
+                return None;
+            }
+            if start > done {
+                f(Source::Region {
+                    offset: done,
+                    len: start - done,
+                })?;
+            }
+            f(Source::Copy { at, len })?;
+            done = start + len;
+        }
+        if done < record_bytes {
+            f(Source::Region {
+                offset: done,
+                len: record_bytes - done,
+            })?;
+        }
+        Some(())
+    }
+}
+
 /// How long the writes one group keeps in flight may take at the disk's
 /// measured bandwidth, in milliseconds ([`writes_in_flight`]).
 pub const GROUP_MS: u64 = 500;
@@ -215,6 +297,137 @@ mod tests {
             r.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
             [(0, 4), (5, 2)]
         );
+    }
+
+    #[test]
+    fn a_plan_resumed_at_a_run_gives_the_same_runs_from_there() {
+        let e = [
+            extent(10, 10, 1),
+            extent(20, 3, 2),
+            extent(30, 2, 3),
+            extent(32, 9, 4),
+        ];
+        let all = runs(&e, 4);
+        for (k, run) in all.iter().enumerate() {
+            let resumed: Vec<_> = WritePlan::starting_at(&e, 4, run.0)
+                .map(|r| (r.sector, r.sectors, r.pieces().collect::<Vec<_>>()))
+                .collect();
+            assert_eq!(
+                resumed,
+                all[k..].to_vec(),
+                "from run {k} at sector {}",
+                run.0
+            );
+        }
+        // Past the end, and before the start.
+        assert_eq!(WritePlan::starting_at(&e, 4, 41).count(), 0);
+        assert_eq!(WritePlan::starting_at(&e, 4, 0).count(), all.len());
+        // After extents were dropped: from a sector inside a gap.
+        let fewer = [extent(10, 10, 1), extent(32, 9, 4)];
+        let r: Vec<_> = WritePlan::starting_at(&fewer, 4, 22)
+            .map(|r| (r.sector, r.sectors))
+            .collect();
+        assert_eq!(r, [(32, 4), (36, 4), (40, 1)]);
+    }
+
+    fn sources(run: &Run<'_>, seq: u64, bytes: u32) -> Option<Vec<Source>> {
+        let mut out = Vec::new();
+        run.record_sources(seq, bytes, |s| {
+            out.push(s);
+            Some(())
+        })?;
+        Some(out)
+    }
+
+    #[test]
+    fn a_record_copied_in_part_is_read_from_the_copy_where_the_run_copied_it() {
+        // Record 1 covers sectors 0..12; record 2 (newer) overwrote 4..6,
+        // so the index holds record 1 at 0..4 and 6..12.
+        let e = [
+            Extent {
+                record_offset: 0,
+                ..extent(0, 4, 1)
+            },
+            extent(4, 2, 2),
+            Extent {
+                record_offset: 6,
+                ..extent(6, 6, 1)
+            },
+        ];
+        let plan: Vec<_> = WritePlan::new(&e, 64).collect();
+        assert_eq!(plan.len(), 1);
+        let s = sources(&plan[0], 1, 12 * 512).unwrap();
+        assert_eq!(
+            s,
+            [
+                Source::Copy { at: 0, len: 2048 },
+                Source::Region {
+                    offset: 2048,
+                    len: 1024
+                },
+                Source::Copy {
+                    at: 3072,
+                    len: 3072
+                },
+            ]
+        );
+        // Record 2 is whole in the run, record 3 is not in it at all.
+        assert_eq!(
+            sources(&plan[0], 2, 1024).unwrap(),
+            [Source::Copy {
+                at: 2048,
+                len: 1024
+            }]
+        );
+        assert_eq!(
+            sources(&plan[0], 3, 512).unwrap(),
+            [Source::Region {
+                offset: 0,
+                len: 512
+            }]
+        );
+        // Split across runs of 5 sectors: each run copies part of record 1.
+        let split: Vec<_> = WritePlan::new(&e, 5).collect();
+        assert_eq!(
+            sources(&split[0], 1, 12 * 512).unwrap(),
+            [
+                Source::Copy { at: 0, len: 2048 },
+                Source::Region {
+                    offset: 2048,
+                    len: 4096
+                },
+            ]
+        );
+        assert_eq!(
+            sources(&split[1], 1, 12 * 512).unwrap(),
+            [
+                Source::Region {
+                    offset: 0,
+                    len: 3072
+                },
+                Source::Copy { at: 512, len: 2048 },
+                Source::Region {
+                    offset: 5120,
+                    len: 1024
+                },
+            ]
+        );
+        // A record shorter than its pieces claim: refused.
+        assert_eq!(sources(&plan[0], 1, 8 * 512), None);
+    }
+
+    #[test]
+    fn a_whole_record_is_a_piece_from_its_start_to_its_end() {
+        let whole = extent(8, 8, 1);
+        assert!(is_whole_record(&whole, 4096));
+        assert!(!is_whole_record(&whole, 8192));
+        let later = Extent {
+            record_offset: 1,
+            ..whole
+        };
+        assert!(!is_whole_record(&later, 4096));
+        let short = extent(8, 7, 1);
+        assert!(!is_whole_record(&short, 4096));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! from the durable tail on holds every sector's newest acknowledged data.
 
 use proptest::prelude::*;
-use rapilog_format::{batch_extents, Extent, ExtentIndex, WritePlan};
+use rapilog_format::{batch_extents, Extent, ExtentIndex, Source, WritePlan};
 
 const SECTORS: u64 = 48;
 
@@ -189,6 +189,111 @@ proptest! {
             prop_assert_eq!(seen[s], in_batch, "sector {}", s);
             if in_batch {
                 prop_assert_eq!(disk[s], expected[s]);
+            }
+        }
+    }
+}
+
+/// Per-sector values of the runs of `plan`.
+fn sectors_of(plan: WritePlan<'_>) -> Vec<(u64, (u64, u64))> {
+    let mut out = Vec::new();
+    for run in plan {
+        for piece in run.pieces() {
+            for i in 0..piece.sectors {
+                out.push((piece.sector + i, (piece.seq, piece.record_offset + i)));
+            }
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Writeback that finds a bad record while copying run `k` stops
+    /// before that run, drops the record's extents and resumes the plan
+    /// at the run's first sector: the writes before and after together are
+    /// every chosen sector once, but the dropped record's from run `k` on.
+    #[test]
+    fn a_plan_resumed_after_dropping_a_record_writes_the_rest_once(
+        c in case(),
+        stop_at in any::<prop::sample::Index>(),
+        drop_pick in any::<prop::sample::Index>(),
+    ) {
+        let index = live_index(&c);
+        let chosen: Vec<Extent> = batch_extents(index.extents(), c.last).collect();
+        let runs: Vec<_> = WritePlan::new(&chosen, c.max_sectors).collect();
+        prop_assume!(!runs.is_empty());
+        let k = stop_at.index(runs.len());
+        let stop = runs[k].sector;
+        let dropped = chosen[drop_pick.index(chosen.len())].seq;
+
+        let mut written: Vec<(u64, (u64, u64))> = Vec::new();
+        for run in &runs[..k] {
+            for piece in run.pieces() {
+                for i in 0..piece.sectors {
+                    written.push((piece.sector + i, (piece.seq, piece.record_offset + i)));
+                }
+            }
+        }
+        let kept: Vec<Extent> = chosen.iter().copied().filter(|e| e.seq != dropped).collect();
+        let resumed = sectors_of(WritePlan::starting_at(&kept, c.max_sectors, stop));
+        prop_assert!(resumed.iter().all(|&(s, _)| s >= stop), "resumed before the stop");
+        written.extend(resumed);
+
+        let mut expected = sectors_of(WritePlan::new(&chosen, c.max_sectors));
+        expected.retain(|&(s, (seq, _))| s < stop || seq != dropped);
+        written.sort_unstable();
+        prop_assert_eq!(written, expected);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// For every run and every record it copies from, the record's payload
+    /// as `Run::record_sources` assembles it (stretches of the run's buffer
+    /// and of the region, in order) is exactly the record's payload: each
+    /// byte the run writes is read from the buffer where it was copied.
+    #[test]
+    fn record_sources_assemble_each_record_from_its_copy_and_the_region(c in case()) {
+        let index = live_index(&c);
+        let chosen: Vec<Extent> = batch_extents(index.extents(), c.last).collect();
+        for run in WritePlan::new(&chosen, c.max_sectors) {
+            // The run's buffer, per sector: (record, sector of its payload).
+            let mut buffer = Vec::new();
+            for piece in run.pieces() {
+                for i in 0..piece.sectors {
+                    buffer.push((piece.seq, piece.record_offset + i));
+                }
+            }
+            let mut seqs: Vec<u64> = run.pieces().map(|p| p.seq).collect();
+            seqs.sort_unstable();
+            seqs.dedup();
+            for seq in seqs {
+                let r = c.records[seq as usize];
+                let mut next = 0u64; // payload sectors assembled so far
+                let mut copied = 0u64;
+                let ok = run.record_sources(seq, (r.sectors * 512) as u32, |s| {
+                    match s {
+                        Source::Region { offset, len } => {
+                            assert_eq!(offset as u64, next * 512);
+                            next += len as u64 / 512;
+                        }
+                        Source::Copy { at, len } => {
+                            for i in 0..len / 512 {
+                                assert_eq!(buffer[at / 512 + i], (seq, next), "copy of the wrong bytes");
+                                next += 1;
+                            }
+                            copied += len as u64 / 512;
+                        }
+                    }
+                    Some(())
+                });
+                prop_assert!(ok.is_some());
+                prop_assert_eq!(next, r.sectors, "record {} not covered", seq);
+                let in_run = buffer.iter().filter(|&&(s, _)| s == seq).count() as u64;
+                prop_assert_eq!(copied, in_run);
             }
         }
     }
