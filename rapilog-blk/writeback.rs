@@ -29,16 +29,15 @@
 //!    the batch waits for that newer record. Each run (one disk write) is
 //!    **checked after it is copied** and before it is submitted
 //!    ([`copy_run`]), against the CRC-32C its descriptor carries, computed
-//!    over the copy: for a piece that is its record's whole payload in the
-//!    same pass as the copy; for a record copied in part over the bytes
-//!    this run copied, read from its buffer, and the rest of the payload
-//!    from the region. So every byte a disk write carries was checked where
-//!    it is, in the bounce buffer: a corruption of the region before or
-//!    during the copy fails the check, one after it does not reach the
-//!    disk. A record that fails there is handled as if step 3 had found
-//!    it: its run is not written, and the plan resumes at that run without
-//!    it (`WritePlan::starting_at`).
-//!    The writes go in groups of up to [`WRITES_IN_FLIGHT`] (8 x 1 MiB),
+//!    over the copy: for a piece that is its record's whole payload page by
+//!    page right after each page is copied; for a record copied in part
+//!    over the bytes this run copied, read from its buffer, and the rest of
+//!    the payload from the region. So every byte a disk write carries was
+//!    checked where it is, in the bounce buffer: a corruption of the region
+//!    before or during the copy fails the check, one after it does not
+//!    reach the disk. A record that fails there is handled as if step 3 had
+//!    found it: its run is not written, and the plan resumes at that run
+//!    without it (`WritePlan::starting_at`). The writes go in groups of up to [`WRITES_IN_FLIGHT`] (8 x 1 MiB),
 //!    all in flight at once, each from its own bounce buffer
 //!    (`BackingDisk::write_group`); fewer on a disk that writes less than
 //!    that in half a second at the bandwidth measured so far
@@ -512,8 +511,9 @@ enum RunFault {
 /// record it copied from against its descriptor's CRC-32C, computed over
 /// **the copy**, so that every byte the disk write carries was checked
 /// where it is, whatever happens to the region meanwhile. A piece that is
-/// its record's whole payload: the CRC-32C of the copy, computed in the
-/// same pass (`copy_from_region_checksummed`). A record copied in part
+/// its record's whole payload: the CRC-32C of the copy, page by page as
+/// each is copied, while it is in the cache
+/// (`copy_from_region_checksummed`). A record copied in part
 /// (newer records overwrite some of it, or the run ends inside it): once
 /// per run, after the copy, over its copied bytes in `buffer` and the rest
 /// in the region ([`checksum_with_copy`]). Returns the bytes copied.

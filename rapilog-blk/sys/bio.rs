@@ -12,7 +12,7 @@
 //! or hand-over to the log disk. Empty flushes are not: a bio-based driver
 //! has no call that counts them as flushes (device mapper does the same).
 
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
 
 use kernel::bindings;
 use kernel::ffi::{c_uint, c_ulong, c_void};
@@ -375,10 +375,19 @@ unsafe extern "C" fn copy_segment(
     len: c_uint,
 ) -> u32 {
     let (dst, src, len) = (dst.cast::<u8>(), src.cast::<u8>(), len as usize);
-    // SAFETY: This function's own contract, which is `copy_update_raw`'s
-    // with `one_pass` (a long remainder, of a segment that is not whole
-    // pages, is copied and then checksummed there).
-    unsafe { super::crc32c::copy_update_raw(crc, dst, src, len, true) }
+    // SAFETY: This function's own contract.
+    let (crc, done) = unsafe { super::copy_crc::copy_crc(crc, dst, src, len) };
+    if done == len {
+        return crc;
+    }
+    // A long remainder (a segment that is not whole pages): memcpy, then
+    // the kernel's crc32c() over what landed, as without `copy_crc`.
+    // SAFETY: `done < len`: the rest is inside both buffers, which do not
+    // overlap; then `dst`'s rest is readable.
+    unsafe {
+        ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done);
+        super::crc32c::update_raw(crc, dst.add(done), len - done)
+    }
 }
 
 impl Drop for Bio {

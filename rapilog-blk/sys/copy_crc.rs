@@ -153,6 +153,43 @@ unsafe fn block(crc: u32, dst: *mut u8, src: *const u8) -> u32 {
     combine(a as u32, b as u32, c as u32)
 }
 
+/// Returns the raw CRC-32C register after [`BLOCK`] bytes at `src`, from
+/// `crc`, in three streams: [`block`] without the copy.
+///
+/// # Safety
+///
+/// The CPU has SSE4.2; `src` is valid for reads of [`BLOCK`] bytes.
+unsafe fn block_crc(crc: u32, src: *const u8) -> u32 {
+    let (mut a, mut b, mut c) = (u64::from(crc), 0u64, 0u64);
+    let mut s = src;
+    let end = src.wrapping_add(STREAM);
+    while s < end {
+        // SAFETY: `s` runs over the first stream, 16 bytes at a time
+        // (STREAM is a multiple of 16); the other two are STREAM and 2
+        // STREAM further, all inside the caller's BLOCK bytes; `crc32`
+        // needs SSE4.2 (the caller's).
+        unsafe {
+            asm!(
+                "crc32 {a}, qword ptr [{s}]",
+                "crc32 {b}, qword ptr [{s} + {n}]",
+                "crc32 {c}, qword ptr [{s} + {n2}]",
+                "crc32 {a}, qword ptr [{s} + 8]",
+                "crc32 {b}, qword ptr [{s} + {n} + 8]",
+                "crc32 {c}, qword ptr [{s} + {n2} + 8]",
+                s = in(reg) s,
+                n = const STREAM,
+                n2 = const 2 * STREAM,
+                a = inout(reg) a,
+                b = inout(reg) b,
+                c = inout(reg) c,
+                options(nostack, preserves_flags, readonly),
+            );
+        }
+        s = s.wrapping_add(16);
+    }
+    combine(a as u32, b as u32, c as u32)
+}
+
 /// The raw CRC register after a block whose three streams ended with
 /// registers `a` (started from the running CRC), `b` and `c` (from 0).
 pub(crate) fn combine(a: u32, b: u32, c: u32) -> u32 {
@@ -263,6 +300,33 @@ pub(crate) unsafe fn copy_crc(crc: u32, dst: *mut u8, src: *const u8, len: usize
     if len - done < ONE_STREAM_MAX {
         // SAFETY: The rest is inside both buffers.
         crc = unsafe { one_stream(crc, dst.add(done), src.add(done), len - done) };
+        done = len;
+    }
+    (crc, done)
+}
+
+/// Checksums as much of `len` bytes at `src` as this file does well, as
+/// [`copy_crc`] copies: whole blocks in three streams, then the rest in one
+/// stream if it is shorter than [`ONE_STREAM_MAX`]. Returns the raw CRC-32C
+/// register after the bytes checksummed, from `crc`, and how many they
+/// were; the caller checksums the rest (`crc32c()`). For a page just
+/// copied, still in the cache: inline, without the call and the FPU
+/// section of the kernel's `crc32c()`, per page.
+///
+/// # Safety
+///
+/// The CPU has SSE4.2; `src` is valid for reads of `len` bytes.
+pub(crate) unsafe fn crc(crc: u32, src: *const u8, len: usize) -> (u32, usize) {
+    let mut crc = crc;
+    let mut done = 0;
+    while len - done >= BLOCK {
+        // SAFETY: BLOCK bytes from `done` are inside the buffer.
+        crc = unsafe { block_crc(crc, src.add(done)) };
+        done += BLOCK;
+    }
+    if len - done < ONE_STREAM_MAX {
+        // SAFETY: The rest is inside the buffer.
+        crc = unsafe { crc_one_stream(crc, src.add(done), len - done) };
         done = len;
     }
     (crc, done)

@@ -3,8 +3,6 @@
 //! The kernel's CRC-32C (hardware accelerated where the CPU has it) behind
 //! the format crate's [`Crc32c`] trait.
 
-use core::ptr;
-
 use kernel::ffi::c_void;
 
 use super::helpers::rapilog_cpu_has_crc32;
@@ -49,41 +47,30 @@ pub(super) unsafe fn update_raw(crc: u32, ptr: *const u8, len: usize) -> u32 {
     unsafe { crc32c(crc, ptr.cast(), len) }
 }
 
-/// Copies `len` bytes from `src` to `dst` and returns the raw CRC-32C
-/// register after them *as they landed at `dst`*, from `crc`. With
-/// `one_pass` (`rapilog_cpu_copy_crc()`: where that is this CPU's faster
-/// way) the copy and the checksum are one pass (`copy_crc`: each word is
-/// loaded once, stored, and fed to `crc32` from the same register) and only
-/// a long remainder is copied and then checksummed; otherwise `memcpy`,
-/// then the kernel's `crc32c()` over `dst`. Either way the result is the
-/// checksum of the copy, whatever happens to `src` meanwhile.
+/// As [`update_raw`], for the pages writeback checks one at a time: with
+/// `inline` (`rapilog_cpu_copy_crc()`: where this CPU's best CRC-32C is the
+/// `crc32` instruction), `copy_crc`'s three-stream loop, without the call
+/// and the FPU section that `crc32c()` costs per page; otherwise (the
+/// kernel's AVX-512 CRC is faster) `crc32c()`.
 ///
 /// # Safety
 ///
-/// `src` is valid for reads and `dst` for writes of `len` bytes, and they
-/// do not overlap; with `one_pass`, the CPU has SSE4.2.
-pub(super) unsafe fn copy_update_raw(
+/// `ptr` must be valid for reads of `len` bytes; with `inline`, the CPU
+/// has SSE4.2.
+pub(super) unsafe fn update_raw_per_page(
     crc: u32,
-    dst: *mut u8,
-    src: *const u8,
+    ptr: *const u8,
     len: usize,
-    one_pass: bool,
+    inline: bool,
 ) -> u32 {
-    let (crc, done) = if one_pass {
-        // SAFETY: The caller's contract, which is `copy_crc`'s.
-        unsafe { super::copy_crc::copy_crc(crc, dst, src, len) }
+    let (crc, done) = if inline {
+        // SAFETY: The caller's contract, which is `copy_crc::crc`'s.
+        unsafe { super::copy_crc::crc(crc, ptr, len) }
     } else {
         (crc, 0)
     };
-    if done == len {
-        return crc;
-    }
-    // SAFETY: `done < len`: the rest is inside both buffers, which do not
-    // overlap; then `dst`'s rest is readable.
-    unsafe {
-        ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done);
-        update_raw(crc, dst.add(done), len - done)
-    }
+    // SAFETY: `done <= len`: the rest is inside the caller's bytes.
+    unsafe { update_raw(crc, ptr.add(done), len - done) }
 }
 
 /// Standard CRC-32C of `len` bytes at `ptr`, for region memory that is only
