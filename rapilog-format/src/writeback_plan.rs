@@ -178,11 +178,20 @@ impl<'a> Run<'a> {
 /// buffer ([`Run::record_sources`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// `len` bytes from `offset` into the payload, read from the region:
-    /// bytes the run did not copy.
-    Region { offset: usize, len: usize },
-    /// `len` bytes the run copied, at `at` in its buffer.
-    Copy { at: usize, len: usize },
+    /// Bytes the run did not copy, read from the region.
+    Region {
+        /// Where they start in the payload.
+        offset: usize,
+        /// How many.
+        len: usize,
+    },
+    /// Bytes the run copied, read from its buffer.
+    Copy {
+        /// Where they are in the buffer.
+        at: usize,
+        /// How many.
+        len: usize,
+    },
 }
 
 impl Run<'_> {
