@@ -819,7 +819,7 @@ fn write_batch(
         Some(Stage::Published(at)) if bound_limited && !drain => Some(at),
         _ => None,
     };
-    let (mut ios, mut bytes, mut records) = (0u64, 0u64, 0u64);
+    let (mut ios, mut bytes) = (0u64, 0u64);
     let handled = batch
         .first()
         .zip(batch.last())
@@ -970,11 +970,22 @@ fn write_batch(
             retry(dev, errors, stopping, Step::Flush, || dev.backing().flush())?;
             stats::add(&dev.stats().wb_flushes, 1);
         }
-        records = dev.lock_live().mark_written(from, end);
+        // Counted before any waiter can see the batch done: a stop's drain
+        // reads `wb_bytes` as soon as it wakes (`lifecycle::clean_stop`),
+        // and `rapilogctl flush` the status right after.
+        let busy = started.elapsed().as_nanos().max(0) as u64;
+        stats::add(&dev.stats().wb_ios, ios);
+        stats::add(&dev.stats().wb_bytes, bytes);
+        stats::add(&dev.stats().wb_busy_ns, busy);
+        let measured = first_published.map_or(busy, |at| at.elapsed().as_nanos().max(0) as u64);
+        bandwidth.observe(bytes, measured.max(busy));
+        dev.powerfail()
+            .set_measured_bandwidth(bandwidth.bytes_per_sec().unwrap_or(0));
+        let records = dev.lock_live().mark_written(from, end);
+        stats::add(&dev.stats().wb_records, records);
         // Drain waiters watch `written_to`, which may move without the tail.
         dev.space_freed().notify_all();
     }
-    let busy = started.elapsed().as_nanos().max(0) as u64;
 
     // Step 6: the tail moves over what needs nothing more, never past a
     // bad record (`Live::releasable`).
@@ -990,16 +1001,6 @@ fn write_batch(
         // Step 7.
         dev.lock_live().release_through(&last);
         dev.space_freed().notify_all();
-    }
-    stats::add(&dev.stats().wb_ios, ios);
-    stats::add(&dev.stats().wb_bytes, bytes);
-    stats::add(&dev.stats().wb_records, records);
-    if handled.is_some() {
-        stats::add(&dev.stats().wb_busy_ns, busy);
-        let measured = first_published.map_or(busy, |at| at.elapsed().as_nanos().max(0) as u64);
-        bandwidth.observe(bytes, measured.max(busy));
-        dev.powerfail()
-            .set_measured_bandwidth(bandwidth.bytes_per_sec().unwrap_or(0));
     }
     Ok(())
 }
