@@ -37,8 +37,9 @@
 //!    before or during the copy fails the check, one after it does not
 //!    reach the disk. A record that fails there is handled as if step 3 had
 //!    found it: its run is not written, and the plan resumes at that run
-//!    without it (`WritePlan::starting_at`). The writes go in groups of up to [`WRITES_IN_FLIGHT`] (8 x 1 MiB),
-//!    all in flight at once, each from its own bounce buffer
+//!    without it (`WritePlan::starting_at`). The writes go in groups of
+//!    up to [`WRITES_IN_FLIGHT`] (8 x 1 MiB), all in flight at once, each
+//!    from its own bounce buffer
 //!    (`BackingDisk::write_group`); fewer on a disk that writes less than
 //!    that in half a second at the bandwidth measured so far
 //!    (`format::writes_in_flight`: a deeper queue would only delay the
