@@ -136,7 +136,8 @@ impl BounceBuffer {
     /// standard CRC-32C of the bytes *as they landed in the buffer*: what a
     /// disk write of them carries, whatever happens to the region's bytes
     /// during or after the copy. Page by page: `memcpy`, then the CRC-32C
-    /// of the page just written, still in the cache (`update_raw_per_page`).
+    /// of the page just written, still in the cache
+    /// ([`BounceBuffer::crc_update_raw`]).
     /// Measured natively on writeback's cold buffers (`bench/copy_crc/run.sh
     /// --cold`), that is 0.83-0.86 of the time of checksumming the region
     /// and then copying it, and faster than `copy_crc`'s single pass, which
@@ -152,8 +153,6 @@ impl BounceBuffer {
         let src = region
             .view_ptr(offset, len)
             .ok_or(CopyError::OutsideRegion)?;
-        // SAFETY: Reads the boot CPU's feature bits only.
-        let inline = unsafe { rapilog_cpu_copy_crc() };
         let mut crc = !0u32;
         self.each_page(at, len, |page, in_page, done, n| {
             // SAFETY: `src + done` is inside the region's view for `n` bytes
@@ -162,13 +161,7 @@ impl BounceBuffer {
             // self`, so nobody else accesses the page (type invariant).
             unsafe { page.write_raw(src.add(done), in_page, n) }
                 .map_err(|_| CopyError::OutsideBuffer)?;
-            // SAFETY: `page` is a page this buffer allocated (type
-            // invariant), so it has a direct-map address for its life.
-            let base = unsafe { rapilog_page_address(page.as_ptr()) }.cast::<u8>();
-            // SAFETY: `in_page + n <= PAGE_SIZE`: the bytes just copied lie
-            // in the page, which only we reach; `inline` is what
-            // `rapilog_cpu_copy_crc` said of this CPU.
-            crc = unsafe { update_raw_per_page(crc, base.add(in_page), n, inline) };
+            crc = self.crc_update_raw(crc, at + done, n)?;
             Ok(())
         })?;
         Ok(!crc)
